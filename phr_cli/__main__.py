@@ -1,0 +1,3 @@
+from phr_cli.cli import app
+
+app(prog_name="phr")

