@@ -1,0 +1,230 @@
+"""Decoding with PyAV: sampled video frames and 16 kHz mono audio from one file.
+
+Frames are keyframes (the decoder skips everything else, which is ~35x cheaper than a full
+decode); a clip with too few keyframes is decoded fully once and sampled uniformly; a long
+video is sampled by seeking. Each result carries a status and a one-line reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+# Statuses, most severe first; a clip gets the most severe that applies.
+CORRUPT = "corrupt"  # nothing could be decoded
+UNREADABLE = "unreadable"  # the file cannot be opened (permissions, I/O error)
+TRUNCATED = "truncated"  # decoding stopped part-way; features from what was decoded
+NO_VIDEO = "no_video"  # audio only: visual masked
+NO_AUDIO = "no_audio"  # no audio stream (or no samples): acoustic masked
+TOO_SHORT = "too_short"  # audio shorter than one VGGish example: acoustic masked
+OK = "ok"
+SEVERITY = (UNREADABLE, CORRUPT, TRUNCATED, NO_VIDEO, NO_AUDIO, TOO_SHORT, OK)
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """How frames and audio are taken from a clip; recorded in the store."""
+
+    min_keyframes: int = 4  # fewer keyframes than this: sample uniformly instead
+    max_frames: int = 16  # cap on frames per clip (evenly spaced over the clip)
+    fallback_frames: int = 8  # frames taken by uniform sampling
+    long_video_seconds: float = 600.0  # longer videos are sampled by seeking
+    max_audio_seconds: float = 600.0
+    resize_short_side: int = 232
+    crop: int = 224
+    sample_rate: int = 16000
+    min_audio_samples: int = 15600  # one VGGish example (0.975 s at 16 kHz)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DecodedClip:
+    frames: np.ndarray | None  # (F, crop, crop, 3) uint8 RGB, None when no frame
+    audio: np.ndarray | None  # float32 mono at sampling.sample_rate, None when absent
+    duration: float
+    status: str
+    reason: str
+    n_keyframes: int = 0
+
+
+class _Problems:
+    """Collects what went wrong while decoding, then names the worst."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, str]] = []
+
+    def add(self, status: str, reason: str) -> None:
+        self.found.append((status, reason))
+
+    def verdict(self) -> tuple[str, str]:
+        if not self.found:
+            return OK, ""
+        worst = min(self.found, key=lambda item: SEVERITY.index(item[0]))[0]
+        return worst, "; ".join(reason for _, reason in self.found)
+
+
+def decode_clip(path: Path, sampling: FrameSampling = FrameSampling()) -> DecodedClip:
+    """Decode sampled frames and audio; never raises for bad media, reports a status."""
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except PermissionError as error:
+        return DecodedClip(None, None, 0.0, UNREADABLE, f"cannot open: {error.strerror}")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
+        return DecodedClip(None, None, 0.0, CORRUPT, f"not a readable media file: {_message(error)}")
+    problems = _Problems()
+    with container:
+        duration = _duration(container)
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        if video is None and audio is None:
+            return DecodedClip(None, None, duration, CORRUPT, "no video or audio stream")
+        frames, n_keyframes = (None, 0)
+        if video is not None:
+            frames, n_keyframes = _sample_frames(container, video, duration, sampling, problems)
+        else:
+            problems.add(NO_VIDEO, "no video stream")
+        samples = None
+        if audio is not None:
+            samples = _read_audio(container, audio, sampling, problems)
+        else:
+            problems.add(NO_AUDIO, "no audio stream")
+    if frames is None and samples is None:
+        status, reason = problems.verdict()
+        return DecodedClip(None, None, duration, CORRUPT, reason or "nothing decodable")
+    if samples is not None and len(samples) < sampling.min_audio_samples:
+        problems.add(TOO_SHORT, f"audio {len(samples) / sampling.sample_rate:.2f} s is shorter "
+                     f"than one {sampling.min_audio_samples / sampling.sample_rate:.3f} s example")
+    status, reason = problems.verdict()
+    return DecodedClip(frames, samples, duration, status, reason, n_keyframes)
+
+
+def _message(error: Exception) -> str:
+    text = getattr(error, "strerror", None) or str(error)
+    return " ".join(str(text).split())
+
+
+def _duration(container: av.container.InputContainer) -> float:
+    if container.duration is not None:
+        return container.duration / av.time_base
+    durations = [
+        float(s.duration * s.time_base) for s in container.streams if s.duration and s.time_base
+    ]
+    return max(durations, default=0.0)
+
+
+def _to_rgb(frame: av.VideoFrame, sampling: FrameSampling) -> np.ndarray:
+    """Resize the short side then centre-crop, as the ResNet50 IMAGENET1K_V2 transforms do."""
+    scale = sampling.resize_short_side / min(frame.width, frame.height)
+    width = max(sampling.crop, round(frame.width * scale))
+    height = max(sampling.crop, round(frame.height * scale))
+    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+    top = (height - sampling.crop) // 2
+    left = (width - sampling.crop) // 2
+    return np.ascontiguousarray(rgb[top : top + sampling.crop, left : left + sampling.crop])
+
+
+def _evenly(items: list, count: int) -> list:
+    if len(items) <= count:
+        return items
+    picks = np.linspace(0, len(items) - 1, count).round().astype(int)
+    return [items[i] for i in picks]
+
+
+def _sample_frames(container, stream, duration, sampling, problems):
+    if duration > sampling.long_video_seconds:
+        frames = _seek_keyframes(container, stream, duration, sampling, problems)
+        return (np.stack(frames) if frames else None), len(frames)
+    keyframes = _decode_keyframes(container, stream, sampling, problems)
+    n_keyframes = len(keyframes)
+    if n_keyframes < sampling.min_keyframes:
+        uniform = _decode_uniform(container, stream, duration, sampling, problems)
+        if len(uniform) > n_keyframes:
+            keyframes = uniform
+    frames = _evenly(keyframes, sampling.max_frames)
+    if not frames:
+        problems.add(CORRUPT, "no decodable video frame")
+        return None, n_keyframes
+    return np.stack(frames), n_keyframes
+
+
+def _decode_keyframes(container, stream, sampling, problems) -> list[np.ndarray]:
+    stream.codec_context.skip_frame = "NONKEY"
+    frames: list[np.ndarray] = []
+    try:
+        for frame in container.decode(stream):
+            frames.append(_to_rgb(frame, sampling))
+    except av.FFmpegError as error:
+        problems.add(TRUNCATED, f"video decoding stopped after {len(frames)} keyframes: {_message(error)}")
+    finally:
+        stream.codec_context.skip_frame = "DEFAULT"
+    return frames
+
+
+def _decode_uniform(container, stream, duration, sampling, problems) -> list[np.ndarray]:
+    """Full decode once, keeping the frame at each of `fallback_frames` evenly spaced times."""
+    count = sampling.fallback_frames
+    targets = [(i + 0.5) * duration / count for i in range(count)] if duration > 0 else []
+    frames: list[np.ndarray] = []
+    try:
+        container.seek(0, stream=stream)
+        for frame in container.decode(stream):
+            time = frame.time if frame.time is not None else 0.0
+            if targets:
+                while len(frames) < count and time + 1e-6 >= targets[len(frames)]:
+                    frames.append(_to_rgb(frame, sampling))
+            else:  # unknown duration: the first frames it has
+                frames.append(_to_rgb(frame, sampling))
+            if len(frames) >= count:
+                break
+    except av.FFmpegError as error:
+        if not frames:
+            problems.add(TRUNCATED, f"video decoding failed: {_message(error)}")
+    return frames
+
+
+def _seek_keyframes(container, stream, duration, sampling, problems) -> list[np.ndarray]:
+    """For long videos: the keyframe at or before each of `max_frames` evenly spaced times."""
+    stream.codec_context.skip_frame = "NONKEY"
+    frames: list[np.ndarray] = []
+    try:
+        for i in range(sampling.max_frames):
+            seconds = (i + 0.5) * duration / sampling.max_frames
+            container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
+            frame = next(container.decode(stream), None)
+            if frame is not None:
+                frames.append(_to_rgb(frame, sampling))
+    except av.FFmpegError as error:
+        problems.add(TRUNCATED, f"seeking stopped after {len(frames)} frames: {_message(error)}")
+    finally:
+        stream.codec_context.skip_frame = "DEFAULT"
+    return frames
+
+
+def _read_audio(container, stream, sampling, problems) -> np.ndarray | None:
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling.sample_rate)
+    limit = int(sampling.max_audio_seconds * sampling.sample_rate)
+    chunks: list[np.ndarray] = []
+    total = 0
+    try:
+        container.seek(0, stream=stream)
+        for frame in container.decode(stream):
+            frame.pts = None  # the resampler keeps its own timeline; gaps must not shift it
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+                total += out.samples
+            if total >= limit:
+                break
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    except av.FFmpegError as error:
+        problems.add(TRUNCATED, f"audio decoding stopped at {total / sampling.sample_rate:.2f} s: "
+                     f"{_message(error)}")
+    if not chunks:
+        problems.add(NO_AUDIO, "audio stream has no decodable samples")
+        return None
+    return np.concatenate(chunks)[:limit].astype(np.float32, copy=False)

@@ -1,0 +1,338 @@
+"""`phr extract`: a folder of posts -> the HDF5 feature store.
+
+Worker processes decode videos ahead of the encoders; the main process batches frames
+and audio examples from many videos through ResNet50 and VGGish, and commits finished
+videos to the store in crash-safe segments. Captions are embedded at the end, when the
+PCA can be fitted on all of them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import hashlib
+import multiprocessing
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from phr_cli import decode
+from phr_cli.decode import DecodedClip, FrameSampling
+from phr_cli.posts import Post, PostSet, read_posts
+from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, PostRows, StoreWriter
+
+# Post statuses beyond the decoder's: the file is gone, or the post has no video.
+MISSING = "missing"
+TEXT_ONLY = "text_only"
+FAILED_STATUSES = frozenset({decode.CORRUPT, decode.UNREADABLE, decode.TRUNCATED, MISSING})
+
+
+@dataclass
+class ExtractOptions:
+    device: str = "auto"
+    workers: int | None = None  # decoding processes; None: one per core, 0: in-process
+    batch_size: int = 64  # frames per ResNet50 batch
+    weights_dir: Path | None = None
+    random_weights: bool = False
+    sampling: FrameSampling = field(default_factory=FrameSampling)
+    feature_dtype: str = "float32"
+    commit_every: int = 32  # videos per crash-safe segment
+    strict: bool = False  # stop at the first failed file
+
+
+@dataclass
+class VideoOutcome:
+    path: Path
+    status: str
+    reason: str
+
+
+@dataclass
+class ExtractReport:
+    store: Path
+    posts: int = 0
+    videos: int = 0  # distinct video files found
+    extracted: int = 0  # decoded and encoded in this run
+    reused: int = 0  # already in the store (same content hash)
+    statuses: Counter = field(default_factory=Counter)
+    failures: list[VideoOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    decode_wait_seconds: float = 0.0  # main process waiting for decoders
+    encode_seconds: float = 0.0
+    write_seconds: float = 0.0
+    text_seconds: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def videos_per_second(self) -> float:
+        return self.extracted / self.seconds if self.seconds else 0.0
+
+
+ProgressCallback = Callable[[VideoOutcome, ExtractReport, int], None]
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+def content_key(path: Path) -> str:
+    """SHA-256 of the file's bytes: renamed or duplicated files share one key."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+class Encoders:
+    """The three encoders, loaded once (weights are checked before any decoding starts)."""
+
+    def __init__(self, device: str, weights_dir: Path | None, random_weights: bool) -> None:
+        from phr_cli.encoders.audio import AudioEncoder
+        from phr_cli.encoders.text import TextEncoder
+        from phr_cli.encoders.visual import VisualEncoder
+
+        self.visual = VisualEncoder(device, weights_dir, random_weights)
+        self.acoustic = AudioEncoder(device, weights_dir, random_weights)
+        self.textual = TextEncoder(device)
+
+    def fingerprint(self) -> dict:
+        """What the store and checkpoints record: each encoder's spec and weight hash."""
+        return {
+            modality: {"spec": encoder.spec.to_dict(), "weights": encoder.weights_id}
+            for modality, encoder in (
+                ("visual", self.visual), ("acoustic", self.acoustic), ("textual", self.textual)
+            )
+        }
+
+    def encode_clips(self, clips: list[DecodedClip], batch_size: int) -> list[dict]:
+        """Per clip: mean visual and acoustic features (None where the modality is missing)."""
+        import torch
+
+        from phr_cli.encoders.audio import log_mel_examples
+
+        results = [{"visual": None, "acoustic": None, "n_frames": 0, "n_audio_examples": 0}
+                   for _ in clips]
+        with_frames = [i for i, c in enumerate(clips) if c.frames is not None and len(c.frames)]
+        if with_frames:
+            frames = np.concatenate([clips[i].frames for i in with_frames])
+            features = self.visual.embed_frames(frames, batch_size)
+            counts = [len(clips[i].frames) for i in with_frames]
+            for i, chunk in zip(with_frames, torch.split(features, counts)):
+                results[i]["visual"] = chunk.mean(0).numpy()
+                results[i]["n_frames"] = len(chunk)
+        examples = {i: log_mel_examples(c.audio, self.acoustic.spec)
+                    for i, c in enumerate(clips) if c.audio is not None}
+        examples = {i: e for i, e in examples.items() if len(e)}
+        if examples:
+            embedded = self.acoustic.embed_examples(torch.cat(list(examples.values())), batch_size)
+            counts = [len(e) for e in examples.values()]
+            for i, chunk in zip(examples, torch.split(embedded, counts)):
+                results[i]["acoustic"] = chunk.mean(0).numpy()
+                results[i]["n_audio_examples"] = len(chunk)
+        return results
+
+
+def _decode_in_pool(paths: dict[str, Path], workers: int, sampling: FrameSampling,
+                    ) -> Iterator[tuple[str, Path, DecodedClip]]:
+    """Decode clips in worker processes, a bounded number ahead, yielding as they finish."""
+    items = iter(paths.items())
+    if workers == 0:
+        for key, path in items:
+            yield key, path, _safe_decode(path, sampling)
+        return
+    # spawn, not fork: the parent holds torch threads that a forked child must not inherit.
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        running: dict[futures.Future, tuple[str, Path]] = {}
+
+        def submit_next() -> None:
+            for key, path in items:
+                running[pool.submit(_safe_decode, path, sampling)] = (key, path)
+                return
+
+        for _ in range(2 * workers):
+            submit_next()
+        while running:
+            done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                key, path = running.pop(future)
+                submit_next()
+                try:
+                    clip = future.result()
+                except futures.process.BrokenProcessPool:
+                    raise
+                except Exception as error:  # noqa: BLE001 - one bad file must not stop the run
+                    clip = DecodedClip(None, None, 0.0, decode.CORRUPT, f"decoder error: {error}")
+                yield key, path, clip
+
+
+def _safe_decode(path: Path, sampling: FrameSampling) -> DecodedClip:
+    try:
+        return decode.decode_clip(path, sampling)
+    except MemoryError:
+        return DecodedClip(None, None, 0.0, decode.CORRUPT, "decoding ran out of memory")
+
+
+def _hash_videos(post_set: PostSet) -> tuple[dict[Path, str], dict[Path, VideoOutcome]]:
+    keys: dict[Path, str] = {}
+    problems: dict[Path, VideoOutcome] = {}
+    for video in post_set.videos():
+        try:
+            keys[video] = content_key(video)
+        except FileNotFoundError:
+            problems[video] = VideoOutcome(video, MISSING, "file not found")
+        except OSError as error:
+            problems[video] = VideoOutcome(video, decode.UNREADABLE, f"cannot read: {error.strerror}")
+    return keys, problems
+
+
+def extract(
+    root: Path,
+    store_path: Path,
+    options: ExtractOptions = ExtractOptions(),
+    on_progress: ProgressCallback | None = None,
+) -> ExtractReport:
+    """Extract every new video under root into the store; see the module docstring."""
+    started = time.perf_counter()
+    root = Path(root)
+    post_set = read_posts(root)
+    device = resolve_device(options.device)
+    encoders = Encoders(device, options.weights_dir, options.random_weights)
+    report = ExtractReport(store=Path(store_path), posts=len(post_set.posts))
+    keys, problems = _hash_videos(post_set)
+    report.videos = len(keys) + len(problems)
+    for outcome in problems.values():
+        report.statuses[outcome.status] += 1
+        report.failures.append(outcome)
+
+    with StoreWriter(store_path, encoders.fingerprint(), options.sampling.to_dict(),
+                     options.feature_dtype) as writer:
+        known = writer.known_keys()
+        todo: dict[str, Path] = {}
+        for path, key in keys.items():
+            if key not in known:
+                todo.setdefault(key, path)  # the first path of duplicate files names the video
+        report.reused = len({key for key in keys.values() if key in known})
+        total = len(todo)
+        workers = (os.cpu_count() or 1) if options.workers is None else options.workers
+        relpath_of = {post.video: post.relpath for post in post_set.posts if post.video}
+        batch: list[tuple[str, Path, DecodedClip]] = []
+        since_commit = 0
+
+        def flush() -> bool:
+            """Encode and store the batch; False when --strict should stop the run."""
+            nonlocal since_commit
+            tick = time.perf_counter()
+            encoded = encoders.encode_clips([clip for _, _, clip in batch], options.batch_size)
+            report.encode_seconds += time.perf_counter() - tick
+            keep_going = True
+            for (key, path, clip), features in zip(batch, encoded):
+                writer.add(
+                    key=key, path=relpath_of[path], duration=clip.duration,
+                    status=clip.status, reason=clip.reason,
+                    n_frames=features["n_frames"], n_audio_examples=features["n_audio_examples"],
+                    visual=_or_zeros(features["visual"], VISUAL_DIM),
+                    acoustic=_or_zeros(features["acoustic"], ACOUSTIC_DIM),
+                    visual_mask=features["visual"] is not None,
+                    acoustic_mask=features["acoustic"] is not None,
+                )
+                outcome = VideoOutcome(path, clip.status, clip.reason)
+                report.extracted += 1
+                report.statuses[clip.status] += 1
+                if clip.status in FAILED_STATUSES:
+                    report.failures.append(outcome)
+                    keep_going = keep_going and not options.strict
+                if on_progress:
+                    on_progress(outcome, report, total)
+            since_commit += len(batch)
+            batch.clear()
+            if since_commit >= options.commit_every or not keep_going:
+                tick = time.perf_counter()
+                writer.commit()
+                report.write_seconds += time.perf_counter() - tick
+                since_commit = 0
+            return keep_going
+
+        pending_frames = 0
+        wait_started = time.perf_counter()
+        for key, path, clip in _decode_in_pool(todo, workers, options.sampling):
+            report.decode_wait_seconds += time.perf_counter() - wait_started
+            batch.append((key, path, clip))
+            pending_frames += 0 if clip.frames is None else len(clip.frames)
+            if pending_frames >= options.batch_size:
+                pending_frames = 0
+                if not flush():
+                    report.stopped_early = True
+                    break
+            wait_started = time.perf_counter()
+        if batch and not report.stopped_early and not flush():
+            report.stopped_early = True
+        if report.stopped_early:
+            writer.commit()
+        else:
+            tick = time.perf_counter()
+            posts, projection = _post_rows(post_set, keys, problems, writer, encoders)
+            report.text_seconds = time.perf_counter() - tick
+            tick = time.perf_counter()
+            writer.finalize(posts, projection)
+            report.write_seconds += time.perf_counter() - tick
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _or_zeros(features: np.ndarray | None, width: int) -> np.ndarray:
+    return np.zeros(width, np.float32) if features is None else features.astype(np.float32)
+
+
+def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, VideoOutcome],
+               writer: StoreWriter, encoders: Encoders):
+    """The /posts table: one row a post, with its text embedded and projected."""
+    from phr_cli.encoders.text import fit_projection
+
+    videos = writer.videos()
+    status_of = dict(zip(videos.key, videos.status))
+    cached: dict[str, np.ndarray] = {}
+    existing = writer.existing.posts if writer.existing else None
+    if existing is not None:
+        for caption, embedding in zip(existing.caption, existing.text_embedding):
+            cached.setdefault(Post(None, None, caption, [], "").text, embedding)
+    texts = [post.text for post in post_set.posts]
+    new_texts = sorted({t for t in texts if t and t not in cached})
+    cached.update(zip(new_texts, encoders.textual.embed(new_texts)))
+
+    width = encoders.textual.spec.output_dim
+    embedding = np.stack([cached[t] if t else np.zeros(width, np.float32) for t in texts]) \
+        if texts else np.zeros((0, width), np.float32)
+    has_text = np.array([bool(t) for t in texts], dtype=bool)
+    distinct = sorted({t for t in texts if t})
+    projection = fit_projection(np.stack([cached[t] for t in distinct]) if distinct
+                                else np.zeros((0, width), np.float32))
+    textual = projection.apply(embedding) * has_text[:, None]
+
+    def status(post: Post) -> str:
+        if post.video is None:
+            return TEXT_ONLY
+        if post.video in problems:
+            return problems[post.video].status
+        return status_of[keys[post.video]]
+
+    posts = PostRows(
+        video_key=[keys.get(p.video, "") if p.video else "" for p in post_set.posts],
+        path=[p.relpath or "" for p in post_set.posts],
+        user=[p.user or "" for p in post_set.posts],
+        caption=[p.caption for p in post_set.posts],
+        hashtags=[p.hashtags for p in post_set.posts],
+        status=[status(p) for p in post_set.posts],
+        text_embedding=embedding,
+        textual=textual.astype(np.float32),
+        textual_mask=has_text,
+    )
+    return posts, projection

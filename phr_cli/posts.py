@@ -1,0 +1,187 @@
+"""Micro-video posts: finding videos, reading their metadata, parsing hashtags.
+
+Metadata comes, in order, from a manifest (`posts.csv` / `posts.jsonl` in the folder), a
+yt-dlp `<stem>.info.json` sidecar, or nothing (a content-only video).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST_NAMES = ("posts.csv", "posts.jsonl")
+SIDECAR_SUFFIX = ".info.json"
+
+# Suffixes of the video containers FFmpeg demuxes; a manifest may name any other file.
+VIDEO_SUFFIXES = frozenset(
+    ".3g2 .3gp .asf .avi .divx .dv .f4v .flv .h264 .hevc .m2t .m2ts .m2v .m4v .mkv .mov "
+    ".mp4 .mpe .mpeg .mpg .mts .mxf .nut .ogv .qt .rm .rmvb .ts .vob .webm .wmv .y4m".split()
+)
+
+# A hashtag starts after a non-word character; its body is Unicode letters, digits and _.
+HASHTAG_PATTERN = re.compile(r"(?<!\w)#(\w+)")
+
+
+class ManifestError(ValueError):
+    """A manifest line that cannot be read; the message starts with `file:line:`."""
+
+
+@dataclass
+class Post:
+    """One post: a video (or none, for a text-only post), who posted it, what they wrote."""
+
+    video: Path | None
+    user: str | None
+    caption: str
+    hashtags: list[str]
+    source: str  # where the metadata came from: "posts.csv:12", "sidecar", "none"
+    relpath: str | None = None  # the video's path relative to the folder, for the store
+
+    @property
+    def text(self) -> str:
+        """The caption as the text encoder sees it: hashtags removed so labels never leak."""
+        return caption_without_hashtags(self.caption)
+
+
+@dataclass
+class PostSet:
+    root: Path
+    posts: list[Post] = field(default_factory=list)
+
+    def videos(self) -> list[Path]:
+        """Distinct video files referenced by the posts, in first-seen order."""
+        return list(dict.fromkeys(p.video for p in self.posts if p.video is not None))
+
+
+def normalize_hashtag(tag: str) -> str:
+    return unicodedata.normalize("NFKC", tag).strip().lstrip("#").lower()
+
+
+def parse_hashtags(text: str) -> list[str]:
+    """Hashtags in a caption, normalised, without duplicates, in order of appearance."""
+    found = HASHTAG_PATTERN.findall(unicodedata.normalize("NFKC", text))
+    return list(dict.fromkeys(normalize_hashtag(tag) for tag in found))
+
+
+def caption_without_hashtags(caption: str) -> str:
+    stripped = HASHTAG_PATTERN.sub(" ", unicodedata.normalize("NFKC", caption))
+    return " ".join(stripped.split())
+
+
+def split_hashtag_field(value: str | list | None) -> list[str]:
+    """A `hashtags` field: a list (JSONL) or a space- or comma-separated string (CSV)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else re.split(r"[\s,]+", value)
+    tags = (normalize_hashtag(str(item)) for item in items)
+    return list(dict.fromkeys(tag for tag in tags if tag))
+
+
+def post_hashtags(caption: str, field_value: str | list | None) -> list[str]:
+    """The `hashtags` field when given, else the hashtags parsed from the caption."""
+    listed = split_hashtag_field(field_value)
+    return listed if listed else parse_hashtags(caption)
+
+
+def find_videos(root: Path) -> list[Path]:
+    """Video files below root, recursively, sorted; symlinked folders are not followed."""
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
+    )
+
+
+def read_posts(root: Path) -> PostSet:
+    """Every post in a folder: manifest rows, then videos the manifest does not name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder of videos")
+    manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
+    posts = read_manifest(manifest, root) if manifest else []
+    named = {p.video.resolve() for p in posts if p.video is not None}
+    for video in find_videos(root):
+        if video.resolve() in named:
+            continue
+        posts.append(read_sidecar(video, root))
+    return PostSet(root=root, posts=posts)
+
+
+def read_manifest(path: Path, root: Path) -> list[Post]:
+    if path.suffix == ".jsonl":
+        rows = list(_jsonl_rows(path))
+    else:
+        rows = list(_csv_rows(path))
+    return [_manifest_post(row, f"{path.name}:{line}", root) for line, row in rows]
+
+
+def _csv_rows(path: Path):
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"video", "user"} - set(reader.fieldnames or [])
+            if missing:
+                raise ManifestError(f"{path}:1: missing column(s) {', '.join(sorted(missing))}")
+            for row in reader:
+                yield reader.line_num, row
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path}: not UTF-8 text ({error.reason})") from None
+
+
+def _jsonl_rows(path: Path):
+    with open(path, encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ManifestError(f"{path}:{line}: invalid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise ManifestError(f"{path}:{line}: expected a JSON object")
+            yield line, row
+
+
+def _manifest_post(row: dict, source: str, root: Path) -> Post:
+    caption = str(row.get("caption") or "")
+    user = str(row["user"]).strip() if row.get("user") not in (None, "") else None
+    video_field = str(row.get("video") or "").strip()
+    video = None
+    if video_field:
+        video = (root / video_field).resolve()
+        if not video.is_relative_to(root.resolve()):
+            raise ManifestError(f"{source}: video path {video_field!r} is outside {root}")
+    return Post(
+        video=video,
+        user=user,
+        caption=caption,
+        hashtags=post_hashtags(caption, row.get("hashtags")),
+        source=source,
+        relpath=video_field or None,
+    )
+
+
+def read_sidecar(video: Path, root: Path) -> Post:
+    """A video's yt-dlp `.info.json`, or an anonymous content-only post without one."""
+    relpath = video.relative_to(root).as_posix()
+    sidecar = video.with_name(video.stem + SIDECAR_SUFFIX)
+    if not sidecar.is_file():
+        return Post(video=video, user=None, caption="", hashtags=[], source="none", relpath=relpath)
+    try:
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{sidecar}: unreadable yt-dlp info JSON ({error})") from None
+    user = info.get("uploader_id") or info.get("uploader")
+    caption = str(info.get("description") or "")
+    return Post(
+        video=video,
+        user=str(user) if user else None,
+        caption=caption,
+        hashtags=post_hashtags(caption, info.get("tags")),
+        source="sidecar",
+        relpath=relpath,
+    )

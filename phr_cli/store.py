@@ -1,0 +1,398 @@
+"""The HDF5 feature store: the only module that touches h5py.
+
+Layout of `features.h5`:
+  /videos   one row per distinct video file (key = SHA-256 of its content): path,
+            duration, status, reason, frame/example counts, visual (N,2048),
+            acoustic (N,128) and a mask per modality
+  /posts    one row per post: video key ('' when text-only), path, user, caption,
+            hashtags (space-joined), status, text_embedding (M,384), textual (M,100)
+            and textual_mask
+  /text_projection  mean (384,), components (100,384), explained_variance_ratio
+  attributes: format version, phr version, encoders (JSON: specs and weight hashes),
+            frame sampling (JSON), feature dtype
+
+Crash safety: while `phr extract` runs, finished videos go to small segment files in
+`features.h5.parts/`, each written to a temporary name, flushed to disk and renamed into
+place. At the end the main file is rewritten the same way (temporary file, fsync,
+rename) and the segments removed. A kill at any moment therefore leaves the last main
+file intact plus complete segments; readers merge both, and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from phr_cli import __version__
+
+FORMAT_VERSION = 1
+VISUAL_DIM, ACOUSTIC_DIM, TEXT_EMBEDDING_DIM, TEXTUAL_DIM = 2048, 128, 384, 100
+STRING = h5py.string_dtype("utf-8")
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used as asked; the message names the file and the fix."""
+
+
+@dataclass
+class VideoRows:
+    """Rows of /videos, in memory."""
+
+    key: list[str] = field(default_factory=list)
+    path: list[str] = field(default_factory=list)
+    duration: list[float] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
+    reason: list[str] = field(default_factory=list)
+    n_frames: list[int] = field(default_factory=list)
+    n_audio_examples: list[int] = field(default_factory=list)
+    visual: list[np.ndarray] = field(default_factory=list)
+    acoustic: list[np.ndarray] = field(default_factory=list)
+    visual_mask: list[bool] = field(default_factory=list)
+    acoustic_mask: list[bool] = field(default_factory=list)
+
+    COLUMNS = ("key", "path", "duration", "status", "reason", "n_frames", "n_audio_examples",
+               "visual", "acoustic", "visual_mask", "acoustic_mask")
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def append(self, **values) -> None:
+        for column in self.COLUMNS:
+            getattr(self, column).append(values[column])
+
+    def extend(self, other: VideoRows, rows: list[int] | None = None) -> None:
+        picks = range(len(other)) if rows is None else rows
+        for column in self.COLUMNS:
+            source = getattr(other, column)
+            getattr(self, column).extend(source[i] for i in picks)
+
+
+@dataclass
+class PostRows:
+    """Rows of /posts, in memory."""
+
+    video_key: list[str]
+    path: list[str]
+    user: list[str]
+    caption: list[str]
+    hashtags: list[list[str]]
+    status: list[str]
+    text_embedding: np.ndarray  # (M, 384)
+    textual: np.ndarray  # (M, 100)
+    textual_mask: np.ndarray  # (M,) bool
+
+
+@dataclass
+class TextProjection:
+    mean: np.ndarray  # (384,)
+    components: np.ndarray  # (100, 384)
+    explained_variance_ratio: np.ndarray  # (100,)
+
+    def apply(self, embeddings: np.ndarray) -> np.ndarray:
+        return ((embeddings - self.mean) @ self.components.T).astype(np.float32)
+
+
+@dataclass
+class StoreContents:
+    path: Path
+    attributes: dict
+    videos: VideoRows
+    posts: PostRows | None
+    projection: TextProjection | None
+    pending_segments: int  # segments not yet merged: an interrupted extract
+
+
+def parts_dir(path: Path) -> Path:
+    return Path(str(path) + ".parts")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, fill) -> None:
+    """Write an HDF5 file via a temporary name, fsync it and rename it into place."""
+    temporary = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        with h5py.File(temporary, "w") as handle:
+            fill(handle)
+        with open(temporary, "rb+") as raw:
+            os.fsync(raw.fileno())
+        os.replace(temporary, path)
+        _fsync_dir(path.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write_videos(group: h5py.Group, rows: VideoRows, dtype: str) -> None:
+    n = len(rows)
+    group.create_dataset("key", data=np.array(rows.key, dtype="S64"))
+    for column in ("path", "status", "reason"):
+        group.create_dataset(column, data=np.array(getattr(rows, column), dtype=object), dtype=STRING)
+    group.create_dataset("duration", data=np.array(rows.duration, dtype=np.float64))
+    group.create_dataset("n_frames", data=np.array(rows.n_frames, dtype=np.int32))
+    group.create_dataset("n_audio_examples", data=np.array(rows.n_audio_examples, dtype=np.int32))
+    for name, width in (("visual", VISUAL_DIM), ("acoustic", ACOUSTIC_DIM)):
+        data = np.stack(getattr(rows, name)).astype(dtype) if n else np.zeros((0, width), dtype)
+        group.create_dataset(name, data=data, chunks=(min(max(n, 1), 256), width) if n else None)
+        group.create_dataset(f"{name}_mask", data=np.array(getattr(rows, f"{name}_mask"), dtype=bool))
+
+
+def _read_videos(group: h5py.Group) -> VideoRows:
+    rows = VideoRows()
+    rows.key = [k.decode() for k in group["key"][()]]
+    for column in ("path", "status", "reason"):
+        setattr(rows, column, [v.decode() if isinstance(v, bytes) else v for v in group[column][()]])
+    rows.duration = group["duration"][()].tolist()
+    rows.n_frames = group["n_frames"][()].tolist()
+    rows.n_audio_examples = group["n_audio_examples"][()].tolist()
+    for name in ("visual", "acoustic"):
+        setattr(rows, name, list(group[name][()].astype(np.float32)))
+        setattr(rows, f"{name}_mask", group[f"{name}_mask"][()].tolist())
+    return rows
+
+
+def _write_posts(group: h5py.Group, posts: PostRows) -> None:
+    for column in ("video_key", "path", "user", "caption", "status"):
+        group.create_dataset(column, data=np.array(getattr(posts, column), dtype=object), dtype=STRING)
+    joined = [" ".join(tags) for tags in posts.hashtags]
+    group.create_dataset("hashtags", data=np.array(joined, dtype=object), dtype=STRING)
+    group.create_dataset("text_embedding", data=posts.text_embedding.astype(np.float32))
+    group.create_dataset("textual", data=posts.textual.astype(np.float32))
+    group.create_dataset("textual_mask", data=posts.textual_mask.astype(bool))
+
+
+def _strings(dataset: h5py.Dataset) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else v for v in dataset[()]]
+
+
+def _read_posts(group: h5py.Group) -> PostRows:
+    return PostRows(
+        video_key=_strings(group["video_key"]),
+        path=_strings(group["path"]),
+        user=_strings(group["user"]),
+        caption=_strings(group["caption"]),
+        hashtags=[tags.split() for tags in _strings(group["hashtags"])],
+        status=_strings(group["status"]),
+        text_embedding=group["text_embedding"][()],
+        textual=group["textual"][()],
+        textual_mask=group["textual_mask"][()],
+    )
+
+
+def _open_readable(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise StoreError(f"{path}: not a readable phr feature store ({error}); "
+                         "delete it and run `phr extract` again") from None
+
+
+def read_attributes(path: Path) -> dict:
+    with _open_readable(path) as handle:
+        return _attributes(handle, path)
+
+
+def _attributes(handle: h5py.File, path: Path) -> dict:
+    if "format_version" not in handle.attrs:
+        raise StoreError(f"{path}: not a phr feature store (no format_version attribute)")
+    version = int(handle.attrs["format_version"])
+    if version > FORMAT_VERSION:
+        raise StoreError(f"{path}: store format {version} is newer than this phr "
+                         f"(format {FORMAT_VERSION}); upgrade phr")
+    return {
+        "format_version": version,
+        "phr_version": str(handle.attrs["phr_version"]),
+        "encoders": json.loads(handle.attrs["encoders"]),
+        "sampling": json.loads(handle.attrs["sampling"]),
+        "feature_dtype": str(handle.attrs["feature_dtype"]),
+        "updated": str(handle.attrs["updated"]),
+    }
+
+
+def _segments(path: Path) -> list[Path]:
+    directory = parts_dir(path)
+    return sorted(directory.glob("seg-*.h5")) if directory.is_dir() else []
+
+
+def load_store(path: Path) -> StoreContents:
+    """Read a whole store, including segments of an interrupted run (deduplicated by key)."""
+    path = Path(path)
+    segments = _segments(path)
+    if not path.exists() and not segments:
+        raise StoreError(f"{path}: no feature store here; run `phr extract VIDEOS --out {path}` first")
+    videos, posts, projection, attributes = VideoRows(), None, None, {}
+    if path.exists():
+        with _open_readable(path) as handle:
+            attributes = _attributes(handle, path)
+            videos = _read_videos(handle["videos"])
+            if "posts" in handle:
+                posts = _read_posts(handle["posts"])
+            if "text_projection" in handle:
+                group = handle["text_projection"]
+                projection = TextProjection(*(group[n][()] for n in
+                                              ("mean", "components", "explained_variance_ratio")))
+    seen = set(videos.key)
+    for segment in segments:
+        with _open_readable(segment) as handle:
+            attributes = attributes or _attributes(handle, segment)
+            rows = _read_videos(handle["videos"])
+        fresh = [i for i, key in enumerate(rows.key) if key not in seen]
+        videos.extend(rows, fresh)
+        seen.update(rows.key)
+    return StoreContents(path, attributes, videos, posts, projection, len(segments))
+
+
+class StoreWriter:
+    """Appends videos to a store as crash-safe segments, then compacts it into one file.
+
+    Holds an exclusive lock on `<store>.lock` for its lifetime, so that a second
+    `phr extract` on the same store refuses instead of interleaving writes.
+    """
+
+    def __init__(self, path: Path, encoders: dict, sampling: dict, feature_dtype: str = "float32"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = open(Path(str(self.path) + ".lock"), "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise StoreError(f"{self.path}: another phr process is writing this store; "
+                             "wait for it to finish or use another --out") from None
+        # Temporary files left by a killed writer; the lock says no writer is alive.
+        for stale in [*self.path.parent.glob(self.path.name + ".tmp-*"),
+                      *parts_dir(self.path).glob("*.tmp-*")]:
+            stale.unlink(missing_ok=True)
+        self.attributes = {"encoders": encoders, "sampling": sampling, "feature_dtype": feature_dtype}
+        existing = load_store(self.path) if self.path.exists() or _segments(self.path) else None
+        if existing is not None:
+            self._check_compatible(existing.attributes)
+        self.existing = existing
+        self.pending = VideoRows()
+        self._segment_count = 0
+
+    def _check_compatible(self, stored: dict) -> None:
+        for name in ("encoders", "sampling", "feature_dtype"):
+            if stored.get(name) != self.attributes[name]:
+                raise StoreError(
+                    f"{self.path}: this store was built with other {name.replace('_', ' ')} "
+                    f"than this run asks for; use another --out, or the same options as before"
+                )
+
+    def known_keys(self) -> set[str]:
+        return set(self.existing.videos.key) if self.existing else set()
+
+    def add(self, **values) -> None:
+        self.pending.append(**values)
+
+    def commit(self) -> None:
+        """Make pending videos durable as one segment file."""
+        if not len(self.pending):
+            return
+        directory = parts_dir(self.path)
+        directory.mkdir(exist_ok=True)
+        self._segment_count += 1
+        name = f"seg-{time.time_ns():020d}-{os.getpid()}-{self._segment_count:06d}.h5"
+        rows, dtype = self.pending, self.attributes["feature_dtype"]
+
+        def fill(handle: h5py.File) -> None:
+            self._write_attributes(handle)
+            _write_videos(handle.create_group("videos"), rows, dtype)
+
+        _write_atomically(directory / name, fill)
+        self.pending = VideoRows()
+
+    def _write_attributes(self, handle: h5py.File) -> None:
+        handle.attrs["format_version"] = FORMAT_VERSION
+        handle.attrs["phr_version"] = __version__
+        handle.attrs["encoders"] = json.dumps(self.attributes["encoders"], sort_keys=True)
+        handle.attrs["sampling"] = json.dumps(self.attributes["sampling"], sort_keys=True)
+        handle.attrs["feature_dtype"] = self.attributes["feature_dtype"]
+        handle.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    def videos(self) -> VideoRows:
+        """Every video of the store so far: the main file, segments and pending rows."""
+        self.commit()
+        if not self.path.exists() and not _segments(self.path):
+            return VideoRows()
+        return load_store(self.path).videos
+
+    def finalize(self, posts: PostRows, projection: TextProjection | None) -> None:
+        """Merge everything into the main file (sorted by key, so reruns give equal files)."""
+        merged = self.videos()
+        order = sorted(range(len(merged)), key=merged.key.__getitem__)
+        videos = VideoRows()
+        videos.extend(merged, order)
+        dtype = self.attributes["feature_dtype"]
+
+        def fill(handle: h5py.File) -> None:
+            self._write_attributes(handle)
+            _write_videos(handle.create_group("videos"), videos, dtype)
+            _write_posts(handle.create_group("posts"), posts)
+            if projection is not None:
+                group = handle.create_group("text_projection")
+                group.create_dataset("mean", data=projection.mean)
+                group.create_dataset("components", data=projection.components)
+                group.create_dataset("explained_variance_ratio", data=projection.explained_variance_ratio)
+
+        segments = _segments(self.path)
+        _write_atomically(self.path, fill)
+        for segment in segments:
+            segment.unlink()
+        if parts_dir(self.path).is_dir() and not any(parts_dir(self.path).iterdir()):
+            parts_dir(self.path).rmdir()
+        self.existing = load_store(self.path)
+
+    def close(self) -> None:
+        self.commit()
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def summarize(path: Path) -> dict:
+    """What `phr inspect` shows: counts by status, users, hashtags, encoders and weights."""
+    contents = load_store(path)
+    videos, posts = contents.videos, contents.posts
+    summary = {
+        "store": str(path),
+        "phr_version": contents.attributes.get("phr_version"),
+        "format_version": contents.attributes.get("format_version"),
+        "updated": contents.attributes.get("updated"),
+        "videos": len(videos),
+        "video_statuses": dict(sorted(Counter(videos.status).items())),
+        "unmerged_segments": contents.pending_segments,
+        "encoders": {
+            modality: {"name": entry["spec"]["name"], "version": entry["spec"]["version"],
+                       "weights": entry["weights"]}
+            for modality, entry in contents.attributes.get("encoders", {}).items()
+        },
+        "sampling": contents.attributes.get("sampling"),
+    }
+    if posts is not None:
+        summary.update(
+            posts=len(posts.user),
+            post_statuses=dict(sorted(Counter(posts.status).items())),
+            users=len({u for u in posts.user if u}),
+            hashtags=len({h for tags in posts.hashtags for h in tags}),
+            text_only_posts=sum(1 for k in posts.video_key if not k),
+        )
+    return summary

@@ -1,0 +1,43 @@
+"""Shared fixtures: small clips generated with PyAV (FFmpeg) in the test run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from phr_cli import media
+from phr_cli.decode import FrameSampling
+
+# Few frames per clip keep random-weight ResNet50 on a 2-core CPU quick.
+FAST_SAMPLING = FrameSampling(min_keyframes=1, max_frames=2, fallback_frames=2)
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    """A folder of posts covering every extraction status, with a manifest."""
+    root = tmp_path_factory.mktemp("clips")
+    media.write_clip(root / "ocean.mp4", 2.0, pattern="ocean", tone_hz=220, size=(96, 64))
+    media.write_clip(root / "fire one.mkv", 2.0, pattern="fire", tone_hz=880, noise=0.2, size=(96, 64))
+    (root / "sub").mkdir()
+    media.write_clip(root / "sub" / "forêt.webm", 2.0, pattern="forest", tone_hz=1500, size=(96, 64))
+    media.write_clip(root / "silent.mp4", 2.0, pattern="city", tone_hz=None, size=(96, 64))
+    media.write_clip(root / "short.mp4", 0.5, pattern="city", tone_hz=440, size=(96, 64))
+    media.copy_clip(root / "ocean.mp4", root / "ocean copy.mp4")
+    media.write_truncated(root / "ocean.mp4", root / "truncated.mp4", 0.45)
+    media.write_zero_bytes(root / "empty.mp4")
+    media.write_random_bytes(root / "noise.avi")
+    media.write_text_file(root / "notes.mov")
+    (root / "posts.csv").write_text(
+        "video,user,caption,hashtags\n"
+        "ocean.mp4,ana,Morning swim #beach #Ocean,\n"
+        "fire one.mkv,ben,Camp night,fire campfire\n"
+        "sub/forêt.webm,ana,Walk in the woods #forest,\n"
+        "silent.mp4,ben,Street at night #city #night,\n"
+        "short.mp4,cem,Quick one #city,\n"
+        "ocean copy.mp4,cem,Same clip again #ocean,\n"
+        ",ana,Only words here #travel,\n"
+        "gone.mp4,ben,This file does not exist #ghost,\n",
+        encoding="utf-8",
+    )
+    return root

@@ -1,0 +1,161 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import FAST_SAMPLING
+from phr_cli import media
+from phr_cli.cli import app
+from phr_cli.extract import ExtractOptions, extract
+from phr_cli.store import load_store, parts_dir
+
+OPTIONS = ExtractOptions(device="cpu", workers=0, random_weights=True, sampling=FAST_SAMPLING,
+                         batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def extracted(clip_dir, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store") / "features.h5"
+    report = extract(clip_dir, store, OPTIONS)
+    return report, store
+
+
+def test_every_file_gets_a_status_and_reason(extracted):
+    report, store = extracted
+    contents = load_store(store)
+    status = dict(zip(contents.videos.path, contents.videos.status))
+    assert status["ocean.mp4"] == "ok"
+    assert status["sub/forêt.webm"] == "ok"
+    assert status["fire one.mkv"] == "ok"
+    assert status["silent.mp4"] == "no_audio"
+    assert status["short.mp4"] == "too_short"
+    assert status["truncated.mp4"] in ("truncated", "corrupt", "ok")
+    for name in ("empty.mp4", "noise.avi", "notes.mov"):
+        assert status[name] == "corrupt"
+    assert all(r for s, r in zip(contents.videos.status, contents.videos.reason) if s != "ok")
+    assert {f.path.name for f in report.failures} >= {"empty.mp4", "noise.avi", "notes.mov", "gone.mp4"}
+    assert report.statuses["missing"] == 1
+
+
+def test_duplicate_content_is_extracted_once(extracted):
+    report, store = extracted
+    contents = load_store(store)
+    assert "ocean copy.mp4" not in contents.videos.path
+    posts = contents.posts
+    ocean, copy = posts.path.index("ocean.mp4"), posts.path.index("ocean copy.mp4")
+    assert posts.video_key[ocean] == posts.video_key[copy] != ""
+
+
+def test_features_masks_and_text(extracted):
+    _, store = extracted
+    contents = load_store(store)
+    videos, posts = contents.videos, contents.posts
+    row = videos.path.index("silent.mp4")
+    assert videos.visual_mask[row] and not videos.acoustic_mask[row]
+    assert not np.any(videos.acoustic[row]) and np.any(videos.visual[row])
+    ok = videos.path.index("ocean.mp4")
+    assert videos.visual[ok].shape == (2048,) and videos.acoustic[ok].shape == (128,)
+    assert videos.n_frames[ok] == 1 and videos.n_audio_examples[ok] == 2  # one keyframe: enough here
+    # Hashtags are labels: normalised, and never in the text the encoder saw.
+    first = posts.path.index("ocean.mp4")
+    assert posts.hashtags[first] == ["beach", "ocean"] and posts.user[first] == "ana"
+    text_only = posts.status.index("text_only")
+    assert posts.textual_mask[text_only] and posts.video_key[text_only] == ""
+    assert posts.textual.shape == (len(posts.user), 100)
+    assert contents.projection.components.shape == (100, 384)
+    # The projection stored is the one that produced the textual features.
+    np.testing.assert_allclose(contents.projection.apply(posts.text_embedding[[first]])[0],
+                               posts.textual[first], atol=1e-5)
+    encoders = contents.attributes["encoders"]
+    assert encoders["visual"]["weights"] == "random-init(seed=0)"
+    assert encoders["textual"]["weights"] != "random-init(seed=0)"  # MiniLM is real, bundled
+    assert encoders["acoustic"]["spec"]["preprocessing"]["final_relu"] is False
+
+
+def test_rerun_reuses_everything(extracted, clip_dir):
+    _, store = extracted
+    before = load_store(store)
+    report = extract(clip_dir, store, OPTIONS)
+    after = load_store(store)
+    assert report.extracted == 0 and report.reused == len(after.videos.key)
+    assert after.videos.key == before.videos.key
+    np.testing.assert_array_equal(np.stack(after.videos.visual), np.stack(before.videos.visual))
+
+
+def test_worker_processes_give_the_same_features(extracted, clip_dir, tmp_path):
+    _, store = extracted
+    pooled = tmp_path / "pooled.h5"
+    extract(clip_dir, pooled, ExtractOptions(**{**OPTIONS.__dict__, "workers": 2}))
+    a, b = load_store(store).videos, load_store(pooled).videos
+    assert a.key == b.key and a.status == b.status
+    np.testing.assert_allclose(np.stack(a.visual), np.stack(b.visual), rtol=1e-4, atol=1e-4)
+
+
+KILLABLE = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from conftest import FAST_SAMPLING
+from phr_cli.extract import ExtractOptions, extract
+extract(Path(sys.argv[1]), Path(sys.argv[2]), ExtractOptions(
+    device="cpu", workers=0, random_weights=True, sampling=FAST_SAMPLING, batch_size=1,
+    commit_every=1))
+"""
+
+
+def test_kill_9_mid_run_loses_only_unfinished_videos(tmp_path):
+    root = tmp_path / "clips"
+    root.mkdir()
+    for i in range(8):
+        media.write_clip(root / f"clip{i}.mp4", 1.2, pattern=["ocean", "fire", "city"][i % 3],
+                         tone_hz=200 + 100 * i, size=(64, 48), seed=i)
+    store = tmp_path / "killed.h5"
+    script = KILLABLE.format(tests=str(Path(__file__).parent))
+    process = subprocess.Popen([sys.executable, "-c", script, str(root), str(store)])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(parts_dir(store).glob("seg-*.h5"))) < 2:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    survived = load_store(store)  # readable right after the kill
+    assert 2 <= len(survived.videos.key) < 8 and survived.posts is None
+
+    report = extract(root, store, OPTIONS)
+    assert report.reused == len(survived.videos.key) and report.extracted == 8 - report.reused
+    resumed = load_store(store)
+    clean_path = tmp_path / "clean.h5"
+    extract(root, clean_path, OPTIONS)
+    clean = load_store(clean_path)
+    assert resumed.videos.key == clean.videos.key and resumed.videos.status == clean.videos.status
+    np.testing.assert_allclose(np.stack(resumed.videos.visual), np.stack(clean.videos.visual), atol=1e-4)
+    np.testing.assert_allclose(np.stack(resumed.videos.acoustic), np.stack(clean.videos.acoustic), atol=1e-4)
+    np.testing.assert_allclose(resumed.posts.textual, clean.posts.textual, atol=1e-5)
+    assert resumed.pending_segments == 0
+
+
+def test_cli_exit_codes_and_inspect(tmp_path):
+    root = tmp_path / "clips"
+    root.mkdir()
+    media.write_clip(root / "a.mp4", 1.2, size=(64, 48))
+    runner = CliRunner()
+    store = tmp_path / "s.h5"
+    ok = runner.invoke(app, ["extract", str(root), "--out", str(store), "--random-weights",
+                             "--workers", "0", "--device", "cpu"])
+    assert ok.exit_code == 0, ok.output
+    media.write_zero_bytes(root / "broken.mp4")
+    failed = runner.invoke(app, ["extract", str(root), "--out", str(store), "--random-weights",
+                                 "--workers", "0"])
+    assert failed.exit_code == 1 and "broken.mp4" in failed.output
+    shown = runner.invoke(app, ["inspect", str(store), "--json"])
+    summary = json.loads(shown.stdout)
+    assert summary["videos"] == 2 and summary["video_statuses"] == {"corrupt": 1, "ok": 1}
+    missing = runner.invoke(app, ["extract", str(root), "--out", str(tmp_path / "t.h5"),
+                                  "--weights-dir", str(tmp_path)])
+    assert missing.exit_code == 1 and "resnet50-11ad3fa6.pth" in missing.output

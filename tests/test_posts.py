@@ -1,0 +1,89 @@
+import json
+
+import pytest
+
+from phr_cli.posts import (
+    ManifestError,
+    caption_without_hashtags,
+    find_videos,
+    parse_hashtags,
+    read_posts,
+    split_hashtag_field,
+)
+
+
+def test_parse_hashtags_unicode_nfkc_and_order():
+    assert parse_hashtags("Été à la #Plage et #café_2 puis #plage") == ["plage", "café_2"]
+    assert parse_hashtags("fullwidth ＃Ｔｏｋｙｏ tag") == ["tokyo"]
+    assert parse_hashtags("C# is not a tag, nor a#b, but (#yes) is") == ["yes"]
+
+
+def test_caption_without_hashtags_removes_labels():
+    assert caption_without_hashtags("Sunset swim #beach with  friends #fun") == "Sunset swim with friends"
+
+
+def test_hashtag_field_accepts_spaces_commas_hash_and_lists():
+    assert split_hashtag_field("#Beach, sun  fun,,") == ["beach", "sun", "fun"]
+    assert split_hashtag_field(["#A", "b", "a"]) == ["a", "b"]
+    assert split_hashtag_field(None) == []
+
+
+def test_csv_manifest_text_only_rows_and_unlisted_videos(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "extra.mkv").write_bytes(b"x")
+    (tmp_path / "posts.csv").write_text(
+        "video,user,caption,hashtags\n"
+        "a.mp4,u1,Hello #World,\n"
+        ",u2,Just text #solo,\n"
+        "a.mp4,u3,Same video other user,x y\n",
+        encoding="utf-8",
+    )
+    post_set = read_posts(tmp_path)
+    first, text_only, second, unlisted = post_set.posts
+    assert first.hashtags == ["world"] and first.user == "u1" and first.source == "posts.csv:2"
+    assert first.text == "Hello"
+    assert text_only.video is None and text_only.hashtags == ["solo"]
+    assert second.hashtags == ["x", "y"]  # the field wins over the caption
+    assert unlisted.video.name == "extra.mkv" and unlisted.user is None
+    assert len(post_set.videos()) == 2
+
+
+def test_jsonl_manifest(tmp_path):
+    rows = [{"video": "v.webm", "user": 7, "caption": "hi", "hashtags": ["#One", "two"]},
+            {"user": "u", "caption": "text #only"}]
+    (tmp_path / "posts.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    posts = read_posts(tmp_path).posts
+    assert posts[0].user == "7" and posts[0].hashtags == ["one", "two"]
+    assert posts[1].video is None and posts[1].hashtags == ["only"]
+
+
+def test_manifest_errors_name_file_and_line(tmp_path):
+    (tmp_path / "posts.csv").write_text("clip,owner\na.mp4,u\n")
+    with pytest.raises(ManifestError, match=r"posts.csv:1: missing column\(s\) user, video"):
+        read_posts(tmp_path)
+    (tmp_path / "posts.csv").write_text("video,user\n../outside.mp4,u\n")
+    with pytest.raises(ManifestError, match=r"posts.csv:2: .*outside"):
+        read_posts(tmp_path)
+    (tmp_path / "posts.csv").unlink()
+    (tmp_path / "posts.jsonl").write_text('{"video": "a.mp4"}\n{broken\n')
+    with pytest.raises(ManifestError, match=r"posts.jsonl:2: invalid JSON"):
+        read_posts(tmp_path)
+
+
+def test_yt_dlp_sidecar(tmp_path):
+    (tmp_path / "clip [abc].mp4").write_bytes(b"x")
+    (tmp_path / "clip [abc].info.json").write_text(json.dumps(
+        {"uploader_id": "@maker", "uploader": "Maker", "description": "Trip #Alps", "tags": []}))
+    (post,) = read_posts(tmp_path).posts
+    assert post.user == "@maker" and post.hashtags == ["alps"] and post.source == "sidecar"
+    (tmp_path / "clip [abc].info.json").write_text(json.dumps(
+        {"uploader": "Maker", "description": "Trip #Alps", "tags": ["Snow", "ski"]}))
+    (post,) = read_posts(tmp_path).posts
+    assert post.user == "Maker" and post.hashtags == ["snow", "ski"]
+
+
+def test_find_videos_is_recursive_and_container_agnostic(tmp_path):
+    for name in ("a.mp4", "b.MKV", "deep/c.webm", "deep/er/d.avi", "notes.txt", "e.info.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in find_videos(tmp_path)] == ["a.mp4", "b.MKV", "c.webm", "d.avi"]
