@@ -115,7 +115,8 @@ def extract(
     out.print(table)
     out.print(
         f"{report.posts} posts, {report.videos} videos: {report.extracted} extracted in "
-        f"{report.seconds:.1f} s ({report.videos_per_second:.2f} videos/s)"
+        f"{report.seconds:.1f} s ({report.videos_per_second:.2f} videos/s after "
+        f"{report.load_seconds:.1f} s loading the encoders)"
         + (" with RANDOM encoder weights" if random_weights else ""),
         highlight=False,
     )

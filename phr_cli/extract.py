@@ -61,6 +61,7 @@ class ExtractReport:
     statuses: Counter = field(default_factory=Counter)
     failures: list[VideoOutcome] = field(default_factory=list)
     seconds: float = 0.0
+    load_seconds: float = 0.0  # loading the encoders, included in seconds
     decode_wait_seconds: float = 0.0  # main process waiting for decoders
     encode_seconds: float = 0.0
     write_seconds: float = 0.0
@@ -69,7 +70,9 @@ class ExtractReport:
 
     @property
     def videos_per_second(self) -> float:
-        return self.extracted / self.seconds if self.seconds else 0.0
+        """Throughput once the encoders are loaded."""
+        busy = self.seconds - self.load_seconds
+        return self.extracted / busy if busy > 0 else 0.0
 
 
 ProgressCallback = Callable[[VideoOutcome, ExtractReport, int], None]
@@ -140,7 +143,7 @@ class Encoders:
         return results
 
 
-def _decode_in_pool(paths: dict[str, Path], workers: int, sampling: FrameSampling,
+def decode_in_pool(paths: dict[str, Path], workers: int, sampling: FrameSampling,
                     ) -> Iterator[tuple[str, Path, DecodedClip]]:
     """Decode clips in worker processes, a bounded number ahead, yielding as they finish."""
     items = iter(paths.items())
@@ -205,8 +208,10 @@ def extract(
     root = Path(root)
     post_set = read_posts(root)
     device = resolve_device(options.device)
+    tick = time.perf_counter()
     encoders = Encoders(device, options.weights_dir, options.random_weights)
-    report = ExtractReport(store=Path(store_path), posts=len(post_set.posts))
+    report = ExtractReport(store=Path(store_path), posts=len(post_set.posts),
+                           load_seconds=time.perf_counter() - tick)
     keys, problems = _hash_videos(post_set)
     report.videos = len(keys) + len(problems)
     for outcome in problems.values():
@@ -263,7 +268,7 @@ def extract(
 
         pending_frames = 0
         wait_started = time.perf_counter()
-        for key, path, clip in _decode_in_pool(todo, workers, options.sampling):
+        for key, path, clip in decode_in_pool(todo, workers, options.sampling):
             report.decode_wait_seconds += time.perf_counter() - wait_started
             batch.append((key, path, clip))
             pending_frames += 0 if clip.frames is None else len(clip.frames)
