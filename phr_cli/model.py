@@ -1,0 +1,461 @@
+"""GCN-PHR (Wei et al., ACM MM 2019, §3): graph-propagated user and hashtag representations
+and the user-specific scorer of Eq. 9-10.
+
+Message passing is gather -> per-edge message -> `index_add_` over the training triples
+(user i tagged item k with hashtag j); the attention softmax runs over the groups V_{i,j}
+(triples sharing a user and a hashtag), PyTorch Geometric's `softmax(src, index)` pattern.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from phr_cli.graph import MODALITIES, Graph
+
+FUSIONS = ("concat", "sum")
+VARIANTS = ("full", "no_attention", "no_user_guidance", "no_hashtag_guidance")
+# Rows x hashtags x dim elements scored at once by `score_all` (64 MiB of float32).
+SCORE_CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass
+class ModelConfig:
+    dim: int = 64
+    layers: int = 1
+    fusion: str = "concat"  # "concat": Eq. 7; "sum": Eq. 8
+    # "no_attention": Variant-I; "no_user_guidance": Variant-II (video->hashtag attention
+    # ignores the user); "no_hashtag_guidance": Variant-III (video->user ignores the hashtag)
+    variant: str = "full"
+    propagate: bool = True  # False: content-only, the scorer on ID embeddings alone
+    negative_slope: float = 0.01  # of the leaky ReLU φ
+    init_std: float = 0.1  # Gaussian init of ID embeddings and missing-modality vectors
+    dropout: float = 0.0  # on each layer's fused outputs, training only
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}: use one of {FUSIONS}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}: use one of {VARIANTS}")
+        if self.dim < 1 or self.layers < 1:
+            raise ValueError("dim and layers must be positive")
+
+
+def grouped_softmax(scores: Tensor, groups: Tensor, n_groups: int) -> Tensor:
+    """Softmax of `scores` within each group: the entries sharing a group id sum to 1."""
+    group_max = scores.new_full((n_groups,), float("-inf"))
+    group_max = group_max.scatter_reduce(0, groups, scores.detach(), "amax")
+    exp = (scores - group_max[groups]).exp()
+    group_sum = exp.new_zeros(n_groups).index_add(0, groups, exp)
+    return exp / group_sum[groups]
+
+
+def bpr_loss(positive: Tensor, negative: Tensor) -> Tensor:
+    """Eq. 11's ranking term, -mean log σ(pos − neg); `positive` (B,) against `negative` (B,) or (B, n)."""
+    if negative.dim() == positive.dim() + 1:
+        positive = positive.unsqueeze(-1)
+    return -F.logsigmoid(positive - negative).mean()
+
+
+class ItemEncoder(nn.Module):
+    """The video vector v_k: per-modality standardised features, concatenated.
+
+    A missing modality (mask False) becomes a learned per-modality vector, so "no audio"
+    is something the model can learn about instead of a silent zero. The mean and std
+    (fitted on training items where the modality is present) are buffers, hence saved.
+    """
+
+    def __init__(self, widths: dict[str, int], init_std: float) -> None:
+        super().__init__()
+        self.widths = dict(widths)
+        for modality, width in self.widths.items():
+            self.register_buffer(f"mean_{modality}", torch.zeros(width))
+            self.register_buffer(f"std_{modality}", torch.ones(width))
+        self.missing = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(w) * init_std) for m, w in self.widths.items()}
+        )
+
+    @property
+    def width(self) -> int:
+        return sum(self.widths.values())
+
+    def blocks(self) -> list[tuple[str, int, int]]:
+        """(modality, start, stop) of each modality's columns in v_k."""
+        spans, start = [], 0
+        for modality, width in self.widths.items():
+            spans.append((modality, start, start + width))
+            start += width
+        return spans
+
+    def fit(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> None:
+        for modality in self.widths:
+            present = features[modality][masks[modality]].float()
+            if len(present) == 0:
+                continue  # keep mean 0, std 1
+            std = present.std(dim=0, unbiased=False)
+            getattr(self, f"mean_{modality}").copy_(present.mean(dim=0))
+            getattr(self, f"std_{modality}").copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def standardise(self, modality: str, values: Tensor) -> Tensor:
+        mean, std = getattr(self, f"mean_{modality}"), getattr(self, f"std_{modality}")
+        return (values.to(mean) - mean) / std
+
+    def fill_missing(self, vectors: Tensor, masks: Tensor) -> Tensor:
+        """Standardised (B, D) vectors with the learned vector in each block whose mask (B, M) is False."""
+        columns = [
+            torch.where(masks[:, m, None], vectors[:, start:stop], self.missing[modality])
+            for m, (modality, start, stop) in enumerate(self.blocks())
+        ]
+        return torch.cat(columns, dim=1)
+
+    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
+        vectors = torch.cat([self.standardise(m, features[m]) for m in self.widths], dim=1)
+        mask_matrix = torch.stack([masks[m].to(vectors.device, torch.bool) for m in self.widths], dim=1)
+        return self.fill_missing(vectors, mask_matrix)
+
+
+class GraphTensors(nn.Module):
+    """The training graph as tensors that follow the model across devices.
+
+    Buffers are non-persistent: a checkpoint keeps the propagated representations, not the
+    graph. Triples are sorted by (user, hashtag, item), so `group` numbers the pairs (i, j),
+    i.e. the attention groups V_{i,j}, and `pair_user`/`pair_hashtag` are those pairs.
+    """
+
+    def __init__(self, graph: Graph, encoder: ItemEncoder) -> None:
+        super().__init__()
+        triples = np.asarray(graph.triples, dtype=np.int64).reshape(-1, 3)
+        pairs, group = np.unique(triples[:, :2], axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        tensors = {
+            "triple_user": triples[:, 0],
+            "triple_hashtag": triples[:, 1],
+            "triple_item": triples[:, 2],
+            "group": group,
+            "group_size": np.bincount(group, minlength=len(pairs)),
+            "pair_user": pairs[:, 0],
+            "pair_hashtag": pairs[:, 1],
+            "user_degree": np.bincount(pairs[:, 0], minlength=graph.n_users),
+            "hashtag_degree": np.bincount(pairs[:, 1], minlength=graph.n_hashtags),
+        }
+        for name, values in tensors.items():
+            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(values)), persistent=False)
+        self.n_users, self.n_hashtags, self.n_groups = graph.n_users, graph.n_hashtags, len(pairs)
+
+        # Standardised item features with zeros where a modality is missing; the learned
+        # missing vectors are added at use time so their gradients flow.
+        device = next(encoder.buffers()).device
+        masks = torch.stack(
+            [torch.as_tensor(graph.item_masks[m], dtype=torch.bool, device=device) for m in encoder.widths], dim=1
+        )
+        blocks = []
+        for m, modality in enumerate(encoder.widths):
+            values = encoder.standardise(modality, torch.as_tensor(graph.item_features[modality], device=device))
+            blocks.append(torch.where(masks[:, m, None], values, torch.zeros_like(values)))
+        self.register_buffer("items", torch.cat(blocks, dim=1), persistent=False)
+        self.register_buffer("item_masks", masks, persistent=False)
+
+
+class LayerMessages(NamedTuple):
+    """One layer's intermediate results, before fusion (exposed for inspection and tests)."""
+
+    user_from_hashtags: Tensor  # u_i^h (n_users, d), Eq. 1-2
+    user_from_items: Tensor  # u_i^v (n_users, d), Eq. 3-6
+    hashtag_from_users: Tensor  # h_j^u (n_hashtags, d)
+    hashtag_from_items: Tensor  # h_j^v (n_hashtags, d)
+    user_side_attention: Tensor  # α per triple (T,), softmax over V_{i,j}, hashtag-guided
+    hashtag_side_attention: Tensor  # α' per triple (T,), softmax over V_{i,j}, user-guided
+
+
+class GuidedAttention(nn.Module):
+    """The attention score g(guide, W v_k): one hidden leaky-ReLU layer, then a scalar.
+
+    A purely linear g would add a guide term that is constant inside each softmax group
+    V_{i,j}, so it would cancel and the guidance (the paper's point) would do nothing;
+    the hidden nonlinearity lets the guide reweigh the group's videos. Unguided (the
+    ablations Variant-II/III), the score depends on the video alone.
+    """
+
+    def __init__(self, dim: int, guided: bool, negative_slope: float) -> None:
+        super().__init__()
+        self.guide = nn.Linear(dim, dim, bias=False) if guided else None
+        self.key = nn.Linear(dim, dim)
+        self.score = nn.Linear(dim, 1, bias=False)
+        self.negative_slope = negative_slope
+
+    def forward(self, guides: Tensor, keys: Tensor, guide_index: Tensor, item_index: Tensor) -> Tensor:
+        hidden = self.key(keys)[item_index]
+        if self.guide is not None:
+            hidden = hidden + self.guide(guides)[guide_index]
+        return self.score(F.leaky_relu(hidden, self.negative_slope)).squeeze(-1)
+
+
+class Fusion(nn.Module):
+    """Eq. 7 (concat: φ(W[a ; b] + bias)) or Eq. 8 (sum: W_a a + W_b b)."""
+
+    def __init__(self, dim: int, mode: str, negative_slope: float) -> None:
+        super().__init__()
+        self.mode = mode
+        self.negative_slope = negative_slope
+        if mode == "concat":
+            self.combine = nn.Linear(2 * dim, dim)
+        else:
+            self.from_items = nn.Linear(dim, dim, bias=False)
+            self.from_neighbours = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, from_items: Tensor, from_neighbours: Tensor) -> Tensor:
+        if self.mode == "concat":
+            return F.leaky_relu(self.combine(torch.cat([from_items, from_neighbours], dim=1)), self.negative_slope)
+        return self.from_items(from_items) + self.from_neighbours(from_neighbours)
+
+
+class PropagationLayer(nn.Module):
+    """One round of §3.2: users from hashtags and attended videos, hashtags from users and videos.
+
+    Both sides read the layer's input representations (a synchronous update).
+    """
+
+    def __init__(self, dim: int, item_width: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.dim = dim
+        self.negative_slope = config.negative_slope
+        self.dropout = config.dropout
+        # Four projections of v_k in one matrix: keys of the hashtag-guided attention (W_v^h),
+        # video->user messages (W_v^u), keys of the user-guided attention, video->hashtag messages.
+        self.item_projection = nn.Linear(item_width, 4 * dim, bias=False)
+        self.hashtag_to_user = nn.Linear(dim, dim, bias=False)  # W_h^u
+        self.user_to_hashtag = nn.Linear(dim, dim, bias=False)  # W_u^h
+        attend = config.variant != "no_attention"
+        self.user_side_attention = (
+            GuidedAttention(dim, config.variant != "no_hashtag_guidance", config.negative_slope) if attend else None
+        )
+        self.hashtag_side_attention = (
+            GuidedAttention(dim, config.variant != "no_user_guidance", config.negative_slope) if attend else None
+        )
+        self.user_fusion = Fusion(dim, config.fusion, config.negative_slope)
+        self.hashtag_fusion = Fusion(dim, config.fusion, config.negative_slope)
+
+    def _phi(self, values: Tensor) -> Tensor:
+        return F.leaky_relu(values, self.negative_slope)
+
+    def _attention(
+        self, attention: GuidedAttention | None, guides: Tensor, keys: Tensor, guide_index: Tensor, graph: GraphTensors
+    ) -> Tensor:
+        if attention is None:  # Variant-I: every video of V_{i,j} weighs the same
+            return 1.0 / graph.group_size[graph.group].to(keys.dtype)
+        scores = attention(guides, keys, guide_index, graph.triple_item)
+        return grouped_softmax(scores, graph.group, graph.n_groups)
+
+    def messages(self, users: Tensor, hashtags: Tensor, item_projections: Tensor, graph: GraphTensors) -> LayerMessages:
+        """`item_projections` is (n_items, 4d): `item_projection` applied to every graph v_k."""
+        user_keys, user_values, hashtag_keys, hashtag_values = item_projections.split(self.dim, dim=1)
+
+        # Eq. 1-2 and their mirror: mean over the distinct user-hashtag pairs.
+        from_hashtags = users.new_zeros(graph.n_users, self.dim).index_add_(
+            0, graph.pair_user, self.hashtag_to_user(hashtags)[graph.pair_hashtag]
+        ) / graph.user_degree.clamp(min=1).unsqueeze(1)
+        from_users = hashtags.new_zeros(graph.n_hashtags, self.dim).index_add_(
+            0, graph.pair_hashtag, self.user_to_hashtag(users)[graph.pair_user]
+        ) / graph.hashtag_degree.clamp(min=1).unsqueeze(1)
+
+        # Eq. 3-6: Σ_k Σ_{j∈H_{i,k}} α_ijk W v_k is a sum over the triples of user i.
+        user_alpha = self._attention(self.user_side_attention, hashtags, user_keys, graph.triple_hashtag, graph)
+        user_items = users.new_zeros(graph.n_users, self.dim).index_add_(
+            0, graph.triple_user, user_alpha.unsqueeze(1) * user_values[graph.triple_item]
+        )
+        hashtag_alpha = self._attention(self.hashtag_side_attention, users, hashtag_keys, graph.triple_user, graph)
+        hashtag_items = hashtags.new_zeros(graph.n_hashtags, self.dim).index_add_(
+            0, graph.triple_hashtag, hashtag_alpha.unsqueeze(1) * hashtag_values[graph.triple_item]
+        )
+        return LayerMessages(
+            user_from_hashtags=self._phi(from_hashtags),
+            user_from_items=self._phi(user_items),
+            hashtag_from_users=self._phi(from_users),
+            hashtag_from_items=self._phi(hashtag_items),
+            user_side_attention=user_alpha,
+            hashtag_side_attention=hashtag_alpha,
+        )
+
+    def forward(
+        self, users: Tensor, hashtags: Tensor, item_projections: Tensor, graph: GraphTensors
+    ) -> tuple[Tensor, Tensor]:
+        parts = self.messages(users, hashtags, item_projections, graph)
+        new_users = self.user_fusion(parts.user_from_items, parts.user_from_hashtags)
+        new_hashtags = self.hashtag_fusion(parts.hashtag_from_items, parts.hashtag_from_users)
+        return (
+            F.dropout(new_users, self.dropout, self.training),
+            F.dropout(new_hashtags, self.dropout, self.training),
+        )
+
+
+class PersonalisedScorer(nn.Module):
+    """Eq. 9-10: v̄_k^i = φ(W^v v_k + W_u^v u_i + b^v), h̄_j^i = φ(W^h h_j + W_u^h u_i + b^h),
+    score = (h̄_j^i)ᵀ v̄_k^i."""
+
+    def __init__(self, dim: int, item_width: int, negative_slope: float) -> None:
+        super().__init__()
+        self.item = nn.Linear(item_width, dim)  # W^v, b^v
+        self.user_for_item = nn.Linear(dim, dim, bias=False)  # W_u^v
+        self.hashtag = nn.Linear(dim, dim)  # W^h, b^h
+        self.user_for_hashtag = nn.Linear(dim, dim, bias=False)  # W_u^h
+        self.negative_slope = negative_slope
+
+    def user_specific_items(self, user_rows: Tensor, item_vectors: Tensor) -> Tensor:
+        return F.leaky_relu(self.item(item_vectors) + self.user_for_item(user_rows), self.negative_slope)
+
+    def score_triples(self, user_rows: Tensor, item_vectors: Tensor, hashtag_rows: Tensor) -> Tensor:
+        items = self.user_specific_items(user_rows, item_vectors)  # (B, d)
+        hashtags = F.leaky_relu(
+            self.hashtag(hashtag_rows) + self.user_for_hashtag(user_rows).unsqueeze(1), self.negative_slope
+        )  # (B, n, d)
+        return torch.einsum("bnd,bd->bn", hashtags, items)
+
+    def score_all(self, user_rows: Tensor, item_vectors: Tensor, hashtag_reps: Tensor) -> Tensor:
+        items = self.user_specific_items(user_rows, item_vectors)  # (B, d)
+        hashtag_part = self.hashtag(hashtag_reps)  # W^h h_j + b^h once: (H, d)
+        user_part = self.user_for_hashtag(user_rows)  # W_u^h u_i once: (B, d)
+        n_hashtags, dim = hashtag_part.shape
+        chunk = max(1, SCORE_CHUNK_ELEMENTS // max(1, n_hashtags * dim))
+        scores = []
+        for start in range(0, len(items), chunk):  # h̄ depends on (i, j): only a chunk is materialised
+            hashtags = F.leaky_relu(
+                hashtag_part.unsqueeze(0) + user_part[start : start + chunk].unsqueeze(1), self.negative_slope
+            )  # (chunk, H, d)
+            scores.append(torch.einsum("chd,cd->ch", hashtags, items[start : start + chunk]))
+        return torch.cat(scores) if scores else items.new_zeros(0, n_hashtags)
+
+
+def ordered_modalities(widths: dict[str, int]) -> dict[str, int]:
+    """Modalities in the canonical order (visual, acoustic, textual), any others after, by name."""
+    known = [m for m in MODALITIES if m in widths]
+    return {m: widths[m] for m in known + sorted(set(widths) - set(known))}
+
+
+class GCNPHR(nn.Module):
+    """GCN-PHR. Build for training with `from_graph`; rebuilt from a checkpoint, the model holds
+    no graph and serves the saved representations (see `propagate`)."""
+
+    def __init__(self, config: ModelConfig, n_users: int, n_hashtags: int, modality_widths: dict[str, int]) -> None:
+        super().__init__()
+        self.config = config
+        self.item_encoder = ItemEncoder(ordered_modalities(modality_widths), config.init_std)
+        self.user_embedding = nn.Embedding(n_users, config.dim)
+        self.hashtag_embedding = nn.Embedding(n_hashtags, config.dim)
+        item_width = self.item_encoder.width
+        self.layers = nn.ModuleList(
+            [PropagationLayer(config.dim, item_width, config) for _ in range(config.layers)] if config.propagate else []
+        )
+        self.scorer = PersonalisedScorer(config.dim, item_width, config.negative_slope)
+        self.graph: GraphTensors | None = None
+        self._saved_representations: tuple[Tensor, Tensor] | None = None
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        nn.init.normal_(self.user_embedding.weight, std=self.config.init_std)
+        nn.init.normal_(self.hashtag_embedding.weight, std=self.config.init_std)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):  # Xavier: v_k is 2,276 wide, a fixed std would blow up
+                nn.init.xavier_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_graph(cls, config: ModelConfig, graph: Graph) -> GCNPHR:
+        widths = {m: int(np.asarray(f).shape[1]) for m, f in graph.item_features.items()}
+        model = cls(config, graph.n_users, graph.n_hashtags, widths)
+        model.item_encoder.fit(
+            {m: torch.as_tensor(graph.item_features[m]) for m in model.item_encoder.widths},
+            {m: torch.as_tensor(graph.item_masks[m]) for m in model.item_encoder.widths},
+        )
+        model.attach_graph(graph)
+        return model
+
+    def attach_graph(self, graph: Graph) -> None:
+        """Hold the training graph (on the model's device) for propagation; normalisation must be fitted first."""
+        with torch.no_grad():
+            self.graph = GraphTensors(graph, self.item_encoder).to(self.user_embedding.weight.device)
+
+    def save_representations(self, user_reps: Tensor, hashtag_reps: Tensor) -> None:
+        """Serve these (e.g. a checkpoint's) from `propagate` when no graph is attached."""
+        device = self.user_embedding.weight.device
+        self._saved_representations = (user_reps.to(device), hashtag_reps.to(device))
+
+    def _project_graph_items(self, weight: Tensor) -> Tensor:
+        """weight (out, D) applied to every graph item's v_k, without building the (n_items, D) v."""
+        assert self.graph is not None
+        # Missing blocks are zero in graph.items; each adds W_m · missing_m instead.
+        fills = torch.stack(
+            [weight[:, start:stop] @ self.item_encoder.missing[m] for m, start, stop in self.item_encoder.blocks()]
+        )  # (M, out)
+        return self.graph.items @ weight.T + (~self.graph.item_masks).to(weight.dtype) @ fills
+
+    def propagate(self) -> tuple[Tensor, Tensor]:
+        """All user reps (n_users, d) and hashtag reps (n_hashtags, d).
+
+        With a graph attached, computed through the layers (differentiable); content-only,
+        the ID embeddings; otherwise the representations saved with the checkpoint.
+        """
+        users, hashtags = self.user_embedding.weight, self.hashtag_embedding.weight
+        if not self.layers:
+            return users, hashtags
+        if self.graph is None:
+            if self._saved_representations is None:
+                raise RuntimeError("model has neither a graph to propagate over nor saved representations")
+            return self._saved_representations
+        for layer in self.layers:
+            projections = self._project_graph_items(layer.item_projection.weight)
+            users, hashtags = layer(users, hashtags, projections, self.graph)
+        return users, hashtags
+
+    def layer_messages(self) -> list[LayerMessages]:
+        """Each layer's pre-fusion outputs and attention weights (for inspection and tests)."""
+        assert self.graph is not None, "layer messages need a graph"
+        users, hashtags = self.user_embedding.weight, self.hashtag_embedding.weight
+        results = []
+        for layer in self.layers:
+            projections = self._project_graph_items(layer.item_projection.weight)
+            results.append(layer.messages(users, hashtags, projections, self.graph))
+            users, hashtags = layer(users, hashtags, projections, self.graph)
+        return results
+
+    def encode_items(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
+        """v_k for arbitrary items: (B, D), standardised, learned vectors where a modality is missing."""
+        return self.item_encoder(
+            {m: torch.as_tensor(features[m]) for m in self.item_encoder.widths},
+            {m: torch.as_tensor(masks[m]) for m in self.item_encoder.widths},
+        )
+
+    def graph_item_vectors(self, items: Tensor) -> Tensor:
+        """v_k (B, D) of graph items by index."""
+        assert self.graph is not None
+        return self.item_encoder.fill_missing(self.graph.items[items], self.graph.item_masks[items])
+
+    @staticmethod
+    def user_rows(user_reps: Tensor, users: Tensor) -> Tensor:
+        """Rows of `user_reps` for user indices; a user without training posts (index -1) gets
+        the mean of all user representations, i.e. an average user's taste."""
+        rows = user_reps[users.clamp(min=0)]
+        cold = users < 0
+        if bool(cold.any()):
+            rows = torch.where(cold.unsqueeze(1), user_reps.mean(dim=0), rows)
+        return rows
+
+    def score_triples(self, user_rows: Tensor, item_vectors: Tensor, hashtag_rows: Tensor) -> Tensor:
+        """Scores (B, n) of n hashtags per row: user rows (B, d), v_k (B, D), hashtag rows (B, n, d)."""
+        return self.scorer.score_triples(user_rows, item_vectors, hashtag_rows)
+
+    def score_all(self, user_rows: Tensor, item_vectors: Tensor, hashtag_reps: Tensor) -> Tensor:
+        """Scores (B, H) of every hashtag: user rows (B, d), v_k (B, D), all hashtag reps (H, d)."""
+        return self.scorer.score_all(user_rows, item_vectors, hashtag_reps)
+
+    def embedding_l2(self, users: Tensor, hashtags: Tensor) -> Tensor:
+        """Eq. 11's ‖Θ‖² on the batch: squared ID embeddings of its users and hashtags (positive
+        and negative, any shape), summed and divided by the batch size (len(users))."""
+        return (
+            self.user_embedding(users).pow(2).sum() + self.hashtag_embedding(hashtags).pow(2).sum()
+        ) / max(1, len(users))

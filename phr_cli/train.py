@@ -1,0 +1,494 @@
+"""Training GCN-PHR with BPR (Eq. 11): model selection on validation, atomic resumable checkpoints.
+
+train.py prints nothing; the CLI draws progress through the `progress` callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from phr_cli import __version__
+from phr_cli.devices import resolve_device
+from phr_cli.evaluate import TestCases, build_cases, ranking_metrics
+from phr_cli.graph import Graph, PostData, Split, build_graph, posts_from_store, split_posts
+from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
+from phr_cli.store import load_store
+
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/1"
+# Settings that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = ("epochs", "device")
+
+ProgressCallback = Callable[[int, float, float, float], None]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 1024
+    lr: float = 1e-3
+    # λ of Eq. 11, on the batch's ID embeddings (`GCNPHR.embedding_l2`).
+    l2: float = 1e-4
+    # Adam's coupled weight decay on every parameter. The paper's code used 0.1: on the
+    # synthetic test set validation then peaks by epoch 5 and sinks below user popularity.
+    weight_decay: float = 0.0
+    negatives: int = 1  # per positive (user, item, hashtag)
+    patience: int = 5  # epochs without a validation gain before stopping
+    seed: int = 0
+    device: str = "auto"  # "auto": CUDA when available
+    validation_metric: str = "R@10"  # full ranking of every known hashtag
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"unknown device {self.device!r}: use auto, cpu or cuda")
+        if self.negatives < 1 or self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("epochs, batch_size and negatives must be positive")
+        name, _, k = self.validation_metric.partition("@")
+        if name not in ("P", "R", "A") or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"validation metric {self.validation_metric!r}: use P@K, R@K or A@K")
+
+
+@dataclass
+class TrainResult:
+    checkpoint_path: Path
+    best_epoch: int  # 1-based
+    best_metric: float
+    history: list[dict[str, float]]  # per epoch: epoch, loss, metric, seconds
+    resumed_from_epoch: int | None  # last epoch of the checkpoint a run continued, else None
+    stopped_early: bool
+    device: str
+    n_validation_cases: int
+    n_validation_dropped: int  # validation posts left without a hashtag known to training
+
+
+@dataclass
+class Checkpoint:
+    model_config: ModelConfig
+    train_config: TrainConfig
+    split: Split
+    users: list[str]
+    hashtags: list[str]
+    items: list[str]
+    modality_widths: dict[str, int]
+    state_dict: dict[str, Tensor]  # best epoch's weights, the feature normalisation included
+    user_representations: Tensor  # propagate() at the best epoch
+    hashtag_representations: Tensor
+    best_epoch: int
+    best_metric: float
+    history: list[dict[str, float]]
+    completed: bool
+    stopped_early: bool
+    metadata: dict[str, Any]
+
+    def model(self, device: str | torch.device = "cpu") -> GCNPHR:
+        """The best epoch's model in eval mode, serving the saved representations (no graph needed)."""
+        model = GCNPHR(self.model_config, len(self.users), len(self.hashtags), self.modality_widths)
+        model.load_state_dict(self.state_dict)
+        model.to(device).eval()
+        model.save_representations(self.user_representations, self.hashtag_representations)
+        return model
+
+    def scorer(self, device: str | torch.device = "cpu") -> ModelScorer:
+        """The best epoch's model as an `evaluate.Scorer`."""
+        model = self.model(device)
+        return ModelScorer(model, *model.propagate())
+
+    def user_position(self, user: str) -> int:
+        """The user's row in the representations, -1 for a user without training posts."""
+        return self.users.index(user) if user in self.users else -1
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    raw = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a phr checkpoint ({CHECKPOINT_FORMAT})")
+    split = raw["split"]
+    return Checkpoint(
+        model_config=ModelConfig(**raw["model_config"]),
+        train_config=TrainConfig(**raw["train_config"]),
+        split=Split(
+            train=split["train"].numpy(),
+            validation=split["validation"].numpy(),
+            test=split["test"].numpy(),
+            seed=split["seed"],
+            by=split["by"],
+        ),
+        users=raw["vocabulary"]["users"],
+        hashtags=raw["vocabulary"]["hashtags"],
+        items=raw["vocabulary"]["items"],
+        modality_widths=raw["modality_widths"],
+        state_dict=raw["state_dict"],
+        user_representations=raw["user_representations"],
+        hashtag_representations=raw["hashtag_representations"],
+        best_epoch=raw["best_epoch"],
+        best_metric=raw["best_metric"],
+        history=raw["history"],
+        completed=raw["completed"],
+        stopped_early=raw["stopped_early"],
+        metadata=raw["metadata"],
+    )
+
+
+class NegativeSampler:
+    """Uniform negatives among the hashtags not on the post (user, item) of each positive triple."""
+
+    def __init__(self, triples: np.ndarray, n_hashtags: int) -> None:
+        posts, post_of_triple, tags_per_post = np.unique(
+            triples[:, [0, 2]], axis=0, return_inverse=True, return_counts=True
+        )
+        self.n_hashtags = n_hashtags
+        self.post_of_triple = post_of_triple.reshape(-1)
+        self.taken = np.unique(self.post_of_triple * n_hashtags + triples[:, 1])  # sorted keys
+        # A post carrying every hashtag has no negative to rank below its positives.
+        self.trainable = np.flatnonzero(tags_per_post[self.post_of_triple] < n_hashtags)
+
+    def _is_taken(self, posts: np.ndarray, hashtags: np.ndarray) -> np.ndarray:
+        keys = posts * self.n_hashtags + hashtags
+        at = np.searchsorted(self.taken, keys).clip(max=len(self.taken) - 1)
+        return self.taken[at] == keys
+
+    def sample(self, triple_rows: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+        """(len(triple_rows), count) hashtag indices, by rejection sampling."""
+        posts = np.repeat(self.post_of_triple[triple_rows], count)
+        negatives = rng.integers(0, self.n_hashtags, size=len(posts))
+        rejected = np.flatnonzero(self._is_taken(posts, negatives))
+        while len(rejected):
+            negatives[rejected] = rng.integers(0, self.n_hashtags, size=len(rejected))
+            rejected = rejected[self._is_taken(posts[rejected], negatives[rejected])]
+        return negatives.reshape(len(triple_rows), count)
+
+
+class ModelScorer:
+    """GCN-PHR as an `evaluate.Scorer`: scores of every known hashtag for each post."""
+
+    def __init__(self, model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, rows_per_chunk: int = 256) -> None:
+        self.model, self.user_reps, self.hashtag_reps = model, user_reps, hashtag_reps
+        self.rows_per_chunk = rows_per_chunk
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray, posts: PostData) -> np.ndarray:
+        """(len(posts), n_hashtags); users[b] is the graph user index, -1 when cold."""
+        device = self.user_reps.device
+        users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=device)
+        blocks = []
+        for start in range(0, len(posts), self.rows_per_chunk):
+            chunk = slice(start, start + self.rows_per_chunk)
+            features = {m: np.asarray(f[chunk], dtype=np.float32) for m, f in posts.features.items()}
+            masks = {m: np.asarray(k[chunk], dtype=bool) for m, k in posts.masks.items()}
+            items = self.model.encode_items(
+                {m: torch.as_tensor(f, device=device) for m, f in features.items()},
+                {m: torch.as_tensor(k, device=device) for m, k in masks.items()},
+            )
+            user_rows = self.model.user_rows(self.user_reps, users_t[chunk])
+            blocks.append(self.model.score_all(user_rows, items, self.hashtag_reps).cpu().numpy())
+        return np.concatenate(blocks) if blocks else np.zeros((0, len(self.hashtag_reps)), dtype=np.float32)
+
+
+def _metric_ks(metric: str) -> tuple[int, ...]:
+    k = int(metric.split("@")[1])
+    return tuple(sorted({5, 10, k}))
+
+
+def _check_serialisable(value: Any, where: str = "metadata") -> None:
+    """Checkpoints load with torch's safe (weights-only) unpickler: plain values and tensors only."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_serialisable(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_serialisable(item, f"{where}[{index}]")
+    elif not isinstance(value, (str, int, float, bool, type(None), Tensor)):
+        raise TypeError(f"{where} is a {type(value).__name__}: checkpoints hold plain values and tensors only")
+
+
+def _split_dict(split: Split) -> dict[str, Any]:
+    return {
+        "train": torch.as_tensor(np.asarray(split.train, dtype=np.int64)),
+        "validation": torch.as_tensor(np.asarray(split.validation, dtype=np.int64)),
+        "test": torch.as_tensor(np.asarray(split.test, dtype=np.int64)),
+        "seed": int(split.seed),
+        "by": split.by,
+    }
+
+
+def _cpu_state(model: GCNPHR) -> dict[str, Tensor]:
+    return {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
+
+
+def _save_atomically(payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _resumable(raw: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether an existing checkpoint belongs to this very run (data, split, configuration)."""
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT or raw.get("resume") is None:
+        return False
+    saved_train = {k: v for k, v in raw["train_config"].items() if k not in RESUMABLE_CHANGES}
+    wanted_train = {k: v for k, v in expected["train_config"].items() if k not in RESUMABLE_CHANGES}
+    saved_split, wanted_split = raw["split"], expected["split"]
+    return (
+        raw["model_config"] == expected["model_config"]
+        and saved_train == wanted_train
+        and raw["vocabulary"] == expected["vocabulary"]
+        and raw["modality_widths"] == expected["modality_widths"]
+        and all(torch.equal(saved_split[p], wanted_split[p]) for p in ("train", "validation", "test"))
+        and (saved_split["seed"], saved_split["by"]) == (wanted_split["seed"], wanted_split["by"])
+    )
+
+
+def train(
+    posts: PostData,
+    split: Split,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    checkpoint_path: Path,
+    metadata: dict[str, Any],
+    progress: ProgressCallback | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train on `split.train`, select the epoch on `split.validation`, checkpoint every epoch.
+
+    `progress(epoch, loss, metric, best_metric)` is called after each epoch (epoch 1-based,
+    best_metric the best validation value so far). With `resume`, a checkpoint of the same
+    data, split and configuration (epochs and device may differ) continues at its next epoch.
+    """
+    _check_serialisable(metadata)
+    checkpoint_path = Path(checkpoint_path)
+    device = resolve_device(config.device)
+    graph = build_graph(posts.subset(split.train))
+    if graph.n_hashtags < 2 or len(graph.triples) == 0:
+        raise ValueError("training posts need at least two distinct hashtags")
+    validation = build_cases(posts, split.validation, graph)
+    validation_posts = posts.subset(validation.rows)
+    sampler = NegativeSampler(graph.triples, graph.n_hashtags)
+    ks = _metric_ks(config.validation_metric)
+
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):  # seeded without touching the caller's RNG
+        torch.manual_seed(config.seed)
+        model = GCNPHR.from_graph(model_config, graph).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        rng = np.random.default_rng(config.seed)
+
+        payload: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            "phr_version": __version__,
+            "model_config": asdict(model_config),
+            "train_config": asdict(config),
+            "split": _split_dict(split),
+            "vocabulary": {"users": graph.users, "hashtags": graph.hashtags, "items": graph.items},
+            "modality_widths": dict(model.item_encoder.widths),
+            "metadata": metadata,
+        }
+        history: list[dict[str, float]] = []
+        best = {"epoch": 0, "metric": -math.inf, "state": None, "users": None, "hashtags": None}
+        start_epoch, bad_epochs, resumed_from = 1, 0, None
+
+        if resume and checkpoint_path.exists():
+            raw = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+            if _resumable(raw, payload):
+                state = raw["resume"]
+                if raw["stopped_early"] or state["epoch"] >= config.epochs:  # nothing left to run
+                    return _result(checkpoint_path, raw, device, validation, resumed_from=state["epoch"])
+                _restore(state, model, optimizer, rng, device)
+                history = list(raw["history"])
+                best = {
+                    "epoch": raw["best_epoch"],
+                    "metric": raw["best_metric"],
+                    "state": raw["state_dict"],
+                    "users": raw["user_representations"],
+                    "hashtags": raw["hashtag_representations"],
+                }
+                start_epoch, bad_epochs, resumed_from = state["epoch"] + 1, state["bad_epochs"], state["epoch"]
+
+        stopped_early = False
+        for epoch in range(start_epoch, config.epochs + 1):
+            started = time.perf_counter()
+            loss = _train_epoch(model, optimizer, graph, sampler, config, rng, device)
+            model.eval()
+            with torch.no_grad():
+                user_reps, hashtag_reps = model.propagate()
+                if len(validation):
+                    scores = ModelScorer(model, user_reps, hashtag_reps).score(validation.users, validation_posts)
+                    metrics = ranking_metrics(scores, validation.relevant, ks, np.random.default_rng(config.seed))
+                    metric = float(metrics[config.validation_metric])
+                else:  # nothing to validate on: the latest epoch is the one kept
+                    metric = math.nan
+            improved = math.isnan(metric) or metric > best["metric"]
+            if improved:
+                best = {
+                    "epoch": epoch,
+                    "metric": metric,
+                    "state": _cpu_state(model),
+                    "users": user_reps.detach().cpu().clone(),
+                    "hashtags": hashtag_reps.detach().cpu().clone(),
+                }
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+            stopped_early = bad_epochs >= config.patience and epoch < config.epochs
+            history.append({"epoch": epoch, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started})
+            payload.update(
+                state_dict=best["state"],
+                user_representations=best["users"],
+                hashtag_representations=best["hashtags"],
+                best_epoch=best["epoch"],
+                best_metric=best["metric"],
+                history=history,
+                completed=stopped_early or epoch == config.epochs,
+                stopped_early=stopped_early,
+                resume={
+                    "epoch": epoch,
+                    "bad_epochs": bad_epochs,
+                    "model": _cpu_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "numpy_rng": rng.bit_generator.state,
+                },
+            )
+            _save_atomically(payload, checkpoint_path)
+            if progress is not None:
+                progress(epoch, loss, metric, best["metric"])
+            if stopped_early:
+                break
+
+    return _result(checkpoint_path, payload, device, validation, resumed_from=resumed_from)
+
+
+def _restore(
+    state: dict[str, Any], model: GCNPHR, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+    device: torch.device,
+) -> None:
+    """Weights, optimizer moments and random streams as they were after the saved epoch."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    rng.bit_generator.state = state["numpy_rng"]
+
+
+def _result(
+    path: Path, payload: dict[str, Any], device: torch.device, validation: TestCases, resumed_from: int | None
+) -> TrainResult:
+    return TrainResult(
+        checkpoint_path=path,
+        best_epoch=payload["best_epoch"],
+        best_metric=payload["best_metric"],
+        history=list(payload["history"]),
+        resumed_from_epoch=resumed_from,
+        stopped_early=payload["stopped_early"],
+        device=str(device),
+        n_validation_cases=len(validation),
+        n_validation_dropped=validation.n_dropped_cases,
+    )
+
+
+def _train_epoch(
+    model: GCNPHR,
+    optimizer: torch.optim.Optimizer,
+    graph: Graph,
+    sampler: NegativeSampler,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> float:
+    """One pass over the training triples in random order; returns the mean batch loss."""
+    model.train()
+    order = sampler.trainable[rng.permutation(len(sampler.trainable))]
+    negatives = torch.as_tensor(sampler.sample(order, config.negatives, rng), device=device)
+    triples = torch.as_tensor(graph.triples[order], device=device)
+    losses = []
+    for start in range(0, len(order), config.batch_size):
+        batch = triples[start : start + config.batch_size]
+        users, positives, items = batch[:, 0], batch[:, 1], batch[:, 2]
+        hashtags = torch.cat([positives.unsqueeze(1), negatives[start : start + config.batch_size]], dim=1)
+        user_reps, hashtag_reps = model.propagate()  # the full graph, every step
+        scores = model.score_triples(user_reps[users], model.graph_item_vectors(items), hashtag_reps[hashtags])
+        loss = bpr_loss(scores[:, 0], scores[:, 1:]) + config.l2 * model.embedding_l2(users, hashtags)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses))
+
+
+@dataclass
+class StoreTraining:
+    """What `phr train` did: the data it saw and the training result."""
+
+    result: TrainResult
+    n_posts: int
+    skipped: dict[str, int]
+    split_sizes: tuple[int, int, int]
+
+
+def posts_fingerprint(posts: PostData) -> str:
+    """Identifies the exact posts a split indexes, so evaluate can refuse a changed store."""
+    digest = hashlib.sha256()
+    for user, item, tags in zip(posts.users, posts.items, posts.hashtags):
+        digest.update(f"{user}\t{item}\t{' '.join(tags)}\n".encode())
+    return digest.hexdigest()
+
+
+def _user_hashtags(posts: PostData) -> dict[str, list[str]]:
+    """Each user's hashtags in training, for `recommend`'s "used before" column."""
+    used: dict[str, set[str]] = {}
+    for user, tags in zip(posts.users, posts.hashtags):
+        used.setdefault(user, set()).update(tags)
+    return {user: sorted(tags) for user, tags in used.items()}
+
+
+def train_from_store(
+    store_path: Path,
+    checkpoint_path: Path,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    split_by: str = "post",
+    progress: ProgressCallback | None = None,
+    resume: bool = True,
+) -> StoreTraining:
+    """Read the store's trainable posts, split them 8:1:1 with the seed, train and checkpoint.
+
+    The checkpoint's metadata records the store's encoders and text projection, so that
+    `recommend` encodes a new clip exactly as the store's videos were.
+    """
+    contents = load_store(store_path)
+    selected = posts_from_store(contents)
+    posts = selected.posts
+    if len(posts) < 10:
+        raise ValueError(f"{store_path}: only {len(posts)} trainable posts (with a user and a "
+                         f"hashtag); left out: {selected.skipped}")
+    split = split_posts(posts, seed=config.seed, by=split_by)
+    projection = contents.projection
+    metadata = {
+        "store": str(store_path),
+        "encoders": contents.attributes["encoders"],
+        "sampling": contents.attributes["sampling"],
+        "text_projection": {
+            "mean": torch.as_tensor(projection.mean),
+            "components": torch.as_tensor(projection.components),
+        },
+        "posts_fingerprint": posts_fingerprint(posts),
+        "user_hashtags": _user_hashtags(posts.subset(split.train)),
+    }
+    result = train(posts, split, model_config, config, checkpoint_path, metadata, progress, resume)
+    return StoreTraining(result, len(posts), selected.skipped,
+                         (len(split.train), len(split.validation), len(split.test)))

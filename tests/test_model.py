@@ -1,0 +1,313 @@
+"""GCN-PHR's equations on a tiny random graph, against slow loop references (loops allowed here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from phr_cli import model as model_module
+from phr_cli.graph import PostData, build_graph
+from phr_cli.model import GCNPHR, ModelConfig, bpr_loss, grouped_softmax
+
+WIDTHS = {"visual": 7, "acoustic": 3, "textual": 5}
+DIM = 8
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: a second thread only adds overhead and jitter."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_posts(seed: int = 0, n_posts: int = 60) -> PostData:
+    """Few users, hashtags and items so that groups V_{i,j} hold several items."""
+    rng = np.random.default_rng(seed)
+    return PostData(
+        users=[f"u{rng.integers(5)}" for _ in range(n_posts)],
+        items=[f"v{rng.integers(25)}" for _ in range(n_posts)],
+        hashtags=[[f"h{t}" for t in rng.choice(6, size=rng.integers(1, 4), replace=False)] for _ in range(n_posts)],
+        features={m: rng.normal(size=(n_posts, w)).astype(np.float32) for m, w in WIDTHS.items()},
+        masks={m: rng.random(n_posts) > 0.25 for m in WIDTHS},
+    )
+
+
+def build(config: ModelConfig | None = None, seed: int = 0):
+    graph = build_graph(tiny_posts(seed))
+    torch.manual_seed(seed)
+    return graph, GCNPHR.from_graph(config or ModelConfig(dim=DIM), graph)
+
+
+def graph_item_vectors(graph, model) -> torch.Tensor:
+    """v_k of every graph item through the public encoder (independent of the graph tensors)."""
+    return model.encode_items(
+        {m: torch.as_tensor(f) for m, f in graph.item_features.items()},
+        {m: torch.as_tensor(k) for m, k in graph.item_masks.items()},
+    )
+
+
+def reference_layer(graph, model, layer, users, hashtags):
+    """Eq. 1-6 and their hashtag-side mirror, one user / hashtag / group at a time."""
+    phi = lambda x: F.leaky_relu(x, model.config.negative_slope)  # noqa: E731
+    vectors = graph_item_vectors(graph, model)
+    keys_u, values_u, keys_h, values_h = (vectors @ layer.item_projection.weight.T).split(DIM, dim=1)
+    triples = [tuple(int(x) for x in t) for t in graph.triples]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for t, (i, j, _) in enumerate(triples):
+        groups.setdefault((i, j), []).append(t)
+
+    def attention(module, guides, keys, guide_of):
+        alpha = torch.zeros(len(triples))
+        for members in groups.values():
+            if module is None:
+                scores = torch.zeros(len(members))
+            else:
+                scores = torch.stack([
+                    module.score(phi(
+                        module.key(keys[triples[t][2]])
+                        + (module.guide(guides[guide_of(triples[t])]) if module.guide is not None else 0)
+                    )).squeeze()
+                    for t in members
+                ])
+            weights = torch.exp(scores - scores.max())
+            alpha[members] = weights / weights.sum()
+        return alpha
+
+    alpha_u = attention(layer.user_side_attention, hashtags, keys_u, lambda t: t[1])
+    alpha_h = attention(layer.hashtag_side_attention, users, keys_h, lambda t: t[0])
+    user_from_items = torch.zeros(graph.n_users, DIM)
+    hashtag_from_items = torch.zeros(graph.n_hashtags, DIM)
+    user_from_hashtags = torch.zeros(graph.n_users, DIM)
+    hashtag_from_users = torch.zeros(graph.n_hashtags, DIM)
+    for t, (i, j, k) in enumerate(triples):
+        user_from_items[i] += alpha_u[t] * values_u[k]
+        hashtag_from_items[j] += alpha_h[t] * values_h[k]
+    for i in range(graph.n_users):
+        used = sorted({j for (u, j) in groups if u == i})
+        if used:
+            user_from_hashtags[i] = torch.stack([layer.hashtag_to_user(hashtags[j]) for j in used]).mean(0)
+    for j in range(graph.n_hashtags):
+        by = sorted({i for (i, h) in groups if h == j})
+        hashtag_from_users[j] = torch.stack([layer.user_to_hashtag(users[i]) for i in by]).mean(0)
+    return {
+        "user_side_attention": alpha_u,
+        "hashtag_side_attention": alpha_h,
+        "user_from_items": phi(user_from_items),
+        "hashtag_from_items": phi(hashtag_from_items),
+        "user_from_hashtags": phi(user_from_hashtags),
+        "hashtag_from_users": phi(hashtag_from_users),
+        "groups": groups,
+    }
+
+
+def test_shapes_of_each_equation():
+    graph, model = build(ModelConfig(dim=DIM, layers=2))
+    n_triples = len(graph.triples)
+    for parts in model.layer_messages():
+        assert parts.user_from_hashtags.shape == (graph.n_users, DIM)
+        assert parts.user_from_items.shape == (graph.n_users, DIM)
+        assert parts.hashtag_from_users.shape == (graph.n_hashtags, DIM)
+        assert parts.hashtag_from_items.shape == (graph.n_hashtags, DIM)
+        assert parts.user_side_attention.shape == (n_triples,)
+        assert parts.hashtag_side_attention.shape == (n_triples,)
+    users, hashtags = model.propagate()
+    assert users.shape == (graph.n_users, DIM) and hashtags.shape == (graph.n_hashtags, DIM)
+    items = graph_item_vectors(graph, model)
+    assert items.shape == (graph.n_items, sum(WIDTHS.values()))
+    assert model.score_all(users[:4], items[:4], hashtags).shape == (4, graph.n_hashtags)
+    assert model.score_triples(users[:4], items[:4], hashtags[torch.zeros(4, 3, dtype=torch.long)]).shape == (4, 3)
+
+
+@pytest.mark.parametrize("variant", ["full", "no_attention", "no_user_guidance", "no_hashtag_guidance"])
+def test_messages_match_loop_reference(variant):
+    graph, model = build(ModelConfig(dim=DIM, variant=variant))
+    layer = model.layers[0]
+    parts = model.layer_messages()[0]
+    with torch.no_grad():
+        expected = reference_layer(graph, model, layer, model.user_embedding.weight, model.hashtag_embedding.weight)
+    for name in ("user_side_attention", "hashtag_side_attention", "user_from_items", "hashtag_from_items",
+                 "user_from_hashtags", "hashtag_from_users"):
+        torch.testing.assert_close(getattr(parts, name).detach(), expected[name], atol=1e-5, rtol=1e-5, msg=name)
+    for alpha in (parts.user_side_attention, parts.hashtag_side_attention):
+        for members in expected["groups"].values():
+            assert float(alpha[members].sum().detach()) == pytest.approx(1.0, abs=1e-6)
+    assert any(len(m) > 1 for m in expected["groups"].values()), "the graph must have real groups"
+
+
+def test_grouped_softmax_against_loop():
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.randn(50, generator=generator) * 30  # large values: the max shift matters
+    groups = torch.randint(0, 7, (50,), generator=generator)
+    result = grouped_softmax(scores, groups, 7)
+    for g in range(7):
+        members = (groups == g).nonzero().flatten()
+        if len(members):
+            torch.testing.assert_close(result[members], torch.softmax(scores[members], 0))
+
+
+def test_no_attention_weighs_each_group_uniformly():
+    graph, model = build(ModelConfig(dim=DIM, variant="no_attention"))
+    parts = model.layer_messages()[0]
+    pairs, group, sizes = np.unique(graph.triples[:, :2], axis=0, return_inverse=True, return_counts=True)
+    uniform = torch.as_tensor(1.0 / sizes[group.reshape(-1)], dtype=torch.float32)
+    torch.testing.assert_close(parts.user_side_attention, uniform)
+    torch.testing.assert_close(parts.hashtag_side_attention, uniform)
+    assert model.layers[0].user_side_attention is None
+
+
+def attention_after_perturbing(config: ModelConfig, which: str):
+    """Attention weights before and after changing every user or hashtag embedding."""
+    _, model = build(config)
+    before = model.layer_messages()[0]
+    with torch.no_grad():
+        getattr(model, f"{which}_embedding").weight.add_(torch.randn_like(getattr(model, f"{which}_embedding").weight))
+    return before, model.layer_messages()[0]
+
+
+def test_hashtag_guidance_steers_the_user_side_attention_only_when_enabled():
+    before, after = attention_after_perturbing(ModelConfig(dim=DIM), "hashtag")
+    assert not torch.allclose(before.user_side_attention, after.user_side_attention)
+    before, after = attention_after_perturbing(ModelConfig(dim=DIM, variant="no_hashtag_guidance"), "hashtag")
+    torch.testing.assert_close(before.user_side_attention, after.user_side_attention)
+
+
+def test_user_guidance_steers_the_hashtag_side_attention_only_when_enabled():
+    before, after = attention_after_perturbing(ModelConfig(dim=DIM), "user")
+    assert not torch.allclose(before.hashtag_side_attention, after.hashtag_side_attention)
+    before, after = attention_after_perturbing(ModelConfig(dim=DIM, variant="no_user_guidance"), "user")
+    torch.testing.assert_close(before.hashtag_side_attention, after.hashtag_side_attention)
+    torch.testing.assert_close(before.user_side_attention, after.user_side_attention)  # hashtags guide that one
+
+
+def test_missing_modality_uses_the_learned_vector():
+    graph, model = build()
+    features = {m: torch.randn(4, w) for m, w in WIDTHS.items()}
+    features["acoustic"][1:3] = float("nan")  # whatever a missing row holds, it is never read
+    masks = {m: torch.ones(4, dtype=torch.bool) for m in WIDTHS}
+    masks["acoustic"][1:3] = False
+    vectors = model.encode_items(features, masks)
+    acoustic = slice(WIDTHS["visual"], WIDTHS["visual"] + WIDTHS["acoustic"])
+    torch.testing.assert_close(vectors[1, acoustic], model.item_encoder.missing["acoustic"].detach())
+    torch.testing.assert_close(vectors[2, acoustic], model.item_encoder.missing["acoustic"].detach())
+    assert torch.isfinite(vectors).all()
+    assert not torch.allclose(vectors[1, acoustic], torch.zeros(WIDTHS["acoustic"]))
+    # standardised with training statistics where present
+    expected = (features["acoustic"][0] - model.item_encoder.mean_acoustic) / model.item_encoder.std_acoustic
+    torch.testing.assert_close(vectors[0, acoustic], expected)
+    # the vector is learned: gradients reach it, through propagation as well as encoding
+    users, hashtags = model.propagate()
+    (users.sum() + hashtags.sum()).backward()
+    assert model.item_encoder.missing["acoustic"].grad.abs().sum() > 0
+
+
+def test_graph_projection_equals_projecting_encoded_items():
+    graph, model = build()
+    weight = model.layers[0].item_projection.weight
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model._project_graph_items(weight), graph_item_vectors(graph, model) @ weight.T, atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            model.graph_item_vectors(torch.arange(graph.n_items)), graph_item_vectors(graph, model)
+        )
+
+
+def test_normalisation_is_fitted_on_present_training_items_and_saved():
+    graph, model = build()
+    present = graph.item_features["visual"][graph.item_masks["visual"]]
+    torch.testing.assert_close(model.item_encoder.mean_visual, torch.as_tensor(present.mean(0)))
+    torch.testing.assert_close(model.item_encoder.std_visual, torch.as_tensor(present.std(0)))
+    state = model.state_dict()
+    assert "item_encoder.mean_visual" in state and "item_encoder.missing.visual" in state
+    assert not any(name.startswith("graph.") for name in state), "the graph stays out of checkpoints"
+
+
+def test_content_only_ignores_graph_messages():
+    graph, model = build(ModelConfig(dim=DIM, propagate=False))
+    assert len(model.layers) == 0
+    users, hashtags = model.propagate()
+    assert users is model.user_embedding.weight and hashtags is model.hashtag_embedding.weight
+    # another graph over the same vocabularies changes nothing
+    other = build_graph(tiny_posts(seed=0))
+    other.triples = other.triples[: len(other.triples) // 2]
+    model.attach_graph(other)
+    torch.testing.assert_close(model.propagate()[0], users)
+
+
+def test_layers_feed_each_other():
+    _, one = build(ModelConfig(dim=DIM, layers=1))
+    _, two = build(ModelConfig(dim=DIM, layers=2))
+    assert len(two.layers) == 2
+    with torch.no_grad():
+        two.layers[0].load_state_dict(one.layers[0].state_dict())
+        two.user_embedding.weight.copy_(one.user_embedding.weight)
+        two.hashtag_embedding.weight.copy_(one.hashtag_embedding.weight)
+        first_users, first_hashtags = one.propagate()
+        projections = two._project_graph_items(two.layers[1].item_projection.weight)
+        expected = two.layers[1](first_users, first_hashtags, projections, two.graph)
+        torch.testing.assert_close(two.propagate()[0], expected[0])
+
+
+def test_sum_fusion_is_linear_and_concat_fusion_is_not():
+    _, model = build(ModelConfig(dim=DIM, fusion="sum"))
+    fusion = model.layers[0].user_fusion
+    a, b = torch.randn(3, DIM), torch.randn(3, DIM)
+    torch.testing.assert_close(fusion(2 * a, 2 * b), 2 * fusion(a, b))
+    _, model = build(ModelConfig(dim=DIM, fusion="concat"))
+    assert model.layers[0].user_fusion(-a.abs() * 100, b).shape == (3, DIM)
+
+
+def test_score_all_equals_score_triples_whatever_the_chunk(monkeypatch):
+    graph, model = build()
+    with torch.no_grad():
+        users, hashtags = model.propagate()
+        items = graph_item_vectors(graph, model)[:5]
+        rows = users[:5]
+        every = torch.arange(graph.n_hashtags).expand(5, -1)
+        expected = model.score_triples(rows, items, hashtags[every])
+        torch.testing.assert_close(model.score_all(rows, items, hashtags), expected)
+        monkeypatch.setattr(model_module, "SCORE_CHUNK_ELEMENTS", 1)  # one row at a time
+        torch.testing.assert_close(model.score_all(rows, items, hashtags), expected)
+
+
+def test_unknown_user_gets_the_mean_user():
+    reps = torch.randn(4, DIM)
+    rows = GCNPHR.user_rows(reps, torch.tensor([2, -1, 0]))
+    torch.testing.assert_close(rows[0], reps[2])
+    torch.testing.assert_close(rows[1], reps.mean(0))
+    torch.testing.assert_close(rows[2], reps[0])
+
+
+def test_saved_representations_serve_a_model_without_graph():
+    graph, trained = build()
+    with torch.no_grad():
+        users, hashtags = trained.propagate()
+    loaded = GCNPHR(trained.config, graph.n_users, graph.n_hashtags, WIDTHS)
+    loaded.load_state_dict(trained.state_dict())
+    with pytest.raises(RuntimeError):
+        loaded.propagate()
+    loaded.save_representations(users, hashtags)
+    torch.testing.assert_close(loaded.propagate()[0], users)
+
+
+def test_bpr_loss_and_embedding_penalty():
+    positive, negative = torch.tensor([2.0, 0.0]), torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    expected = -torch.log(torch.sigmoid(torch.tensor([2.0, 1.0, 0.0, 0.0]))).mean()
+    torch.testing.assert_close(bpr_loss(positive, negative), expected)
+    _, model = build()
+    users, hashtags = torch.tensor([0, 1]), torch.tensor([[0, 2], [1, 2]])
+    expected = (
+        model.user_embedding.weight[[0, 1]].pow(2).sum() + model.hashtag_embedding.weight[[0, 2, 1, 2]].pow(2).sum()
+    ) / 2
+    torch.testing.assert_close(model.embedding_l2(users, hashtags), expected)
+
+
+def test_bad_configuration_is_refused():
+    with pytest.raises(ValueError):
+        ModelConfig(fusion="max")
+    with pytest.raises(ValueError):
+        ModelConfig(variant="no_graph")

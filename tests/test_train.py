@@ -1,0 +1,232 @@
+"""Training on a synthetic set with planted structure; checkpoints, resumption, determinism."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from phr_cli.baselines import GlobalPopularity, UserPopularity
+from phr_cli.evaluate import build_cases, evaluate, ranking_metrics
+from phr_cli.graph import PostData, build_graph, split_posts
+from phr_cli.model import ModelConfig
+from phr_cli.train import NegativeSampler, TrainConfig, load_checkpoint, train
+
+WIDTHS = {"visual": 32, "acoustic": 8, "textual": 16}
+N_TOPICS, TAGS_PER_TOPIC, N_PERSONAL_TAGS = 4, 5, 10
+METADATA = {"encoders": {"visual": "resnet50"}, "text_projection": torch.arange(6.0).reshape(2, 3), "store": "x.h5"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: a second thread only adds overhead and run-to-run jitter."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def planted_posts(seed: int = 0, n_users: int = 40, posts_per_user: int = 15) -> PostData:
+    """4 topics with 5 hashtags each (0-19) and 10 personal hashtags (20-29), 2 per user.
+
+    A post is about one topic: its features are the topic's centroid plus noise (10 % of
+    modalities missing), its hashtags two of the topic's (skewed) and each of the user's
+    two personal ones with probability 0.9. Only the user knows the personal hashtags and
+    only the content knows the topic: a good model needs both.
+    """
+    rng = np.random.default_rng(seed)
+    centroids = {m: rng.normal(size=(N_TOPICS, w)) for m, w in WIDTHS.items()}
+    topic_tag_weights = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
+    personal = [rng.choice(N_PERSONAL_TAGS, size=2, replace=False) + N_TOPICS * TAGS_PER_TOPIC for _ in range(n_users)]
+    users, items, hashtags, topics = [], [], [], []
+    for user in range(n_users):
+        for post in range(posts_per_user):
+            topic = int(rng.integers(N_TOPICS))
+            tags = set(TAGS_PER_TOPIC * topic + rng.choice(TAGS_PER_TOPIC, size=2, replace=False, p=topic_tag_weights))
+            tags |= {int(t) for t in personal[user] if rng.random() < 0.9}
+            users.append(f"user{user}")
+            items.append(f"video{user}-{post}")
+            hashtags.append([f"tag{t}" for t in sorted(tags)])
+            topics.append(topic)
+    n_posts = len(users)
+    return PostData(
+        users=users,
+        items=items,
+        hashtags=hashtags,
+        features={
+            m: (centroids[m][topics] + 0.6 * rng.normal(size=(n_posts, w))).astype(np.float32)
+            for m, w in WIDTHS.items()
+        },
+        masks={m: rng.random(n_posts) > 0.1 for m in WIDTHS},
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    posts = planted_posts()
+    return posts, split_posts(posts, seed=0)
+
+
+FAST = TrainConfig(epochs=60, batch_size=128, lr=3e-3, patience=60, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    posts, split = data
+    path = tmp_path_factory.mktemp("train") / "model.pt"
+    result = train(posts, split, ModelConfig(dim=64), FAST, path, METADATA)
+    return result, path
+
+
+def full_ranking(scorer, posts, cases) -> dict[str, float]:
+    return evaluate(scorer, posts, cases, protocol="full", ks=(5,))["full"]["all"]
+
+
+def test_training_beats_popularity_baselines(data, trained):
+    posts, split = data
+    result, path = trained
+    graph = build_graph(posts.subset(split.train))
+    cases = build_cases(posts, split.test, graph)
+    model = full_ranking(load_checkpoint(path).scorer(), posts, cases)
+    global_popularity = full_ranking(GlobalPopularity(graph), posts, cases)
+    user_popularity = full_ranking(UserPopularity(graph), posts, cases)
+    for metric in ("P@5", "R@5"):
+        assert model[metric] > global_popularity[metric] + 0.2, (metric, model, global_popularity)
+        assert model[metric] > user_popularity[metric] + 0.05, (metric, model, user_popularity)
+    losses = [epoch["loss"] for epoch in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_checkpoint_holds_what_recommend_needs(data, trained):
+    posts, split = data
+    result, path = trained
+    checkpoint = load_checkpoint(path)
+    graph = build_graph(posts.subset(split.train))
+    assert checkpoint.users == graph.users and checkpoint.hashtags == graph.hashtags and checkpoint.items == graph.items
+    assert all(np.array_equal(getattr(checkpoint.split, p), getattr(split, p)) for p in ("train", "validation", "test"))
+    assert (checkpoint.split.seed, checkpoint.split.by) == (split.seed, split.by)
+    assert checkpoint.model_config == ModelConfig(dim=64) and checkpoint.train_config == FAST
+    assert checkpoint.metadata.keys() == METADATA.keys() and checkpoint.metadata["store"] == "x.h5"
+    assert torch.equal(checkpoint.metadata["text_projection"], METADATA["text_projection"])
+    assert checkpoint.completed and not checkpoint.stopped_early and len(checkpoint.history) == FAST.epochs
+
+    metrics = [epoch["metric"] for epoch in checkpoint.history]
+    assert checkpoint.best_epoch == result.best_epoch == 1 + int(np.argmax(metrics))
+    assert checkpoint.best_metric == result.best_metric == max(metrics)
+    # The saved model, without any graph, reproduces the best epoch's validation figure.
+    cases = build_cases(posts, split.validation, graph)
+    scores = checkpoint.scorer().score(cases.users, posts.subset(cases.rows))
+    again = ranking_metrics(scores, cases.relevant, ks=(5, 10), rng=np.random.default_rng(FAST.seed))
+    assert again["R@10"] == pytest.approx(checkpoint.best_metric)
+    assert not checkpoint.model().training
+
+
+class Interrupted(Exception):
+    pass
+
+
+SMALL_MODEL = ModelConfig(dim=16)
+SMALL = TrainConfig(epochs=4, batch_size=256, lr=3e-3, patience=10, device="cpu", seed=3)
+
+
+def state_of(path: Path) -> tuple[list[tuple[float, float]], dict[str, torch.Tensor]]:
+    checkpoint = load_checkpoint(path)
+    numbers = [(epoch["loss"], epoch["metric"]) for epoch in checkpoint.history]
+    return numbers, {**checkpoint.state_dict, "users": checkpoint.user_representations}
+
+
+def assert_same_state(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    posts, split = data
+    path = tmp_path_factory.mktemp("reference") / "model.pt"
+    train(posts, split, SMALL_MODEL, SMALL, path, {})
+    return path
+
+
+def test_same_seed_gives_the_same_checkpoint(data, uninterrupted, tmp_path):
+    posts, split = data
+    train(posts, split, SMALL_MODEL, SMALL, tmp_path / "again.pt", {})
+    numbers, state = state_of(tmp_path / "again.pt")
+    reference_numbers, reference_state = state_of(uninterrupted)
+    assert numbers == reference_numbers
+    assert_same_state(state, reference_state)
+
+    train(posts, split, SMALL_MODEL, replace(SMALL, seed=4), tmp_path / "other.pt", {})
+    assert state_of(tmp_path / "other.pt")[0] != reference_numbers
+
+
+def test_resume_continues_at_the_next_epoch(data, uninterrupted, tmp_path):
+    posts, split = data
+    path = tmp_path / "model.pt"
+
+    def interrupt_after_two(epoch, loss, metric, best):
+        if epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(posts, split, SMALL_MODEL, SMALL, path, {}, progress=interrupt_after_two)
+    assert len(load_checkpoint(path).history) == 2
+
+    seen = []
+    result = train(posts, split, SMALL_MODEL, SMALL, path, {}, progress=lambda epoch, *_: seen.append(epoch))
+    assert seen == [3, 4] and result.resumed_from_epoch == 2
+    # Resumed, the run ends exactly where an uninterrupted one does.
+    numbers, state = state_of(path)
+    reference_numbers, reference_state = state_of(uninterrupted)
+    assert numbers == reference_numbers
+    assert_same_state(state, reference_state)
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(data, tmp_path):
+    posts, split = data
+    path = tmp_path / "model.pt"
+    one_epoch = replace(SMALL, epochs=1)
+    train(posts, split, SMALL_MODEL, one_epoch, path, {})
+    seen = []
+    result = train(posts, split, SMALL_MODEL, replace(one_epoch, lr=1e-2), path, {},
+                   progress=lambda epoch, *_: seen.append(epoch))
+    assert seen == [1] and result.resumed_from_epoch is None
+    assert load_checkpoint(path).train_config.lr == 1e-2
+
+
+def test_early_stopping_keeps_the_best_epoch_and_is_final(data, tmp_path):
+    posts, split = data
+    path = tmp_path / "model.pt"
+    frozen = replace(SMALL, lr=0.0, patience=2, epochs=10)  # validation can never improve
+    result = train(posts, split, SMALL_MODEL, frozen, path, {})
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+    seen = []
+    again = train(posts, split, SMALL_MODEL, frozen, path, {}, progress=lambda epoch, *_: seen.append(epoch))
+    assert seen == [] and again.best_epoch == 1 and again.stopped_early
+
+
+def test_negatives_are_never_on_the_post():
+    rng = np.random.default_rng(0)
+    columns = [rng.integers(0, 5, 400), rng.integers(0, 6, 400), rng.integers(0, 20, 400)]  # user, hashtag, item
+    triples = np.unique(np.stack(columns, axis=1), axis=0)
+    triples = np.vstack([triples, [[9, h, 30] for h in range(6)]])  # a post with every hashtag
+    sampler = NegativeSampler(triples, n_hashtags=6)
+    on_post = {(u, v): set() for u, _, v in triples}
+    for u, h, v in triples:
+        on_post[(u, v)].add(h)
+    assert not any(triples[sampler.trainable, 0] == 9), "a post carrying every hashtag has no negative"
+    negatives = sampler.sample(sampler.trainable, 5, rng)
+    assert negatives.shape == (len(sampler.trainable), 5)
+    for row, drawn in zip(sampler.trainable, negatives):
+        u, _, v = triples[row]
+        assert not on_post[(u, v)] & set(drawn.tolist())
+
+
+def test_metadata_must_load_safely(data, tmp_path):
+    posts, split = data
+    with pytest.raises(TypeError, match="ndarray"):
+        train(posts, split, SMALL_MODEL, SMALL, tmp_path / "model.pt", {"pca": np.zeros(3)})
