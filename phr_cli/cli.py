@@ -153,3 +153,188 @@ def inspect(
     for modality, encoder in summary["encoders"].items():
         table.add_row(f"{modality} encoder", f"{encoder['name']} ({encoder['version']}); weights {encoder['weights']}")
     out.print(table)
+
+
+@app.command()
+def train(
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store written by `phr extract`."),
+    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--out", "-o", help="Checkpoint to write (and resume)."),
+    device: str = DeviceOption,
+    dim: int = typer.Option(64, help="Latent dimension."),
+    layers: int = typer.Option(1, help="Stacked propagation layers."),
+    fusion: str = typer.Option("concat", help="concat (Eq. 7) or sum (Eq. 8)."),
+    variant: str = typer.Option("full", help="full, no_attention (Variant-I), no_user_guidance "
+                                "(Variant-II) or no_hashtag_guidance (Variant-III)."),
+    content_only: bool = typer.Option(False, "--content-only", help="Drop graph messages (ablation)."),
+    epochs: int = typer.Option(50, help="Maximum epochs."),
+    batch_size: int = typer.Option(1024, "--batch-size", help="BPR triples per step."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    l2: float = typer.Option(1e-4, help="λ of Eq. 11 on the batch's ID embeddings."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam weight decay (the paper's code used 0.1)."),
+    negatives: int = typer.Option(1, help="Negative hashtags per positive."),
+    patience: int = typer.Option(5, help="Epochs without validation gain before stopping."),
+    seed: int = typer.Option(0, help="Seed of the split, initialisation and sampling."),
+    split_by: str = typer.Option("post", "--split-by", help="post: random posts; item: whole videos held out."),
+    resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted checkpoint."),
+) -> None:
+    """Train GCN-PHR on the store's posts (8:1:1 split) and write a checkpoint."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from phr_cli.model import ModelConfig
+    from phr_cli.train import TrainConfig, train_from_store
+
+    try:
+        model_config = ModelConfig(dim=dim, layers=layers, fusion=fusion, variant=variant,
+                                   propagate=not content_only)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
+                             weight_decay=weight_decay, negatives=negatives, patience=patience,
+                             seed=seed, device=device)
+    except ValueError as error:
+        fail(str(error), code=2)
+    err.print(f"training on {store}; checkpoint {checkpoint}", highlight=False)
+    progress = Progress(
+        TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[metric]:.4f}  best {task.fields[best]:.4f}"),
+        TimeElapsedColumn(), console=err,
+    )
+    task = progress.add_task("train", total=epochs, loss=float("nan"), metric=float("nan"), best=float("nan"))
+
+    def on_epoch(epoch: int, loss: float, metric: float, best: float) -> None:
+        progress.update(task, completed=epoch, loss=loss, metric=metric, best=best)
+
+    try:
+        with progress:
+            outcome = train_from_store(store, checkpoint, model_config, config, split_by, on_epoch, resume)
+    except (*_known_errors(), ValueError, RuntimeError) as error:
+        fail(str(error))
+    result = outcome.result
+    train_size, val_size, test_size = outcome.split_sizes
+    out.print(
+        f"{outcome.n_posts} posts (train {train_size}, validation {val_size}, test {test_size}); "
+        f"left out: {', '.join(f'{k} {v}' for k, v in outcome.skipped.items() if v) or 'none'}",
+        highlight=False,
+    )
+    resumed = f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
+    stopped = ", stopped early" if result.stopped_early else ""
+    out.print(
+        f"best epoch {result.best_epoch}: validation {config.validation_metric} {result.best_metric:.4f} "
+        f"on {result.device}{resumed}{stopped} → {result.checkpoint_path}",
+        highlight=False,
+    )
+
+
+@app.command()
+def recommend(
+    clips: list[Path] = typer.Argument(..., help="Video files, or folders of videos."),
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="Who posts the clip (as in the training posts)."),
+    caption: str = typer.Option("", "--caption", help="The clip's description; its hashtags are never suggested."),
+    top: int = typer.Option(10, "--top", "-k", min=1, help="How many hashtags."),
+    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint from `phr train`."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Store whose features are reused for known clips "
+                                         "(default: the one the checkpoint was trained on)."),
+    exclude_used: bool = typer.Option(False, "--exclude-used", help="Leave out hashtags the user has used before."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    device: str = DeviceOption,
+    weights_dir: Optional[Path] = WeightsDirOption,
+) -> None:
+    """Rank hashtags for new clips, personalised to --user."""
+    from phr_cli.posts import find_videos
+    from phr_cli.recommend import EncoderMismatchError, Recommender
+
+    paths: list[Path] = []
+    for clip in clips:
+        paths.extend(find_videos(clip) if clip.is_dir() else [clip])
+    if not paths:
+        fail(f"no video files found in {', '.join(map(str, clips))}")
+    if not checkpoint.is_file():
+        fail(f"{checkpoint}: no checkpoint; run `phr train --out {checkpoint}` first")
+    _quiet_libraries()
+    try:
+        recommender = Recommender(checkpoint, device, weights_dir, store)
+        results = recommender.recommend(paths, user, caption, top, exclude_used)
+    except (*_known_errors(), EncoderMismatchError, ValueError, RuntimeError) as error:
+        fail(str(error))
+    if results and not results[0].personalised:
+        who = f"user {user!r} has no training posts" if user else "no --user given"
+        err.print(f"{who}: content-based ranking for an average user", highlight=False)
+    if recommender.random_weights:
+        err.print("note: visual/acoustic encoders use random weights, as the training store did",
+                  highlight=False)
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+    else:
+        for result in results:
+            if result.error:
+                continue
+            table = Table(title=f"{result.clip}" + (f" — for {user}" if result.personalised else ""))
+            for column, justify in (("rank", "right"), ("hashtag", "left"), ("score", "right"),
+                                    ("used before", "center")):
+                table.add_column(column, justify=justify)
+            for s in result.suggestions:
+                table.add_row(str(s.rank), f"#{s.hashtag}", f"{s.score:.3f}", "✓" if s.used_before else "")
+            out.print(table)
+    for result in results:
+        for notice in result.notices:
+            err.print(f"{result.clip}: {notice}", highlight=False, soft_wrap=True)
+        if result.error:
+            err.print(f"[bold red]error:[/] {result.error}", highlight=False, soft_wrap=True)
+    if any(result.error for result in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store the checkpoint was trained on."),
+    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint from `phr train`."),
+    protocol: str = typer.Option("both", "--protocol", help="sampled (the paper's: ground truth + 1,000 "
+                                 "random hashtags), full (every known hashtag) or both."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also fit and score the baselines."),
+    seed: int = typer.Option(0, help="Seed of the sampled negatives and tie-breaking."),
+    device: str = DeviceOption,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    """P@K, R@K and A@K (K = 5, 10) on the test split: GCN-PHR next to the baselines."""
+    from phr_cli.comparison import BASELINES, evaluate_store
+    from phr_cli.devices import resolve_device
+
+    if protocol not in ("sampled", "full", "both"):
+        fail(f"--protocol must be sampled, full or both, not {protocol!r}", code=2)
+    if not checkpoint.is_file():
+        fail(f"{checkpoint}: no checkpoint; run `phr train --out {checkpoint}` first")
+    try:
+        with err.status("fitting baselines and scoring the test split…"):
+            comparison = evaluate_store(store, checkpoint, protocol, BASELINES if baselines else (),
+                                        str(resolve_device(device)), seed)
+    except (*_known_errors(), ValueError, RuntimeError) as error:
+        fail(str(error))
+    if as_json:
+        print(json.dumps(comparison.to_dict(), indent=2))
+        return
+    metrics = ("P@5", "R@5", "A@5", "P@10", "R@10", "A@10")
+    protocols = ("sampled", "full") if protocol == "both" else (protocol,)
+    counts = comparison.counts
+    names = {"sampled": "paper protocol (ground truth + 1,000 sampled hashtags)",
+             "full": "full ranking (every known hashtag)"}
+    groups = ("all", "cold") if counts.get("cold_cases") else ("all",)
+    for name in protocols:
+        for group in groups:
+            title = f"{names[name]}, {counts.get('cases', 0)} test cases" if group == "all" else \
+                f"{names[name]}, cold users only ({counts['cold_cases']} cases)"
+            table = Table(title=title)
+            table.add_column("method")
+            for metric in metrics:
+                table.add_column(metric, justify="right")
+            for method in comparison.methods:
+                scores = method.metrics[name][group]
+                table.add_row(method.name, *(f"{scores[m]:.4f}" if m in scores else "–" for m in metrics))
+            out.print(table)
+    for method in comparison.methods:
+        if method.note:
+            out.print(f"{method.name}: {method.note}", highlight=False)
+    out.print(
+        f"split {comparison.split['train']}/{comparison.split['validation']}/{comparison.split['test']} "
+        f"(seed {comparison.split['seed']}, by {comparison.split['by']}); "
+        f"{counts.get('dropped_hashtags', 0)} test hashtags unseen in training dropped, "
+        f"{counts.get('dropped_cases', 0)} cases left empty dropped",
+        highlight=False,
+    )

@@ -15,6 +15,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -78,16 +79,6 @@ class ExtractReport:
 ProgressCallback = Callable[[VideoOutcome, ExtractReport, int], None]
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but no CUDA device is available")
-    return device
-
-
 def content_key(path: Path) -> str:
     """SHA-256 of the file's bytes: renamed or duplicated files share one key."""
     with open(path, "rb") as handle:
@@ -95,16 +86,28 @@ def content_key(path: Path) -> str:
 
 
 class Encoders:
-    """The three encoders, loaded once (weights are checked before any decoding starts)."""
+    """The three encoders, each loaded on first use (and then kept)."""
 
     def __init__(self, device: str, weights_dir: Path | None, random_weights: bool) -> None:
-        from phr_cli.encoders.audio import AudioEncoder
-        from phr_cli.encoders.text import TextEncoder
+        self.device, self.weights_dir, self.random_weights = device, weights_dir, random_weights
+
+    @cached_property
+    def visual(self):
         from phr_cli.encoders.visual import VisualEncoder
 
-        self.visual = VisualEncoder(device, weights_dir, random_weights)
-        self.acoustic = AudioEncoder(device, weights_dir, random_weights)
-        self.textual = TextEncoder(device)
+        return VisualEncoder(self.device, self.weights_dir, self.random_weights)
+
+    @cached_property
+    def acoustic(self):
+        from phr_cli.encoders.audio import AudioEncoder
+
+        return AudioEncoder(self.device, self.weights_dir, self.random_weights)
+
+    @cached_property
+    def textual(self):
+        from phr_cli.encoders.text import TextEncoder
+
+        return TextEncoder(self.device)
 
     def fingerprint(self) -> dict:
         """What the store and checkpoints record: each encoder's spec and weight hash."""
@@ -207,9 +210,12 @@ def extract(
     started = time.perf_counter()
     root = Path(root)
     post_set = read_posts(root)
-    device = resolve_device(options.device)
+    from phr_cli.devices import resolve_device
+
+    device = str(resolve_device(options.device))
     tick = time.perf_counter()
     encoders = Encoders(device, options.weights_dir, options.random_weights)
+    fingerprint = encoders.fingerprint()  # loads every encoder: missing weights fail here, early
     report = ExtractReport(store=Path(store_path), posts=len(post_set.posts),
                            load_seconds=time.perf_counter() - tick)
     keys, problems = _hash_videos(post_set)
@@ -218,7 +224,7 @@ def extract(
         report.statuses[outcome.status] += 1
         report.failures.append(outcome)
 
-    with StoreWriter(store_path, encoders.fingerprint(), options.sampling.to_dict(),
+    with StoreWriter(store_path, fingerprint, options.sampling.to_dict(),
                      options.feature_dtype) as writer:
         known = writer.known_keys()
         todo: dict[str, Path] = {}

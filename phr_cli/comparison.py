@@ -1,0 +1,124 @@
+"""`phr evaluate`: the trained model and every baseline, on the same split and candidates.
+
+Baselines are fitted on the checkpoint's training split; β of the popularity mix is tuned
+on its validation split; the content-only model (GCN-PHR's scorer without graph messages)
+is trained with the checkpoint's own configuration. Every method is then scored on the
+test split with the same sampled negatives and tie-breaking seed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from phr_cli.baselines import (
+    PITF,
+    GlobalPopularity,
+    ItemPopularity,
+    PITFConfig,
+    PopularityMix,
+    UserPopularity,
+    tune_beta,
+)
+from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate
+from phr_cli.graph import PostData, Split, build_graph, posts_from_store
+from phr_cli.store import load_store
+from phr_cli.train import Checkpoint, load_checkpoint, posts_fingerprint, train
+
+BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity",
+             "PITF", "content-only")
+
+
+@dataclass
+class MethodResult:
+    name: str
+    metrics: dict  # evaluate()'s result: per protocol, "all"/"warm"/"cold" groups
+    note: str = ""
+    seconds: float = 0.0  # fitting and evaluating
+
+
+@dataclass
+class Comparison:
+    methods: list[MethodResult]
+    counts: dict  # test cases, dropped hashtags and cases, cold cases
+    split: dict  # sizes, seed and unit of the split
+    protocol: str
+    seed: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: ProtocolName = "both",
+            baselines: tuple[str, ...] = BASELINES, pitf: PITFConfig | None = None,
+            device: str = "cpu", seed: int = 0) -> Comparison:
+    """Evaluate the checkpoint's model and the named baselines on split.test."""
+    graph = build_graph(posts.subset(split.train))
+    if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:
+        raise ValueError("the posts differ from those the checkpoint was trained on; "
+                         "evaluate with the store it was trained on, or retrain")
+    test = build_cases(posts, split.test, graph)
+    validation = build_cases(posts, split.validation, graph)
+    methods: list[MethodResult] = []
+
+    def run(name: str, make_scorer, note: str = "") -> None:
+        started = time.perf_counter()
+        scorer: Scorer = make_scorer()
+        metrics = evaluate(scorer, posts, test, protocol=protocol, seed=seed)
+        methods.append(MethodResult(name, metrics, note, time.perf_counter() - started))
+
+    run("GCN-PHR" if checkpoint.model_config.propagate else "GCN-PHR (content-only)",
+        lambda: checkpoint.scorer(device),
+        f"best epoch {checkpoint.best_epoch}, {checkpoint.model_config.variant}, "
+        f"fusion {checkpoint.model_config.fusion}")
+    if "global popularity" in baselines:
+        run("global popularity", lambda: GlobalPopularity(graph))
+    if "user popularity" in baselines:
+        run("user popularity", lambda: UserPopularity(graph))
+    if "item popularity" in baselines:
+        run("item popularity", lambda: ItemPopularity(graph))
+    if "user+item popularity" in baselines:
+        beta, _ = tune_beta(graph, posts, validation, seed=seed)
+        run("user+item popularity", lambda: PopularityMix(graph, beta), f"β = {beta:.1f} (validation P@5)")
+    if "PITF" in baselines:
+        config = pitf or PITFConfig(device=device)
+
+        def fitted_pitf() -> PITF:
+            model = PITF(graph, config)
+            model.fit()
+            return model
+
+        run("PITF", fitted_pitf, f"k = {config.dim}, {config.epochs} epochs")
+    if "content-only" in baselines and checkpoint.model_config.propagate:
+        run("content-only", lambda: _content_only(posts, split, checkpoint, device),
+            "GCN-PHR's scorer without graph messages, same training")
+    counts = methods[0].metrics["counts"] if methods else {}
+    return Comparison(
+        methods=methods, counts=counts,
+        split={"train": len(split.train), "validation": len(split.validation), "test": len(split.test),
+               "seed": split.seed, "by": split.by},
+        protocol=protocol, seed=seed,
+    )
+
+
+def _content_only(posts: PostData, split: Split, checkpoint: Checkpoint, device: str) -> Scorer:
+    model_config = replace(checkpoint.model_config, propagate=False)
+    train_config = replace(checkpoint.train_config, device=device)
+    with tempfile.TemporaryDirectory(prefix="phr-content-only-") as scratch:
+        path = Path(scratch) / "content-only.pt"
+        train(posts, split, model_config, train_config, path, metadata={}, resume=False)
+        return load_checkpoint(path).scorer(device)
+
+
+def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolName = "both",
+                   baselines: tuple[str, ...] = BASELINES, device: str = "cpu", seed: int = 0) -> Comparison:
+    """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    selected = posts_from_store(load_store(store_path))
+    if posts_fingerprint(selected.posts) != checkpoint.metadata.get("posts_fingerprint"):
+        raise ValueError(f"{store_path}: its posts changed since {checkpoint_path} was trained "
+                         "(the split would not match); retrain with `phr train`")
+    return compare(selected.posts, checkpoint.split, checkpoint, protocol, baselines, device=device, seed=seed)

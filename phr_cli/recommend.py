@@ -1,0 +1,195 @@
+"""`phr recommend`: ranked hashtags for new clips, personalised to the user who posts them.
+
+A clip is encoded with exactly the encoders, weights and sampling recorded in the
+checkpoint (those of the store it was trained on); a clip already in that store reuses its
+stored features. The user's learned representation personalises the score; an unknown
+user (or none) gets the mean user representation, i.e. a content-based ranking for an
+average user.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from phr_cli import decode
+from phr_cli.decode import DecodedClip, FrameSampling
+from phr_cli.encoders.registry import random_weights_id
+from phr_cli.extract import Encoders, content_key
+from phr_cli.graph import PostData
+from phr_cli.posts import caption_without_hashtags, parse_hashtags
+from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, TextProjection, load_store
+
+
+class EncoderMismatchError(RuntimeError):
+    """The encoders available now differ from those that built the training store."""
+
+
+@dataclass
+class Suggestion:
+    rank: int
+    hashtag: str
+    score: float
+    used_before: bool
+
+
+@dataclass
+class ClipRecommendation:
+    clip: str
+    status: str  # the decoder's status, or "stored" when the store's features were reused
+    notices: list[str]
+    user: str | None
+    personalised: bool  # False: the user is unknown, content-based ranking
+    suggestions: list[Suggestion] = field(default_factory=list)
+    error: str | None = None  # set when the clip gave nothing to rank from
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Timings:
+    load: float = 0.0
+    decode: float = 0.0
+    encode: float = 0.0
+    score: float = 0.0
+
+
+class Recommender:
+    """Loads a checkpoint once; recommends for any number of clips."""
+
+    def __init__(self, checkpoint_path: Path, device: str = "auto",
+                 weights_dir: Path | None = None, store_path: Path | None = None) -> None:
+        from phr_cli.devices import resolve_device
+        from phr_cli.train import load_checkpoint
+
+        started = time.perf_counter()
+        self.checkpoint = load_checkpoint(checkpoint_path)
+        metadata = self.checkpoint.metadata
+        self.device = resolve_device(device)
+        self.scorer = self.checkpoint.scorer(self.device)
+        self.fingerprint: dict = metadata["encoders"]
+        self.sampling = FrameSampling(**metadata["sampling"])
+        projection = metadata["text_projection"]
+        self.projection = TextProjection(projection["mean"].numpy(), projection["components"].numpy(),
+                                         np.zeros(0, np.float32))
+        self.user_hashtags: dict[str, set[str]] = {
+            user: set(tags) for user, tags in metadata.get("user_hashtags", {}).items()}
+        random = {m: e["weights"] == random_weights_id() for m, e in self.fingerprint.items()}
+        self.random_weights = random["visual"] or random["acoustic"]
+        self.encoders = Encoders(str(self.device), weights_dir, self.random_weights)
+        self.store_path = Path(store_path or metadata["store"])
+        self._stored: dict[str, tuple[np.ndarray, np.ndarray, bool, bool]] | None = None
+        self.timings = Timings(load=time.perf_counter() - started)
+
+    def _check_encoder(self, modality: str) -> None:
+        """Refuse an encoder whose spec or weights differ from the store's."""
+        encoder = getattr(self.encoders, modality)
+        recorded = self.fingerprint[modality]
+        if encoder.spec.to_dict() != recorded["spec"] or encoder.weights_id != recorded["weights"]:
+            raise EncoderMismatchError(
+                f"the {modality} encoder here ({encoder.spec.name}, weights {encoder.weights_id[:16]}) "
+                f"differs from the one that built {self.store_path} ({recorded['spec']['name']}, "
+                f"weights {recorded['weights'][:16]}); use the same weight files (--weights-dir) "
+                "or re-extract and retrain"
+            )
+
+    def _stored_features(self) -> dict[str, tuple[np.ndarray, np.ndarray, bool, bool]]:
+        """The training store's features by content key (empty if the store is gone)."""
+        if self._stored is None:
+            self._stored = {}
+            if self.store_path.exists():
+                videos = load_store(self.store_path).videos
+                for row, key in enumerate(videos.key):
+                    self._stored[key] = (videos.visual[row], videos.acoustic[row],
+                                         videos.visual_mask[row], videos.acoustic_mask[row])
+        return self._stored
+
+    def recommend(self, clips: list[Path], user: str | None = None, caption: str = "",
+                  top: int = 10, exclude_used: bool = False) -> list[ClipRecommendation]:
+        checkpoint = self.checkpoint
+        position = checkpoint.user_position(user) if user else -1
+        personalised = position >= 0
+        results, features, masks, decoded = [], [], [], []
+        for clip in clips:
+            notices = []
+            tick = time.perf_counter()
+            key = content_key(clip) if clip.is_file() else None
+            stored = self._stored_features().get(key) if key else None
+            if stored is not None:
+                status = "stored"
+                visual, acoustic, has_visual, has_acoustic = stored
+            else:
+                result = decode.decode_clip(clip, self.sampling) if key else \
+                    DecodedClip(None, None, 0.0, "missing", "file not found")
+                status = result.status
+                decoded.append((len(results), result))
+                visual, acoustic = np.zeros(VISUAL_DIM, np.float32), np.zeros(ACOUSTIC_DIM, np.float32)
+                has_visual = has_acoustic = False
+                if result.reason:
+                    notices.append(f"{result.status}: {result.reason}")
+            self.timings.decode += time.perf_counter() - tick
+            features.append([visual, acoustic])
+            masks.append([has_visual, has_acoustic])
+            results.append(ClipRecommendation(str(clip), status, notices, user, personalised))
+
+        tick = time.perf_counter()
+        self._encode_decoded(decoded, features, masks, results)
+        text = caption_without_hashtags(caption)
+        textual = np.zeros((1, self.projection.components.shape[0]), np.float32)
+        if text:
+            self._check_encoder("textual")
+            textual = self.projection.apply(self.encoders.textual.embed([text]))
+        self.timings.encode += time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        n = len(clips)
+        posts = PostData(
+            users=[user or ""] * n, items=[""] * n, hashtags=[[] for _ in range(n)],
+            features={"visual": np.stack([f[0] for f in features]),
+                      "acoustic": np.stack([f[1] for f in features]),
+                      "textual": np.repeat(textual, n, axis=0)},
+            masks={"visual": np.array([m[0] for m in masks]), "acoustic": np.array([m[1] for m in masks]),
+                   "textual": np.full(n, bool(text))},
+        )
+        scores = self.scorer.score(np.full(n, position), posts)
+        in_caption = set(parse_hashtags(caption))
+        used = self.user_hashtags.get(user or "", set())
+        for result, row, has_visual, has_acoustic, has_text in zip(
+                results, scores, posts.masks["visual"], posts.masks["acoustic"], posts.masks["textual"]):
+            if not (has_visual or has_acoustic or has_text):
+                result.error = f"{result.clip}: " + (result.notices[0] if result.notices else "no content")
+                continue
+            excluded = in_caption | (used if exclude_used else set())
+            order = np.argsort(-row, kind="stable")
+            for column in order:
+                hashtag = checkpoint.hashtags[column]
+                if hashtag in excluded:
+                    continue
+                result.suggestions.append(Suggestion(len(result.suggestions) + 1, hashtag,
+                                                     float(row[column]), hashtag in used))
+                if len(result.suggestions) == top:
+                    break
+        self.timings.score += time.perf_counter() - tick
+        return results
+
+    def _encode_decoded(self, decoded, features, masks, results) -> None:
+        """Encode the clips that had to be decoded, in one batch per encoder."""
+        usable = [(i, clip) for i, clip in decoded if clip.frames is not None or clip.audio is not None]
+        if not usable:
+            return
+        if any(clip.frames is not None for _, clip in usable):
+            self._check_encoder("visual")
+        if any(clip.audio is not None for _, clip in usable):
+            self._check_encoder("acoustic")
+        encoded = self.encoders.encode_clips([clip for _, clip in usable], batch_size=64)
+        for (i, _), values in zip(usable, encoded):
+            for slot, modality in enumerate(("visual", "acoustic")):
+                if values[modality] is not None:
+                    features[i][slot] = values[modality]
+                    masks[i][slot] = True
+                else:
+                    results[i].notices.append(f"ranked without {modality} features")
