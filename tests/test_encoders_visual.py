@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from phr_cli.encoders import registry
+from phr_cli.encoders.registry import MissingWeightsError, WeightsHashError
+from phr_cli.encoders.visual import VisualEncoder
+
+
+@pytest.fixture(scope="module")
+def encoder() -> VisualEncoder:
+    return VisualEncoder("cpu", random_weights=True)
+
+
+def test_random_weights_are_seeded_recorded_and_leave_the_global_rng_alone(encoder):
+    state = torch.random.get_rng_state()
+    again = VisualEncoder("cpu", random_weights=True)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert encoder.weights_id == again.weights_id == "random-init(seed=0)"
+    frames = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    torch.testing.assert_close(encoder.embed_frames(frames), again.embed_frames(frames))
+
+
+def test_features_are_2048_wide_and_batching_does_not_change_them(encoder):
+    frames = np.random.default_rng(1).integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)
+    whole = encoder.embed_frames(frames, batch_size=5)
+    assert whole.shape == (5, 2048) and whole.dtype == torch.float32
+    torch.testing.assert_close(encoder.embed_frames(frames, batch_size=2), whole, rtol=1e-4, atol=1e-4)
+    assert encoder.embed_frames(frames[:0]).shape == (0, 2048)
+
+
+def test_normalisation_matches_torchvision_preprocessing(encoder):
+    frames = np.random.default_rng(2).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    reference_net = torchvision.models.resnet50(weights=None)
+    reference_net.load_state_dict({k: v for k, v in encoder.network.state_dict().items()}, strict=False)
+    reference_net.fc = torch.nn.Identity()
+    normalize = torchvision.transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    batch = normalize(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)
+    with torch.inference_mode():
+        expected = reference_net.eval()(batch)
+    torch.testing.assert_close(encoder.embed_frames(frames), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_weights_load_from_weights_dir_after_the_hash_check(tmp_path, monkeypatch, encoder):
+    net = torchvision.models.resnet50(weights=None)
+    path = tmp_path / registry.RESNET50_IMAGENET1K_V2.weights.file_name
+    torch.save(net.state_dict(), path)
+    with pytest.raises(WeightsHashError, match="does not start with 11ad3fa6"):
+        VisualEncoder("cpu", weights_dir=tmp_path)
+    # With the published hash accepted, the file is what gets loaded.
+    monkeypatch.setattr(registry, "verify_hash", lambda p, w: "sha-of-" + p.name)
+    loaded = VisualEncoder("cpu", weights_dir=tmp_path)
+    assert loaded.weights_id == "sha-of-resnet50-11ad3fa6.pth"
+    torch.testing.assert_close(loaded.network.conv1.weight, net.conv1.weight)
+
+
+def test_missing_weights_name_the_file_its_source_and_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.delenv(registry.WEIGHTS_DIR_ENV, raising=False)
+
+    def offline(url, dst, hash_prefix=None, progress=True):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(MissingWeightsError) as caught:
+        VisualEncoder("cpu", weights_dir=tmp_path / "weights")
+    message = str(caught.value)
+    assert "resnet50-11ad3fa6.pth" in message and "https://download.pytorch.org/models/" in message
+    assert str(tmp_path / "weights") in message and "--random-weights" in message
