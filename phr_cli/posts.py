@@ -58,7 +58,8 @@ class PostSet:
 
 
 def normalize_hashtag(tag: str) -> str:
-    return unicodedata.normalize("NFKC", tag).strip().lstrip("#").lower()
+    """NFKC, lower case, no '#'; inner spaces (a listed tag like "hip hop") become '_'."""
+    return "_".join(unicodedata.normalize("NFKC", tag).lstrip().lstrip("#").lower().split())
 
 
 def parse_hashtags(text: str) -> list[str]:

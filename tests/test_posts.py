@@ -25,6 +25,7 @@ def test_caption_without_hashtags_removes_labels():
 def test_hashtag_field_accepts_spaces_commas_hash_and_lists():
     assert split_hashtag_field("#Beach, sun  fun,,") == ["beach", "sun", "fun"]
     assert split_hashtag_field(["#A", "b", "a"]) == ["a", "b"]
+    assert split_hashtag_field(["Hip Hop", "  #New  Wave "]) == ["hip_hop", "new_wave"]
     assert split_hashtag_field(None) == []
 
 
