@@ -166,6 +166,10 @@ def train(
     variant: str = typer.Option("full", help="full, no_attention (Variant-I), no_user_guidance "
                                 "(Variant-II) or no_hashtag_guidance (Variant-III)."),
     content_only: bool = typer.Option(False, "--content-only", help="Drop graph messages (ablation)."),
+    residual: bool = typer.Option(False, "--residual/--no-residual", help="Keep each node's own embedding "
+                                  "beside its messages (a self-loop); the paper's layer has none."),
+    video_messages: str = typer.Option("sum", "--video-messages", help="sum (Eq. 6 as printed) or mean "
+                                       "(divided by the node's number of hashtag/user groups)."),
     epochs: int = typer.Option(50, help="Maximum epochs."),
     batch_size: int = typer.Option(1024, "--batch-size", help="BPR triples per step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
@@ -185,7 +189,8 @@ def train(
 
     try:
         model_config = ModelConfig(dim=dim, layers=layers, fusion=fusion, variant=variant,
-                                   propagate=not content_only)
+                                   propagate=not content_only, residual=residual,
+                                   video_messages=video_messages)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
                              weight_decay=weight_decay, negatives=negatives, patience=patience,
                              seed=seed, device=device)
@@ -254,7 +259,8 @@ def recommend(
         results = recommender.recommend(paths, user, caption, top, exclude_used)
     except (*_known_errors(), EncoderMismatchError, ValueError, RuntimeError) as error:
         fail(str(error))
-    if results and not results[0].personalised:
+    ranked = [result for result in results if not result.error]
+    if ranked and not ranked[0].personalised:
         who = f"user {user!r} has no training posts" if user else "no --user given"
         err.print(f"{who}: content-based ranking for an average user", highlight=False)
     if recommender.random_weights:
@@ -274,11 +280,12 @@ def recommend(
                 table.add_row(str(s.rank), f"#{s.hashtag}", f"{s.score:.3f}", "✓" if s.used_before else "")
             out.print(table)
     for result in results:
+        if result.error:  # one line a failed clip: the error already carries its notice
+            err.print(f"[bold red]error:[/] {result.error}", highlight=False, soft_wrap=True)
+            continue
         for notice in result.notices:
             err.print(f"{result.clip}: {notice}", highlight=False, soft_wrap=True)
-        if result.error:
-            err.print(f"[bold red]error:[/] {result.error}", highlight=False, soft_wrap=True)
-    if any(result.error for result in results):
+    if len(ranked) < len(results):
         raise typer.Exit(1)
 
 

@@ -7,6 +7,7 @@ video is sampled by seeking. Each result carries a status and a one-line reason.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -152,16 +153,24 @@ def _sample_frames(container, stream, duration, sampling, problems):
     return np.stack(frames), n_keyframes
 
 
-def _decode_keyframes(container, stream, sampling, problems) -> list[np.ndarray]:
+@contextmanager
+def _keyframes_only(stream):
+    """Make the decoder skip every frame but keyframes (no full decode), then restore it."""
     stream.codec_context.skip_frame = "NONKEY"
-    frames: list[np.ndarray] = []
     try:
-        for frame in container.decode(stream):
-            frames.append(_to_rgb(frame, sampling))
-    except av.FFmpegError as error:
-        problems.add(TRUNCATED, f"video decoding stopped after {len(frames)} keyframes: {_message(error)}")
+        yield
     finally:
         stream.codec_context.skip_frame = "DEFAULT"
+
+
+def _decode_keyframes(container, stream, sampling, problems) -> list[np.ndarray]:
+    frames: list[np.ndarray] = []
+    with _keyframes_only(stream):
+        try:
+            for frame in container.decode(stream):
+                frames.append(_to_rgb(frame, sampling))
+        except av.FFmpegError as error:
+            problems.add(TRUNCATED, f"video decoding stopped after {len(frames)} keyframes: {_message(error)}")
     return frames
 
 
@@ -189,19 +198,17 @@ def _decode_uniform(container, stream, duration, sampling, problems) -> list[np.
 
 def _seek_keyframes(container, stream, duration, sampling, problems) -> list[np.ndarray]:
     """For long videos: the keyframe at or before each of `max_frames` evenly spaced times."""
-    stream.codec_context.skip_frame = "NONKEY"
     frames: list[np.ndarray] = []
-    try:
-        for i in range(sampling.max_frames):
-            seconds = (i + 0.5) * duration / sampling.max_frames
-            container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
-            frame = next(container.decode(stream), None)
-            if frame is not None:
-                frames.append(_to_rgb(frame, sampling))
-    except av.FFmpegError as error:
-        problems.add(TRUNCATED, f"seeking stopped after {len(frames)} frames: {_message(error)}")
-    finally:
-        stream.codec_context.skip_frame = "DEFAULT"
+    with _keyframes_only(stream):
+        try:
+            for i in range(sampling.max_frames):
+                seconds = (i + 0.5) * duration / sampling.max_frames
+                container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
+                frame = next(container.decode(stream), None)
+                if frame is not None:
+                    frames.append(_to_rgb(frame, sampling))
+        except av.FFmpegError as error:
+            problems.add(TRUNCATED, f"seeking stopped after {len(frames)} frames: {_message(error)}")
     return frames
 
 

@@ -36,12 +36,20 @@ class ModelConfig:
     negative_slope: float = 0.01  # of the leaky ReLU φ
     init_std: float = 0.1  # Gaussian init of ID embeddings and missing-modality vectors
     dropout: float = 0.0  # on each layer's fused outputs, training only
+    # Add each node's input embedding to its fused messages (a self-loop). The paper's
+    # layer (residual=False) replaces a hashtag's own embedding by its neighbours' messages.
+    residual: bool = False
+    # "sum": Eq. 6 as printed, so a user's video message grows with their number of
+    # (hashtag, videos) groups; "mean": divided by that number (a degree normalisation).
+    video_messages: str = "sum"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}: use one of {FUSIONS}")
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}: use one of {VARIANTS}")
+        if self.video_messages not in ("sum", "mean"):
+            raise ValueError(f"unknown video_messages {self.video_messages!r}: use 'sum' or 'mean'")
         if self.dim < 1 or self.layers < 1:
             raise ValueError("dim and layers must be positive")
 
@@ -225,6 +233,8 @@ class PropagationLayer(nn.Module):
         self.dim = dim
         self.negative_slope = config.negative_slope
         self.dropout = config.dropout
+        self.residual = config.residual
+        self.mean_video_messages = config.video_messages == "mean"
         # Four projections of v_k in one matrix: keys of the hashtag-guided attention (W_v^h),
         # video->user messages (W_v^u), keys of the user-guided attention, video->hashtag messages.
         self.item_projection = nn.Linear(item_width, 4 * dim, bias=False)
@@ -272,6 +282,9 @@ class PropagationLayer(nn.Module):
         hashtag_items = hashtags.new_zeros(graph.n_hashtags, self.dim).index_add_(
             0, graph.triple_hashtag, hashtag_alpha.unsqueeze(1) * hashtag_values[graph.triple_item]
         )
+        if self.mean_video_messages:  # α sums to 1 per group: divide by the node's group count
+            user_items = user_items / graph.user_degree.clamp(min=1).unsqueeze(1)
+            hashtag_items = hashtag_items / graph.hashtag_degree.clamp(min=1).unsqueeze(1)
         return LayerMessages(
             user_from_hashtags=self._phi(from_hashtags),
             user_from_items=self._phi(user_items),
@@ -287,6 +300,8 @@ class PropagationLayer(nn.Module):
         parts = self.messages(users, hashtags, item_projections, graph)
         new_users = self.user_fusion(parts.user_from_items, parts.user_from_hashtags)
         new_hashtags = self.hashtag_fusion(parts.hashtag_from_items, parts.hashtag_from_users)
+        if self.residual:  # a self-loop: each node keeps its own embedding beside its messages
+            new_users, new_hashtags = new_users + users, new_hashtags + hashtags
         return (
             F.dropout(new_users, self.dropout, self.training),
             F.dropout(new_hashtags, self.dropout, self.training),

@@ -18,7 +18,7 @@ import numpy as np
 from phr_cli import decode
 from phr_cli.decode import DecodedClip, FrameSampling
 from phr_cli.encoders.registry import random_weights_id
-from phr_cli.extract import Encoders, content_key
+from phr_cli.extract import MISSING, Encoders, content_key
 from phr_cli.graph import PostData
 from phr_cli.posts import caption_without_hashtags, parse_hashtags
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, TextProjection, load_store
@@ -98,14 +98,29 @@ class Recommender:
             )
 
     def _stored_features(self) -> dict[str, tuple[np.ndarray, np.ndarray, bool, bool]]:
-        """The training store's features by content key (empty if the store is gone)."""
+        """The training store's features by content key (empty if the store is gone).
+
+        Only videos with some content are kept: a file that failed at extraction is decoded
+        again, so that its status and reason reach the user.
+        """
         if self._stored is None:
             self._stored = {}
             if self.store_path.exists():
-                videos = load_store(self.store_path).videos
+                contents = load_store(self.store_path)
+                # Features of another store are only comparable if made the same way.
+                if (contents.attributes.get("encoders") != self.fingerprint
+                        or contents.attributes.get("sampling") != self.sampling.to_dict()):
+                    raise EncoderMismatchError(
+                        f"{self.store_path} was built with other encoders or frame sampling than "
+                        f"the store this checkpoint was trained on ({self.checkpoint.metadata['store']}); "
+                        "pass that store with --store"
+                    )
+                videos = contents.videos
                 for row, key in enumerate(videos.key):
-                    self._stored[key] = (videos.visual[row], videos.acoustic[row],
-                                         videos.visual_mask[row], videos.acoustic_mask[row])
+                    if videos.visual_mask[row] or videos.acoustic_mask[row]:
+                        self._stored[key] = (np.asarray(videos.visual[row], np.float32),
+                                             np.asarray(videos.acoustic[row], np.float32),
+                                             bool(videos.visual_mask[row]), bool(videos.acoustic_mask[row]))
         return self._stored
 
     def recommend(self, clips: list[Path], user: str | None = None, caption: str = "",
@@ -117,14 +132,15 @@ class Recommender:
         for clip in clips:
             notices = []
             tick = time.perf_counter()
-            key = content_key(clip) if clip.is_file() else None
+            key, unreadable = _content_key(clip)
             stored = self._stored_features().get(key) if key else None
             if stored is not None:
                 status = "stored"
                 visual, acoustic, has_visual, has_acoustic = stored
+                notices += [f"ranked without {modality} features" for modality, present in
+                            (("visual", has_visual), ("acoustic", has_acoustic)) if not present]
             else:
-                result = decode.decode_clip(clip, self.sampling) if key else \
-                    DecodedClip(None, None, 0.0, "missing", "file not found")
+                result = decode.decode_clip(clip, self.sampling) if key else unreadable
                 status = result.status
                 decoded.append((len(results), result))
                 visual, acoustic = np.zeros(VISUAL_DIM, np.float32), np.zeros(ACOUSTIC_DIM, np.float32)
@@ -193,3 +209,13 @@ class Recommender:
                     masks[i][slot] = True
                 else:
                     results[i].notices.append(f"ranked without {modality} features")
+
+
+def _content_key(clip: Path) -> tuple[str | None, DecodedClip | None]:
+    """The clip's content key, or None and the status that replaces decoding it."""
+    if not clip.is_file():
+        return None, DecodedClip(None, None, 0.0, MISSING, "file not found")
+    try:
+        return content_key(clip), None
+    except OSError as error:  # e.g. no read permission: reported like any other bad clip
+        return None, DecodedClip(None, None, 0.0, decode.UNREADABLE, f"cannot read: {error.strerror}")

@@ -168,7 +168,7 @@ def test_saved_state_dict_reloads_strict(net, tmp_path, monkeypatch):
     torch.save(net.state_dict(), path)
     # The encoder's loading path (weights_only load, strict=True), bypassing the hash check.
     monkeypatch.setattr(
-        "phr_cli.encoders.audio.resolve_weights", lambda weights, weights_dir: (path, "f" * 64)
+        "phr_cli.encoders.registry.resolve_weights", lambda weights, weights_dir: (path, "f" * 64)
     )
     encoder = AudioEncoder(weights_dir=tmp_path)
     assert encoder.weights_id == "f" * 64

@@ -311,3 +311,31 @@ def test_bad_configuration_is_refused():
         ModelConfig(fusion="max")
     with pytest.raises(ValueError):
         ModelConfig(variant="no_graph")
+
+
+def test_mean_video_messages_divide_the_sum_by_each_nodes_group_count():
+    graph, summed = build(ModelConfig(dim=DIM))
+    _, averaged = build(ModelConfig(dim=DIM, video_messages="mean"))
+    averaged.load_state_dict(summed.state_dict())
+    leaky = lambda x: F.leaky_relu(x, summed.config.negative_slope)  # noqa: E731
+    inverse = lambda x: torch.where(x >= 0, x, x / summed.config.negative_slope)  # noqa: E731
+    pairs = graph.edges((0, 1))
+    user_groups = torch.as_tensor(np.bincount(pairs[:, 0], minlength=graph.n_users), dtype=torch.float32)
+    hashtag_groups = torch.as_tensor(np.bincount(pairs[:, 1], minlength=graph.n_hashtags), dtype=torch.float32)
+    with torch.no_grad():
+        total, mean = summed.layer_messages()[0], averaged.layer_messages()[0]
+        torch.testing.assert_close(inverse(mean.user_from_items),
+                                   inverse(total.user_from_items) / user_groups.clamp(min=1)[:, None])
+        torch.testing.assert_close(inverse(mean.hashtag_from_items),
+                                   inverse(total.hashtag_from_items) / hashtag_groups.clamp(min=1)[:, None])
+        torch.testing.assert_close(leaky(inverse(mean.user_from_items)), mean.user_from_items)
+
+
+def test_residual_layers_add_each_nodes_own_embedding():
+    _, plain = build(ModelConfig(dim=DIM))
+    _, residual = build(ModelConfig(dim=DIM, residual=True))
+    residual.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        users, hashtags = plain.propagate()
+        torch.testing.assert_close(residual.propagate()[0], users + plain.user_embedding.weight)
+        torch.testing.assert_close(residual.propagate()[1], hashtags + plain.hashtag_embedding.weight)

@@ -14,13 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from phr_cli.encoders.registry import (
-    RANDOM_SEED,
-    VGGISH,
-    EncoderSpec,
-    random_weights_id,
-    resolve_weights,
-)
+from phr_cli.encoders.registry import VGGISH, EncoderSpec, build_network
 
 # VGGish's convolution widths; "M" is a 2x2 max pool.
 _CONV_PLAN: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M")
@@ -140,19 +134,8 @@ class AudioEncoder:
         self.spec = spec
         self.device = torch.device(device)
         final_relu = bool(spec.preprocessing.get("final_relu", False))
-        if random_weights:
-            # Seeded, and without touching the caller's global RNG stream.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(RANDOM_SEED)
-                net = VGGish(final_relu=final_relu)
-            self.weights_id = random_weights_id()
-        else:
-            path, self.weights_id = resolve_weights(spec.weights, weights_dir)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            # Built on the meta device: no wasted random init of 72 M parameters.
-            with torch.device("meta"):
-                net = VGGish(final_relu=final_relu)
-            net.load_state_dict(state, strict=True, assign=True)
+        net, self.weights_id = build_network(
+            spec, lambda: VGGish(final_relu=final_relu), weights_dir, random_weights)
         self.net = net.to(self.device).eval()
 
     def embed_examples(self, examples: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

@@ -11,7 +11,7 @@ import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 WEIGHTS_DIR_ENV = "PHR_WEIGHTS_DIR"
 RANDOM_SEED = 0
@@ -183,3 +183,24 @@ def verify_hash(path: Path, weights: WeightFile) -> str:
 
 def random_weights_id(seed: int = RANDOM_SEED) -> str:
     return f"random-init(seed={seed})"
+
+
+def build_network(spec: EncoderSpec, build: Callable[[], Any], weights_dir: Path | None,
+                  random_weights: bool) -> tuple[Any, str]:
+    """The spec's network with its verified weights, or seeded random ones; and its weights id.
+
+    Random init leaves the caller's global RNG untouched; real weights are loaded into a
+    network built on the meta device, so no time is spent on a random init first.
+    """
+    import torch
+
+    if random_weights:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            return build(), random_weights_id()
+    path, digest = resolve_weights(spec.weights, weights_dir)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    with torch.device("meta"):
+        network = build()
+    network.load_state_dict(state, strict=True, assign=True)
+    return network, digest

@@ -12,13 +12,7 @@ import numpy as np
 import torch
 import torchvision
 
-from phr_cli.encoders.registry import (
-    RANDOM_SEED,
-    RESNET50_IMAGENET1K_V2,
-    EncoderSpec,
-    random_weights_id,
-    resolve_weights,
-)
+from phr_cli.encoders.registry import RESNET50_IMAGENET1K_V2, EncoderSpec, build_network
 
 
 class VisualEncoder:
@@ -31,15 +25,8 @@ class VisualEncoder:
     ) -> None:
         self.spec = spec
         self.device = torch.device(device)
-        if random_weights:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(RANDOM_SEED)
-                network = torchvision.models.resnet50(weights=None)
-            self.weights_id = random_weights_id()
-        else:
-            path, self.weights_id = resolve_weights(spec.weights, weights_dir)
-            network = torchvision.models.resnet50(weights=None)
-            network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        network, self.weights_id = build_network(
+            spec, lambda: torchvision.models.resnet50(weights=None), weights_dir, random_weights)
         network.fc = torch.nn.Identity()  # keep the pooled 2048-d features
         # channels_last is faster for convolutions on both CPU and GPU.
         self.network = network.eval().to(self.device, memory_format=torch.channels_last)
