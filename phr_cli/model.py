@@ -167,6 +167,9 @@ class GraphTensors(nn.Module):
             blocks.append(torch.where(masks[:, m, None], values, torch.zeros_like(values)))
         self.register_buffer("items", torch.cat(blocks, dim=1), persistent=False)
         self.register_buffer("item_masks", masks, persistent=False)
+        # Modalities no training item has (visual and acoustic of text-only data) are all
+        # zeros here: projecting them is wasted work.
+        self.modality_present = [bool(masks[:, m].any()) for m in range(masks.shape[1])]
 
 
 class LayerMessages(NamedTuple):
@@ -407,7 +410,11 @@ class GCNPHR(nn.Module):
         fills = torch.stack(
             [weight[:, start:stop] @ self.item_encoder.missing[m] for m, start, stop in self.item_encoder.blocks()]
         )  # (M, out)
-        return self.graph.items @ weight.T + (~self.graph.item_masks).to(weight.dtype) @ fills
+        projected = (~self.graph.item_masks).to(weight.dtype) @ fills
+        for m, (_, start, stop) in enumerate(self.item_encoder.blocks()):
+            if self.graph.modality_present[m]:
+                projected = projected + self.graph.items[:, start:stop] @ weight[:, start:stop].T
+        return projected
 
     def propagate(self) -> tuple[Tensor, Tensor]:
         """All user reps (n_users, d) and hashtag reps (n_hashtags, d).
