@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from lastfm_data import load_lastfm_captions, load_lastfm_posts  # noqa: E402
 
+from phr_cli.baselines import PITFConfig  # noqa: E402
 from phr_cli.comparison import evaluate_store  # noqa: E402
 from phr_cli.extract import ExtractOptions, extract  # noqa: E402
 from phr_cli.model import ModelConfig  # noqa: E402
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--variant", default="full")
+    parser.add_argument("--pitf-epochs", type=int, default=200)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -70,7 +72,8 @@ def main() -> None:
         print(f"lastfm train split={split_by}: {len(history)} epochs, {per_epoch:.2f} s/epoch on "
               f"{outcome.result.device}, best epoch {outcome.result.best_epoch} "
               f"(validation R@10 {outcome.result.best_metric:.4f})")
-        comparison = evaluate_store(store, checkpoint, "both", device=args.device)
+        comparison = evaluate_store(store, checkpoint, "both", device=args.device,
+                                    pitf=PITFConfig(epochs=args.pitf_epochs, device=args.device))
         counts = comparison.counts
         print(f"lastfm split={split_by}: {counts['cases']} test cases, {counts['cold_cases']} cold, "
               f"{counts['dropped_hashtags']} unseen test hashtags dropped, "

@@ -114,11 +114,12 @@ def _content_only(posts: PostData, split: Split, checkpoint: Checkpoint, device:
 
 
 def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolName = "both",
-                   baselines: tuple[str, ...] = BASELINES, device: str = "cpu", seed: int = 0) -> Comparison:
+                   baselines: tuple[str, ...] = BASELINES, device: str = "cpu", seed: int = 0,
+                   pitf: PITFConfig | None = None) -> Comparison:
     """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
     checkpoint = load_checkpoint(checkpoint_path)
     selected = posts_from_store(load_store(store_path))
     if posts_fingerprint(selected.posts) != checkpoint.metadata.get("posts_fingerprint"):
         raise ValueError(f"{store_path}: its posts changed since {checkpoint_path} was trained "
                          "(the split would not match); retrain with `phr train`")
-    return compare(selected.posts, checkpoint.split, checkpoint, protocol, baselines, device=device, seed=seed)
+    return compare(selected.posts, checkpoint.split, checkpoint, protocol, baselines, pitf, device, seed)
