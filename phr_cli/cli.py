@@ -168,8 +168,8 @@ def train(
     content_only: bool = typer.Option(False, "--content-only", help="Drop graph messages (ablation)."),
     residual: bool = typer.Option(False, "--residual/--no-residual", help="Keep each node's own embedding "
                                   "beside its messages (a self-loop); the paper's layer has none."),
-    video_messages: str = typer.Option("sum", "--video-messages", help="sum (Eq. 6 as printed) or mean "
-                                       "(divided by the node's number of hashtag/user groups)."),
+    video_messages: str = typer.Option("mean", "--video-messages", help="mean (default: Eq. 6's sum divided "
+                                       "by the node's number of groups) or sum (Eq. 6 as printed)."),
     epochs: int = typer.Option(50, help="Maximum epochs."),
     batch_size: int = typer.Option(1024, "--batch-size", help="BPR triples per step."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),

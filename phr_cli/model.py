@@ -33,7 +33,7 @@ class ModelConfig:
     # ignores the user); "no_hashtag_guidance": Variant-III (video->user ignores the hashtag)
     variant: str = "full"
     propagate: bool = True  # False: content-only, the scorer on ID embeddings alone
-    negative_slope: float = 0.01  # of the leaky ReLU φ
+    negative_slope: float = 0.2  # of the leaky ReLU φ (0.01 left many units dead in our tests)
     init_std: float = 0.1  # Gaussian init of ID embeddings and missing-modality vectors
     dropout: float = 0.0  # on each layer's fused outputs, training only
     # Add each node's input embedding to its fused messages (a self-loop). The paper's
@@ -41,7 +41,7 @@ class ModelConfig:
     residual: bool = False
     # "sum": Eq. 6 as printed, so a user's video message grows with their number of
     # (hashtag, videos) groups; "mean": divided by that number (a degree normalisation).
-    video_messages: str = "sum"
+    video_messages: str = "mean"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:

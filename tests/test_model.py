@@ -37,9 +37,10 @@ def tiny_posts(seed: int = 0, n_posts: int = 60) -> PostData:
 
 
 def build(config: ModelConfig | None = None, seed: int = 0):
+    """A tiny graph and model; tests compare with Eq. 6 as printed (summed video messages)."""
     graph = build_graph(tiny_posts(seed))
     torch.manual_seed(seed)
-    return graph, GCNPHR.from_graph(config or ModelConfig(dim=DIM), graph)
+    return graph, GCNPHR.from_graph(config or ModelConfig(dim=DIM, video_messages="sum"), graph)
 
 
 def graph_item_vectors(graph, model) -> torch.Tensor:
@@ -105,7 +106,7 @@ def reference_layer(graph, model, layer, users, hashtags):
 
 
 def test_shapes_of_each_equation():
-    graph, model = build(ModelConfig(dim=DIM, layers=2))
+    graph, model = build(ModelConfig(dim=DIM, video_messages="sum", layers=2))
     n_triples = len(graph.triples)
     for parts in model.layer_messages():
         assert parts.user_from_hashtags.shape == (graph.n_users, DIM)
@@ -124,7 +125,7 @@ def test_shapes_of_each_equation():
 
 @pytest.mark.parametrize("variant", ["full", "no_attention", "no_user_guidance", "no_hashtag_guidance"])
 def test_messages_match_loop_reference(variant):
-    graph, model = build(ModelConfig(dim=DIM, variant=variant))
+    graph, model = build(ModelConfig(dim=DIM, video_messages="sum", variant=variant))
     layer = model.layers[0]
     parts = model.layer_messages()[0]
     with torch.no_grad():
@@ -150,7 +151,7 @@ def test_grouped_softmax_against_loop():
 
 
 def test_no_attention_weighs_each_group_uniformly():
-    graph, model = build(ModelConfig(dim=DIM, variant="no_attention"))
+    graph, model = build(ModelConfig(dim=DIM, video_messages="sum", variant="no_attention"))
     parts = model.layer_messages()[0]
     pairs, group, sizes = np.unique(graph.triples[:, :2], axis=0, return_inverse=True, return_counts=True)
     uniform = torch.as_tensor(1.0 / sizes[group.reshape(-1)], dtype=torch.float32)
@@ -169,16 +170,16 @@ def attention_after_perturbing(config: ModelConfig, which: str):
 
 
 def test_hashtag_guidance_steers_the_user_side_attention_only_when_enabled():
-    before, after = attention_after_perturbing(ModelConfig(dim=DIM), "hashtag")
+    before, after = attention_after_perturbing(ModelConfig(dim=DIM, video_messages="sum"), "hashtag")
     assert not torch.allclose(before.user_side_attention, after.user_side_attention)
-    before, after = attention_after_perturbing(ModelConfig(dim=DIM, variant="no_hashtag_guidance"), "hashtag")
+    before, after = attention_after_perturbing(ModelConfig(dim=DIM, video_messages="sum", variant="no_hashtag_guidance"), "hashtag")
     torch.testing.assert_close(before.user_side_attention, after.user_side_attention)
 
 
 def test_user_guidance_steers_the_hashtag_side_attention_only_when_enabled():
-    before, after = attention_after_perturbing(ModelConfig(dim=DIM), "user")
+    before, after = attention_after_perturbing(ModelConfig(dim=DIM, video_messages="sum"), "user")
     assert not torch.allclose(before.hashtag_side_attention, after.hashtag_side_attention)
-    before, after = attention_after_perturbing(ModelConfig(dim=DIM, variant="no_user_guidance"), "user")
+    before, after = attention_after_perturbing(ModelConfig(dim=DIM, video_messages="sum", variant="no_user_guidance"), "user")
     torch.testing.assert_close(before.hashtag_side_attention, after.hashtag_side_attention)
     torch.testing.assert_close(before.user_side_attention, after.user_side_attention)  # hashtags guide that one
 
@@ -227,7 +228,7 @@ def test_normalisation_is_fitted_on_present_training_items_and_saved():
 
 
 def test_content_only_ignores_graph_messages():
-    graph, model = build(ModelConfig(dim=DIM, propagate=False))
+    graph, model = build(ModelConfig(dim=DIM, video_messages="sum", propagate=False))
     assert len(model.layers) == 0
     users, hashtags = model.propagate()
     assert users is model.user_embedding.weight and hashtags is model.hashtag_embedding.weight
@@ -239,8 +240,8 @@ def test_content_only_ignores_graph_messages():
 
 
 def test_layers_feed_each_other():
-    _, one = build(ModelConfig(dim=DIM, layers=1))
-    _, two = build(ModelConfig(dim=DIM, layers=2))
+    _, one = build(ModelConfig(dim=DIM, video_messages="sum", layers=1))
+    _, two = build(ModelConfig(dim=DIM, video_messages="sum", layers=2))
     assert len(two.layers) == 2
     with torch.no_grad():
         two.layers[0].load_state_dict(one.layers[0].state_dict())
@@ -253,11 +254,11 @@ def test_layers_feed_each_other():
 
 
 def test_sum_fusion_is_linear_and_concat_fusion_is_not():
-    _, model = build(ModelConfig(dim=DIM, fusion="sum"))
+    _, model = build(ModelConfig(dim=DIM, video_messages="sum", fusion="sum"))
     fusion = model.layers[0].user_fusion
     a, b = torch.randn(3, DIM), torch.randn(3, DIM)
     torch.testing.assert_close(fusion(2 * a, 2 * b), 2 * fusion(a, b))
-    _, model = build(ModelConfig(dim=DIM, fusion="concat"))
+    _, model = build(ModelConfig(dim=DIM, video_messages="sum", fusion="concat"))
     assert model.layers[0].user_fusion(-a.abs() * 100, b).shape == (3, DIM)
 
 
@@ -314,7 +315,7 @@ def test_bad_configuration_is_refused():
 
 
 def test_mean_video_messages_divide_the_sum_by_each_nodes_group_count():
-    graph, summed = build(ModelConfig(dim=DIM))
+    graph, summed = build(ModelConfig(dim=DIM, video_messages="sum"))
     _, averaged = build(ModelConfig(dim=DIM, video_messages="mean"))
     averaged.load_state_dict(summed.state_dict())
     leaky = lambda x: F.leaky_relu(x, summed.config.negative_slope)  # noqa: E731
@@ -332,8 +333,8 @@ def test_mean_video_messages_divide_the_sum_by_each_nodes_group_count():
 
 
 def test_residual_layers_add_each_nodes_own_embedding():
-    _, plain = build(ModelConfig(dim=DIM))
-    _, residual = build(ModelConfig(dim=DIM, residual=True))
+    _, plain = build(ModelConfig(dim=DIM, video_messages="sum"))
+    _, residual = build(ModelConfig(dim=DIM, video_messages="sum", residual=True))
     residual.load_state_dict(plain.state_dict())
     with torch.no_grad():
         users, hashtags = plain.propagate()
