@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -109,7 +110,11 @@ class Checkpoint:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    raw = torch.load(Path(path), map_location="cpu", weights_only=True)
+    try:
+        raw = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:  # another file, or a torn one
+        raise ValueError(f"{path} is not a readable phr checkpoint ({type(error).__name__}); "
+                         "train one with `phr train`") from None
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a phr checkpoint ({CHECKPOINT_FORMAT})")
     split = raw["split"]

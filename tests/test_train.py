@@ -230,3 +230,12 @@ def test_metadata_must_load_safely(data, tmp_path):
     posts, split = data
     with pytest.raises(TypeError, match="ndarray"):
         train(posts, split, SMALL_MODEL, SMALL, tmp_path / "model.pt", {"pca": np.zeros(3)})
+
+
+def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
+    from phr_cli.train import load_checkpoint
+
+    not_checkpoint = tmp_path / "features.h5"
+    not_checkpoint.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(ValueError, match="not a readable phr checkpoint"):
+        load_checkpoint(not_checkpoint)
