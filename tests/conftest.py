@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from phr_cli import media
 from phr_cli.decode import FrameSampling
@@ -41,3 +42,12 @@ def clip_dir(tmp_path_factory) -> Path:
         encoding="utf-8",
     )
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors on a shared 2-core machine: a second thread adds overhead and jitter."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

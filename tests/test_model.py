@@ -15,13 +15,7 @@ WIDTHS = {"visual": 7, "acoustic": 3, "textual": 5}
 DIM = 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only adds overhead and jitter."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_posts(seed: int = 0, n_posts: int = 60) -> PostData:

@@ -20,13 +20,7 @@ N_TOPICS, TAGS_PER_TOPIC, N_PERSONAL_TAGS = 4, 5, 10
 METADATA = {"encoders": {"visual": "resnet50"}, "text_projection": torch.arange(6.0).reshape(2, 3), "store": "x.h5"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: a second thread only adds overhead and run-to-run jitter."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted_posts(seed: int = 0, n_users: int = 40, posts_per_user: int = 15) -> PostData:
