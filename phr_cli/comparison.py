@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from phr_cli.baselines import (
@@ -46,7 +46,6 @@ class Comparison:
     split: dict  # sizes, seed and unit of the split
     protocol: str
     seed: int
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -203,10 +203,11 @@ def _hash_videos(post_set: PostSet) -> tuple[dict[Path, str], dict[Path, VideoOu
 def extract(
     root: Path,
     store_path: Path,
-    options: ExtractOptions = ExtractOptions(),
+    options: ExtractOptions | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ExtractReport:
     """Extract every new video under root into the store; see the module docstring."""
+    options = options or ExtractOptions()
     started = time.perf_counter()
     root = Path(root)
     post_set = read_posts(root)

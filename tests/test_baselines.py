@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from phr_cli.baselines import (
     PITF, GlobalPopularity, ItemPopularity, PITFConfig, PopularityMix, UserPopularity, tune_beta,
