@@ -39,8 +39,17 @@ RandomWeightsOption = typer.Option(
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {printable(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def printable(path: Path | str) -> str:
+    """A file name on one line: control characters (a newline in a name) escaped, and
+    rich markup characters escaped."""
+    from rich.markup import escape
+
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+    return escape(text)
 
 
 def _quiet_libraries() -> None:
@@ -71,16 +80,21 @@ def extract(
     random_weights: bool = RandomWeightsOption,
     float16: bool = typer.Option(False, "--float16", help="Store visual/acoustic features as float16."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first file that fails (what is finished is kept)."),
+    file_timeout: float = typer.Option(300.0, "--file-timeout", help="Seconds a decoding worker may spend on one file before it is stopped."),
 ) -> None:
     """Decode videos and encode them (ResNet50, VGGish, MiniLM) into an HDF5 feature store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from phr_cli.extract import ExtractOptions, extract as run_extract
+    from phr_cli.decode import DecodeLimits
+    from phr_cli.extract import FAILED_STATUSES, ExtractOptions, extract as run_extract
 
+    if file_timeout <= 0:
+        fail("--file-timeout must be positive", code=2)
     _quiet_libraries()
     options = ExtractOptions(device=device, workers=workers, batch_size=batch_size,
                              weights_dir=weights_dir, random_weights=random_weights,
-                             feature_dtype="float16" if float16 else "float32", strict=strict)
+                             feature_dtype="float16" if float16 else "float32", strict=strict,
+                             limits=DecodeLimits(seconds_per_file=file_timeout))
     err.print(f"reading posts under {videos}; store {store}", highlight=False)
     progress = Progress(
         TextColumn("extracting"), BarColumn(), MofNCompleteColumn(),
@@ -93,9 +107,9 @@ def extract(
         elapsed = progress.tasks[task].elapsed or 1e-9
         progress.update(task, total=total, completed=report.extracted,
                         rate=report.extracted / elapsed, failed=len(report.failures))
-        if outcome.status in ("corrupt", "unreadable", "truncated", "missing"):
-            progress.console.print(f"[yellow]{outcome.path}[/]: {outcome.status}: {outcome.reason}",
-                                   highlight=False, soft_wrap=True)
+        if outcome.status in FAILED_STATUSES:
+            progress.console.print(f"[yellow]{printable(outcome.path)}[/]: {outcome.status}: "
+                                   f"{printable(outcome.reason)}", highlight=False, soft_wrap=True)
 
     try:
         with progress:
@@ -104,7 +118,8 @@ def extract(
         fail(str(error))
     for outcome in report.failures:
         if outcome.status == "missing":
-            err.print(f"[yellow]{outcome.path}[/]: {outcome.status}: {outcome.reason}", highlight=False)
+            err.print(f"[yellow]{printable(outcome.path)}[/]: {outcome.status}: "
+                      f"{printable(outcome.reason)}", highlight=False)
 
     table = Table(title=f"phr extract → {report.store}")
     table.add_column("status")
@@ -272,7 +287,7 @@ def recommend(
         for result in results:
             if result.error:
                 continue
-            table = Table(title=f"{result.clip}" + (f" — for {user}" if result.personalised else ""))
+            table = Table(title=printable(result.clip) + (f" — for {user}" if result.personalised else ""))
             for column, justify in (("rank", "right"), ("hashtag", "left"), ("score", "right"),
                                     ("used before", "center")):
                 table.add_column(column, justify=justify)
@@ -281,10 +296,10 @@ def recommend(
             out.print(table)
     for result in results:
         if result.error:  # one line a failed clip: the error already carries its notice
-            err.print(f"[bold red]error:[/] {result.error}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {printable(result.error)}", highlight=False, soft_wrap=True)
             continue
         for notice in result.notices:
-            err.print(f"{result.clip}: {notice}", highlight=False, soft_wrap=True)
+            err.print(f"{printable(result.clip)}: {printable(notice)}", highlight=False, soft_wrap=True)
     if len(ranked) < len(results):
         raise typer.Exit(1)
 

@@ -2,11 +2,18 @@
 
 Frames are keyframes (the decoder skips everything else, which is ~35x cheaper than a full
 decode); a clip with too few keyframes is decoded fully once and sampled uniformly; a long
-video is sampled by seeking. Each result carries a status and a one-line reason.
+video, or one with a great many keyframes, is sampled by seeking. Frames are turned upright
+when the file carries a rotation (phones record portrait video that way). Each result
+carries a status and a one-line reason.
+
+`decode_guarded` is what worker processes run: it also enforces `DecodeLimits`, the guards
+against hostile files (pixel count, memory); the per-file time limit is enforced by the
+pool that runs it (see `extract.decode_in_pool`).
 """
 
 from __future__ import annotations
 
+import resource
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,12 +24,18 @@ import numpy as np
 # Statuses, most severe first; a clip gets the most severe that applies.
 CORRUPT = "corrupt"  # nothing could be decoded
 UNREADABLE = "unreadable"  # the file cannot be opened (permissions, I/O error)
+CRASHED = "crashed"  # the decoding process died (an FFmpeg crash, or killed for memory)
+TIMED_OUT = "timed_out"  # decoding took longer than the per-file limit and was stopped
 TRUNCATED = "truncated"  # decoding stopped part-way; features from what was decoded
+TOO_LARGE = "too_large"  # frames above the pixel limit: visual masked, audio kept
 NO_VIDEO = "no_video"  # audio only: visual masked
 NO_AUDIO = "no_audio"  # no audio stream (or no samples): acoustic masked
 TOO_SHORT = "too_short"  # audio shorter than one VGGish example: acoustic masked
 OK = "ok"
-SEVERITY = (UNREADABLE, CORRUPT, TRUNCATED, NO_VIDEO, NO_AUDIO, TOO_SHORT, OK)
+SEVERITY = (UNREADABLE, CORRUPT, CRASHED, TIMED_OUT, TRUNCATED, TOO_LARGE, NO_VIDEO, NO_AUDIO,
+            TOO_SHORT, OK)
+# Statuses of a file that gave no features at all.
+NO_FEATURES = frozenset({UNREADABLE, CORRUPT, CRASHED, TIMED_OUT})
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,7 @@ class FrameSampling:
     max_frames: int = 16  # cap on frames per clip (evenly spaced over the clip)
     fallback_frames: int = 8  # frames taken by uniform sampling
     long_video_seconds: float = 600.0  # longer videos are sampled by seeking
+    max_keyframes: int = 256  # more keyframes (an all-intra file): sampled by seeking too
     max_audio_seconds: float = 600.0
     resize_short_side: int = 232
     crop: int = 224
@@ -41,6 +55,32 @@ class FrameSampling:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Guards against hostile files. Not recorded in the store: they never change the
+    features of a file they let through."""
+
+    seconds_per_file: float = 300.0  # enforced by the worker pool, which stops the process
+    max_pixels: int = 8192 * 8192  # larger frames are not decoded (visual masked)
+    memory_bytes: int = 4 << 30  # address space of a decoding process (0: unlimited)
+
+
+def limit_memory(memory_bytes: int) -> None:
+    """Cap this process's address space, so a hostile file fails to allocate instead of
+    exhausting the machine. Run in each decoding worker when it starts."""
+    if memory_bytes > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+
+def decode_guarded(path: Path, sampling: FrameSampling, limits: DecodeLimits) -> DecodedClip:
+    """`decode_clip` within `limits`, and never raising for what the file contains."""
+    try:
+        return decode_clip(path, sampling, limits.max_pixels)
+    except MemoryError:
+        return DecodedClip(None, None, 0.0, CORRUPT,
+                           f"decoding needed more than the {limits.memory_bytes >> 20} MiB allowed")
 
 
 @dataclass
@@ -69,7 +109,8 @@ class _Problems:
         return worst, "; ".join(reason for _, reason in self.found)
 
 
-def decode_clip(path: Path, sampling: FrameSampling = FrameSampling()) -> DecodedClip:
+def decode_clip(path: Path, sampling: FrameSampling = FrameSampling(),
+                max_pixels: int = DecodeLimits.max_pixels) -> DecodedClip:
     """Decode sampled frames and audio; never raises for bad media, reports a status."""
     try:
         container = av.open(str(path), metadata_errors="ignore")
@@ -85,7 +126,10 @@ def decode_clip(path: Path, sampling: FrameSampling = FrameSampling()) -> Decode
         if video is None and audio is None:
             return DecodedClip(None, None, duration, CORRUPT, "no video or audio stream")
         frames, n_keyframes = (None, 0)
-        if video is not None:
+        if video is not None and video.codec_context.width * video.codec_context.height > max_pixels:
+            problems.add(TOO_LARGE, f"frames of {video.codec_context.width}x{video.codec_context.height} "
+                         f"exceed the {max_pixels:,}-pixel limit; visual features skipped")
+        elif video is not None:
             frames, n_keyframes = _sample_frames(container, video, duration, sampling, problems)
         else:
             problems.add(NO_VIDEO, "no video stream")
@@ -96,7 +140,8 @@ def decode_clip(path: Path, sampling: FrameSampling = FrameSampling()) -> Decode
             problems.add(NO_AUDIO, "no audio stream")
     if frames is None and samples is None:
         status, reason = problems.verdict()
-        return DecodedClip(None, None, duration, CORRUPT, reason or "nothing decodable")
+        status = status if status in (TOO_LARGE, TRUNCATED, UNREADABLE) else CORRUPT
+        return DecodedClip(None, None, duration, status, reason or "nothing decodable")
     if samples is not None and len(samples) < sampling.min_audio_samples:
         problems.add(TOO_SHORT, f"audio {len(samples) / sampling.sample_rate:.2f} s is shorter "
                      f"than one {sampling.min_audio_samples / sampling.sample_rate:.3f} s example")
@@ -126,7 +171,11 @@ def _to_rgb(frame: av.VideoFrame, sampling: FrameSampling) -> np.ndarray:
     rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
     top = (height - sampling.crop) // 2
     left = (width - sampling.crop) // 2
-    return np.ascontiguousarray(rgb[top : top + sampling.crop, left : left + sampling.crop])
+    crop = rgb[top : top + sampling.crop, left : left + sampling.crop]
+    # The display matrix's angle is counter-clockwise; the square centre crop of the upright
+    # frame is the crop of the stored frame, turned.
+    quarter_turns = round(frame.rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(crop, quarter_turns) if quarter_turns else crop)
 
 
 def _evenly(items: list, count: int) -> list:
@@ -141,6 +190,9 @@ def _sample_frames(container, stream, duration, sampling, problems):
         frames = _seek_keyframes(container, stream, duration, sampling, problems)
         return (np.stack(frames) if frames else None), len(frames)
     keyframes = _decode_keyframes(container, stream, sampling, problems)
+    if keyframes is None:  # too many to hold: sample them by time instead
+        frames = _seek_keyframes(container, stream, duration, sampling, problems)
+        return (np.stack(frames) if frames else None), sampling.max_keyframes + 1
     n_keyframes = len(keyframes)
     if n_keyframes < sampling.min_keyframes:
         uniform = _decode_uniform(container, stream, duration, sampling, problems)
@@ -163,11 +215,14 @@ def _keyframes_only(stream):
         stream.codec_context.skip_frame = "DEFAULT"
 
 
-def _decode_keyframes(container, stream, sampling, problems) -> list[np.ndarray]:
+def _decode_keyframes(container, stream, sampling, problems) -> list[np.ndarray] | None:
+    """Every keyframe, or None when there are more than `max_keyframes` (memory stays bounded)."""
     frames: list[np.ndarray] = []
     with _keyframes_only(stream):
         try:
             for frame in container.decode(stream):
+                if len(frames) == sampling.max_keyframes:
+                    return None
                 frames.append(_to_rgb(frame, sampling))
         except av.FFmpegError as error:
             problems.add(TRUNCATED, f"video decoding stopped after {len(frames)} keyframes: {_message(error)}")

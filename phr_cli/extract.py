@@ -12,6 +12,7 @@ import concurrent.futures as futures
 import hashlib
 import multiprocessing
 import os
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,16 +21,18 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import pebble
 
 from phr_cli import decode
-from phr_cli.decode import DecodedClip, FrameSampling
+from phr_cli.decode import DecodedClip, DecodeLimits, FrameSampling
 from phr_cli.posts import Post, PostSet, read_posts
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, PostRows, StoreWriter
 
 # Post statuses beyond the decoder's: the file is gone, or the post has no video.
 MISSING = "missing"
 TEXT_ONLY = "text_only"
-FAILED_STATUSES = frozenset({decode.CORRUPT, decode.UNREADABLE, decode.TRUNCATED, MISSING})
+# Files the run reports as failed (exit code 1): no features, or features from part of the file.
+FAILED_STATUSES = decode.NO_FEATURES | {decode.TRUNCATED, decode.TOO_LARGE, MISSING}
 
 
 @dataclass
@@ -40,6 +43,7 @@ class ExtractOptions:
     weights_dir: Path | None = None
     random_weights: bool = False
     sampling: FrameSampling = field(default_factory=FrameSampling)
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
     feature_dtype: str = "float32"
     commit_every: int = 32  # videos per crash-safe segment
     strict: bool = False  # stop at the first failed file
@@ -147,23 +151,32 @@ class Encoders:
 
 
 def decode_in_pool(paths: dict[str, Path], workers: int, sampling: FrameSampling,
-                    ) -> Iterator[tuple[str, Path, DecodedClip]]:
-    """Decode clips in worker processes, a bounded number ahead, yielding as they finish."""
+                   limits: DecodeLimits | None = None) -> Iterator[tuple[str, Path, DecodedClip]]:
+    """Decode clips in worker processes, a bounded number ahead, yielding as they finish.
+
+    Each file gets `limits.seconds_per_file` of a worker's time; a worker past it, or one
+    that dies (an FFmpeg crash, the kernel's OOM killer), is replaced by pebble and only
+    that file gets a status. With `workers=0` clips decode in this process, unguarded.
+    """
+    limits = limits or DecodeLimits()
     items = iter(paths.items())
     if workers == 0:
         for key, path in items:
-            yield key, path, _safe_decode(path, sampling)
+            yield key, path, decode.decode_guarded(path, sampling, limits)
         return
     # spawn, not fork: the parent holds torch threads that a forked child must not inherit.
-    context = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        running: dict[futures.Future, tuple[str, Path]] = {}
+    pool = pebble.ProcessPool(max_workers=workers, context=multiprocessing.get_context("spawn"),
+                              initializer=decode.limit_memory, initargs=(limits.memory_bytes,))
+    running: dict[futures.Future, tuple[str, Path]] = {}
 
-        def submit_next() -> None:
-            for key, path in items:
-                running[pool.submit(_safe_decode, path, sampling)] = (key, path)
-                return
+    def submit_next() -> None:
+        for key, path in items:
+            future = pool.schedule(decode.decode_guarded, args=(path, sampling, limits),
+                                   timeout=limits.seconds_per_file)
+            running[future] = (key, path)
+            return
 
+    try:
         for _ in range(2 * workers):
             submit_next()
         while running:
@@ -171,20 +184,27 @@ def decode_in_pool(paths: dict[str, Path], workers: int, sampling: FrameSampling
             for future in done:
                 key, path = running.pop(future)
                 submit_next()
-                try:
-                    clip = future.result()
-                except futures.process.BrokenProcessPool:
-                    raise
-                except Exception as error:  # noqa: BLE001 - one bad file must not stop the run
-                    clip = DecodedClip(None, None, 0.0, decode.CORRUPT, f"decoder error: {error}")
-                yield key, path, clip
+                yield key, path, _pool_result(future, limits)
+    finally:
+        pool.stop()
+        pool.join()
 
 
-def _safe_decode(path: Path, sampling: FrameSampling) -> DecodedClip:
+def _pool_result(future: futures.Future, limits: DecodeLimits) -> DecodedClip:
+    """The decoded clip, or a status saying why the worker gave none."""
     try:
-        return decode.decode_clip(path, sampling)
-    except MemoryError:
-        return DecodedClip(None, None, 0.0, decode.CORRUPT, "decoding ran out of memory")
+        return future.result()
+    except TimeoutError:
+        return DecodedClip(None, None, 0.0, decode.TIMED_OUT,
+                           f"decoding took longer than {limits.seconds_per_file:g} s "
+                           "(--file-timeout); the decoder was stopped")
+    except pebble.ProcessExpired as error:
+        cause = (f"signal {signal.Signals(-error.exitcode).name}" if error.exitcode < 0
+                 else f"exit code {error.exitcode}")
+        return DecodedClip(None, None, 0.0, decode.CRASHED,
+                           f"the decoding process died ({cause}); killed for memory or an FFmpeg crash")
+    except Exception as error:  # noqa: BLE001 - one bad file must not stop the run
+        return DecodedClip(None, None, 0.0, decode.CORRUPT, f"decoder error: {error}")
 
 
 def _hash_videos(post_set: PostSet) -> tuple[dict[Path, str], dict[Path, VideoOutcome]]:
@@ -192,6 +212,9 @@ def _hash_videos(post_set: PostSet) -> tuple[dict[Path, str], dict[Path, VideoOu
     problems: dict[Path, VideoOutcome] = {}
     for video in post_set.videos():
         try:
+            if video.exists() and not video.is_file():  # a folder, a FIFO that would block, a device
+                problems[video] = VideoOutcome(video, decode.UNREADABLE, "not a regular file")
+                continue
             keys[video] = content_key(video)
         except FileNotFoundError:
             problems[video] = VideoOutcome(video, MISSING, "file not found")
@@ -275,7 +298,7 @@ def extract(
 
         pending_frames = 0
         wait_started = time.perf_counter()
-        for key, path, clip in decode_in_pool(todo, workers, options.sampling):
+        for key, path, clip in decode_in_pool(todo, workers, options.sampling, options.limits):
             report.decode_wait_seconds += time.perf_counter() - wait_started
             batch.append((key, path, clip))
             pending_frames += 0 if clip.frames is None else len(clip.frames)

@@ -13,6 +13,8 @@ import hashlib
 
 import numpy as np
 
+from phr_cli.decode import NO_FEATURES
+from phr_cli.extract import MISSING
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, StoreContents
 
 MODALITIES = ("visual", "acoustic", "textual")
@@ -144,8 +146,8 @@ def build_graph(train: PostData) -> Graph:
     )
 
 
-# Posts whose video could not be read carry no content; they are left out of training.
-UNUSABLE_STATUSES = frozenset({"corrupt", "unreadable", "missing"})
+# Posts whose video gave no features at all are left out of training.
+UNUSABLE_STATUSES = NO_FEATURES | {MISSING}
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -41,6 +42,14 @@ __all__ = [
     "write_text_file",
     "copy_clip",
     "AUDIO_CODECS",
+    "write_no_streams",
+    "write_y4m_header",
+    "write_vfr_clip",
+    "write_multi_audio_clip",
+    "write_10bit_clip",
+    "set_rotation",
+    "set_declared_duration",
+    "write_corrupted_middle",
 ]
 
 #: suffix -> (video encoder, audio encoder)
@@ -298,3 +307,141 @@ def write_text_file(path: str | Path, text: str = "This is not a video.\n") -> P
 def copy_clip(src: str | Path, dst: str | Path) -> Path:
     """Byte-identical copy (duplicate content under another name)."""
     return Path(shutil.copyfile(src, dst))
+
+
+# Hostile media: files that are valid containers but odd, or damaged in specific ways.
+
+
+def write_no_streams(path: str | Path) -> Path:
+    """A valid MP4 with no tracks at all: an `ftyp` box and a `moov` holding only `mvhd`."""
+    mvhd = struct.pack(">I4sIIIII", 108, b"mvhd", 0, 0, 0, 1000, 0)
+    mvhd += struct.pack(">IH10x9I24xI", 0x00010000, 0x0100,
+                        0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000, 1)
+    moov = struct.pack(">I4s", 8 + len(mvhd), b"moov") + mvhd
+    ftyp = struct.pack(">I4s4sI4s", 20, b"ftyp", b"isom", 512, b"isom")
+    path = Path(path)
+    path.write_bytes(ftyp + moov)
+    return path
+
+
+def write_y4m_header(path: str | Path, width: int, height: int, frames: int = 0,
+                     fps: int = 25) -> Path:
+    """A raw YUV4MPEG2 file of ``frames`` grey 4:2:0 frames; with ``frames=0`` only the
+    header, so any resolution can be declared at no cost."""
+    path = Path(path)
+    frame = b"FRAME\n" + bytes([128]) * (width * height * 3 // 2)
+    with open(path, "wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            handle.write(frame)
+    return path
+
+
+def write_vfr_clip(path: str | Path, gaps_ms: list[int], *, size: tuple[int, int] = (96, 64),
+                   seed: int = 0) -> Path:
+    """A clip whose frames are ``gaps_ms`` milliseconds apart (variable frame rate), every
+    frame a keyframe, with a 440 Hz tone as long as the clip."""
+    path = Path(path)
+    pts = np.concatenate([[0], np.cumsum(gaps_ms)]).astype(int)
+    with _open_out(path, True) as out:
+        vs = out.add_stream("libx264", rate=1000)
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        vs.time_base = Fraction(1, 1000)
+        vs.codec_context.thread_count = 1
+        vs.codec_context.options = {"crf": "30", "x264-params": "keyint=1:scenecut=0"}
+        stream, rate, chans = _add_audio(out, "aac", 44100, 1)
+        for i, rgb in enumerate(_frames(PATTERNS["ocean"], len(pts), size, seed)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = int(pts[i]), Fraction(1, 1000)
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+        seconds = (pts[-1] + gaps_ms[-1]) / 1000
+        _encode_audio(out, stream, _audio(seconds, rate, chans, 440.0, 0.0, 0.0, 0.0, seed), rate)
+    return path
+
+
+def write_multi_audio_clip(path: str | Path, seconds: float, tones_hz: list[float], *,
+                           size: tuple[int, int] = (96, 64), seed: int = 0) -> Path:
+    """A clip (suffix .mkv or .mp4) with one audio track per tone in ``tones_hz``."""
+    path = Path(path)
+    fps = 15
+    with _open_out(path, True) as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        vs.codec_context.thread_count = 1
+        tracks = [_add_audio(out, "aac", 44100, 1) for _ in tones_hz]
+        n = max(1, round(seconds * fps))
+        for i, rgb in enumerate(_frames(PATTERNS["city"], n, size, seed)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+        for (stream, rate, chans), tone in zip(tracks, tones_hz):
+            _encode_audio(out, stream, _audio(n / fps, rate, chans, tone, 0.0, 0.0, 0.0, seed), rate)
+    return path
+
+
+def write_10bit_clip(path: str | Path, seconds: float, *, size: tuple[int, int] = (96, 64),
+                     seed: int = 0) -> Path:
+    """A 10-bit 4:2:0 clip (FFV1, lossless, every frame a keyframe) with no audio."""
+    path = Path(path)
+    fps = 10
+    with _open_out(path, False) as out:
+        vs = out.add_stream("ffv1", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p10le"
+        n = max(1, round(seconds * fps))
+        for i, rgb in enumerate(_frames(PATTERNS["forest"], n, size, seed)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p10le")
+            frame.pts = i
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+    return path
+
+
+def _mp4_box_payload(data: bytes | bytearray, box: bytes, occurrence: int = 0) -> int:
+    """Offset just past the type field of the ``occurrence``-th ``box`` (a naive scan:
+    enough for the files this module writes)."""
+    start = -1
+    for _ in range(occurrence + 1):
+        start = data.index(box, start + 1)
+    return start + 4
+
+
+def set_rotation(src: str | Path, dst: str | Path, degrees: int) -> Path:
+    """Copy an MP4/MOV, giving its first track a display matrix that turns the picture
+    ``degrees`` clockwise, as a phone recording in portrait does (90)."""
+    data = bytearray(Path(src).read_bytes())
+    at = _mp4_box_payload(data, b"tkhd")
+    version = data[at]
+    matrix_at = at + (52 if version == 1 else 40)
+    cos, sin = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
+    one = 0x10000
+    struct.pack_into(">9i", data, matrix_at, cos * one, sin * one, 0, -sin * one, cos * one, 0,
+                     0, 0, 0x40000000)
+    dst = Path(dst)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def set_declared_duration(src: str | Path, dst: str | Path, seconds: float) -> Path:
+    """Copy a Matroska file whose header claims ``seconds`` of duration while its frames
+    stay as they were: a lying header. (Assumes the muxer's 1 ms timecode scale.)"""
+    data = bytearray(Path(src).read_bytes())
+    marker = b"\x44\x89\x88"  # EBML id of Segment/Info/Duration, then "8-byte float"
+    at = data.index(marker) + len(marker)
+    struct.pack_into(">d", data, at, seconds * 1000.0)
+    dst = Path(dst)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def write_corrupted_middle(src: str | Path, dst: str | Path, start: float, length: float,
+                           seed: int = 0) -> Path:
+    """Copy ``src`` with the bytes from fraction ``start`` to ``start + length`` replaced
+    by random bytes: a stream that decodes, then fails part-way."""
+    data = bytearray(Path(src).read_bytes())
+    first, last = int(len(data) * start), int(len(data) * (start + length))
+    data[first:last] = np.random.default_rng(seed).bytes(last - first)
+    dst = Path(dst)
+    dst.write_bytes(bytes(data))
+    return dst

@@ -25,6 +25,7 @@ import json
 import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,12 +124,17 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _write_atomically(path: Path, fill) -> None:
-    """Write an HDF5 file via a temporary name, fsync it and rename it into place."""
+    """Write an HDF5 file via a temporary name, fsync it and rename it into place.
+
+    HDF5 writes through a Python file object: a full disk then raises OSError here,
+    where HDF5's own file driver crashes the process (seen with h5py 3 on a full tmpfs).
+    """
     temporary = path.with_name(path.name + f".tmp-{os.getpid()}")
     try:
-        with h5py.File(temporary, "w") as handle:
-            fill(handle)
-        with open(temporary, "rb+") as raw:
+        with open(temporary, "wb+") as raw:
+            with h5py.File(raw, "w") as handle:
+                fill(handle)
+            raw.flush()
             os.fsync(raw.fileno())
         os.replace(temporary, path)
         _fsync_dir(path.parent)
@@ -195,14 +201,11 @@ def _read_posts(group: h5py.Group) -> PostRows:
 def _open_readable(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
+    except FileNotFoundError:  # only a segment can go (merged by a writer); load_store rereads
+        raise _Vanished(path) from None
     except OSError as error:
         raise StoreError(f"{path}: not a readable phr feature store ({error}); "
                          "delete it and run `phr extract` again") from None
-
-
-def read_attributes(path: Path) -> dict:
-    with _open_readable(path) as handle:
-        return _attributes(handle, path)
 
 
 def _attributes(handle: h5py.File, path: Path) -> dict:
@@ -227,9 +230,26 @@ def _segments(path: Path) -> list[Path]:
     return sorted(directory.glob("seg-*.h5")) if directory.is_dir() else []
 
 
+class _Vanished(Exception):
+    """A file went while we were reading: a writer merged and removed a segment."""
+
+
 def load_store(path: Path) -> StoreContents:
-    """Read a whole store, including segments of an interrupted run (deduplicated by key)."""
+    """Read a whole store, including segments of an interrupted run (deduplicated by key).
+
+    Safe while `phr extract` appends: segments appear by atomic rename, and when a
+    finalize removes them mid-read the read starts again from the new main file.
+    """
     path = Path(path)
+    for _ in range(10):
+        try:
+            return _load_once(path)
+        except _Vanished:
+            continue
+    raise StoreError(f"{path}: the store kept changing while being read; try again")
+
+
+def _load_once(path: Path) -> StoreContents:
     segments = _segments(path)
     if not path.exists() and not segments:
         raise StoreError(f"{path}: no feature store here; run `phr extract VIDEOS --out {path}` first")
@@ -237,22 +257,35 @@ def load_store(path: Path) -> StoreContents:
     if path.exists():
         with _open_readable(path) as handle:
             attributes = _attributes(handle, path)
-            videos = _read_videos(handle["videos"])
-            if "posts" in handle:
-                posts = _read_posts(handle["posts"])
-            if "text_projection" in handle:
-                group = handle["text_projection"]
-                projection = TextProjection(*(group[n][()] for n in
-                                              ("mean", "components", "explained_variance_ratio")))
+            with _damage_explained(path, "move it away and run `phr extract` again"):
+                videos = _read_videos(handle["videos"])
+                if "posts" in handle:
+                    posts = _read_posts(handle["posts"])
+                if "text_projection" in handle:
+                    group = handle["text_projection"]
+                    projection = TextProjection(*(group[n][()] for n in
+                                                  ("mean", "components", "explained_variance_ratio")))
     seen = set(videos.key)
     for segment in segments:
         with _open_readable(segment) as handle:
             attributes = attributes or _attributes(handle, segment)
-            rows = _read_videos(handle["videos"])
+            with _damage_explained(segment, "delete it and rerun `phr extract`: its videos "
+                                   "are extracted again"):
+                rows = _read_videos(handle["videos"])
         fresh = [i for i, key in enumerate(rows.key) if key not in seen]
         videos.extend(rows, fresh)
         seen.update(rows.key)
     return StoreContents(path, attributes, videos, posts, projection, len(segments))
+
+
+@contextmanager
+def _damage_explained(path: Path, fix: str):
+    """A file HDF5 opens but whose tables are missing or unreadable: say so and name the fix."""
+    try:
+        yield
+    except (KeyError, OSError, ValueError, TypeError) as error:
+        raise StoreError(f"{path}: damaged phr feature store ({' '.join(str(error).split())}); "
+                         f"{fix}") from None
 
 
 class StoreWriter:
@@ -312,7 +345,11 @@ class StoreWriter:
             self._write_attributes(handle)
             _write_videos(handle.create_group("videos"), rows, dtype)
 
-        _write_atomically(directory / name, fill)
+        try:
+            _write_atomically(directory / name, fill)
+        except OSError as error:
+            raise StoreError(f"{directory / name}: cannot write ({error.strerror or error}); what was "
+                             "stored before is intact: free space and rerun `phr extract` to go on") from None
         self.pending = VideoRows()
 
     def _write_attributes(self, handle: h5py.File) -> None:
@@ -349,7 +386,12 @@ class StoreWriter:
                 group.create_dataset("explained_variance_ratio", data=projection.explained_variance_ratio)
 
         segments = _segments(self.path)
-        _write_atomically(self.path, fill)
+        try:
+            _write_atomically(self.path, fill)
+        except OSError as error:
+            raise StoreError(f"{self.path}: cannot write ({error.strerror or error}); the previous "
+                             "store and this run's segments are intact: free space and rerun "
+                             "`phr extract` to merge them") from None
         for segment in segments:
             segment.unlink()
         if parts_dir(self.path).is_dir() and not any(parts_dir(self.path).iterdir()):
@@ -357,15 +399,21 @@ class StoreWriter:
         self.existing = load_store(self.path)
 
     def close(self) -> None:
-        self.commit()
-        fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
+        try:
+            self.commit()
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
 
     def __enter__(self) -> StoreWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            self.close()
+        except StoreError:
+            if exc is None:
+                raise  # else the error already on its way out says more than this one
 
 
 def summarize(path: Path) -> dict:
