@@ -116,6 +116,8 @@ def extract(
             report = run_extract(videos, store, options, on_progress)
     except _known_errors() as error:
         fail(str(error))
+    for notice in report.notices:
+        err.print(f"[yellow]note:[/] {printable(notice)}", highlight=False, soft_wrap=True)
     for outcome in report.failures:
         if outcome.status == "missing":
             err.print(f"[yellow]{printable(outcome.path)}[/]: {outcome.status}: "

@@ -65,6 +65,7 @@ class ExtractReport:
     reused: int = 0  # already in the store (same content hash)
     statuses: Counter = field(default_factory=Counter)
     failures: list[VideoOutcome] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # the manifest's, line-numbered
     seconds: float = 0.0
     load_seconds: float = 0.0  # loading the encoders, included in seconds
     decode_wait_seconds: float = 0.0  # main process waiting for decoders
@@ -241,7 +242,7 @@ def extract(
     encoders = Encoders(device, options.weights_dir, options.random_weights)
     fingerprint = encoders.fingerprint()  # loads every encoder: missing weights fail here, early
     report = ExtractReport(store=Path(store_path), posts=len(post_set.posts),
-                           load_seconds=time.perf_counter() - tick)
+                           notices=post_set.notices, load_seconds=time.perf_counter() - tick)
     keys, problems = _hash_videos(post_set)
     report.videos = len(keys) + len(problems)
     for outcome in problems.values():

@@ -7,6 +7,7 @@ yt-dlp `<stem>.info.json` sidecar, or nothing (a content-only video).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import unicodedata
@@ -51,6 +52,7 @@ class Post:
 class PostSet:
     root: Path
     posts: list[Post] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # "posts.csv:9: ..." worth a user's look
 
     def videos(self) -> list[Path]:
         """Distinct video files referenced by the posts, in first-seen order."""
@@ -69,8 +71,11 @@ def parse_hashtags(text: str) -> list[str]:
 
 
 def caption_without_hashtags(caption: str) -> str:
-    stripped = HASHTAG_PATTERN.sub(" ", unicodedata.normalize("NFKC", caption))
-    return " ".join(stripped.split())
+    text = unicodedata.normalize("NFKC", caption)
+    # Repeat: removing "#a" from "#a#a" exposes a second "#a" that is now a hashtag.
+    while (stripped := HASHTAG_PATTERN.sub(" ", text)) != text:
+        text = stripped
+    return " ".join(text.split())
 
 
 def split_hashtag_field(value: str | list | None) -> list[str]:
@@ -104,50 +109,94 @@ def read_posts(root: Path) -> PostSet:
         raise NotADirectoryError(f"{root}: not a folder of videos")
     manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
     posts = read_manifest(manifest, root) if manifest else []
+    notices = _shared_videos(posts)
     named = {p.video.resolve() for p in posts if p.video is not None}
     for video in find_videos(root):
         if video.resolve() in named:
             continue
         posts.append(read_sidecar(video, root))
-    return PostSet(root=root, posts=posts)
+    return PostSet(root=root, posts=posts, notices=notices)
 
 
 def read_manifest(path: Path, root: Path) -> list[Post]:
-    if path.suffix == ".jsonl":
-        rows = list(_jsonl_rows(path))
-    else:
-        rows = list(_csv_rows(path))
-    return [_manifest_post(row, f"{path.name}:{line}", root) for line, row in rows]
+    """A manifest's posts; any line that cannot be read raises ManifestError naming it."""
+    text = _manifest_text(path)
+    rows = _jsonl_rows(path, text) if path.suffix == ".jsonl" else _csv_rows(path, text)
+    posts: list[Post] = []
+    first_line: dict[tuple, int] = {}
+    for line, row in rows:
+        post = _manifest_post(row, path, line, root)
+        identity = (post.video, post.user, post.caption, tuple(post.hashtags))
+        if identity in first_line:
+            raise ManifestError(f"{path}:{line}: duplicate of line {first_line[identity]}; "
+                                "remove one of them")
+        first_line[identity] = line
+        posts.append(post)
+    return posts
 
 
-def _csv_rows(path: Path):
+def _shared_videos(posts: list[Post]) -> list[str]:
+    """A file in several rows is legitimate (a repost) but often a mistake: say where."""
+    first: dict[Path, Post] = {}
+    notices = []
+    for post in posts:
+        if post.video is None:
+            continue
+        if post.video in first:
+            earlier = first[post.video]
+            who = f"by user {post.user!r}" if post.user != earlier.user else "again by the same user"
+            notices.append(f"{post.source}: {post.relpath} is also posted at line "
+                           f"{earlier.source.rsplit(':', 1)[1]}, {who}; kept as separate posts "
+                           "sharing one extracted video")
+        else:
+            first[post.video] = post
+    return notices
+
+
+def _manifest_text(path: Path) -> str:
+    data = path.read_bytes()
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"video", "user"} - set(reader.fieldnames or [])
-            if missing:
-                raise ManifestError(f"{path}:1: missing column(s) {', '.join(sorted(missing))}")
-            for row in reader:
-                yield reader.line_num, row
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ManifestError(f"{path}: not UTF-8 text ({error.reason})") from None
+        line = data[: error.start].count(b"\n") + 1
+        raise ManifestError(f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x}); "
+                            "save the manifest as UTF-8") from None
 
 
-def _jsonl_rows(path: Path):
-    with open(path, encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{path}:{line}: invalid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise ManifestError(f"{path}:{line}: expected a JSON object")
-            yield line, row
+def _csv_rows(path: Path, text: str):
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        missing = {"video", "user"} - set(reader.fieldnames or [])
+        if missing:
+            raise ManifestError(f"{path}:1: missing column(s) {', '.join(sorted(missing))}")
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as error:
+        raise ManifestError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
 
 
-def _manifest_post(row: dict, source: str, root: Path) -> Post:
+def _jsonl_rows(path: Path, text: str):
+    for line, row_text in enumerate(text.splitlines(), start=1):
+        if not row_text.strip():
+            continue
+        try:
+            row = json.loads(row_text)
+        except json.JSONDecodeError as error:
+            raise ManifestError(f"{path}:{line}: invalid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise ManifestError(f"{path}:{line}: expected a JSON object")
+        yield line, row
+
+
+def _manifest_post(row: dict, path: Path, line: int, root: Path) -> Post:
+    where = f"{path}:{line}"
+    for name in ("video", "user", "caption"):
+        if not isinstance(row.get(name), (str, int, type(None))):
+            raise ManifestError(f"{where}: {name} must be text, not {type(row[name]).__name__}")
+    tags = row.get("hashtags")
+    if not (tags is None or isinstance(tags, str)
+            or (isinstance(tags, list) and all(isinstance(tag, str) for tag in tags))):
+        raise ManifestError(f"{where}: hashtags must be text or a list of text")
     caption = str(row.get("caption") or "")
     user = str(row["user"]).strip() if row.get("user") not in (None, "") else None
     video_field = str(row.get("video") or "").strip()
@@ -155,13 +204,13 @@ def _manifest_post(row: dict, source: str, root: Path) -> Post:
     if video_field:
         video = (root / video_field).resolve()
         if not video.is_relative_to(root.resolve()):
-            raise ManifestError(f"{source}: video path {video_field!r} is outside {root}")
+            raise ManifestError(f"{where}: video path {video_field!r} is outside {root}")
     return Post(
         video=video,
-        user=user,
+        user=user or None,
         caption=caption,
-        hashtags=post_hashtags(caption, row.get("hashtags")),
-        source=source,
+        hashtags=post_hashtags(caption, tags),
+        source=f"{path.name}:{line}",
         relpath=video_field or None,
     )
 

@@ -51,3 +51,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the long kill loops of tests/reliability (marked slow)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long reliability loops, run with --slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="long loop: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
