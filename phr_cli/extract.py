@@ -333,13 +333,10 @@ def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, Vi
     """The /posts table: one row a post, with its text embedded and projected."""
     from phr_cli.encoders.text import fit_projection
 
-    videos = writer.videos()
-    status_of = dict(zip(videos.key, videos.status))
+    status_of = writer.statuses()
     cached: dict[str, np.ndarray] = {}
-    existing = writer.existing.posts if writer.existing else None
-    if existing is not None:
-        for caption, embedding in zip(existing.caption, existing.text_embedding):
-            cached.setdefault(Post(None, None, caption, [], "").text, embedding)
+    for caption, embedding in writer.stored_text_embeddings().items():
+        cached.setdefault(Post(None, None, caption, [], "").text, embedding)
     texts = [post.text for post in post_set.posts]
     new_texts = sorted({t for t in texts if t and t not in cached})
     cached.update(zip(new_texts, encoders.textual.embed(new_texts)))

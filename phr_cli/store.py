@@ -20,9 +20,12 @@ file intact plus complete segments; readers merge both, and a rerun resumes.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import io
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -35,6 +38,8 @@ import numpy as np
 from phr_cli import __version__
 
 FORMAT_VERSION = 1
+IN_MEMORY_BYTES = 256 << 20  # files up to this size are built in memory (see _write_atomically)
+MERGE_BLOCK_ROWS = 8192  # videos copied at a time when merging (bounds the merge's memory)
 VISUAL_DIM, ACOUSTIC_DIM, TEXT_EMBEDDING_DIM, TEXTUAL_DIM = 2048, 128, 384, 100
 STRING = h5py.string_dtype("utf-8")
 
@@ -123,37 +128,103 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_atomically(path: Path, fill) -> None:
+def _write_atomically(path: Path, fill, expected_bytes: int) -> None:
     """Write an HDF5 file via a temporary name, fsync it and rename it into place.
 
-    HDF5 writes through a Python file object: a full disk then raises OSError here,
-    where HDF5's own file driver crashes the process (seen with h5py 3 on a full tmpfs).
+    HDF5 crashes the process when a write fails part-way (a full disk; seen with h5py 3,
+    with its own file driver and with Python file objects alike). So a file up to
+    IN_MEMORY_BYTES is built in memory, where writes cannot fail, and its bytes written with
+    plain I/O, which raises OSError; a larger one is written only after checking the space.
     """
     temporary = path.with_name(path.name + f".tmp-{os.getpid()}")
     try:
-        with open(temporary, "wb+") as raw:
-            with h5py.File(raw, "w") as handle:
+        if expected_bytes <= IN_MEMORY_BYTES:
+            buffer = io.BytesIO()
+            with h5py.File(buffer, "w") as handle:
                 fill(handle)
-            raw.flush()
-            os.fsync(raw.fileno())
+            with open(temporary, "wb") as raw:
+                raw.write(buffer.getbuffer())
+                raw.flush()
+                os.fsync(raw.fileno())
+        else:
+            free = shutil.disk_usage(path.parent).free
+            if free < expected_bytes * 1.1 + (64 << 20):
+                raise OSError(errno.ENOSPC, f"No space left on device: about {expected_bytes >> 20} MiB "
+                              f"needed, {free >> 20} MiB free")
+            with h5py.File(temporary, "w") as handle:
+                fill(handle)
+            with open(temporary, "rb+") as raw:
+                os.fsync(raw.fileno())
         os.replace(temporary, path)
         _fsync_dir(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
 
 
+def _video_bytes(rows: int, dtype: str) -> int:
+    """About what `rows` videos take in a file: features plus strings and counts."""
+    return rows * ((VISUAL_DIM + ACOUSTIC_DIM) * np.dtype(dtype).itemsize + 512) + (1 << 16)
+
+
 def _write_videos(group: h5py.Group, rows: VideoRows, dtype: str) -> None:
-    n = len(rows)
+    _write_columns(group, rows)
+    for name, width in (("visual", VISUAL_DIM), ("acoustic", ACOUSTIC_DIM)):
+        data = np.stack(getattr(rows, name)).astype(dtype) if len(rows) else np.zeros((0, width), dtype)
+        group.create_dataset(name, data=data, chunks=_feature_chunks(len(rows), width))
+
+
+def _feature_chunks(rows: int, width: int) -> tuple[int, int] | None:
+    return (min(rows, 256), width) if rows else None
+
+
+def _write_columns(group: h5py.Group, rows: VideoRows) -> None:
+    """Every /videos column but the features."""
     group.create_dataset("key", data=np.array(rows.key, dtype="S64"))
     for column in ("path", "status", "reason"):
         group.create_dataset(column, data=np.array(getattr(rows, column), dtype=object), dtype=STRING)
     group.create_dataset("duration", data=np.array(rows.duration, dtype=np.float64))
     group.create_dataset("n_frames", data=np.array(rows.n_frames, dtype=np.int32))
     group.create_dataset("n_audio_examples", data=np.array(rows.n_audio_examples, dtype=np.int32))
+    for name in ("visual_mask", "acoustic_mask"):
+        group.create_dataset(name, data=np.array(getattr(rows, name), dtype=bool))
+
+
+def _merge_videos(group: h5py.Group, sources: list[Path], picks: list[tuple[int, int]],
+                  dtype: str) -> None:
+    """Write /videos from (source, row) picks, in their order: the small columns at once,
+    the features a block of rows at a time."""
+    picked = np.array(picks, dtype=np.int64).reshape(-1, 2)
+    n = len(picked)
+    # For each source: where its rows go in the output, and which of its rows they are.
+    placement = [(np.flatnonzero(picked[:, 0] == number), picked[picked[:, 0] == number, 1])
+                 for number in range(len(sources))]
+    columns = VideoRows()
+    gathered = {name: np.empty(n, dtype=object) for name in _SMALL_COLUMNS}
+    for source, (positions, rows) in zip(sources, placement):
+        if len(rows):
+            with _open_readable(source) as handle:
+                for name in _SMALL_COLUMNS:
+                    gathered[name][positions] = list(handle["videos"][name][()][rows])
+    for name, values in gathered.items():
+        setattr(columns, name, [v.decode() if isinstance(v, bytes) else v for v in values])
+    _write_columns(group, columns)
     for name, width in (("visual", VISUAL_DIM), ("acoustic", ACOUSTIC_DIM)):
-        data = np.stack(getattr(rows, name)).astype(dtype) if n else np.zeros((0, width), dtype)
-        group.create_dataset(name, data=data, chunks=(min(max(n, 1), 256), width) if n else None)
-        group.create_dataset(f"{name}_mask", data=np.array(getattr(rows, f"{name}_mask"), dtype=bool))
+        out = group.create_dataset(name, shape=(n, width), dtype=dtype, chunks=_feature_chunks(n, width))
+        for start in range(0, n, MERGE_BLOCK_ROWS):
+            stop = min(start + MERGE_BLOCK_ROWS, n)
+            block = np.empty((stop - start, width), dtype)
+            for source, (positions, rows) in zip(sources, placement):
+                inside = (positions >= start) & (positions < stop)
+                if inside.any():
+                    # h5py reads a list of rows only in increasing order.
+                    order = np.argsort(rows[inside])
+                    with _open_readable(source) as handle:
+                        block[positions[inside][order] - start] = handle["videos"][name][rows[inside][order]]
+            out[start:stop] = block
+
+
+_SMALL_COLUMNS = ("key", "path", "status", "reason", "duration", "n_frames", "n_audio_examples",
+                  "visual_mask", "acoustic_mask")
 
 
 def _read_videos(group: h5py.Group) -> VideoRows:
@@ -310,12 +381,16 @@ class StoreWriter:
                       *parts_dir(self.path).glob("*.tmp-*")]:
             stale.unlink(missing_ok=True)
         self.attributes = {"encoders": encoders, "sampling": sampling, "feature_dtype": feature_dtype}
-        existing = load_store(self.path) if self.path.exists() or _segments(self.path) else None
-        if existing is not None:
-            self._check_compatible(existing.attributes)
-        self.existing = existing
+        for source in self._sources():
+            with _open_readable(source) as handle:
+                self._check_compatible(_attributes(handle, source))
+            break
         self.pending = VideoRows()
         self._segment_count = 0
+
+    def _sources(self) -> list[Path]:
+        """The main file (if any), then the segments, oldest first."""
+        return ([self.path] if self.path.exists() else []) + _segments(self.path)
 
     def _check_compatible(self, stored: dict) -> None:
         for name in ("encoders", "sampling", "feature_dtype"):
@@ -325,28 +400,55 @@ class StoreWriter:
                     f"than this run asks for; use another --out, or the same options as before"
                 )
 
+    def _column(self, name: str) -> list:
+        """One small /videos column over every source, in source order (duplicates kept)."""
+        values: list = []
+        for source in self._sources():
+            with _open_readable(source) as handle, _damage_explained(source, "delete it and rerun"):
+                values += [v.decode() if isinstance(v, bytes) else v for v in handle["videos"][name][()]]
+        return values
+
     def known_keys(self) -> set[str]:
-        return set(self.existing.videos.key) if self.existing else set()
+        """Keys of every stored video; only the key columns are read."""
+        return set(self._column("key"))
+
+    def statuses(self) -> dict[str, str]:
+        """Each stored video's status, by key (pending rows committed first)."""
+        self.commit()
+        statuses: dict[str, str] = {}
+        for key, status in zip(self._column("key"), self._column("status")):
+            statuses.setdefault(key, status)
+        return statuses
+
+    def stored_text_embeddings(self) -> dict[str, np.ndarray]:
+        """Caption -> raw text embedding from the last finalized /posts table, for reuse."""
+        if not self.path.exists():
+            return {}
+        with _open_readable(self.path) as handle, _damage_explained(self.path, "delete it and rerun"):
+            if "posts" not in handle:
+                return {}
+            return dict(zip(_strings(handle["posts/caption"]), handle["posts/text_embedding"][()]))
 
     def add(self, **values) -> None:
         self.pending.append(**values)
 
     def commit(self) -> None:
-        """Make pending videos durable as one segment file."""
+        """Make pending videos durable as one segment file, its rows sorted by key."""
         if not len(self.pending):
             return
         directory = parts_dir(self.path)
         directory.mkdir(exist_ok=True)
         self._segment_count += 1
         name = f"seg-{time.time_ns():020d}-{os.getpid()}-{self._segment_count:06d}.h5"
-        rows, dtype = self.pending, self.attributes["feature_dtype"]
+        rows, dtype = VideoRows(), self.attributes["feature_dtype"]
+        rows.extend(self.pending, sorted(range(len(self.pending)), key=self.pending.key.__getitem__))
 
         def fill(handle: h5py.File) -> None:
             self._write_attributes(handle)
             _write_videos(handle.create_group("videos"), rows, dtype)
 
         try:
-            _write_atomically(directory / name, fill)
+            _write_atomically(directory / name, fill, _video_bytes(len(rows), dtype))
         except OSError as error:
             raise StoreError(f"{directory / name}: cannot write ({error.strerror or error}); what was "
                              "stored before is intact: free space and rerun `phr extract` to go on") from None
@@ -360,24 +462,25 @@ class StoreWriter:
         handle.attrs["feature_dtype"] = self.attributes["feature_dtype"]
         handle.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
-    def videos(self) -> VideoRows:
-        """Every video of the store so far: the main file, segments and pending rows."""
-        self.commit()
-        if not self.path.exists() and not _segments(self.path):
-            return VideoRows()
-        return load_store(self.path).videos
-
     def finalize(self, posts: PostRows, projection: TextProjection | None) -> None:
-        """Merge everything into the main file (sorted by key, so reruns give equal files)."""
-        merged = self.videos()
-        order = sorted(range(len(merged)), key=merged.key.__getitem__)
-        videos = VideoRows()
-        videos.extend(merged, order)
+        """Merge everything into the main file, sorted by key so that reruns give equal files.
+
+        The merge streams: it reads the key columns, then copies features a block of keys
+        at a time, so its memory does not grow with the number of videos.
+        """
+        self.commit()
+        sources = self._sources()
+        picks: dict[str, tuple[int, int]] = {}  # key -> (source, row); the first copy wins
+        for number, source in enumerate(sources):
+            with _open_readable(source) as handle:
+                for row, key in enumerate(handle["videos/key"][()]):
+                    picks.setdefault(key.decode(), (number, row))
+        order = sorted(picks)
         dtype = self.attributes["feature_dtype"]
 
         def fill(handle: h5py.File) -> None:
             self._write_attributes(handle)
-            _write_videos(handle.create_group("videos"), videos, dtype)
+            _merge_videos(handle.create_group("videos"), sources, [picks[k] for k in order], dtype)
             _write_posts(handle.create_group("posts"), posts)
             if projection is not None:
                 group = handle.create_group("text_projection")
@@ -385,9 +488,11 @@ class StoreWriter:
                 group.create_dataset("components", data=projection.components)
                 group.create_dataset("explained_variance_ratio", data=projection.explained_variance_ratio)
 
+        expected = _video_bytes(len(order), dtype) + posts.text_embedding.nbytes + posts.textual.nbytes \
+            + 256 * len(posts.caption)
         segments = _segments(self.path)
         try:
-            _write_atomically(self.path, fill)
+            _write_atomically(self.path, fill, expected)
         except OSError as error:
             raise StoreError(f"{self.path}: cannot write ({error.strerror or error}); the previous "
                              "store and this run's segments are intact: free space and rerun "
@@ -396,7 +501,6 @@ class StoreWriter:
             segment.unlink()
         if parts_dir(self.path).is_dir() and not any(parts_dir(self.path).iterdir()):
             parts_dir(self.path).rmdir()
-        self.existing = load_store(self.path)
 
     def close(self) -> None:
         try:

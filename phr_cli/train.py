@@ -233,11 +233,17 @@ def _cpu_state(model: GCNPHR) -> dict[str, Tensor]:
 def _save_atomically(payload: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
+        temporary.unlink(missing_ok=True)
+        cause = getattr(error, "strerror", None) or " ".join(str(error).split())
+        raise RuntimeError(f"{path}: cannot write the checkpoint ({cause}); the previous one is "
+                           "intact: free space and rerun `phr train` to resume") from None
 
 
 def _resumable(raw: dict[str, Any], expected: dict[str, Any]) -> bool:

@@ -102,3 +102,48 @@ def test_stale_temporary_files_are_cleaned_and_summary_counts(tmp_path):
     summary = summarize(path)
     assert summary["videos"] == 1 and summary["posts"] == 2 and summary["text_only_posts"] == 1
     assert summary["encoders"]["visual"]["weights"] == "random-init(seed=0)"
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_merge_streams_blocks_from_many_sources_into_key_order(tmp_path, monkeypatch, in_memory):
+    """Blocks smaller than a source and sources interleaved by key: the merge must equal
+    sorting every row in memory, whichever way the file is written."""
+    from phr_cli import store as store_module
+
+    monkeypatch.setattr(store_module, "MERGE_BLOCK_ROWS", 3)
+    if not in_memory:
+        monkeypatch.setattr(store_module, "IN_MEMORY_BYTES", 0)
+    path = tmp_path / "features.h5"
+    keys = [f"{i:02d}" for i in range(20)]
+    rng = np.random.default_rng(0)
+    with StoreWriter(path, ENCODERS, SAMPLING) as writer:
+        for key in rng.permutation(keys)[:12]:
+            writer.add(**video(key, int(key)))
+            if rng.random() < 0.4:
+                writer.commit()
+        writer.finalize(posts(keys[:1]), None)
+    with StoreWriter(path, ENCODERS, SAMPLING) as writer:
+        known = writer.known_keys()
+        for key in rng.permutation(keys):
+            if key not in known:
+                writer.add(**{**video(key, int(key)), "status": f"s{key}"})
+                writer.commit()
+        writer.add(**video(keys[0], 99))  # a duplicate: the stored copy wins
+        writer.finalize(posts(keys), None)
+    contents = load_store(path)
+    assert contents.videos.key == keys
+    for i, key in enumerate(keys):
+        np.testing.assert_array_equal(contents.videos.visual[i], video(key, int(key))["visual"])
+        np.testing.assert_array_equal(contents.videos.acoustic[i], video(key, int(key))["acoustic"])
+        assert contents.videos.status[i] in ("ok", f"s{key}") and contents.videos.path[i] == f"{key}.mp4"
+
+
+def test_a_damaged_store_names_the_fix(tmp_path):
+    path = tmp_path / "features.h5"
+    with StoreWriter(path, ENCODERS, SAMPLING) as writer:
+        writer.add(**video("a", 1))
+        writer.finalize(posts(["a"]), None)
+    with h5py.File(path, "a") as handle:
+        del handle["videos/visual"]
+    with pytest.raises(StoreError, match="damaged phr feature store .* move it away and run `phr extract` again"):
+        load_store(path)
