@@ -117,7 +117,12 @@ def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolNa
                    pitf: PITFConfig | None = None) -> Comparison:
     """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
     checkpoint = load_checkpoint(checkpoint_path)
-    selected = posts_from_store(load_store(store_path))
+    contents = load_store(store_path)
+    if contents.attributes.get("encoders") != checkpoint.metadata.get("encoders"):
+        raise ValueError(f"{store_path} was built with other encoders than the store "
+                         f"{checkpoint_path} was trained on ({checkpoint.metadata.get('store')}); "
+                         "evaluate on that store, or retrain on this one")
+    selected = posts_from_store(contents)
     if posts_fingerprint(selected.posts) != checkpoint.metadata.get("posts_fingerprint"):
         raise ValueError(f"{store_path}: its posts changed since {checkpoint_path} was trained "
                          "(the split would not match); retrain with `phr train`")

@@ -26,7 +26,7 @@ import pebble
 from phr_cli import decode
 from phr_cli.decode import DecodedClip, DecodeLimits, FrameSampling
 from phr_cli.posts import Post, PostSet, read_posts
-from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, PostRows, StoreWriter
+from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, PostRows, StoreLock, StoreWriter
 
 # Post statuses beyond the decoder's: the file is gone, or the post has no video.
 MISSING = "missing"
@@ -238,6 +238,12 @@ def extract(
     from phr_cli.devices import resolve_device
 
     device = str(resolve_device(options.device))
+    with StoreLock(Path(store_path)) as lock:  # before loading the encoders: a second run refuses at once
+        return _extract_locked(post_set, store_path, options, device, lock, started, on_progress)
+
+
+def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions, device: str,
+                    lock: StoreLock, started: float, on_progress: ProgressCallback | None) -> ExtractReport:
     tick = time.perf_counter()
     encoders = Encoders(device, options.weights_dir, options.random_weights)
     fingerprint = encoders.fingerprint()  # loads every encoder: missing weights fail here, early
@@ -250,7 +256,7 @@ def extract(
         report.failures.append(outcome)
 
     with StoreWriter(store_path, fingerprint, options.sampling.to_dict(),
-                     options.feature_dtype) as writer:
+                     options.feature_dtype, lock) as writer:
         known = writer.known_keys()
         todo: dict[str, Path] = {}
         for path, key in keys.items():

@@ -11,6 +11,8 @@ Layout of `features.h5`:
   attributes: format version, phr version, encoders (JSON: specs and weight hashes),
             frame sampling (JSON), feature dtype
 
+Feature chunks carry Fletcher-32 checksums, so damage is reported, never read as data.
+
 Crash safety: while `phr extract` runs, finished videos go to small segment files in
 `features.h5.parts/`, each written to a temporary name, flushed to disk and renamed into
 place. At the end the main file is rewritten the same way (temporary file, fsync,
@@ -170,11 +172,13 @@ def _write_videos(group: h5py.Group, rows: VideoRows, dtype: str) -> None:
     _write_columns(group, rows)
     for name, width in (("visual", VISUAL_DIM), ("acoustic", ACOUSTIC_DIM)):
         data = np.stack(getattr(rows, name)).astype(dtype) if len(rows) else np.zeros((0, width), dtype)
-        group.create_dataset(name, data=data, chunks=_feature_chunks(len(rows), width))
+        group.create_dataset(name, data=data, **_feature_layout(len(rows), width))
 
 
-def _feature_chunks(rows: int, width: int) -> tuple[int, int] | None:
-    return (min(rows, 256), width) if rows else None
+def _feature_layout(rows: int, width: int) -> dict:
+    """Chunks of 256 videos, each with a Fletcher-32 checksum: a damaged file then fails to
+    read instead of giving wrong features."""
+    return {"chunks": (min(rows, 256), width), "fletcher32": True} if rows else {}
 
 
 def _write_columns(group: h5py.Group, rows: VideoRows) -> None:
@@ -209,7 +213,7 @@ def _merge_videos(group: h5py.Group, sources: list[Path], picks: list[tuple[int,
         setattr(columns, name, [v.decode() if isinstance(v, bytes) else v for v in values])
     _write_columns(group, columns)
     for name, width in (("visual", VISUAL_DIM), ("acoustic", ACOUSTIC_DIM)):
-        out = group.create_dataset(name, shape=(n, width), dtype=dtype, chunks=_feature_chunks(n, width))
+        out = group.create_dataset(name, shape=(n, width), dtype=dtype, **_feature_layout(n, width))
         for start in range(0, n, MERGE_BLOCK_ROWS):
             stop = min(start + MERGE_BLOCK_ROWS, n)
             block = np.empty((stop - start, width), dtype)
@@ -359,27 +363,48 @@ def _damage_explained(path: Path, fix: str):
                          f"{fix}") from None
 
 
-class StoreWriter:
-    """Appends videos to a store as crash-safe segments, then compacts it into one file.
+class StoreLock:
+    """The exclusive right to write a store: an flock on `<store>.lock`, so that a second
+    `phr extract` on the same store refuses at once instead of interleaving writes."""
 
-    Holds an exclusive lock on `<store>.lock` for its lifetime, so that a second
-    `phr extract` on the same store refuses instead of interleaving writes.
-    """
-
-    def __init__(self, path: Path, encoders: dict, sampling: dict, feature_dtype: str = "float32"):
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(Path(str(self.path) + ".lock"), "w")
+        self._handle = open(Path(str(self.path) + ".lock"), "w")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.close()
+            self._handle.close()
             raise StoreError(f"{self.path}: another phr process is writing this store; "
                              "wait for it to finish or use another --out") from None
         # Temporary files left by a killed writer; the lock says no writer is alive.
         for stale in [*self.path.parent.glob(self.path.name + ".tmp-*"),
                       *parts_dir(self.path).glob("*.tmp-*")]:
             stale.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if not self._handle.closed:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+
+    def __enter__(self) -> StoreLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class StoreWriter:
+    """Appends videos to a store as crash-safe segments, then compacts it into one file.
+
+    Holds the store's `StoreLock` for its lifetime (its own, or one the caller took earlier).
+    """
+
+    def __init__(self, path: Path, encoders: dict, sampling: dict, feature_dtype: str = "float32",
+                 lock: StoreLock | None = None):
+        self.path = Path(path)
+        self._lock = lock or StoreLock(self.path)
+        self._owns_lock = lock is None
         self.attributes = {"encoders": encoders, "sampling": sampling, "feature_dtype": feature_dtype}
         for source in self._sources():
             with _open_readable(source) as handle:
@@ -506,8 +531,8 @@ class StoreWriter:
         try:
             self.commit()
         finally:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+            if self._owns_lock:
+                self._lock.release()
 
     def __enter__(self) -> StoreWriter:
         return self

@@ -112,10 +112,17 @@ class Checkpoint:
 def load_checkpoint(path: Path) -> Checkpoint:
     try:
         raw = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:  # another file, or a torn one
+    except FileNotFoundError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:  # another file, or a torn one
         raise ValueError(f"{path} is not a readable phr checkpoint ({type(error).__name__}); "
                          "train one with `phr train`") from None
-    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+    written_as = raw.get("format") if isinstance(raw, dict) else None
+    if isinstance(written_as, str) and written_as.startswith(CHECKPOINT_FORMAT.split("/")[0] + "/") \
+            and written_as != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is a {written_as} checkpoint; this phr reads {CHECKPOINT_FORMAT}: "
+                         "upgrade phr, or retrain with this one")
+    if written_as != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a phr checkpoint ({CHECKPOINT_FORMAT})")
     split = raw["split"]
     return Checkpoint(
