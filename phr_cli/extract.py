@@ -87,7 +87,7 @@ class ExtractReport:
     failures: list[VideoOutcome] = field(default_factory=list)
     seconds: float = 0.0
     load_seconds: float = 0.0  # loading the encoders, included in seconds
-    decode_wait_seconds: float = 0.0  # main process waiting for decoders
+    decode_wait_seconds: float = 0.0  # main process waiting for decoders (with Ray: the cluster)
     encode_seconds: float = 0.0
     write_seconds: float = 0.0
     text_seconds: float = 0.0
