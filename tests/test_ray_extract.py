@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +30,10 @@ OBJECT_STORE_BYTES = 200 * 2**20  # a few decoded clips; Ray's default takes 30%
 @pytest.fixture(scope="module")
 def cluster_address() -> str:
     """A head node and a worker node, each its own raylet and worker processes."""
+    # Logical CPUs beyond the 2 real ones: either node alone can hold an encoder actor and
+    # a decode task, so the run goes on when the other loses a worker.
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES, "include_dashboard": False})
+        "num_cpus": 2, "object_store_memory": OBJECT_STORE_BYTES, "include_dashboard": False})
     cluster.add_node(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES)
     cluster.wait_for_nodes()
     yield cluster.address
@@ -102,3 +109,70 @@ def test_ray_rerun_extracts_only_new_videos(stores, clip_dir, cluster_address, t
     assert after.videos.status[new_row] == "ok" and after.videos.visual_mask[new_row]
     kept = [after.videos.key.index(key) for key in before.videos.key]
     np.testing.assert_array_equal(np.stack(after.videos.visual)[kept], np.stack(before.videos.visual))
+
+
+DRIVER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from conftest import FAST_SAMPLING
+from phr_cli.extract import ExtractOptions, extract
+extract(Path(sys.argv[1]), Path(sys.argv[2]), ExtractOptions(
+    device="cpu", random_weights=True, sampling=FAST_SAMPLING, batch_size=2, commit_every=1,
+    ray=True, ray_address=sys.argv[3]))
+"""
+
+
+def encoder_actor_pids() -> list[int]:
+    """Ray worker processes under this test (the cluster's raylets are its children)."""
+    parent_of: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent_of[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # exited while we looked
+
+    def under_this_test(pid: int) -> bool:
+        while pid > 1:
+            pid = parent_of.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    found = []
+    for pid in parent_of:
+        try:
+            title = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "_EncoderActor" in title and under_this_test(pid):
+            found.append(pid)
+    return found
+
+
+def test_a_killed_encoder_worker_costs_only_its_unfinished_videos(cluster_address, tmp_path,
+                                                                  one_torch_thread):
+    root = tmp_path / "clips"
+    root.mkdir()
+    for i in range(8):
+        media.write_clip(root / f"clip{i}.mp4", 1.2, pattern=["ocean", "fire", "city"][i % 3],
+                         tone_hz=200 + 100 * i, size=(64, 48), seed=i)
+    store = tmp_path / "ray.h5"
+    script = DRIVER.format(tests=str(Path(__file__).parent))
+    driver = subprocess.Popen([sys.executable, "-c", script, str(root), str(store), cluster_address])
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(parts_dir(store).glob("seg-*.h5")):
+        time.sleep(0.05)
+    stored_before_kill = len(list(parts_dir(store).glob("seg-*.h5")))
+    victims = encoder_actor_pids()
+    assert victims and 1 <= stored_before_kill < 8
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    assert driver.wait(timeout=300) == 0  # Ray restarted the actor and retried its batch
+
+    local_store = tmp_path / "local.h5"
+    extract(root, local_store, LOCAL)
+    largest = assert_same_store(load_store(store), load_store(local_store))
+    print(f"killed encoder actor(s) {victims} after {stored_before_kill} of 8 videos were stored; "
+          f"max |difference| to a local run {largest:.2e}")
