@@ -30,6 +30,13 @@ from phr_cli.extract import EncodedVideo, Encoders, ExtractOptions, ExtractRepor
 ENCODED_COLUMNS = tuple(f.name for f in fields(EncodedVideo))
 CONTENT_MODALITIES = ("visual", "acoustic")  # encoded by the actors; captions stay on the driver
 DECODE_MEMORY_BYTES = 512 * 2**20  # a clip's frames, 10 minutes of audio, FFmpeg's buffers
+# Ray Data settings for this run, put back afterwards: the caller's Ray session is theirs.
+DATA_SETTINGS = {
+    "enable_progress_bars": False,  # phr prints its own progress
+    "print_on_execution_start": False,
+    # Decoded clips travel as pickled objects (frames may be None); say it is meant.
+    "enable_fallback_to_arrow_object_ext_type": True,
+}
 
 
 class EncoderMismatchError(RuntimeError):
@@ -47,11 +54,14 @@ class _EncoderActor:
                  batch_size: int, expected_fingerprint: dict) -> None:
         self.encoders = Encoders(device, weights_dir, random_weights)
         found = self.encoders.fingerprint(CONTENT_MODALITIES)
-        expected = {m: expected_fingerprint[m] for m in CONTENT_MODALITIES}
-        if found != expected:
+        differing = [m for m in CONTENT_MODALITIES if found[m] != expected_fingerprint[m]]
+        if differing:
             raise EncoderMismatchError(
-                f"the encoders on Ray node {ray.util.get_node_ip_address()} differ from the "
-                f"driver's: {found} != {expected}; give every node the same weight files")
+                f"Ray node {ray.util.get_node_ip_address()}: the {' and '.join(differing)} "
+                f"encoder differs from the driver's (weights "
+                f"{', '.join(found[m]['weights'] for m in differing)} here, "
+                f"{', '.join(expected_fingerprint[m]['weights'] for m in differing)} on the "
+                "driver); give every node the same phr version and weight files")
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -69,9 +79,10 @@ def _rows(batch: dict[str, np.ndarray]) -> list[EncodedVideo]:
 
 
 def _uses_gpu(device: str) -> bool:
-    if device == "auto":
-        return ray.cluster_resources().get("GPU", 0) > 0
-    return device.startswith("cuda")
+    cluster_has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    if device.startswith("cuda") and not cluster_has_gpus:
+        raise RuntimeError(f"device {device!r} asked for, but the Ray cluster has no GPU")
+    return cluster_has_gpus if device == "auto" else device.startswith("cuda")
 
 
 def encode_on_ray(todo: dict[str, Path], options: ExtractOptions, fingerprint: dict,
@@ -82,12 +93,11 @@ def encode_on_ray(todo: dict[str, Path], options: ExtractOptions, fingerprint: d
     joined_here = not ray.is_initialized()
     if joined_here:
         ray.init(address=options.ray_address, logging_level="WARNING")
+    context = ray.data.DataContext.get_current()
+    previous_settings = {name: getattr(context, name, None) for name in DATA_SETTINGS}
     try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # phr prints its own progress
-        context.print_on_execution_start = False
-        # Decoded clips travel as pickled objects (frames may be None); say it is meant.
-        context.enable_fallback_to_arrow_object_ext_type = True
+        for name, value in DATA_SETTINGS.items():
+            setattr(context, name, value)
         gpu = _uses_gpu(options.device)
         actors = options.ray_encoders or (int(ray.cluster_resources().get("GPU", 0)) or 1)
         # One block per video: a task decodes one file, so a lost worker costs only its own.
@@ -117,5 +127,7 @@ def encode_on_ray(todo: dict[str, Path], options: ExtractOptions, fingerprint: d
             yield _rows(batch)
             wait_started = time.perf_counter()
     finally:
+        for name, value in previous_settings.items():
+            setattr(context, name, value)
         if joined_here:
             ray.shutdown()
