@@ -161,15 +161,20 @@ def test_a_killed_encoder_worker_costs_only_its_unfinished_videos(cluster_addres
     store = tmp_path / "ray.h5"
     script = DRIVER.format(tests=str(Path(__file__).parent))
     driver = subprocess.Popen([sys.executable, "-c", script, str(root), str(store), cluster_address])
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not list(parts_dir(store).glob("seg-*.h5")):
-        time.sleep(0.05)
-    stored_before_kill = len(list(parts_dir(store).glob("seg-*.h5")))
-    victims = encoder_actor_pids()
-    assert victims and 1 <= stored_before_kill < 8
-    for pid in victims:
-        os.kill(pid, signal.SIGKILL)
-    assert driver.wait(timeout=300) == 0  # Ray restarted the actor and retried its batch
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not list(parts_dir(store).glob("seg-*.h5")):
+            time.sleep(0.05)
+        stored_before_kill = len(list(parts_dir(store).glob("seg-*.h5")))
+        victims = encoder_actor_pids()
+        assert victims and 1 <= stored_before_kill < 8
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        assert driver.wait(timeout=300) == 0  # Ray restarted the actor and retried its batch
+    finally:
+        if driver.poll() is None:  # a failed assertion must not leave the driver running
+            driver.kill()
+            driver.wait()
 
     local_store = tmp_path / "local.h5"
     extract(root, local_store, LOCAL)
