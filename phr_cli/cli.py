@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -46,8 +47,6 @@ def fail(message: str, code: int = 1) -> None:
 def printable(path: Path | str) -> str:
     """A file name on one line: control characters (a newline in a name) escaped, and
     rich markup characters escaped."""
-    from rich.markup import escape
-
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
     return escape(text)
 
@@ -74,15 +73,25 @@ def extract(
                                  "optional posts.csv / posts.jsonl manifest or yt-dlp .info.json sidecars."),
     store: Path = typer.Option(DEFAULT_STORE, "--out", "-o", help="The HDF5 feature store to create or extend."),
     device: str = DeviceOption,
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: one per core; 0 decodes in-process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: one per core; 0 decodes in-process). With --ray: at most this many decode tasks at once (default: as the cluster's CPUs allow)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Frames per encoder batch."),
     weights_dir: Optional[Path] = WeightsDirOption,
     random_weights: bool = RandomWeightsOption,
     float16: bool = typer.Option(False, "--float16", help="Store visual/acoustic features as float16."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first file that fails (what is finished is kept)."),
     file_timeout: float = typer.Option(300.0, "--file-timeout", help="Seconds a decoding worker may spend on one file before it is stopped."),
+    ray: bool = typer.Option(False, "--ray", help="Decode and encode on a Ray cluster (pip install 'phr\\[ray]'); the store is the same."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="With --ray: the cluster to join (host:port, ray://host:port); default $RAY_ADDRESS, else a local cluster."),
+    ray_encoders: Optional[int] = typer.Option(None, "--ray-encoders", min=1, help="With --ray: encoder actors (default: one per GPU of the cluster, else 1)."),
 ) -> None:
     """Decode videos and encode them (ResNet50, VGGish, MiniLM) into an HDF5 feature store."""
+    if (ray_address or ray_encoders) and not ray:
+        fail("--ray-address and --ray-encoders need --ray", code=2)
+    if ray:
+        try:
+            import ray.data  # noqa: F401 - only to say how to install it when missing
+        except ImportError:
+            fail("--ray needs Ray: pip install 'phr[ray]'", code=2)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from phr_cli.decode import DecodeLimits
@@ -94,7 +103,8 @@ def extract(
     options = ExtractOptions(device=device, workers=workers, batch_size=batch_size,
                              weights_dir=weights_dir, random_weights=random_weights,
                              feature_dtype="float16" if float16 else "float32", strict=strict,
-                             limits=DecodeLimits(seconds_per_file=file_timeout))
+                             limits=DecodeLimits(seconds_per_file=file_timeout),
+                             ray=ray, ray_address=ray_address, ray_encoders=ray_encoders)
     err.print(f"reading posts under {videos}; store {store}", highlight=False)
     progress = Progress(
         TextColumn("extracting"), BarColumn(), MofNCompleteColumn(),

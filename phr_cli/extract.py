@@ -4,6 +4,10 @@ Worker processes decode videos ahead of the encoders; the main process batches f
 and audio examples from many videos through ResNet50 and VGGish, and commits finished
 videos to the store in crash-safe segments. Captions are embedded at the end, when the
 PCA can be fitted on all of them.
+
+With `ExtractOptions.ray`, decoding and encoding run on a Ray cluster instead
+(`phr_cli.ray_extract`); everything else here (hashing, resume, statuses, segments,
+captions) is the same code for both.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import os
 import signal
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pebble
@@ -47,6 +52,9 @@ class ExtractOptions:
     feature_dtype: str = "float32"
     commit_every: int = 32  # videos per crash-safe segment
     strict: bool = False  # stop at the first failed file
+    ray: bool = False  # decode and encode on a Ray cluster (see phr_cli.ray_extract)
+    ray_address: str | None = None  # cluster to join; None: $RAY_ADDRESS, else a local one
+    ray_encoders: int | None = None  # encoder actors; None: one per cluster GPU, else one
 
 
 @dataclass
@@ -54,6 +62,22 @@ class VideoOutcome:
     path: Path
     status: str
     reason: str
+
+
+@dataclass
+class EncodedVideo:
+    """One video's row of /videos, as the encoders leave it; the store adds its path."""
+
+    key: str
+    duration: float
+    status: str
+    reason: str
+    n_frames: int
+    n_audio_examples: int
+    visual: np.ndarray  # (2048,) float32, zeros when masked
+    acoustic: np.ndarray  # (128,) float32, zeros when masked
+    visual_mask: bool
+    acoustic_mask: bool
 
 
 @dataclass
@@ -68,7 +92,7 @@ class ExtractReport:
     notices: list[str] = field(default_factory=list)  # the manifest's, line-numbered
     seconds: float = 0.0
     load_seconds: float = 0.0  # loading the encoders, included in seconds
-    decode_wait_seconds: float = 0.0  # main process waiting for decoders
+    decode_wait_seconds: float = 0.0  # main process waiting for decoders (with Ray: the cluster)
     encode_seconds: float = 0.0
     write_seconds: float = 0.0
     text_seconds: float = 0.0
@@ -114,13 +138,11 @@ class Encoders:
 
         return TextEncoder(self.device)
 
-    def fingerprint(self) -> dict:
+    def fingerprint(self, modalities: Iterable[str] = ("visual", "acoustic", "textual")) -> dict:
         """What the store and checkpoints record: each encoder's spec and weight hash."""
         return {
             modality: {"spec": encoder.spec.to_dict(), "weights": encoder.weights_id}
-            for modality, encoder in (
-                ("visual", self.visual), ("acoustic", self.acoustic), ("textual", self.textual)
-            )
+            for modality, encoder in ((m, getattr(self, m)) for m in modalities)
         }
 
     def encode_clips(self, clips: list[DecodedClip], batch_size: int) -> list[dict]:
@@ -149,6 +171,22 @@ class Encoders:
                 results[i]["acoustic"] = chunk.mean(0).numpy()
                 results[i]["n_audio_examples"] = len(chunk)
         return results
+
+    def encode_videos(self, decoded: list[tuple[str, DecodedClip]], batch_size: int,
+                      ) -> list[EncodedVideo]:
+        """Store rows for (key, clip) pairs: features, zeros and masks where a modality is missing."""
+        encoded = self.encode_clips([clip for _, clip in decoded], batch_size)
+        return [
+            EncodedVideo(
+                key=key, duration=clip.duration, status=clip.status, reason=clip.reason,
+                n_frames=features["n_frames"], n_audio_examples=features["n_audio_examples"],
+                visual=_or_zeros(features["visual"], VISUAL_DIM),
+                acoustic=_or_zeros(features["acoustic"], ACOUSTIC_DIM),
+                visual_mask=features["visual"] is not None,
+                acoustic_mask=features["acoustic"] is not None,
+            )
+            for (key, clip), features in zip(decoded, encoded)
+        ]
 
 
 def decode_in_pool(paths: dict[str, Path], workers: int, sampling: FrameSampling,
@@ -237,7 +275,8 @@ def extract(
     post_set = read_posts(root)
     from phr_cli.devices import resolve_device
 
-    device = str(resolve_device(options.device))
+    # With Ray the encoder actors pick their own device; this process only embeds captions.
+    device = str(resolve_device("auto" if options.ray else options.device))
     with StoreLock(Path(store_path)) as lock:  # before loading the encoders: a second run refuses at once
         return _extract_locked(post_set, store_path, options, device, lock, started, on_progress)
 
@@ -264,62 +303,39 @@ def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions
                 todo.setdefault(key, path)  # the first path of duplicate files names the video
         report.reused = len({key for key in keys.values() if key in known})
         total = len(todo)
-        workers = (os.cpu_count() or 1) if options.workers is None else options.workers
         relpath_of = {post.video: post.relpath for post in post_set.posts if post.video}
-        batch: list[tuple[str, Path, DecodedClip]] = []
+        batches: Iterator[list[EncodedVideo]]
+        if options.ray:
+            from phr_cli.ray_extract import encode_on_ray
+
+            batches = encode_on_ray(todo, options, fingerprint, report)
+        else:
+            batches = _encode_here(todo, encoders, options, report)
         since_commit = 0
-
-        def flush() -> bool:
-            """Encode and store the batch; False when --strict should stop the run."""
-            nonlocal since_commit
-            tick = time.perf_counter()
-            encoded = encoders.encode_clips([clip for _, _, clip in batch], options.batch_size)
-            report.encode_seconds += time.perf_counter() - tick
-            keep_going = True
-            for (key, path, clip), features in zip(batch, encoded):
-                writer.add(
-                    key=key, path=relpath_of[path], duration=clip.duration,
-                    status=clip.status, reason=clip.reason,
-                    n_frames=features["n_frames"], n_audio_examples=features["n_audio_examples"],
-                    visual=_or_zeros(features["visual"], VISUAL_DIM),
-                    acoustic=_or_zeros(features["acoustic"], ACOUSTIC_DIM),
-                    visual_mask=features["visual"] is not None,
-                    acoustic_mask=features["acoustic"] is not None,
-                )
-                outcome = VideoOutcome(path, clip.status, clip.reason)
-                report.extracted += 1
-                report.statuses[clip.status] += 1
-                if clip.status in FAILED_STATUSES:
-                    report.failures.append(outcome)
-                    keep_going = keep_going and not options.strict
-                if on_progress:
-                    on_progress(outcome, report, total)
-            since_commit += len(batch)
-            batch.clear()
-            if since_commit >= options.commit_every or not keep_going:
-                tick = time.perf_counter()
-                writer.commit()
-                report.write_seconds += time.perf_counter() - tick
-                since_commit = 0
-            return keep_going
-
-        pending_frames = 0
-        wait_started = time.perf_counter()
-        for key, path, clip in decode_in_pool(todo, workers, options.sampling, options.limits):
-            report.decode_wait_seconds += time.perf_counter() - wait_started
-            batch.append((key, path, clip))
-            pending_frames += 0 if clip.frames is None else len(clip.frames)
-            if pending_frames >= options.batch_size:
-                pending_frames = 0
-                if not flush():
+        with closing(batches):  # stops decoders (or the Ray pipeline) when --strict breaks off
+            for batch in batches:
+                keep_going = True
+                for video in batch:
+                    path = todo[video.key]
+                    writer.add(path=relpath_of[path], **vars(video))
+                    outcome = VideoOutcome(path, video.status, video.reason)
+                    report.extracted += 1
+                    report.statuses[video.status] += 1
+                    if video.status in FAILED_STATUSES:
+                        report.failures.append(outcome)
+                        keep_going = keep_going and not options.strict
+                    if on_progress:
+                        on_progress(outcome, report, total)
+                since_commit += len(batch)
+                if since_commit >= options.commit_every or not keep_going:
+                    tick = time.perf_counter()
+                    writer.commit()
+                    report.write_seconds += time.perf_counter() - tick
+                    since_commit = 0
+                if not keep_going:
                     report.stopped_early = True
                     break
-            wait_started = time.perf_counter()
-        if batch and not report.stopped_early and not flush():
-            report.stopped_early = True
-        if report.stopped_early:
-            writer.commit()
-        else:
+        if not report.stopped_early:
             tick = time.perf_counter()
             posts, projection = _post_rows(post_set, keys, problems, writer, encoders)
             report.text_seconds = time.perf_counter() - tick
@@ -328,6 +344,32 @@ def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions
             report.write_seconds += time.perf_counter() - tick
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _encode_here(todo: dict[str, Path], encoders: Encoders, options: ExtractOptions,
+                 report: ExtractReport) -> Iterator[list[EncodedVideo]]:
+    """Decode in worker processes, encode in this one, about batch_size frames at a time."""
+    workers = (os.cpu_count() or 1) if options.workers is None else options.workers
+    batch: list[tuple[str, DecodedClip]] = []
+    pending_frames = 0
+
+    def encode() -> list[EncodedVideo]:
+        tick = time.perf_counter()
+        encoded = encoders.encode_videos(batch, options.batch_size)
+        report.encode_seconds += time.perf_counter() - tick
+        return encoded
+
+    wait_started = time.perf_counter()
+    for key, _, clip in decode_in_pool(todo, workers, options.sampling, options.limits):
+        report.decode_wait_seconds += time.perf_counter() - wait_started
+        batch.append((key, clip))
+        pending_frames += 0 if clip.frames is None else len(clip.frames)
+        if pending_frames >= options.batch_size:
+            yield encode()
+            batch, pending_frames = [], 0
+        wait_started = time.perf_counter()
+    if batch:
+        yield encode()
 
 
 def _or_zeros(features: np.ndarray | None, width: int) -> np.ndarray:

@@ -159,3 +159,13 @@ def test_cli_exit_codes_and_inspect(tmp_path):
     missing = runner.invoke(app, ["extract", str(root), "--out", str(tmp_path / "t.h5"),
                                   "--weights-dir", str(tmp_path)])
     assert missing.exit_code == 1 and "resnet50-11ad3fa6.pth" in missing.output
+
+
+def test_ray_flag_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # None in sys.modules: import fails
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    result = CliRunner().invoke(app, ["extract", str(tmp_path), "--ray"])
+    assert result.exit_code == 2
+    assert "--ray needs Ray: pip install 'phr[ray]'" in result.output
+    wrong = CliRunner().invoke(app, ["extract", str(tmp_path), "--ray-address", "host:6379"])
+    assert wrong.exit_code == 2 and "need --ray" in wrong.output
