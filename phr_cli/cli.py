@@ -80,6 +80,7 @@ def extract(
     float16: bool = typer.Option(False, "--float16", help="Store visual/acoustic features as float16."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first file that fails (what is finished is kept)."),
     file_timeout: float = typer.Option(300.0, "--file-timeout", help="Seconds a decoding worker may spend on one file before it is stopped."),
+    precision: str = typer.Option("fp32", "--precision", help="Autocast of ResNet50 and VGGish: fp32 (exact), bf16 or fp16 (GPU tensor cores; recorded in the store)."),
     ray: bool = typer.Option(False, "--ray", help="Decode and encode on a Ray cluster (pip install 'phr\\[ray]'); the store is the same."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="With --ray: the cluster to join (host:port, ray://host:port); default $RAY_ADDRESS, else a local cluster."),
     ray_encoders: Optional[int] = typer.Option(None, "--ray-encoders", min=1, help="With --ray: encoder actors (default: one per GPU of the cluster, else 1)."),
@@ -99,11 +100,13 @@ def extract(
 
     if file_timeout <= 0:
         fail("--file-timeout must be positive", code=2)
+    if precision not in ("fp32", "bf16", "fp16"):
+        fail(f"--precision {precision!r}: use fp32, bf16 or fp16", code=2)
     _quiet_libraries()
     options = ExtractOptions(device=device, workers=workers, batch_size=batch_size,
                              weights_dir=weights_dir, random_weights=random_weights,
                              feature_dtype="float16" if float16 else "float32", strict=strict,
-                             limits=DecodeLimits(seconds_per_file=file_timeout),
+                             limits=DecodeLimits(seconds_per_file=file_timeout), precision=precision,
                              ray=ray, ray_address=ray_address, ray_encoders=ray_encoders)
     err.print(f"reading posts under {videos}; store {store}", highlight=False)
     progress = Progress(

@@ -50,6 +50,7 @@ class ExtractOptions:
     sampling: FrameSampling = field(default_factory=FrameSampling)
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     feature_dtype: str = "float32"
+    precision: str = "fp32"  # autocast of ResNet50 and VGGish: fp32, bf16 or fp16
     commit_every: int = 32  # videos per crash-safe segment
     strict: bool = False  # stop at the first failed file
     ray: bool = False  # decode and encode on a Ray cluster (see phr_cli.ray_extract)
@@ -117,20 +118,24 @@ def content_key(path: Path) -> str:
 class Encoders:
     """The three encoders, each loaded on first use (and then kept)."""
 
-    def __init__(self, device: str, weights_dir: Path | None, random_weights: bool) -> None:
+    def __init__(self, device: str, weights_dir: Path | None, random_weights: bool,
+                 precision: str = "fp32") -> None:
         self.device, self.weights_dir, self.random_weights = device, weights_dir, random_weights
+        self.precision = precision  # autocast of ResNet50 and VGGish; MiniLM stays fp32
 
     @cached_property
     def visual(self):
         from phr_cli.encoders.visual import VisualEncoder
 
-        return VisualEncoder(self.device, self.weights_dir, self.random_weights)
+        return VisualEncoder(self.device, self.weights_dir, self.random_weights,
+                             precision=self.precision)
 
     @cached_property
     def acoustic(self):
         from phr_cli.encoders.audio import AudioEncoder
 
-        return AudioEncoder(self.device, self.weights_dir, self.random_weights)
+        return AudioEncoder(self.device, self.weights_dir, self.random_weights,
+                            precision=self.precision)
 
     @cached_property
     def textual(self):
@@ -139,11 +144,15 @@ class Encoders:
         return TextEncoder(self.device)
 
     def fingerprint(self, modalities: Iterable[str] = ("visual", "acoustic", "textual")) -> dict:
-        """What the store and checkpoints record: each encoder's spec and weight hash."""
-        return {
-            modality: {"spec": encoder.spec.to_dict(), "weights": encoder.weights_id}
-            for modality, encoder in ((m, getattr(self, m)) for m in modalities)
-        }
+        """What the store and checkpoints record: each encoder's spec, weight hash and, for
+        the autocast ones, precision."""
+        recorded = {}
+        for modality in modalities:
+            encoder = getattr(self, modality)
+            recorded[modality] = {"spec": encoder.spec.to_dict(), "weights": encoder.weights_id}
+            if modality != "textual":
+                recorded[modality]["precision"] = self.precision
+        return recorded
 
     def encode_clips(self, clips: list[DecodedClip], batch_size: int) -> list[dict]:
         """Per clip: mean visual and acoustic features (None where the modality is missing)."""
@@ -284,7 +293,7 @@ def extract(
 def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions, device: str,
                     lock: StoreLock, started: float, on_progress: ProgressCallback | None) -> ExtractReport:
     tick = time.perf_counter()
-    encoders = Encoders(device, options.weights_dir, options.random_weights)
+    encoders = Encoders(device, options.weights_dir, options.random_weights, options.precision)
     fingerprint = encoders.fingerprint()  # loads every encoder: missing weights fail here, early
     report = ExtractReport(store=Path(store_path), posts=len(post_set.posts),
                            notices=post_set.notices, load_seconds=time.perf_counter() - tick)

@@ -54,7 +54,8 @@ class _EncoderActor:
 
     def __init__(self, device: str, weights_dir: Path | None, random_weights: bool,
                  batch_size: int, expected_fingerprint: dict) -> None:
-        self.encoders = Encoders(device, weights_dir, random_weights)
+        precision = expected_fingerprint["visual"].get("precision", "fp32")
+        self.encoders = Encoders(device, weights_dir, random_weights, precision)
         found = self.encoders.fingerprint(CONTENT_MODALITIES)
         differing = [m for m in CONTENT_MODALITIES if found[m] != expected_fingerprint[m]]
         if differing:

@@ -80,7 +80,9 @@ class Recommender:
             user: set(tags) for user, tags in metadata.get("user_hashtags", {}).items()}
         random = {m: e["weights"] == random_weights_id() for m, e in self.fingerprint.items()}
         self.random_weights = random["visual"] or random["acoustic"]
-        self.encoders = Encoders(str(self.device), weights_dir, self.random_weights)
+        # Encode as the store's videos were: the same weights and autocast precision.
+        self.encoders = Encoders(str(self.device), weights_dir, self.random_weights,
+                                 self.fingerprint["visual"].get("precision", "fp32"))
         self.store_path = Path(store_path or metadata["store"])
         self._stored: dict[str, tuple[np.ndarray, np.ndarray, bool, bool]] | None = None
         self.timings = Timings(load=time.perf_counter() - started)

@@ -68,3 +68,19 @@ def test_missing_weights_name_the_file_its_source_and_where_to_put_it(tmp_path, 
     message = str(caught.value)
     assert "resnet50-11ad3fa6.pth" in message and "https://download.pytorch.org/models/" in message
     assert str(tmp_path / "weights") in message and "--random-weights" in message
+
+
+def test_bf16_autocast_stays_close_to_fp32_and_fp32_is_untouched(encoder, tmp_path):
+    from phr_cli import media
+    from phr_cli.decode import decode_clip
+
+    frames = np.concatenate([decode_clip(media.write_clip(tmp_path / f"{p}.mp4", 1.0, pattern=p, gop=5)).frames[:2]
+                             for p in ("ocean", "city")])
+    exact = encoder.embed_frames(frames)
+    bf16 = VisualEncoder("cpu", random_weights=True, precision="bf16").embed_frames(frames)
+    assert bf16.dtype == torch.float32
+    cosine = torch.nn.functional.cosine_similarity(exact, bf16)
+    assert cosine.min() > 0.99, cosine
+    assert not torch.equal(exact, bf16)  # autocast did run in bf16
+    with pytest.raises(ValueError, match="unknown precision"):
+        VisualEncoder("cpu", random_weights=True, precision="int8").embed_frames(frames[:1])

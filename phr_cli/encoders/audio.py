@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from phr_cli.encoders.registry import VGGISH, EncoderSpec, build_network
+from phr_cli.encoders.registry import VGGISH, EncoderSpec, autocast, build_network
 
 # VGGish's convolution widths; "M" is a 2x2 max pool.
 _CONV_PLAN: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M")
@@ -128,11 +128,13 @@ class AudioEncoder:
         weights_dir: Path | None = None,
         random_weights: bool = False,
         spec: EncoderSpec = VGGISH,
+        precision: str = "fp32",
     ) -> None:
         if spec.preprocessing.get("pca_postprocess"):
             raise ValueError(f"{spec.name}: PCA post-processing is not implemented")
         self.spec = spec
         self.device = torch.device(device)
+        self.precision = precision
         final_relu = bool(spec.preprocessing.get("final_relu", False))
         net, self.weights_id = build_network(
             spec, lambda: VGGish(final_relu=final_relu), weights_dir, random_weights)
@@ -141,11 +143,12 @@ class AudioEncoder:
     def embed_examples(self, examples: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """(n, 1, 96, 64) log-mel examples -> (n, 128) float32 embeddings on the CPU."""
         outputs = [torch.empty((0, self.spec.output_dim), dtype=torch.float32)]
-        with torch.inference_mode():
+        pinned = self.device.type == "cuda" and examples.device.type == "cpu"
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, examples.shape[0], batch_size):
-                batch = examples[start : start + batch_size].to(
-                    self.device, dtype=torch.float32, non_blocking=True
-                )
+                batch = examples[start : start + batch_size]
+                batch = batch.pin_memory() if pinned else batch
+                batch = batch.to(self.device, dtype=torch.float32, non_blocking=True)
                 outputs.append(self.net(batch).float().cpu())
         return torch.cat(outputs)
 

@@ -204,3 +204,20 @@ def build_network(spec: EncoderSpec, build: Callable[[], Any], weights_dir: Path
         network = build()
     network.load_state_dict(state, strict=True, assign=True)
     return network, digest
+
+
+# Autocast precisions for the convolutional encoders. fp32 is exact; bf16 and fp16 run
+# the tensor cores on a GPU, with features within the tolerance bench/encoder_precision.py
+# measures. The store records the precision beside each encoder's weights.
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+
+
+def autocast(device, precision: str):
+    """`torch.autocast` for `precision` on `device` (a no-op context for fp32)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    return torch.autocast(torch.device(device).type, dtype=getattr(torch, dtype) if dtype else None,
+                          enabled=dtype is not None)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torchvision
 
-from phr_cli.encoders.registry import RESNET50_IMAGENET1K_V2, EncoderSpec, build_network
+from phr_cli.encoders.registry import RESNET50_IMAGENET1K_V2, EncoderSpec, autocast, build_network
 
 
 class VisualEncoder:
@@ -22,9 +22,11 @@ class VisualEncoder:
         weights_dir: Path | None = None,
         random_weights: bool = False,
         spec: EncoderSpec = RESNET50_IMAGENET1K_V2,
+        precision: str = "fp32",
     ) -> None:
         self.spec = spec
         self.device = torch.device(device)
+        self.precision = precision
         network, self.weights_id = build_network(
             spec, lambda: torchvision.models.resnet50(weights=None), weights_dir, random_weights)
         network.fc = torch.nn.Identity()  # keep the pooled 2048-d features
@@ -47,7 +49,8 @@ class VisualEncoder:
             batch = ((batch.float() / 255.0 - self.mean) / self.std).contiguous(
                 memory_format=torch.channels_last
             )
-            outputs.append(self.network(batch).float().cpu())
+            with autocast(self.device, self.precision):
+                outputs.append(self.network(batch).float().cpu())
         if not outputs:
             return torch.zeros((0, self.spec.output_dim))
         return torch.cat(outputs)
