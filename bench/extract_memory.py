@@ -3,7 +3,8 @@
     python bench/extract_memory.py [--videos N] [--device D]
 
 Each extraction runs in a fresh process (random encoder weights, one frame a clip, tiny
-clips: the point is what grows with the count, not the encoders); its peak RSS is read
+clips, encoder batches of 8 frames so that both sizes fill them: the point is what grows
+with the count, not the encoders' activations); its peak RSS is read
 from getrusage. (Decoding workers are capped by their own address-space limit; getrusage
 cannot measure them here, as a spawned child's peak includes the parent's pages at fork.)
 Prints one summary line a size.
@@ -26,7 +27,7 @@ from pathlib import Path
 from phr_cli.decode import FrameSampling
 from phr_cli.extract import ExtractOptions, extract
 report = extract(Path(sys.argv[1]), Path(sys.argv[2]), ExtractOptions(
-    device=sys.argv[3], workers=2, random_weights=True,
+    device=sys.argv[3], workers=2, random_weights=True, batch_size=8, commit_every=8,
     sampling=FrameSampling(min_keyframes=1, max_frames=1, fallback_frames=1)))
 print(json.dumps({"extracted": report.extracted, "seconds": report.seconds,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -31,7 +31,6 @@ EXTRACT = """
 import sys
 from pathlib import Path
 from conftest import FAST_SAMPLING
-from reliability_data import write_clips, write_text_posts
 from phr_cli.extract import ExtractOptions, extract
 extract(Path(sys.argv[1]), Path(sys.argv[2]), ExtractOptions(
     device="cpu", workers=1, random_weights=True, sampling=FAST_SAMPLING, batch_size=1,
