@@ -7,6 +7,7 @@ Heavy modules (torch, the encoders) are imported inside the commands so that
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -49,6 +50,19 @@ def printable(path: Path | str) -> str:
     rich markup characters escaped."""
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
     return escape(text)
+
+
+def _without_option(arguments: list[str], name: str) -> list[str]:
+    """`arguments` less `name VALUE` / `name=VALUE`."""
+    kept, skip = [], False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == name:
+            skip = True
+        elif not argument.startswith(name + "="):
+            kept.append(argument)
+    return kept
 
 
 def _quiet_libraries() -> None:
@@ -210,12 +224,23 @@ def train(
     seed: int = typer.Option(0, help="Seed of the split, initialisation and sampling."),
     split_by: str = typer.Option("post", "--split-by", help="post: random posts; item: whole videos held out."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Training processes on this machine (torchrun, "
+                              "DistributedDataParallel: gloo on CPU, NCCL with one GPU each)."),
 ) -> None:
     """Train GCN-PHR on the store's posts (8:1:1 split) and write a checkpoint."""
+    if nproc > 1:
+        from phr_cli.distributed import launch
+
+        arguments = sys.argv[sys.argv.index("train") + 1:]
+        raise typer.Exit(launch(nproc, ["train", *_without_option(arguments, "--nproc")]))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from phr_cli.distributed import launched_rank
     from phr_cli.model import ModelConfig
     from phr_cli.train import TrainConfig, train_from_store
+
+    other_rank = launched_rank() != 0  # under torchrun only rank 0 reports; errors print on every rank
+    out.quiet = other_rank
 
     try:
         model_config = ModelConfig(dim=dim, layers=layers, fusion=fusion, variant=variant,
@@ -226,11 +251,12 @@ def train(
                              seed=seed, device=device)
     except ValueError as error:
         fail(str(error), code=2)
-    err.print(f"training on {store}; checkpoint {checkpoint}", highlight=False)
+    if not other_rank:
+        err.print(f"training on {store}; checkpoint {checkpoint}", highlight=False)
     progress = Progress(
         TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
         TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[metric]:.4f}  best {task.fields[best]:.4f}"),
-        TimeElapsedColumn(), console=err,
+        TimeElapsedColumn(), console=err, disable=other_rank,
     )
     task = progress.add_task("train", total=epochs, loss=float("nan"), metric=float("nan"), best=float("nan"))
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from phr_cli import __version__
-from phr_cli.devices import resolve_device
+from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
 from phr_cli.evaluate import TestCases, build_cases, ranking_metrics
 from phr_cli.graph import Graph, PostData, Split, build_graph, posts_from_store, split_posts
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
@@ -287,8 +288,17 @@ def train(
     data, split and configuration (epochs and device may differ) continues at its next epoch.
     """
     _check_serialisable(metadata)
-    checkpoint_path = Path(checkpoint_path)
-    device = resolve_device(config.device)
+    ranks, device = join(config.device)
+    try:
+        return _train(posts, split, model_config, config, Path(checkpoint_path), metadata, progress,
+                      resume, ranks, device)
+    finally:
+        leave(ranks)
+
+
+def _train(posts: PostData, split: Split, model_config: ModelConfig, config: TrainConfig,
+           checkpoint_path: Path, metadata: dict[str, Any], progress: ProgressCallback | None,
+           resume: bool, ranks: Ranks, device: torch.device) -> TrainResult:
     graph = build_graph(posts.subset(split.train))
     if graph.n_hashtags < 2 or len(graph.triples) == 0:
         raise ValueError("training posts need at least two distinct hashtags")
@@ -301,6 +311,11 @@ def train(
     with torch.random.fork_rng(devices=fork_devices):  # seeded without touching the caller's RNG
         torch.manual_seed(config.seed)
         model = GCNPHR.from_graph(model_config, graph).to(device)
+        step = BatchScores(model)
+        if ranks.distributed:
+            # Some parameters (a missing modality's vector) may sit out a batch.
+            step = DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None,
+                                           find_unused_parameters=True)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         rng = np.random.default_rng(config.seed)
 
@@ -338,7 +353,7 @@ def train(
         stopped_early = False
         for epoch in range(start_epoch, config.epochs + 1):
             started = time.perf_counter()
-            loss = _train_epoch(model, optimizer, graph, sampler, config, rng, device)
+            loss = _train_epoch(model, step, optimizer, graph, sampler, config, rng, device, ranks)
             model.eval()
             with torch.no_grad():
                 user_reps, hashtag_reps = model.propagate()
@@ -381,9 +396,10 @@ def train(
                     "numpy_rng": rng.bit_generator.state,
                 },
             )
-            _save_atomically(payload, checkpoint_path)
-            if progress is not None:
-                progress(epoch, loss, metric, best["metric"])
+            if ranks.main:  # every rank holds the same weights and decisions; one writes them
+                _save_atomically(payload, checkpoint_path)
+                if progress is not None:
+                    progress(epoch, loss, metric, best["metric"])
             if stopped_early:
                 break
 
@@ -419,16 +435,36 @@ def _result(
     )
 
 
+class BatchScores(nn.Module):
+    """A training step's scores as a module's forward, which DistributedDataParallel wraps."""
+
+    def __init__(self, model: GCNPHR) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, users: Tensor, items: Tensor, hashtags: Tensor) -> Tensor:
+        user_reps, hashtag_reps = self.model.propagate()  # the full graph, every step
+        return self.model.score_triples(user_reps[users], self.model.graph_item_vectors(items),
+                                        hashtag_reps[hashtags])
+
+
 def _train_epoch(
     model: GCNPHR,
+    step: nn.Module,
     optimizer: torch.optim.Optimizer,
     graph: Graph,
     sampler: NegativeSampler,
     config: TrainConfig,
     rng: np.random.Generator,
     device: torch.device,
+    ranks: Ranks,
 ) -> float:
-    """One pass over the training triples in random order; returns the mean batch loss."""
+    """One pass over the training triples in random order; returns the mean batch loss.
+
+    With several ranks, every rank draws the same order and negatives (same seed) and takes
+    its share of each batch; each rank's loss is weighted by its share, so that the
+    gradients DistributedDataParallel averages are those of the whole batch.
+    """
     model.train()
     order = sampler.trainable[rng.permutation(len(sampler.trainable))]
     negatives = torch.as_tensor(sampler.sample(order, config.negatives, rng), device=device)
@@ -436,16 +472,24 @@ def _train_epoch(
     losses = []
     for start in range(0, len(order), config.batch_size):
         batch = triples[start : start + config.batch_size]
+        batch_negatives = negatives[start : start + config.batch_size]
+        whole = len(batch)
+        if ranks.distributed:
+            if whole < ranks.world:  # a last batch too small to share: every rank skips it
+                continue
+            share = torch.tensor_split(torch.arange(whole, device=device), ranks.world)[ranks.rank]
+            batch, batch_negatives = batch[share], batch_negatives[share]
         users, positives, items = batch[:, 0], batch[:, 1], batch[:, 2]
-        hashtags = torch.cat([positives.unsqueeze(1), negatives[start : start + config.batch_size]], dim=1)
-        user_reps, hashtag_reps = model.propagate()  # the full graph, every step
-        scores = model.score_triples(user_reps[users], model.graph_item_vectors(items), hashtag_reps[hashtags])
+        hashtags = torch.cat([positives.unsqueeze(1), batch_negatives], dim=1)
+        scores = step(users, items, hashtags)
         loss = bpr_loss(scores[:, 0], scores[:, 1:]) + config.l2 * model.embedding_l2(users, hashtags)
+        if ranks.distributed:
+            loss = loss * (len(batch) * ranks.world / whole)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-    return float(np.mean(losses))
+    return mean_over_ranks(float(np.mean(losses)), ranks, device)
 
 
 @dataclass
