@@ -28,7 +28,8 @@ from phr_cli.store import load_store
 
 CHECKPOINT_FORMAT = "phr-gcn-checkpoint/1"
 # Settings that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("epochs", "device")
+RESUMABLE_CHANGES = ("epochs", "device", "step_propagation")
+STEP_PROPAGATIONS = ("batch", "full")
 
 ProgressCallback = Callable[[int, float, float, float], None]
 
@@ -48,10 +49,17 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when available
     validation_metric: str = "R@10"  # full ranking of every known hashtag
+    # What a training step computes: "batch", the receptive field of its users and hashtags
+    # only (`GCNPHR.propagate_for`) and W^v v_k straight from the stored features; "full",
+    # the whole graph and the batch's full v_k (the plain reference, much slower on a large
+    # graph). The same maths, so the same results within rounding.
+    step_propagation: str = "batch"
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}: use auto, cpu or cuda")
+        if self.step_propagation not in STEP_PROPAGATIONS:
+            raise ValueError(f"unknown step propagation {self.step_propagation!r}: use one of {STEP_PROPAGATIONS}")
         if self.negatives < 1 or self.batch_size < 1 or self.epochs < 1:
             raise ValueError("epochs, batch_size and negatives must be positive")
         name, _, k = self.validation_metric.partition("@")
@@ -64,7 +72,8 @@ class TrainResult:
     checkpoint_path: Path
     best_epoch: int  # 1-based
     best_metric: float
-    history: list[dict[str, float]]  # per epoch: epoch, loss, metric, seconds
+    # per epoch: epoch, loss, metric, seconds (all of it), train_seconds (the training pass alone)
+    history: list[dict[str, float]]
     resumed_from_epoch: int | None  # last epoch of the checkpoint a run continued, else None
     stopped_early: bool
     device: str
@@ -326,6 +335,7 @@ def train(
         for epoch in range(start_epoch, config.epochs + 1):
             started = time.perf_counter()
             loss = _train_epoch(model, optimizer, graph, sampler, config, rng, device)
+            trained = time.perf_counter()
             model.eval()
             with torch.no_grad():
                 user_reps, hashtag_reps = model.propagate()
@@ -348,7 +358,8 @@ def train(
             else:
                 bad_epochs += 1
             stopped_early = bad_epochs >= config.patience and epoch < config.epochs
-            history.append({"epoch": epoch, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started})
+            history.append({"epoch": epoch, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started,
+                            "train_seconds": trained - started})
             payload.update(
                 state_dict=best["state"],
                 user_representations=best["users"],
@@ -425,8 +436,12 @@ def _train_epoch(
         batch = triples[start : start + config.batch_size]
         users, positives, items = batch[:, 0], batch[:, 1], batch[:, 2]
         hashtags = torch.cat([positives.unsqueeze(1), negatives[start : start + config.batch_size]], dim=1)
-        user_reps, hashtag_reps = model.propagate()  # the full graph, every step
-        scores = model.score_triples(user_reps[users], model.graph_item_vectors(items), hashtag_reps[hashtags])
+        if config.step_propagation == "batch":
+            user_rows, hashtag_rows = model.propagate_for(users, hashtags)
+            scores = model.score_graph_triples(user_rows, items, hashtag_rows)
+        else:  # the plain reference: the whole graph, and the batch's full v_k, every step
+            user_reps, hashtag_reps = model.propagate()
+            scores = model.score_triples(user_reps[users], model.graph_item_vectors(items), hashtag_reps[hashtags])
         loss = bpr_loss(scores[:, 0], scores[:, 1:]) + config.l2 * model.embedding_l2(users, hashtags)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
