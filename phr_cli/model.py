@@ -22,6 +22,9 @@ FUSIONS = ("concat", "sum")
 VARIANTS = ("full", "no_attention", "no_user_guidance", "no_hashtag_guidance")
 # Rows x hashtags x dim elements scored at once by `score_all` (64 MiB of float32).
 SCORE_CHUNK_ELEMENTS = 1 << 24
+# A batch's receptive field projects the features of its items only, gathered first; when
+# it reads more than this fraction of the graph's items, projecting all of them is cheaper.
+DENSE_ITEM_FRACTION = 0.75
 
 
 @dataclass
@@ -232,16 +235,20 @@ class GraphTensors(nn.Module):
         local_group = torch.full((self.n_groups,), -1, dtype=torch.long, device=targets.device)
         local_group[pairs] = torch.arange(len(pairs), device=targets.device)
         item_ids = self.triple_item[triples]
-        items = distinct(item_ids, self.n_items)
-        local_item = torch.full((self.n_items,), -1, dtype=torch.long, device=targets.device)
-        local_item[items] = torch.arange(len(items), device=targets.device)
+        items: Tensor | None = distinct(item_ids, self.n_items)
+        if len(items) > DENSE_ITEM_FRACTION * self.n_items:  # gathering their features would cost more
+            items, triple_item = None, item_ids
+        else:
+            local_item = torch.full((self.n_items,), -1, dtype=torch.long, device=targets.device)
+            local_item[items] = torch.arange(len(items), device=targets.device)
+            triple_item = local_item[item_ids]
         return SideEdges(
             n_targets=len(targets),
             targets=targets,
             items=items,
             triple_target=local_target[triple_target[triples]],
             triple_guide=triple_guide[triples],
-            triple_item=local_item[item_ids],
+            triple_item=triple_item,
             triple_group=local_group[self.group[triples]],
             group_size=self.group_size[pairs],
             pair_target=local_target[pair_target[pairs]],
@@ -515,16 +522,21 @@ class GCNPHR(nn.Module):
         """weight (out, D) applied to the v_k of graph items (global ids; None: all, in order),
         without building their (len(items), D) v_k with the missing vectors filled in."""
         assert self.graph is not None
-        features = self.graph.items if items is None else self.graph.items[items]
-        masks = self.graph.item_masks if items is None else self.graph.item_masks[items]
+        # index_select copies whole rows (much faster than advanced indexing on CPU).
+        features = self.graph.items if items is None else self.graph.items.index_select(0, items)
+        masks = self.graph.item_masks if items is None else self.graph.item_masks.index_select(0, items)
+        # One view per modality (a split, so backward assembles one gradient, not one per slice).
+        weight_blocks = weight.split(list(self.item_encoder.widths.values()), dim=1)
         # Missing blocks are zero in graph.items; each adds W_m · missing_m instead.
         fills = torch.stack(
-            [weight[:, start:stop] @ self.item_encoder.missing[m] for m, start, stop in self.item_encoder.blocks()]
+            [block @ self.item_encoder.missing[m] for block, m in zip(weight_blocks, self.item_encoder.widths)]
         )  # (M, out)
         projected = (~masks).to(weight.dtype) @ fills
+        if all(self.graph.modality_present):
+            return projected + features @ weight.T
         for m, (_, start, stop) in enumerate(self.item_encoder.blocks()):
             if self.graph.modality_present[m]:
-                projected = projected + features[:, start:stop] @ weight[:, start:stop].T
+                projected = projected + features[:, start:stop] @ weight_blocks[m].T
         return projected
 
     def _run_layer(
