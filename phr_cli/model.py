@@ -4,6 +4,8 @@ and the user-specific scorer of Eq. 9-10.
 Message passing is gather -> per-edge message -> `index_add_` over the training triples
 (user i tagged item k with hashtag j); the attention softmax runs over the groups V_{i,j}
 (triples sharing a user and a hashtag), PyTorch Geometric's `softmax(src, index)` pattern.
+A training step runs the same code over its batch's receptive field only (`propagate_for`):
+the nodes, triples and items its loss reads, a small part of a YFCC100M-size graph.
 """
 
 from __future__ import annotations
@@ -137,8 +139,9 @@ class SideEdges:
     Each training triple (user i, hashtag j, item k) carries item k's message to the
     triple's target, weighted by attention within its group V_{i,j} and guided by the
     triple's other node; each pair (i, j) carries the neighbour message of Eq. 1-2.
-    Targets and items are numbered locally (positions in `targets` and `items`), so the
-    whole graph and a batch's receptive field run through the same code.
+    Targets and items are numbered locally (positions in `targets` and `items`; global ids
+    where those are None), so the whole graph and a batch's receptive field run through
+    the same code.
     """
 
     n_targets: int
