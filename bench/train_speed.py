@@ -95,7 +95,8 @@ def main() -> None:
         per_epoch[step] = min(seconds, per_epoch.get(step, math.inf))
         rest = min(h["seconds"] - h["train_seconds"] for h in timed)
         losses[step] = [h["loss"] for h in history]
-        print(f"train step={step} {tag}: {seconds:.2f} s/epoch training pass (fastest epoch after the first, "
+        which = "fastest epoch after the first" if len(history) > 1 else "one epoch"
+        print(f"train step={step} {tag}: {seconds:.2f} s/epoch training pass ({which}, "
               f"first {history[0]['train_seconds']:.2f} s), + {rest:.2f} s validation and checkpoint per epoch; "
               f"{args.epochs} epochs and {total - sum(h['seconds'] for h in history):.1f} s of loading in "
               f"{total:.1f} s; {outcome.n_posts} posts; peak host RSS so far {peak_rss_gib():.2f} GiB"
