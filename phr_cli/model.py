@@ -4,6 +4,8 @@ and the user-specific scorer of Eq. 9-10.
 Message passing is gather -> per-edge message -> `index_add_` over the training triples
 (user i tagged item k with hashtag j); the attention softmax runs over the groups V_{i,j}
 (triples sharing a user and a hashtag), PyTorch Geometric's `softmax(src, index)` pattern.
+A training step runs the same code over its batch's receptive field only (`propagate_for`):
+the nodes, triples and items its loss reads, a small part of a YFCC100M-size graph.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ FUSIONS = ("concat", "sum")
 VARIANTS = ("full", "no_attention", "no_user_guidance", "no_hashtag_guidance")
 # Rows x hashtags x dim elements scored at once by `score_all` (64 MiB of float32).
 SCORE_CHUNK_ELEMENTS = 1 << 24
+# A batch's receptive field projects the features of its items only, gathered first; when
+# it reads more than this fraction of the graph's items, projecting all of them is cheaper.
+DENSE_ITEM_FRACTION = 0.75
 
 
 @dataclass
@@ -127,6 +132,42 @@ class ItemEncoder(nn.Module):
         return self.fill_missing(vectors, mask_matrix)
 
 
+@dataclass
+class SideEdges:
+    """The edges one side of a layer reads to update its targets (users, or hashtags).
+
+    Each training triple (user i, hashtag j, item k) carries item k's message to the
+    triple's target, weighted by attention within its group V_{i,j} and guided by the
+    triple's other node; each pair (i, j) carries the neighbour message of Eq. 1-2.
+    Targets and items are numbered locally (positions in `targets` and `items`; global ids
+    where those are None), so the whole graph and a batch's receptive field run through
+    the same code.
+    """
+
+    n_targets: int
+    targets: Tensor | None  # (n_targets,) global ids of the targets, in output order; None: all, in order
+    items: Tensor | None  # global ids of the items whose projections the side reads; None: all, in order
+    triple_target: Tensor  # (T,) local target of each triple
+    triple_guide: Tensor  # (T,) global id of its other node (the hashtag for users, the user for hashtags)
+    triple_item: Tensor  # (T,) local item
+    triple_group: Tensor  # (T,) local index of its group V_{i,j}, i.e. of its pair
+    group_size: Tensor  # (G,) triples per group
+    pair_target: Tensor  # (G,) local target of each pair (i, j)
+    pair_neighbour: Tensor  # (G,) global id of the pair's other node
+    degree: Tensor  # (n_targets,) pairs per target
+
+    def select(self, table: Tensor) -> Tensor:
+        """The targets' rows of a table over all nodes of the targets' type."""
+        return table if self.targets is None else table[self.targets]
+
+
+def distinct(ids: Tensor, n: int) -> Tensor:
+    """The sorted distinct values of `ids` (all in [0, n)), in O(n) without a sort."""
+    present = torch.zeros(n, dtype=torch.bool, device=ids.device)
+    present[ids.reshape(-1)] = True
+    return present.nonzero().squeeze(1)
+
+
 class GraphTensors(nn.Module):
     """The training graph as tensors that follow the model across devices.
 
@@ -154,6 +195,7 @@ class GraphTensors(nn.Module):
         for name, values in tensors.items():
             self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(values)), persistent=False)
         self.n_users, self.n_hashtags, self.n_groups = graph.n_users, graph.n_hashtags, len(pairs)
+        self.n_items = graph.n_items
 
         # Standardised item features with zeros where a modality is missing; the learned
         # missing vectors are added at use time so their gradients flow.
@@ -171,13 +213,66 @@ class GraphTensors(nn.Module):
         # zeros here: projecting them is wasted work.
         self.modality_present = [bool(masks[:, m].any()) for m in range(masks.shape[1])]
 
+    def _side_columns(self, side: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]:
+        """Triple target, triple guide, pair target, pair neighbour, degree and node count of a side."""
+        if side == "user":
+            return (self.triple_user, self.triple_hashtag, self.pair_user, self.pair_hashtag,
+                    self.user_degree, self.n_users)
+        if side == "hashtag":
+            return (self.triple_hashtag, self.triple_user, self.pair_hashtag, self.pair_user,
+                    self.hashtag_degree, self.n_hashtags)
+        raise ValueError(f"unknown side {side!r}: use 'user' or 'hashtag'")
+
+    def edges(self, side: str, targets: Tensor | None = None) -> SideEdges:
+        """The edges that update `targets` (sorted distinct global ids; None: every node) on a side."""
+        triple_target, triple_guide, pair_target, pair_neighbour, degree, n_nodes = self._side_columns(side)
+        if targets is None or len(targets) == n_nodes:
+            return SideEdges(n_nodes, None, None, triple_target, triple_guide, self.triple_item, self.group,
+                             self.group_size, pair_target, pair_neighbour, degree)
+        local_target = torch.full((n_nodes,), -1, dtype=torch.long, device=targets.device)
+        local_target[targets] = torch.arange(len(targets), device=targets.device)
+        # A group shares its user and its hashtag, so keeping whole pairs keeps whole groups.
+        kept_pair = local_target[pair_target] >= 0
+        pairs = kept_pair.nonzero().squeeze(1)
+        triples = kept_pair[self.group].nonzero().squeeze(1)
+        local_group = torch.full((self.n_groups,), -1, dtype=torch.long, device=targets.device)
+        local_group[pairs] = torch.arange(len(pairs), device=targets.device)
+        item_ids = self.triple_item[triples]
+        items: Tensor | None = distinct(item_ids, self.n_items)
+        if len(items) > DENSE_ITEM_FRACTION * self.n_items:  # gathering their features would cost more
+            items, triple_item = None, item_ids
+        else:
+            local_item = torch.full((self.n_items,), -1, dtype=torch.long, device=targets.device)
+            local_item[items] = torch.arange(len(items), device=targets.device)
+            triple_item = local_item[item_ids]
+        return SideEdges(
+            n_targets=len(targets),
+            targets=targets,
+            items=items,
+            triple_target=local_target[triple_target[triples]],
+            triple_guide=triple_guide[triples],
+            triple_item=triple_item,
+            triple_group=local_group[self.group[triples]],
+            group_size=self.group_size[pairs],
+            pair_target=local_target[pair_target[pairs]],
+            pair_neighbour=pair_neighbour[pairs],
+            degree=degree[targets],
+        )
+
+
+class LayerEdges(NamedTuple):
+    """What one layer reads to update its user targets and its hashtag targets."""
+
+    users: SideEdges
+    hashtags: SideEdges
+
 
 class LayerMessages(NamedTuple):
     """One layer's intermediate results, before fusion (exposed for inspection and tests)."""
 
-    user_from_hashtags: Tensor  # u_i^h (n_users, d), Eq. 1-2
+    user_from_hashtags: Tensor  # u_i^h (n_users, d), Eq. 1-2 (rows: the user targets)
     user_from_items: Tensor  # u_i^v (n_users, d), Eq. 3-6
-    hashtag_from_users: Tensor  # h_j^u (n_hashtags, d)
+    hashtag_from_users: Tensor  # h_j^u (n_hashtags, d) (rows: the hashtag targets)
     hashtag_from_items: Tensor  # h_j^v (n_hashtags, d)
     user_side_attention: Tensor  # α per triple (T,), softmax over V_{i,j}, hashtag-guided
     hashtag_side_attention: Tensor  # α' per triple (T,), softmax over V_{i,j}, user-guided
@@ -256,38 +351,48 @@ class PropagationLayer(nn.Module):
     def _phi(self, values: Tensor) -> Tensor:
         return F.leaky_relu(values, self.negative_slope)
 
-    def _attention(
-        self, attention: GuidedAttention | None, guides: Tensor, keys: Tensor, guide_index: Tensor, graph: GraphTensors
-    ) -> Tensor:
-        if attention is None:  # Variant-I: every video of V_{i,j} weighs the same
-            return 1.0 / graph.group_size[graph.group].to(keys.dtype)
-        scores = attention(guides, keys, guide_index, graph.triple_item)
-        return grouped_softmax(scores, graph.group, graph.n_groups)
+    def item_weights(self) -> tuple[Tensor, Tensor]:
+        """The rows of `item_projection` each side reads: (keys, values) of users, then of hashtags."""
+        weight = self.item_projection.weight
+        return weight[: 2 * self.dim], weight[2 * self.dim :]
 
-    def messages(self, users: Tensor, hashtags: Tensor, item_projections: Tensor, graph: GraphTensors) -> LayerMessages:
-        """`item_projections` is (n_items, 4d): `item_projection` applied to every graph v_k."""
-        user_keys, user_values, hashtag_keys, hashtag_values = item_projections.split(self.dim, dim=1)
-
+    def _side(
+        self, attention: GuidedAttention | None, to_target: nn.Linear, neighbours: Tensor, item_projections: Tensor,
+        edges: SideEdges,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One side's pre-activation messages: from neighbours (Eq. 1-2), from items (Eq. 3-6), and α."""
+        keys, values = item_projections.split(self.dim, dim=1)
         # Eq. 1-2 and their mirror: mean over the distinct user-hashtag pairs.
-        from_hashtags = users.new_zeros(graph.n_users, self.dim).index_add_(
-            0, graph.pair_user, self.hashtag_to_user(hashtags)[graph.pair_hashtag]
-        ) / graph.user_degree.clamp(min=1).unsqueeze(1)
-        from_users = hashtags.new_zeros(graph.n_hashtags, self.dim).index_add_(
-            0, graph.pair_hashtag, self.user_to_hashtag(users)[graph.pair_user]
-        ) / graph.hashtag_degree.clamp(min=1).unsqueeze(1)
-
-        # Eq. 3-6: Σ_k Σ_{j∈H_{i,k}} α_ijk W v_k is a sum over the triples of user i.
-        user_alpha = self._attention(self.user_side_attention, hashtags, user_keys, graph.triple_hashtag, graph)
-        user_items = users.new_zeros(graph.n_users, self.dim).index_add_(
-            0, graph.triple_user, user_alpha.unsqueeze(1) * user_values[graph.triple_item]
-        )
-        hashtag_alpha = self._attention(self.hashtag_side_attention, users, hashtag_keys, graph.triple_user, graph)
-        hashtag_items = hashtags.new_zeros(graph.n_hashtags, self.dim).index_add_(
-            0, graph.triple_hashtag, hashtag_alpha.unsqueeze(1) * hashtag_values[graph.triple_item]
+        degree = edges.degree.clamp(min=1).unsqueeze(1)
+        from_neighbours = neighbours.new_zeros(edges.n_targets, self.dim).index_add_(
+            0, edges.pair_target, to_target(neighbours)[edges.pair_neighbour]
+        ) / degree
+        # Eq. 3-6: Σ_k Σ_{j∈H_{i,k}} α_ijk W v_k is a sum over the target's triples; the
+        # neighbours guide the attention (hashtags for users, users for hashtags).
+        if attention is None:  # Variant-I: every video of V_{i,j} weighs the same
+            alpha = 1.0 / edges.group_size[edges.triple_group].to(keys.dtype)
+        else:
+            scores = attention(neighbours, keys, edges.triple_guide, edges.triple_item)
+            alpha = grouped_softmax(scores, edges.triple_group, len(edges.group_size))
+        from_items = neighbours.new_zeros(edges.n_targets, self.dim).index_add_(
+            0, edges.triple_target, alpha.unsqueeze(1) * values[edges.triple_item]
         )
         if self.mean_video_messages:  # α sums to 1 per group: divide by the node's group count
-            user_items = user_items / graph.user_degree.clamp(min=1).unsqueeze(1)
-            hashtag_items = hashtag_items / graph.hashtag_degree.clamp(min=1).unsqueeze(1)
+            from_items = from_items / degree
+        return from_neighbours, from_items, alpha
+
+    def messages(
+        self, users: Tensor, hashtags: Tensor, user_side_items: Tensor, hashtag_side_items: Tensor, edges: LayerEdges
+    ) -> LayerMessages:
+        """Messages to `edges`' targets. `users` and `hashtags` are tables over all nodes (only
+        the rows the edges read matter); `*_side_items` are each side's `item_weights`
+        applied to the v_k of its `edges.*.items`."""
+        from_hashtags, user_items, user_alpha = self._side(
+            self.user_side_attention, self.hashtag_to_user, hashtags, user_side_items, edges.users
+        )
+        from_users, hashtag_items, hashtag_alpha = self._side(
+            self.hashtag_side_attention, self.user_to_hashtag, users, hashtag_side_items, edges.hashtags
+        )
         return LayerMessages(
             user_from_hashtags=self._phi(from_hashtags),
             user_from_items=self._phi(user_items),
@@ -298,13 +403,15 @@ class PropagationLayer(nn.Module):
         )
 
     def forward(
-        self, users: Tensor, hashtags: Tensor, item_projections: Tensor, graph: GraphTensors
+        self, users: Tensor, hashtags: Tensor, user_side_items: Tensor, hashtag_side_items: Tensor, edges: LayerEdges
     ) -> tuple[Tensor, Tensor]:
-        parts = self.messages(users, hashtags, item_projections, graph)
+        """New representations of `edges.users.targets` and `edges.hashtags.targets` (see `messages`)."""
+        parts = self.messages(users, hashtags, user_side_items, hashtag_side_items, edges)
         new_users = self.user_fusion(parts.user_from_items, parts.user_from_hashtags)
         new_hashtags = self.hashtag_fusion(parts.hashtag_from_items, parts.hashtag_from_users)
         if self.residual:  # a self-loop: each node keeps its own embedding beside its messages
-            new_users, new_hashtags = new_users + users, new_hashtags + hashtags
+            new_users = new_users + edges.users.select(users)
+            new_hashtags = new_hashtags + edges.hashtags.select(hashtags)
         return (
             F.dropout(new_users, self.dropout, self.training),
             F.dropout(new_hashtags, self.dropout, self.training),
@@ -327,7 +434,11 @@ class PersonalisedScorer(nn.Module):
         return F.leaky_relu(self.item(item_vectors) + self.user_for_item(user_rows), self.negative_slope)
 
     def score_triples(self, user_rows: Tensor, item_vectors: Tensor, hashtag_rows: Tensor) -> Tensor:
-        items = self.user_specific_items(user_rows, item_vectors)  # (B, d)
+        return self.score_projected_triples(user_rows, self.item(item_vectors), hashtag_rows)
+
+    def score_projected_triples(self, user_rows: Tensor, projected_items: Tensor, hashtag_rows: Tensor) -> Tensor:
+        """`score_triples` given W^v v_k + b^v (B, d) instead of v_k."""
+        items = F.leaky_relu(projected_items + self.user_for_item(user_rows), self.negative_slope)  # (B, d)
         hashtags = F.leaky_relu(
             self.hashtag(hashtag_rows) + self.user_for_hashtag(user_rows).unsqueeze(1), self.negative_slope
         )  # (B, n, d)
@@ -346,6 +457,13 @@ class PersonalisedScorer(nn.Module):
             )  # (chunk, H, d)
             scores.append(torch.einsum("chd,cd->ch", hashtags, items[start : start + chunk]))
         return torch.cat(scores) if scores else items.new_zeros(0, n_hashtags)
+
+
+def _scatter_rows(rows: Tensor, edges: SideEdges, n_nodes: int) -> Tensor:
+    """A table over all n_nodes holding `rows` at `edges.targets` and zeros elsewhere."""
+    if edges.targets is None:
+        return rows
+    return rows.new_zeros(n_nodes, rows.shape[1]).index_copy(0, edges.targets, rows)
 
 
 def ordered_modalities(widths: dict[str, int]) -> dict[str, int]:
@@ -403,18 +521,41 @@ class GCNPHR(nn.Module):
         device = self.user_embedding.weight.device
         self._saved_representations = (user_reps.to(device), hashtag_reps.to(device))
 
-    def _project_graph_items(self, weight: Tensor) -> Tensor:
-        """weight (out, D) applied to every graph item's v_k, without building the (n_items, D) v."""
+    def _project_graph_items(self, weight: Tensor, items: Tensor | None = None) -> Tensor:
+        """weight (out, D) applied to the v_k of graph items (global ids; None: all, in order),
+        without building their (len(items), D) v_k with the missing vectors filled in."""
         assert self.graph is not None
+        # index_select copies whole rows (much faster than advanced indexing on CPU).
+        features = self.graph.items if items is None else self.graph.items.index_select(0, items)
+        masks = self.graph.item_masks if items is None else self.graph.item_masks.index_select(0, items)
+        # One view per modality (a split, so backward assembles one gradient, not one per slice).
+        weight_blocks = weight.split(list(self.item_encoder.widths.values()), dim=1)
         # Missing blocks are zero in graph.items; each adds W_m · missing_m instead.
         fills = torch.stack(
-            [weight[:, start:stop] @ self.item_encoder.missing[m] for m, start, stop in self.item_encoder.blocks()]
+            [block @ self.item_encoder.missing[m] for block, m in zip(weight_blocks, self.item_encoder.widths)]
         )  # (M, out)
-        projected = (~self.graph.item_masks).to(weight.dtype) @ fills
+        projected = (~masks).to(weight.dtype) @ fills
+        if all(self.graph.modality_present):
+            return projected + features @ weight.T
         for m, (_, start, stop) in enumerate(self.item_encoder.blocks()):
             if self.graph.modality_present[m]:
-                projected = projected + self.graph.items[:, start:stop] @ weight[:, start:stop].T
+                projected = projected + features[:, start:stop] @ weight_blocks[m].T
         return projected
+
+    def _run_layer(
+        self, layer: PropagationLayer, users: Tensor, hashtags: Tensor, edges: LayerEdges, messages_only: bool = False
+    ) -> tuple[Tensor, Tensor] | LayerMessages:
+        """The layer's new representations of `edges`' targets (or its pre-fusion messages),
+        each side's items projected by its own rows of `item_projection` only."""
+        user_weight, hashtag_weight = layer.item_weights()
+        user_side_items = self._project_graph_items(user_weight, edges.users.items)
+        hashtag_side_items = self._project_graph_items(hashtag_weight, edges.hashtags.items)
+        step = layer.messages if messages_only else layer
+        return step(users, hashtags, user_side_items, hashtag_side_items, edges)
+
+    def _full_edges(self) -> LayerEdges:
+        assert self.graph is not None
+        return LayerEdges(self.graph.edges("user"), self.graph.edges("hashtag"))
 
     def propagate(self) -> tuple[Tensor, Tensor]:
         """All user reps (n_users, d) and hashtag reps (n_hashtags, d).
@@ -429,20 +570,55 @@ class GCNPHR(nn.Module):
             if self._saved_representations is None:
                 raise RuntimeError("model has neither a graph to propagate over nor saved representations")
             return self._saved_representations
+        edges = self._full_edges()
         for layer in self.layers:
-            projections = self._project_graph_items(layer.item_projection.weight)
-            users, hashtags = layer(users, hashtags, projections, self.graph)
+            users, hashtags = self._run_layer(layer, users, hashtags, edges)
         return users, hashtags
+
+    def propagate_for(self, users: Tensor, hashtags: Tensor) -> tuple[Tensor, Tensor]:
+        """`propagate()[0][users]` and `propagate()[1][hashtags]` (index tensors of any shape), the
+        same maths computed over their receptive field only: the last layer updates just
+        these nodes, each layer below just the nodes the one above reads, and each side
+        projects just the items of the triples it reads. A training step needs a batch's
+        nodes, a small part of the graph at YFCC100M size.
+
+        With dropout, masks are drawn for the computed rows only: the same distribution as
+        `propagate`, not the same draws.
+        """
+        if not self.layers or self.graph is None:
+            user_reps, hashtag_reps = self.propagate()
+            return user_reps[users], hashtag_reps[hashtags]
+        graph = self.graph
+        wanted_users, wanted_hashtags = distinct(users, graph.n_users), distinct(hashtags, graph.n_hashtags)
+        plan: list[LayerEdges] = []
+        for _ in self.layers:  # from the last layer down: what each layer must output, and reads
+            edges = LayerEdges(graph.edges("user", wanted_users), graph.edges("hashtag", wanted_hashtags))
+            plan.append(edges)
+            # A user target reads its hashtags (messages and attention guides), a hashtag its
+            # users; with the self-loop, each target also reads itself.
+            read_users, read_hashtags = [edges.hashtags.pair_neighbour], [edges.users.pair_neighbour]
+            if self.config.residual:
+                read_users.append(wanted_users)
+                read_hashtags.append(wanted_hashtags)
+            wanted_users = distinct(torch.cat(read_users), graph.n_users)
+            wanted_hashtags = distinct(torch.cat(read_hashtags), graph.n_hashtags)
+        user_table, hashtag_table = self.user_embedding.weight, self.hashtag_embedding.weight
+        for layer, edges in zip(self.layers, reversed(plan)):
+            new_users, new_hashtags = self._run_layer(layer, user_table, hashtag_table, edges)
+            # Back to tables over all nodes (zero rows are never read) for the next layer's gathers.
+            user_table = _scatter_rows(new_users, edges.users, graph.n_users)
+            hashtag_table = _scatter_rows(new_hashtags, edges.hashtags, graph.n_hashtags)
+        return user_table[users], hashtag_table[hashtags]
 
     def layer_messages(self) -> list[LayerMessages]:
         """Each layer's pre-fusion outputs and attention weights (for inspection and tests)."""
         assert self.graph is not None, "layer messages need a graph"
         users, hashtags = self.user_embedding.weight, self.hashtag_embedding.weight
+        edges = self._full_edges()
         results = []
         for layer in self.layers:
-            projections = self._project_graph_items(layer.item_projection.weight)
-            results.append(layer.messages(users, hashtags, projections, self.graph))
-            users, hashtags = layer(users, hashtags, projections, self.graph)
+            results.append(self._run_layer(layer, users, hashtags, edges, messages_only=True))
+            users, hashtags = self._run_layer(layer, users, hashtags, edges)
         return results
 
     def encode_items(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
@@ -470,6 +646,12 @@ class GCNPHR(nn.Module):
     def score_triples(self, user_rows: Tensor, item_vectors: Tensor, hashtag_rows: Tensor) -> Tensor:
         """Scores (B, n) of n hashtags per row: user rows (B, d), v_k (B, D), hashtag rows (B, n, d)."""
         return self.scorer.score_triples(user_rows, item_vectors, hashtag_rows)
+
+    def score_graph_triples(self, user_rows: Tensor, items: Tensor, hashtag_rows: Tensor) -> Tensor:
+        """`score_triples` for graph items by index (B,): W^v v_k is computed from the stored
+        features without building the (B, D) v_k."""
+        projected = self._project_graph_items(self.scorer.item.weight, items) + self.scorer.item.bias
+        return self.scorer.score_projected_triples(user_rows, projected, hashtag_rows)
 
     def score_all(self, user_rows: Tensor, item_vectors: Tensor, hashtag_reps: Tensor) -> Tensor:
         """Scores (B, H) of every hashtag: user rows (B, d), v_k (B, D), all hashtag reps (H, d)."""

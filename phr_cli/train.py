@@ -29,7 +29,8 @@ from phr_cli.store import load_store
 
 CHECKPOINT_FORMAT = "phr-gcn-checkpoint/1"
 # Settings that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("epochs", "device")
+RESUMABLE_CHANGES = ("epochs", "device", "step_propagation")
+STEP_PROPAGATIONS = ("batch", "full")
 
 ProgressCallback = Callable[[int, float, float, float], None]
 
@@ -49,10 +50,17 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when available
     validation_metric: str = "R@10"  # full ranking of every known hashtag
+    # What a training step computes: "batch", the receptive field of its users and hashtags
+    # only (`GCNPHR.propagate_for`) and W^v v_k straight from the stored features; "full",
+    # the whole graph and the batch's full v_k (the plain reference, much slower on a large
+    # graph). The same maths, so the same results within rounding.
+    step_propagation: str = "batch"
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}: use auto, cpu or cuda")
+        if self.step_propagation not in STEP_PROPAGATIONS:
+            raise ValueError(f"unknown step propagation {self.step_propagation!r}: use one of {STEP_PROPAGATIONS}")
         if self.negatives < 1 or self.batch_size < 1 or self.epochs < 1:
             raise ValueError("epochs, batch_size and negatives must be positive")
         name, _, k = self.validation_metric.partition("@")
@@ -65,7 +73,8 @@ class TrainResult:
     checkpoint_path: Path
     best_epoch: int  # 1-based
     best_metric: float
-    history: list[dict[str, float]]  # per epoch: epoch, loss, metric, seconds
+    # per epoch: epoch, loss, metric, seconds (all of it), train_seconds (the training pass alone)
+    history: list[dict[str, float]]
     resumed_from_epoch: int | None  # last epoch of the checkpoint a run continued, else None
     stopped_early: bool
     device: str
@@ -311,7 +320,7 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
     with torch.random.fork_rng(devices=fork_devices):  # seeded without touching the caller's RNG
         torch.manual_seed(config.seed)
         model = GCNPHR.from_graph(model_config, graph).to(device)
-        step = BatchScores(model)
+        step = BatchScores(model, config.step_propagation)
         if ranks.distributed:
             # Some parameters (a missing modality's vector) may sit out a batch.
             step = DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None,
@@ -354,6 +363,7 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
         for epoch in range(start_epoch, config.epochs + 1):
             started = time.perf_counter()
             loss = _train_epoch(model, step, optimizer, graph, sampler, config, rng, device, ranks)
+            trained = time.perf_counter()
             model.eval()
             with torch.no_grad():
                 user_reps, hashtag_reps = model.propagate()
@@ -376,7 +386,8 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
             else:
                 bad_epochs += 1
             stopped_early = bad_epochs >= config.patience and epoch < config.epochs
-            history.append({"epoch": epoch, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started})
+            history.append({"epoch": epoch, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started,
+                            "train_seconds": trained - started})
             payload.update(
                 state_dict=best["state"],
                 user_representations=best["users"],
@@ -438,14 +449,19 @@ def _result(
 class BatchScores(nn.Module):
     """A training step's scores as a module's forward, which DistributedDataParallel wraps."""
 
-    def __init__(self, model: GCNPHR) -> None:
+    def __init__(self, model: GCNPHR, step_propagation: str) -> None:
         super().__init__()
         self.model = model
+        self.step_propagation = step_propagation
 
     def forward(self, users: Tensor, items: Tensor, hashtags: Tensor) -> Tensor:
-        user_reps, hashtag_reps = self.model.propagate()  # the full graph, every step
-        return self.model.score_triples(user_reps[users], self.model.graph_item_vectors(items),
-                                        hashtag_reps[hashtags])
+        model = self.model
+        if self.step_propagation == "batch":
+            user_rows, hashtag_rows = model.propagate_for(users, hashtags)
+            return model.score_graph_triples(user_rows, items, hashtag_rows)
+        # the plain reference: the whole graph, and the batch's full v_k, every step
+        user_reps, hashtag_reps = model.propagate()
+        return model.score_triples(user_reps[users], model.graph_item_vectors(items), hashtag_reps[hashtags])
 
 
 def _train_epoch(

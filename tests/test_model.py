@@ -242,8 +242,7 @@ def test_layers_feed_each_other():
         two.user_embedding.weight.copy_(one.user_embedding.weight)
         two.hashtag_embedding.weight.copy_(one.hashtag_embedding.weight)
         first_users, first_hashtags = one.propagate()
-        projections = two._project_graph_items(two.layers[1].item_projection.weight)
-        expected = two.layers[1](first_users, first_hashtags, projections, two.graph)
+        expected = two._run_layer(two.layers[1], first_users, first_hashtags, two._full_edges())
         torch.testing.assert_close(two.propagate()[0], expected[0])
 
 
@@ -334,3 +333,64 @@ def test_residual_layers_add_each_nodes_own_embedding():
         users, hashtags = plain.propagate()
         torch.testing.assert_close(residual.propagate()[0], users + plain.user_embedding.weight)
         torch.testing.assert_close(residual.propagate()[1], hashtags + plain.hashtag_embedding.weight)
+
+
+def sparse_posts(seed: int = 0, n_posts: int = 240) -> PostData:
+    """More users, hashtags and items than `tiny_posts`, so that a batch's receptive field
+    leaves part of the graph out."""
+    rng = np.random.default_rng(seed)
+    return PostData(
+        users=[f"u{rng.integers(30)}" for _ in range(n_posts)],
+        items=[f"v{rng.integers(150)}" for _ in range(n_posts)],
+        hashtags=[[f"h{t}" for t in rng.choice(40, size=rng.integers(1, 4), replace=False)] for _ in range(n_posts)],
+        features={m: rng.normal(size=(n_posts, w)).astype(np.float32) for m, w in WIDTHS.items()},
+        masks={m: rng.random(n_posts) > 0.25 for m in WIDTHS},
+    )
+
+
+@pytest.mark.parametrize("config", [
+    ModelConfig(dim=DIM),
+    ModelConfig(dim=DIM, video_messages="sum", fusion="sum", variant="no_user_guidance"),
+    ModelConfig(dim=DIM, variant="no_attention", residual=True),
+    ModelConfig(dim=DIM, layers=2, variant="no_hashtag_guidance"),
+    ModelConfig(dim=DIM, layers=2, residual=True),
+    ModelConfig(dim=DIM, propagate=False),
+], ids=["default", "sum-no-user-guidance", "no-attention-residual", "2-layers", "2-layers-residual", "content-only"])
+@pytest.mark.parametrize("batch_size", [6, 200])  # a small receptive field, and one reading most items
+def test_batch_step_equals_the_full_graph_step(config, batch_size):
+    """The training step's fast path (receptive field only, W^v v_k from the stored features)
+    gives the reference's representations, scores, loss and gradients."""
+    graph = build_graph(sparse_posts())
+    torch.manual_seed(0)
+    model = GCNPHR.from_graph(config, graph)
+    rows = np.random.default_rng(1).choice(len(graph.triples), batch_size, replace=False)
+    batch = torch.as_tensor(graph.triples[rows])
+    users, items = batch[:, 0], batch[:, 2]
+    hashtags = torch.cat([batch[:, 1:2], torch.randint(graph.n_hashtags, (len(batch), 2))], dim=1)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+
+    def step(fast: bool):
+        if fast:
+            user_rows, hashtag_rows = model.propagate_for(users, hashtags)
+            scores = model.score_graph_triples(user_rows, items, hashtag_rows)
+        else:
+            user_reps, hashtag_reps = model.propagate()
+            user_rows, hashtag_rows = user_reps[users], hashtag_reps[hashtags]
+            scores = model.score_triples(user_rows, model.graph_item_vectors(items), hashtag_rows)
+        loss = bpr_loss(scores[:, 0], scores[:, 1:]) + 1e-2 * model.embedding_l2(users, hashtags)
+        gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+        return [user_rows, hashtag_rows, scores, loss], gradients
+
+    (reference, reference_gradients), (fast, fast_gradients) = step(fast=False), step(fast=True)
+    for name, expected, actual in zip(("user rows", "hashtag rows", "scores", "loss"), reference, fast):
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5, msg=name)
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    for name, expected, actual in zip(names, reference_gradients, fast_gradients):
+        if expected is None:
+            assert actual is None or not actual.any(), name
+        else:
+            torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5, msg=name)
+    if config.propagate and config.layers == 1:  # the fast path left part of the graph out, or projected all
+        field = model.graph.edges("user", torch.unique(users))
+        assert (field.items is None) == (batch_size == 200)
+        assert len(field.triple_target) < len(graph.triples) or batch_size == 200

@@ -180,6 +180,20 @@ def test_resume_continues_at_the_next_epoch(data, uninterrupted, tmp_path):
     assert_same_state(state, reference_state)
 
 
+def test_batch_steps_train_as_full_graph_steps(data, uninterrupted, tmp_path):
+    """The default step (receptive field of the batch) and the plain full-graph step are
+    the same maths: four epochs end at the same weights, within float rounding."""
+    posts, split = data
+    result = train(posts, split, SMALL_MODEL, replace(SMALL, step_propagation="full"), tmp_path / "full.pt", {})
+    assert all(epoch["train_seconds"] <= epoch["seconds"] for epoch in result.history)
+    numbers, state = state_of(tmp_path / "full.pt")
+    reference_numbers, reference_state = state_of(uninterrupted)
+    assert load_checkpoint(uninterrupted).train_config.step_propagation == "batch"
+    np.testing.assert_allclose([loss for loss, _ in numbers], [loss for loss, _ in reference_numbers], rtol=1e-5)
+    for name in state:
+        torch.testing.assert_close(state[name], reference_state[name], atol=1e-4, rtol=1e-4, msg=name)
+
+
 def test_a_checkpoint_of_another_configuration_is_not_resumed(data, tmp_path):
     posts, split = data
     path = tmp_path / "model.pt"
