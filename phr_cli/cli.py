@@ -138,10 +138,15 @@ def extract(
             progress.console.print(f"[yellow]{printable(outcome.path)}[/]: {outcome.status}: "
                                    f"{printable(outcome.reason)}", highlight=False, soft_wrap=True)
 
+    known = _known_errors()
+    if ray:
+        from phr_cli.ray_extract import EncoderMismatchError as RayEncoderMismatch
+
+        known = (*known, RayEncoderMismatch)
     try:
         with progress:
             report = run_extract(videos, store, options, on_progress)
-    except _known_errors() as error:
+    except known as error:
         fail(str(error))
     for notice in report.notices:
         err.print(f"[yellow]note:[/] {printable(notice)}", highlight=False, soft_wrap=True)

@@ -81,6 +81,17 @@ def _rows(batch: dict[str, np.ndarray]) -> list[EncodedVideo]:
             for i in range(len(columns["key"]))]
 
 
+def phr_cause(error: BaseException) -> BaseException | None:
+    """The phr error (missing weights, another encoder) inside Ray's wrappers, if any."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__module__.startswith("phr_cli."):
+            return error
+        error = getattr(error, "cause", None) or error.__cause__
+    return None
+
+
 def _uses_gpu(device: str) -> bool:
     cluster_has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     if device.startswith("cuda") and not cluster_has_gpus:
@@ -125,10 +136,16 @@ def encode_on_ray(todo: dict[str, Path], options: ExtractOptions, fingerprint: d
             num_gpus=1 if gpu else 0, num_cpus=1,
         )
         wait_started = time.perf_counter()
-        for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
-            report.decode_wait_seconds += time.perf_counter() - wait_started
-            yield _rows(batch)
-            wait_started = time.perf_counter()
+        try:
+            for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
+                report.decode_wait_seconds += time.perf_counter() - wait_started
+                yield _rows(batch)
+                wait_started = time.perf_counter()
+        except Exception as error:
+            cause = phr_cause(error)
+            if cause is None:
+                raise
+            raise cause from None  # phr's own one-line error, not Ray's wrapped traceback
     finally:
         for name, value in previous_settings.items():
             setattr(context, name, value)

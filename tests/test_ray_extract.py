@@ -181,3 +181,18 @@ def test_a_killed_encoder_worker_costs_only_its_unfinished_videos(cluster_addres
     largest = assert_same_store(load_store(store), load_store(local_store))
     print(f"killed encoder actor(s) {victims} after {stored_before_kill} of 8 videos were stored; "
           f"max |difference| to a local run {largest:.2e}")
+
+
+def test_a_phr_error_on_a_worker_reaches_the_user_unwrapped():
+    from ray.exceptions import RayTaskError
+
+    from phr_cli.encoders.registry import MissingWeightsError
+    from phr_cli.ray_extract import phr_cause
+
+    missing = MissingWeightsError("resnet50-11ad3fa6.pth: not found in /weights; download it from …")
+    wrapped = RayTaskError("_EncoderActor.__init__", "Traceback …", missing)
+    try:
+        raise RuntimeError("Ray Data execution failed") from wrapped
+    except RuntimeError as outer:
+        assert phr_cause(outer) is missing
+    assert phr_cause(RuntimeError("a Ray failure of its own")) is None
