@@ -44,6 +44,15 @@ def clip_dir(tmp_path_factory) -> Path:
     return root
 
 
+def write_numbered_clips(root: Path, count: int = 8) -> Path:
+    """`count` short distinct clips clip0.mp4 … in a new folder: work for a run to be killed in."""
+    root.mkdir()
+    for i in range(count):
+        media.write_clip(root / f"clip{i}.mp4", 1.2, pattern=["ocean", "fire", "city"][i % 3],
+                         tone_hz=200 + 100 * i, size=(64, 48), seed=i)
+    return root
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small tensors on a shared 2-core machine: a second thread adds overhead and jitter."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import FAST_SAMPLING
+from conftest import FAST_SAMPLING, write_numbered_clips
 from phr_cli import media
 from phr_cli.cli import app
 from phr_cli.extract import ExtractOptions, extract
@@ -111,11 +111,7 @@ extract(Path(sys.argv[1]), Path(sys.argv[2]), ExtractOptions(
 
 
 def test_kill_9_mid_run_loses_only_unfinished_videos(tmp_path):
-    root = tmp_path / "clips"
-    root.mkdir()
-    for i in range(8):
-        media.write_clip(root / f"clip{i}.mp4", 1.2, pattern=["ocean", "fire", "city"][i % 3],
-                         tone_hz=200 + 100 * i, size=(64, 48), seed=i)
+    root = write_numbered_clips(tmp_path / "clips")
     store = tmp_path / "killed.h5"
     script = KILLABLE.format(tests=str(Path(__file__).parent))
     process = subprocess.Popen([sys.executable, "-c", script, str(root), str(store)])

@@ -18,16 +18,22 @@ DIM = 8
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_posts(seed: int = 0, n_posts: int = 60) -> PostData:
-    """Few users, hashtags and items so that groups V_{i,j} hold several items."""
+def random_posts(seed: int, n_posts: int, n_users: int, n_items: int, n_hashtags: int) -> PostData:
+    """Posts of random users, items and 1-3 hashtags, with a quarter of modalities missing."""
     rng = np.random.default_rng(seed)
     return PostData(
-        users=[f"u{rng.integers(5)}" for _ in range(n_posts)],
-        items=[f"v{rng.integers(25)}" for _ in range(n_posts)],
-        hashtags=[[f"h{t}" for t in rng.choice(6, size=rng.integers(1, 4), replace=False)] for _ in range(n_posts)],
+        users=[f"u{rng.integers(n_users)}" for _ in range(n_posts)],
+        items=[f"v{rng.integers(n_items)}" for _ in range(n_posts)],
+        hashtags=[[f"h{t}" for t in rng.choice(n_hashtags, size=rng.integers(1, 4), replace=False)]
+                  for _ in range(n_posts)],
         features={m: rng.normal(size=(n_posts, w)).astype(np.float32) for m, w in WIDTHS.items()},
         masks={m: rng.random(n_posts) > 0.25 for m in WIDTHS},
     )
+
+
+def tiny_posts(seed: int = 0, n_posts: int = 60) -> PostData:
+    """Few users, hashtags and items so that groups V_{i,j} hold several items."""
+    return random_posts(seed, n_posts, n_users=5, n_items=25, n_hashtags=6)
 
 
 def build(config: ModelConfig | None = None, seed: int = 0):
@@ -338,14 +344,7 @@ def test_residual_layers_add_each_nodes_own_embedding():
 def sparse_posts(seed: int = 0, n_posts: int = 240) -> PostData:
     """More users, hashtags and items than `tiny_posts`, so that a batch's receptive field
     leaves part of the graph out."""
-    rng = np.random.default_rng(seed)
-    return PostData(
-        users=[f"u{rng.integers(30)}" for _ in range(n_posts)],
-        items=[f"v{rng.integers(150)}" for _ in range(n_posts)],
-        hashtags=[[f"h{t}" for t in rng.choice(40, size=rng.integers(1, 4), replace=False)] for _ in range(n_posts)],
-        features={m: rng.normal(size=(n_posts, w)).astype(np.float32) for m, w in WIDTHS.items()},
-        masks={m: rng.random(n_posts) > 0.25 for m in WIDTHS},
-    )
+    return random_posts(seed, n_posts, n_users=30, n_items=150, n_hashtags=40)
 
 
 @pytest.mark.parametrize("config", [

@@ -17,7 +17,7 @@ pytest.importorskip("ray.data", reason="Ray is an optional extra: pip install 'p
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from conftest import FAST_SAMPLING  # noqa: E402
+from conftest import FAST_SAMPLING, write_numbered_clips  # noqa: E402
 from phr_cli import media  # noqa: E402
 from phr_cli.extract import ExtractOptions, extract  # noqa: E402
 from phr_cli.store import StoreContents, load_store, parts_dir  # noqa: E402
@@ -153,11 +153,7 @@ def encoder_actor_pids() -> list[int]:
 
 def test_a_killed_encoder_worker_costs_only_its_unfinished_videos(cluster_address, tmp_path,
                                                                   one_torch_thread):
-    root = tmp_path / "clips"
-    root.mkdir()
-    for i in range(8):
-        media.write_clip(root / f"clip{i}.mp4", 1.2, pattern=["ocean", "fire", "city"][i % 3],
-                         tone_hz=200 + 100 * i, size=(64, 48), seed=i)
+    root = write_numbered_clips(tmp_path / "clips")
     store = tmp_path / "ray.h5"
     script = DRIVER.format(tests=str(Path(__file__).parent))
     driver = subprocess.Popen([sys.executable, "-c", script, str(root), str(store), cluster_address])
