@@ -212,19 +212,21 @@ def _merge_videos(group: h5py.Group, sources: list[Path], picks: list[tuple[int,
     for name, values in gathered.items():
         setattr(columns, name, [v.decode() if isinstance(v, bytes) else v for v in values])
     _write_columns(group, columns)
-    for name, width in (("visual", VISUAL_DIM), ("acoustic", ACOUSTIC_DIM)):
-        out = group.create_dataset(name, shape=(n, width), dtype=dtype, **_feature_layout(n, width))
-        for start in range(0, n, MERGE_BLOCK_ROWS):
-            stop = min(start + MERGE_BLOCK_ROWS, n)
-            block = np.empty((stop - start, width), dtype)
-            for source, (positions, rows) in zip(sources, placement):
-                inside = (positions >= start) & (positions < stop)
-                if inside.any():
-                    # h5py reads a list of rows only in increasing order.
-                    order = np.argsort(rows[inside])
-                    with _open_readable(source) as handle:
+    features = {name: group.create_dataset(name, shape=(n, width), dtype=dtype, **_feature_layout(n, width))
+                for name, width in (("visual", VISUAL_DIM), ("acoustic", ACOUSTIC_DIM))}
+    for start in range(0, n, MERGE_BLOCK_ROWS):
+        stop = min(start + MERGE_BLOCK_ROWS, n)
+        blocks = {name: np.empty((stop - start, out.shape[1]), dtype) for name, out in features.items()}
+        for source, (positions, rows) in zip(sources, placement):
+            inside = (positions >= start) & (positions < stop)
+            if inside.any():
+                # h5py reads a list of rows only in increasing order.
+                order = np.argsort(rows[inside])
+                with _open_readable(source) as handle:  # once a block, for both modalities
+                    for name, block in blocks.items():
                         block[positions[inside][order] - start] = handle["videos"][name][rows[inside][order]]
-            out[start:stop] = block
+        for name, block in blocks.items():
+            features[name][start:stop] = block
 
 
 _SMALL_COLUMNS = ("key", "path", "status", "reason", "duration", "n_frames", "n_audio_examples",
@@ -406,10 +408,10 @@ class StoreWriter:
         self._lock = lock or StoreLock(self.path)
         self._owns_lock = lock is None
         self.attributes = {"encoders": encoders, "sampling": sampling, "feature_dtype": feature_dtype}
-        for source in self._sources():
-            with _open_readable(source) as handle:
-                self._check_compatible(_attributes(handle, source))
-            break
+        sources = self._sources()
+        if sources:  # every source was written with the same attributes: one is enough
+            with _open_readable(sources[0]) as handle:
+                self._check_compatible(_attributes(handle, sources[0]))
         self.pending = VideoRows()
         self._segment_count = 0
 
@@ -425,23 +427,25 @@ class StoreWriter:
                     f"than this run asks for; use another --out, or the same options as before"
                 )
 
-    def _column(self, name: str) -> list:
-        """One small /videos column over every source, in source order (duplicates kept)."""
-        values: list = []
+    def _columns(self, *names: str) -> list[list]:
+        """Small /videos columns over every source, in source order (duplicates kept),
+        each source opened once."""
+        values: list[list] = [[] for _ in names]
         for source in self._sources():
             with _open_readable(source) as handle, _damage_explained(source, "delete it and rerun"):
-                values += [v.decode() if isinstance(v, bytes) else v for v in handle["videos"][name][()]]
+                for column, name in zip(values, names):
+                    column += [v.decode() if isinstance(v, bytes) else v for v in handle["videos"][name][()]]
         return values
 
     def known_keys(self) -> set[str]:
         """Keys of every stored video; only the key columns are read."""
-        return set(self._column("key"))
+        return set(self._columns("key")[0])
 
     def statuses(self) -> dict[str, str]:
         """Each stored video's status, by key (pending rows committed first)."""
         self.commit()
         statuses: dict[str, str] = {}
-        for key, status in zip(self._column("key"), self._column("status")):
+        for key, status in zip(*self._columns("key", "status")):
             statuses.setdefault(key, status)
         return statuses
 
