@@ -270,8 +270,11 @@ def test_score_all_equals_score_triples_whatever_the_chunk(monkeypatch):
         every = torch.arange(graph.n_hashtags).expand(5, -1)
         expected = model.score_triples(rows, items, hashtags[every])
         torch.testing.assert_close(model.score_all(rows, items, hashtags), expected)
-        monkeypatch.setattr(model_module, "SCORE_CHUNK_ELEMENTS", 1)  # one row at a time
-        torch.testing.assert_close(model.score_all(rows, items, hashtags), expected)
+        # one row at a time; two rows at a time, the last chunk shorter than the buffer
+        for rows_per_chunk in (1, 2):
+            budget = rows_per_chunk * graph.n_hashtags * DIM
+            monkeypatch.setattr(model_module, "SCORE_CHUNK_ELEMENTS", {"cpu": budget, "cuda": budget})
+            torch.testing.assert_close(model.score_all(rows, items, hashtags), expected)
 
 
 def test_unknown_user_gets_the_mean_user():
