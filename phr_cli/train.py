@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from phr_cli import __version__
 from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
-from phr_cli.evaluate import TestCases, build_cases, ranking_metrics
+from phr_cli.evaluate import TestCases, build_cases, evaluate
 from phr_cli.graph import Graph, PostData, Split, build_graph, posts_from_store, split_posts
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
 from phr_cli.store import load_store
@@ -312,7 +312,6 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
     if graph.n_hashtags < 2 or len(graph.triples) == 0:
         raise ValueError("training posts need at least two distinct hashtags")
     validation = build_cases(posts, split.validation, graph)
-    validation_posts = posts.subset(validation.rows)
     sampler = NegativeSampler(graph.triples, graph.n_hashtags)
     ks = _metric_ks(config.validation_metric)
 
@@ -368,9 +367,10 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
             with torch.no_grad():
                 user_reps, hashtag_reps = model.propagate()
                 if len(validation):
-                    scores = ModelScorer(model, user_reps, hashtag_reps).score(validation.users, validation_posts)
-                    metrics = ranking_metrics(scores, validation.relevant, ks, np.random.default_rng(config.seed))
-                    metric = float(metrics[config.validation_metric])
+                    # Full ranking, a batch of cases at a time: no (cases x hashtags) matrix is held.
+                    metrics = evaluate(ModelScorer(model, user_reps, hashtag_reps), posts, validation,
+                                       protocol="full", ks=ks, seed=config.seed)
+                    metric = float(metrics["full"]["all"][config.validation_metric])
                 else:  # nothing to validate on: the latest epoch is the one kept
                     metric = math.nan
             improved = math.isnan(metric) or metric > best["metric"]
@@ -485,7 +485,8 @@ def _train_epoch(
     order = sampler.trainable[rng.permutation(len(sampler.trainable))]
     negatives = torch.as_tensor(sampler.sample(order, config.negatives, rng), device=device)
     triples = torch.as_tensor(graph.triples[order], device=device)
-    losses = []
+    # Summed on the device: reading each batch's loss would make the host wait for the GPU every step.
+    loss_sum, n_batches = torch.zeros((), dtype=torch.float64, device=device), 0
     for start in range(0, len(order), config.batch_size):
         batch = triples[start : start + config.batch_size]
         batch_negatives = negatives[start : start + config.batch_size]
@@ -504,8 +505,9 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
-    return mean_over_ranks(float(np.mean(losses)), ranks, device)
+        loss_sum += loss.detach()
+        n_batches += 1
+    return mean_over_ranks(float(loss_sum) / n_batches if n_batches else math.nan, ranks, device)
 
 
 @dataclass
