@@ -152,9 +152,14 @@ class AudioEncoder:
                 outputs.append(self.net(batch).float().cpu())
         return torch.cat(outputs)
 
+    def log_mel(self, waveform: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """`log_mel_examples` of a waveform, computed on the encoder's device: on a GPU the
+        extraction's main thread only copies the waveform, leaving the CPU to the decoders."""
+        return log_mel_examples(torch.as_tensor(waveform).to(self.device), self.spec)
+
     def embed_waveform(self, waveform: np.ndarray | torch.Tensor) -> torch.Tensor | None:
         """Mean embedding (128,) over a waveform's examples; None when it has none."""
-        examples = log_mel_examples(torch.as_tensor(waveform).to(self.device), self.spec)
+        examples = self.log_mel(waveform)
         if examples.shape[0] == 0:
             return None
         return self.embed_examples(examples).mean(dim=0)
