@@ -95,7 +95,7 @@ class ExtractReport:
     load_seconds: float = 0.0  # loading the encoders, included in seconds
     decode_wait_seconds: float = 0.0  # main process waiting for decoders (with Ray: the cluster)
     encode_seconds: float = 0.0
-    write_seconds: float = 0.0
+    write_seconds: float = 0.0  # waiting for the segment writer (which runs beside encoding), and the final merge
     text_seconds: float = 0.0
     stopped_early: bool = False
 
@@ -158,8 +158,6 @@ class Encoders:
         """Per clip: mean visual and acoustic features (None where the modality is missing)."""
         import torch
 
-        from phr_cli.encoders.audio import log_mel_examples
-
         results = [{"visual": None, "acoustic": None, "n_frames": 0, "n_audio_examples": 0}
                    for _ in clips]
         with_frames = [i for i, c in enumerate(clips) if c.frames is not None and len(c.frames)]
@@ -170,8 +168,7 @@ class Encoders:
             for i, chunk in zip(with_frames, torch.split(features, counts)):
                 results[i]["visual"] = chunk.mean(0).numpy()
                 results[i]["n_frames"] = len(chunk)
-        examples = {i: log_mel_examples(c.audio, self.acoustic.spec)
-                    for i, c in enumerate(clips) if c.audio is not None}
+        examples = {i: self.acoustic.log_mel(c.audio) for i, c in enumerate(clips) if c.audio is not None}
         examples = {i: e for i, e in examples.items() if len(e)}
         if examples:
             embedded = self.acoustic.embed_examples(torch.cat(list(examples.values())), batch_size)
@@ -338,7 +335,7 @@ def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions
                 since_commit += len(batch)
                 if since_commit >= options.commit_every or not keep_going:
                     tick = time.perf_counter()
-                    writer.commit()
+                    writer.commit(wait=False)  # written on the writer's thread while encoding goes on
                     report.write_seconds += time.perf_counter() - tick
                     since_commit = 0
                 if not keep_going:

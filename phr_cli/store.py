@@ -30,6 +30,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,6 +415,9 @@ class StoreWriter:
                 self._check_compatible(_attributes(handle, sources[0]))
         self.pending = VideoRows()
         self._segment_count = 0
+        # One thread writes segments committed with wait=False, one at a time.
+        self._segment_thread: ThreadPoolExecutor | None = None
+        self._segment_in_flight: Future | None = None
 
     def _sources(self) -> list[Path]:
         """The main file (if any), then the segments, oldest first."""
@@ -461,16 +465,37 @@ class StoreWriter:
     def add(self, **values) -> None:
         self.pending.append(**values)
 
-    def commit(self) -> None:
-        """Make pending videos durable as one segment file, its rows sorted by key."""
+    def commit(self, wait: bool = True) -> None:
+        """Make pending videos durable as one segment file, its rows sorted by key.
+
+        With `wait=False` the file is written on the writer's own thread and this returns at
+        once, so that encoding never waits for the disk. Segments are written one at a time:
+        a commit first waits for the previous one, and raises its error if it failed.
+        """
+        self._wait_for_segment()
         if not len(self.pending):
             return
-        directory = parts_dir(self.path)
-        directory.mkdir(exist_ok=True)
         self._segment_count += 1
         name = f"seg-{time.time_ns():020d}-{os.getpid()}-{self._segment_count:06d}.h5"
-        rows, dtype = VideoRows(), self.attributes["feature_dtype"]
+        rows = VideoRows()
         rows.extend(self.pending, sorted(range(len(self.pending)), key=self.pending.key.__getitem__))
+        self.pending = VideoRows()
+        if wait:
+            self._write_segment(name, rows)
+            return
+        if self._segment_thread is None:
+            self._segment_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phr-segments")
+        self._segment_in_flight = self._segment_thread.submit(self._write_segment, name, rows)
+
+    def _wait_for_segment(self) -> None:
+        in_flight, self._segment_in_flight = self._segment_in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def _write_segment(self, name: str, rows: VideoRows) -> None:
+        directory = parts_dir(self.path)
+        directory.mkdir(exist_ok=True)
+        dtype = self.attributes["feature_dtype"]
 
         def fill(handle: h5py.File) -> None:
             self._write_attributes(handle)
@@ -481,7 +506,6 @@ class StoreWriter:
         except OSError as error:
             raise StoreError(f"{directory / name}: cannot write ({error.strerror or error}); what was "
                              "stored before is intact: free space and rerun `phr extract` to go on") from None
-        self.pending = VideoRows()
 
     def _write_attributes(self, handle: h5py.File) -> None:
         handle.attrs["format_version"] = FORMAT_VERSION
@@ -535,6 +559,8 @@ class StoreWriter:
         try:
             self.commit()
         finally:
+            if self._segment_thread is not None:
+                self._segment_thread.shutdown()  # after a failed commit, lets a segment in flight land
             if self._owns_lock:
                 self._lock.release()
 
