@@ -1,7 +1,11 @@
+import errno
+import threading
+
 import h5py
 import numpy as np
 import pytest
 
+from phr_cli import store as store_module
 from phr_cli.store import (
     FORMAT_VERSION,
     PostRows,
@@ -57,6 +61,45 @@ def test_duplicate_keys_in_segments_count_once_and_resume_skips_them(tmp_path):
         assert writer.known_keys() == {"a"}
         writer.add(**video("a", 1))
         writer.commit()
+    assert load_store(path).videos.key == ["a"]
+
+
+def test_background_commits_land_one_at_a_time_and_close_waits_for_them(tmp_path, monkeypatch):
+    path = tmp_path / "features.h5"
+    release = threading.Event()
+    write_segment = StoreWriter._write_segment
+
+    def slow_write(self, name, rows):
+        assert release.wait(10)
+        write_segment(self, name, rows)
+
+    monkeypatch.setattr(StoreWriter, "_write_segment", slow_write)
+    writer = StoreWriter(path, ENCODERS, SAMPLING)
+    writer.add(**video("b", 1))
+    writer.commit(wait=False)  # returns while the segment is still being written
+    assert not parts_dir(path).exists() or not list(parts_dir(path).iterdir())
+    writer.add(**video("a", 2))
+    release.set()
+    writer.close()  # waits for the segment in flight, then writes the pending one
+    assert sorted(load_store(path).videos.key) == ["a", "b"]
+    assert load_store(path).pending_segments == 2
+
+
+def test_a_failed_background_commit_is_raised_by_the_next_commit(tmp_path, monkeypatch):
+    path = tmp_path / "features.h5"
+
+    def full_disk(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with StoreWriter(path, ENCODERS, SAMPLING) as writer:
+        writer.add(**video("a", 1))
+        writer.commit()
+        monkeypatch.setattr(store_module, "_write_atomically", full_disk)
+        writer.add(**video("b", 2))
+        writer.commit(wait=False)
+        with pytest.raises(StoreError, match=r"cannot write \(No space left on device\); what was stored before is intact"):
+            writer.commit(wait=False)
+        monkeypatch.undo()
     assert load_store(path).videos.key == ["a"]
 
 
