@@ -12,11 +12,14 @@ Ties are broken uniformly at random, so a method gains nothing from constant sco
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from phr_cli.graph import Graph, PostData
 
@@ -31,8 +34,11 @@ ProtocolName = Literal["sampled", "full", "both"]
 
 
 class Scorer(Protocol):
-    def score(self, users: np.ndarray, posts: PostData) -> np.ndarray:
-        """(len(posts), n_hashtags) scores; users[b] is the graph user index, -1 when cold."""
+    def score(self, users: np.ndarray, posts: PostData) -> np.ndarray | Tensor:
+        """(len(posts), n_hashtags) scores; users[b] is the graph user index, -1 when cold.
+
+        A tensor is ranked on its device: only each row's top crosses to the host.
+        """
         ...
 
 
@@ -87,22 +93,25 @@ def _flatten(relevant: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
     return sizes, row_of, flat
 
 
-def _ranked_hits(scores: np.ndarray, relevant: Sequence[np.ndarray], depth: int,
+def _ranked_hits(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray], depth: int,
                  rng: np.random.Generator) -> np.ndarray:
     """(B, min(depth, C)) bool: is the column ranked r-th in row b relevant.
 
     Exact random tie-breaking in O(C) per row: every column scoring at least the row's
     depth-th largest score is a contender (all of the top, plus whatever ties with its
     last place); only the contenders are sorted, by score and then by a random key.
-    NaN scores rank last.
+    NaN scores rank last. The contenders are found where the scores are (a tensor's
+    device); only they are sorted on the host.
     """
+    scores = torch.as_tensor(scores)
     n_rows, n_columns = scores.shape
     depth = min(depth, n_columns)
-    if np.isnan(scores).any():
-        scores = np.where(np.isnan(scores), -np.inf, scores)
-    threshold = np.partition(scores, n_columns - depth, axis=1)[:, n_columns - depth]
-    rows, columns = np.nonzero(scores >= threshold[:, None])
-    values = scores[rows, columns]
+    if scores.is_floating_point() and bool(scores.isnan().any()):
+        scores = scores.nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+    threshold = scores.topk(depth, dim=1).values[:, -1:]  # each row's depth-th largest score
+    rows_t, columns_t = torch.nonzero(scores >= threshold, as_tuple=True)  # row-major, as numpy's
+    values = scores[rows_t, columns_t].cpu().numpy()
+    rows, columns = rows_t.cpu().numpy(), columns_t.cpu().numpy()
     order = np.lexsort((rng.random(len(rows)), -values, rows))
     rows, columns = rows[order], columns[order]
     row_starts = np.searchsorted(rows, np.arange(n_rows))
@@ -117,7 +126,7 @@ def _ranked_hits(scores: np.ndarray, relevant: Sequence[np.ndarray], depth: int,
     return np.isin(ranked_keys, relevant_keys)
 
 
-def _row_metrics(scores: np.ndarray, relevant: Sequence[np.ndarray], ks: Sequence[int],
+def _row_metrics(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray], ks: Sequence[int],
                  rng: np.random.Generator) -> dict[str, np.ndarray]:
     if scores.ndim != 2 or scores.shape[0] != len(relevant):
         raise ValueError(f"scores {scores.shape} do not match {len(relevant)} ground-truth rows")
@@ -134,7 +143,7 @@ def _row_metrics(scores: np.ndarray, relevant: Sequence[np.ndarray], ks: Sequenc
     return metrics
 
 
-def ranking_metrics(scores: np.ndarray, relevant: list[np.ndarray], ks: Sequence[int] = (5, 10),
+def ranking_metrics(scores: np.ndarray | Tensor, relevant: list[np.ndarray], ks: Sequence[int] = (5, 10),
                     rng: np.random.Generator | None = None) -> dict[str, float]:
     """P@K, R@K, A@K averaged over rows; scores (B, C), relevant[b] = row b's relevant columns.
 
@@ -215,15 +224,17 @@ def sample_candidates(cases: TestCases, n_hashtags: int, n_negatives: int = 1000
     return np.concatenate(blocks) if blocks else np.zeros((0, min(n_negatives, n_hashtags)), np.int64)
 
 
-def _candidate_scores(scores: np.ndarray, relevant: Sequence[np.ndarray],
-                      negatives: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Scores of G (first) and the negatives per row; padding scores -inf."""
+def _candidate_scores(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray],
+                      negatives: np.ndarray) -> tuple[Tensor, list[np.ndarray]]:
+    """Scores of G (first) and the negatives per row, gathered where the scores are; padding scores -inf."""
     sizes, row_of, flat = _flatten(relevant)
     ground_truth = np.full((len(relevant), int(sizes.max())), -1, dtype=np.int64)
     ground_truth[row_of, np.arange(len(flat)) - (np.cumsum(sizes) - sizes)[row_of]] = flat
     columns = np.concatenate([ground_truth, negatives], axis=1)
-    candidate_scores = np.take_along_axis(scores, np.maximum(columns, 0), axis=1).astype(np.float64)
-    candidate_scores[columns < 0] = -np.inf
+    scores = torch.as_tensor(scores)
+    gathered = scores.gather(1, torch.as_tensor(np.maximum(columns, 0), device=scores.device))
+    candidate_scores = gathered.to(torch.float64)
+    candidate_scores[torch.as_tensor(columns < 0, device=scores.device)] = -math.inf
     return candidate_scores, [np.arange(s) for s in sizes]
 
 
@@ -253,7 +264,8 @@ def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: Protoc
             stop = min(start + batch_size, block_stop)
             users = cases.users[start:stop]
             relevant = cases.relevant[start:stop]
-            scores = np.asarray(scorer.score(users, posts.subset(cases.rows[start:stop])))
+            scores = scorer.score(users, posts.subset(cases.rows[start:stop]))
+            scores = scores if isinstance(scores, Tensor) else np.asarray(scores)
             if n_hashtags is None:
                 n_hashtags = scores.shape[1]
             if scores.shape != (stop - start, n_hashtags):

@@ -173,7 +173,7 @@ class Recommender:
             masks={"visual": np.array([m[0] for m in masks]), "acoustic": np.array([m[1] for m in masks]),
                    "textual": np.full(n, bool(text))},
         )
-        scores = self.scorer.score(np.full(n, position), posts)
+        scores = self.scorer.score(np.full(n, position), posts).cpu().numpy()
         in_caption = set(parse_hashtags(caption))
         used = self.user_hashtags.get(user or "", set())
         for result, row, has_visual, has_acoustic, has_text in zip(

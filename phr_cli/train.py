@@ -198,8 +198,8 @@ class ModelScorer:
         self.rows_per_chunk = rows_per_chunk
 
     @torch.no_grad()
-    def score(self, users: np.ndarray, posts: PostData) -> np.ndarray:
-        """(len(posts), n_hashtags); users[b] is the graph user index, -1 when cold."""
+    def score(self, users: np.ndarray, posts: PostData) -> Tensor:
+        """(len(posts), n_hashtags) on the model's device; users[b] is the graph user index, -1 when cold."""
         device = self.user_reps.device
         users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=device)
         blocks = []
@@ -212,8 +212,8 @@ class ModelScorer:
                 {m: torch.as_tensor(k, device=device) for m, k in masks.items()},
             )
             user_rows = self.model.user_rows(self.user_reps, users_t[chunk])
-            blocks.append(self.model.score_all(user_rows, items, self.hashtag_reps).cpu().numpy())
-        return np.concatenate(blocks) if blocks else np.zeros((0, len(self.hashtag_reps)), dtype=np.float32)
+            blocks.append(self.model.score_all(user_rows, items, self.hashtag_reps))
+        return torch.cat(blocks) if blocks else self.hashtag_reps.new_zeros(0, len(self.hashtag_reps))
 
 
 def _metric_ks(metric: str) -> tuple[int, ...]:

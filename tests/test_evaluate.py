@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 import phr_cli.evaluate as evaluation
 from phr_cli.evaluate import build_cases, evaluate, ranking_metrics, sample_candidates
@@ -180,3 +181,25 @@ def test_cases_drop_unseen_hashtags_and_count_cold_users() -> None:
 def test_nan_scores_rank_last() -> None:
     scores = np.array([[np.nan, 1.0, 0.0]])
     assert ranking_metrics(scores, [np.array([0])], ks=(2,))["A@2"] == 0.0
+
+
+def test_tensor_scores_are_ranked_as_their_numpy_array_ties_included() -> None:
+    rng = np.random.default_rng(5)
+    n_hashtags, n_cases = 60, 25
+    relevant = [np.sort(rng.choice(n_hashtags, size=rng.integers(1, 4), replace=False)) for _ in range(n_cases)]
+    cases = cases_with([r.tolist() for r in relevant])
+    posts = make_posts([("u", str(i), []) for i in range(n_cases)])
+    scores = rng.integers(0, 3, size=(n_cases, n_hashtags)).astype(np.float32)  # many ties
+
+    class Fixed:
+        def __init__(self, as_tensor: bool) -> None:
+            self.as_tensor = as_tensor
+
+        def score(self, users, posts_):
+            rows = scores[[int(item) for item in posts_.items]]
+            return torch.from_numpy(rows) if self.as_tensor else rows
+
+    results = [evaluate(Fixed(as_tensor), posts, cases, protocol="both", ks=(1, 5), seed=2, batch_size=8,
+                        n_negatives=20) for as_tensor in (False, True)]
+    assert results[0] == results[1]
+    assert ranking_metrics(torch.from_numpy(scores), relevant, ks=(5,)) == ranking_metrics(scores, relevant, ks=(5,))

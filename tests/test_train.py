@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from phr_cli.baselines import GlobalPopularity, UserPopularity
-from phr_cli.evaluate import build_cases, evaluate, ranking_metrics
+from phr_cli.evaluate import build_cases, evaluate
 from phr_cli.graph import PostData, build_graph, split_posts
 from phr_cli.model import ModelConfig
 from phr_cli.train import NegativeSampler, TrainConfig, load_checkpoint, train
@@ -112,9 +112,8 @@ def test_checkpoint_holds_what_recommend_needs(data, trained):
     assert checkpoint.best_metric == result.best_metric == max(metrics)
     # The saved model, without any graph, reproduces the best epoch's validation figure.
     cases = build_cases(posts, split.validation, graph)
-    scores = checkpoint.scorer().score(cases.users, posts.subset(cases.rows))
-    again = ranking_metrics(scores, cases.relevant, ks=(5, 10), rng=np.random.default_rng(FAST.seed))
-    assert again["R@10"] == pytest.approx(checkpoint.best_metric)
+    again = evaluate(checkpoint.scorer(), posts, cases, protocol="full", ks=(5, 10), seed=FAST.seed)
+    assert again["full"]["all"]["R@10"] == pytest.approx(checkpoint.best_metric)
     assert not checkpoint.model().training
 
 
