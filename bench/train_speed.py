@@ -2,6 +2,7 @@
 
     python bench/train_speed.py --scale 1.0 --device cuda
     python bench/train_speed.py --scale 0.25 --device cpu --epochs 2 --repeats 2
+    python bench/train_speed.py --scale 1.0 --checkpoint CHECKPOINT   # evaluation alone
 
 Trains through `phr train`'s own code path (`train_from_store` on a synthetic store from
 bench/synthetic_store.py, written first when missing) once per step kind: "full" is the
@@ -66,6 +67,7 @@ def main() -> None:
                         help="train each step kind this many times, alternating kinds; the fastest epoch counts "
                              "(on a shared machine, the least disturbed one)")
     parser.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation")
+    parser.add_argument("--checkpoint", type=Path, help="evaluate this checkpoint of the store, without training")
     args = parser.parse_args()
     device = resolve_device(args.device)
     tag = f"scale={args.scale:g} device={device.type} batch={args.batch_size}"
@@ -78,8 +80,8 @@ def main() -> None:
 
     per_epoch: dict[str, float] = {}
     losses: dict[str, list[float]] = {}
-    checkpoint = None
-    for step in args.steps * args.repeats:
+    checkpoint = args.checkpoint
+    for step in [] if args.checkpoint else args.steps * args.repeats:
         checkpoint = args.work / f"scale-{args.scale:g}-{step}.pt"
         reset_gpu_peak(device)
         started = time.perf_counter()
