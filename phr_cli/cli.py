@@ -73,11 +73,11 @@ def _quiet_libraries() -> None:
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
-    from phr_cli.encoders.registry import MissingWeightsError, WeightsHashError
+    from phr_cli.encoders.registry import EncoderMismatchError, MissingWeightsError, WeightsHashError
     from phr_cli.posts import ManifestError
     from phr_cli.store import StoreError
 
-    return (MissingWeightsError, WeightsHashError, ManifestError, StoreError,
+    return (MissingWeightsError, WeightsHashError, EncoderMismatchError, ManifestError, StoreError,
             NotADirectoryError, FileNotFoundError)
 
 
@@ -110,12 +110,13 @@ def extract(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from phr_cli.decode import DecodeLimits
+    from phr_cli.encoders.registry import PRECISIONS
     from phr_cli.extract import FAILED_STATUSES, ExtractOptions, extract as run_extract
 
     if file_timeout <= 0:
         fail("--file-timeout must be positive", code=2)
-    if precision not in ("fp32", "bf16", "fp16"):
-        fail(f"--precision {precision!r}: use fp32, bf16 or fp16", code=2)
+    if precision not in PRECISIONS:
+        fail(f"--precision {precision!r}: use {', '.join(PRECISIONS)}", code=2)
     _quiet_libraries()
     options = ExtractOptions(device=device, workers=workers, batch_size=batch_size,
                              weights_dir=weights_dir, random_weights=random_weights,
@@ -138,15 +139,10 @@ def extract(
             progress.console.print(f"[yellow]{printable(outcome.path)}[/]: {outcome.status}: "
                                    f"{printable(outcome.reason)}", highlight=False, soft_wrap=True)
 
-    known = _known_errors()
-    if ray:
-        from phr_cli.ray_extract import EncoderMismatchError as RayEncoderMismatch
-
-        known = (*known, RayEncoderMismatch)
     try:
         with progress:
             report = run_extract(videos, store, options, on_progress)
-    except known as error:
+    except _known_errors() as error:
         fail(str(error))
     for notice in report.notices:
         err.print(f"[yellow]note:[/] {printable(notice)}", highlight=False, soft_wrap=True)
@@ -305,7 +301,7 @@ def recommend(
 ) -> None:
     """Rank hashtags for new clips, personalised to --user."""
     from phr_cli.posts import find_videos
-    from phr_cli.recommend import EncoderMismatchError, Recommender
+    from phr_cli.recommend import Recommender
 
     paths: list[Path] = []
     for clip in clips:
@@ -318,7 +314,7 @@ def recommend(
     try:
         recommender = Recommender(checkpoint, device, weights_dir, store)
         results = recommender.recommend(paths, user, caption, top, exclude_used)
-    except (*_known_errors(), EncoderMismatchError, ValueError, RuntimeError) as error:
+    except (*_known_errors(), ValueError, RuntimeError) as error:
         fail(str(error))
     ranked = [result for result in results if not result.error]
     if ranked and not ranked[0].personalised:

@@ -27,6 +27,7 @@ import ray
 import ray.data
 
 from phr_cli.decode import DecodedClip, DecodeLimits, FrameSampling, decode_guarded
+from phr_cli.encoders.registry import EncoderMismatchError
 from phr_cli.extract import EncodedVideo, Encoders, ExtractOptions, ExtractReport
 
 ENCODED_COLUMNS = tuple(f.name for f in fields(EncodedVideo))
@@ -41,10 +42,6 @@ DATA_SETTINGS = {
 }
 
 
-class EncoderMismatchError(RuntimeError):
-    """A worker loaded other encoder weights than the driver: the store would mix them."""
-
-
 def _decode_row(row: dict, sampling: FrameSampling, limits: DecodeLimits) -> dict:
     return {"key": row["key"], "clip": decode_guarded(Path(row["path"]), sampling, limits)}
 
@@ -53,8 +50,7 @@ class _EncoderActor:
     """Holds ResNet50 and VGGish once per actor and encodes batches of decoded clips."""
 
     def __init__(self, device: str, weights_dir: Path | None, random_weights: bool,
-                 batch_size: int, expected_fingerprint: dict) -> None:
-        precision = expected_fingerprint["visual"].get("precision", "fp32")
+                 batch_size: int, precision: str, expected_fingerprint: dict) -> None:
         self.encoders = Encoders(device, weights_dir, random_weights, precision)
         found = self.encoders.fingerprint(CONTENT_MODALITIES)
         differing = [m for m in CONTENT_MODALITIES if found[m] != expected_fingerprint[m]]
@@ -128,7 +124,7 @@ def encode_on_ray(todo: dict[str, Path], options: ExtractOptions, fingerprint: d
             fn_constructor_kwargs={
                 "device": "cuda" if gpu else "cpu", "weights_dir": options.weights_dir,
                 "random_weights": options.random_weights, "batch_size": options.batch_size,
-                "expected_fingerprint": fingerprint,
+                "precision": options.precision, "expected_fingerprint": fingerprint,
             },
             batch_size=videos_per_call, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),

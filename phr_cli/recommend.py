@@ -17,15 +17,11 @@ import numpy as np
 
 from phr_cli import decode
 from phr_cli.decode import DecodedClip, FrameSampling
-from phr_cli.encoders.registry import random_weights_id
+from phr_cli.encoders.registry import EncoderMismatchError, random_weights_id
 from phr_cli.extract import MISSING, Encoders, content_key
 from phr_cli.graph import PostData
 from phr_cli.posts import caption_without_hashtags, parse_hashtags
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, TextProjection, load_store
-
-
-class EncoderMismatchError(RuntimeError):
-    """The encoders available now differ from those that built the training store."""
 
 
 @dataclass

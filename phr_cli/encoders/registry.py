@@ -110,6 +110,10 @@ class MissingWeightsError(FileNotFoundError):
     """A weight file is neither cached nor downloadable; the message says how to fix it."""
 
 
+class EncoderMismatchError(RuntimeError):
+    """Encoders here differ from the ones a store, checkpoint or driver was built with."""
+
+
 class WeightsHashError(ValueError):
     """A weight file is present but its content does not match the published hash."""
 
