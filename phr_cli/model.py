@@ -549,16 +549,16 @@ class GCNPHR(nn.Module):
                 projected = projected + features[:, start:stop] @ weight_blocks[m].T
         return projected
 
-    def _run_layer(
-        self, layer: PropagationLayer, users: Tensor, hashtags: Tensor, edges: LayerEdges, messages_only: bool = False
-    ) -> tuple[Tensor, Tensor] | LayerMessages:
-        """The layer's new representations of `edges`' targets (or its pre-fusion messages),
-        each side's items projected by its own rows of `item_projection` only."""
+    def _project_layer_items(self, layer: PropagationLayer, edges: LayerEdges) -> tuple[Tensor, Tensor]:
+        """Each side's items projected by its own rows of the layer's `item_projection` only."""
         user_weight, hashtag_weight = layer.item_weights()
-        user_side_items = self._project_graph_items(user_weight, edges.users.items)
-        hashtag_side_items = self._project_graph_items(hashtag_weight, edges.hashtags.items)
-        step = layer.messages if messages_only else layer
-        return step(users, hashtags, user_side_items, hashtag_side_items, edges)
+        return (self._project_graph_items(user_weight, edges.users.items),
+                self._project_graph_items(hashtag_weight, edges.hashtags.items))
+
+    def _run_layer(self, layer: PropagationLayer, users: Tensor, hashtags: Tensor,
+                   edges: LayerEdges) -> tuple[Tensor, Tensor]:
+        """The layer's new representations of `edges`' targets."""
+        return layer(users, hashtags, *self._project_layer_items(layer, edges), edges)
 
     def _full_edges(self) -> LayerEdges:
         assert self.graph is not None
@@ -601,6 +601,8 @@ class GCNPHR(nn.Module):
         for _ in self.layers:  # from the last layer down: what each layer must output, and reads
             edges = LayerEdges(graph.edges("user", wanted_users), graph.edges("hashtag", wanted_hashtags))
             plan.append(edges)
+            if len(plan) == len(self.layers):  # the bottom layer reads the ID embeddings: nothing to plan
+                break
             # A user target reads its hashtags (messages and attention guides), a hashtag its
             # users; with the self-loop, each target also reads itself.
             read_users, read_hashtags = [edges.hashtags.pair_neighbour], [edges.users.pair_neighbour]
@@ -624,8 +626,9 @@ class GCNPHR(nn.Module):
         edges = self._full_edges()
         results = []
         for layer in self.layers:
-            results.append(self._run_layer(layer, users, hashtags, edges, messages_only=True))
-            users, hashtags = self._run_layer(layer, users, hashtags, edges)
+            items = self._project_layer_items(layer, edges)
+            results.append(layer.messages(users, hashtags, *items, edges))
+            users, hashtags = layer(users, hashtags, *items, edges)
         return results
 
     def encode_items(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
