@@ -84,6 +84,10 @@ class VideoRows:
             getattr(self, column).extend(source[i] for i in picks)
 
 
+# Every /videos column but the features: small enough to read whole.
+_SMALL_COLUMNS = tuple(c for c in VideoRows.COLUMNS if c not in ("visual", "acoustic"))
+
+
 @dataclass
 class PostRows:
     """Rows of /posts, in memory."""
@@ -194,24 +198,15 @@ def _write_columns(group: h5py.Group, rows: VideoRows) -> None:
         group.create_dataset(name, data=np.array(getattr(rows, name), dtype=bool))
 
 
-def _merge_videos(group: h5py.Group, sources: list[Path], picks: list[tuple[int, int]],
+def _merge_videos(group: h5py.Group, sources: list[Path], columns: VideoRows, picks: list[tuple[int, int]],
                   dtype: str) -> None:
-    """Write /videos from (source, row) picks, in their order: the small columns at once,
-    the features a block of rows at a time."""
+    """Write /videos: `columns` (the rows without features) at once, and their features a
+    block of rows at a time from their (source, row) `picks`."""
     picked = np.array(picks, dtype=np.int64).reshape(-1, 2)
     n = len(picked)
     # For each source: where its rows go in the output, and which of its rows they are.
     placement = [(np.flatnonzero(picked[:, 0] == number), picked[picked[:, 0] == number, 1])
                  for number in range(len(sources))]
-    columns = VideoRows()
-    gathered = {name: np.empty(n, dtype=object) for name in _SMALL_COLUMNS}
-    for source, (positions, rows) in zip(sources, placement):
-        if len(rows):
-            with _open_readable(source) as handle:
-                for name in _SMALL_COLUMNS:
-                    gathered[name][positions] = list(handle["videos"][name][()][rows])
-    for name, values in gathered.items():
-        setattr(columns, name, [v.decode() if isinstance(v, bytes) else v for v in values])
     _write_columns(group, columns)
     features = {name: group.create_dataset(name, shape=(n, width), dtype=dtype, **_feature_layout(n, width))
                 for name, width in (("visual", VISUAL_DIM), ("acoustic", ACOUSTIC_DIM))}
@@ -228,10 +223,6 @@ def _merge_videos(group: h5py.Group, sources: list[Path], picks: list[tuple[int,
                         block[positions[inside][order] - start] = handle["videos"][name][rows[inside][order]]
         for name, block in blocks.items():
             features[name][start:stop] = block
-
-
-_SMALL_COLUMNS = ("key", "path", "status", "reason", "duration", "n_frames", "n_audio_examples",
-                  "visual_mask", "acoustic_mask")
 
 
 def _read_videos(group: h5py.Group) -> VideoRows:
@@ -431,25 +422,29 @@ class StoreWriter:
                     f"than this run asks for; use another --out, or the same options as before"
                 )
 
-    def _columns(self, *names: str) -> list[list]:
-        """Small /videos columns over every source, in source order (duplicates kept),
-        each source opened once."""
+    def _columns(self, *names: str, sources: list[Path] | None = None) -> tuple[list[list], list[int]]:
+        """Small /videos columns over `sources` (default: every source), in source order
+        (duplicates kept), each source opened once; and each source's number of rows."""
         values: list[list] = [[] for _ in names]
-        for source in self._sources():
+        lengths = []
+        for source in self._sources() if sources is None else sources:
             with _open_readable(source) as handle, _damage_explained(source, "delete it and rerun"):
                 for column, name in zip(values, names):
-                    column += [v.decode() if isinstance(v, bytes) else v for v in handle["videos"][name][()]]
-        return values
+                    column += _strings(handle["videos"][name])
+                lengths.append(len(handle["videos/key"]))
+        return values, lengths
 
     def known_keys(self) -> set[str]:
         """Keys of every stored video; only the key columns are read."""
-        return set(self._columns("key")[0])
+        (keys,), _ = self._columns("key")
+        return set(keys)
 
     def statuses(self) -> dict[str, str]:
         """Each stored video's status, by key (pending rows committed first)."""
         self.commit()
         statuses: dict[str, str] = {}
-        for key, status in zip(*self._columns("key", "status")):
+        (keys, stored), _ = self._columns("key", "status")
+        for key, status in zip(keys, stored):
             statuses.setdefault(key, status)
         return statuses
 
@@ -523,17 +518,18 @@ class StoreWriter:
         """
         self.commit()
         sources = self._sources()
-        picks: dict[str, tuple[int, int]] = {}  # key -> (source, row); the first copy wins
-        for number, source in enumerate(sources):
-            with _open_readable(source) as handle:
-                for row, key in enumerate(handle["videos/key"][()]):
-                    picks.setdefault(key.decode(), (number, row))
-        order = sorted(picks)
+        stored, lengths = self._columns(*_SMALL_COLUMNS, sources=sources)  # every row, in source order
+        origins = [(number, row) for number, length in enumerate(lengths) for row in range(length)]
+        first: dict[str, int] = {}  # key -> its first stored row; the first copy wins
+        for index, key in enumerate(stored[0]):
+            first.setdefault(key, index)
+        chosen = [first[key] for key in sorted(first)]
+        columns = VideoRows(**{name: [values[i] for i in chosen] for name, values in zip(_SMALL_COLUMNS, stored)})
         dtype = self.attributes["feature_dtype"]
 
         def fill(handle: h5py.File) -> None:
             self._write_attributes(handle)
-            _merge_videos(handle.create_group("videos"), sources, [picks[k] for k in order], dtype)
+            _merge_videos(handle.create_group("videos"), sources, columns, [origins[i] for i in chosen], dtype)
             _write_posts(handle.create_group("posts"), posts)
             if projection is not None:
                 group = handle.create_group("text_projection")
@@ -541,7 +537,7 @@ class StoreWriter:
                 group.create_dataset("components", data=projection.components)
                 group.create_dataset("explained_variance_ratio", data=projection.explained_variance_ratio)
 
-        expected = _video_bytes(len(order), dtype) + posts.text_embedding.nbytes + posts.textual.nbytes \
+        expected = _video_bytes(len(chosen), dtype) + posts.text_embedding.nbytes + posts.textual.nbytes \
             + 256 * len(posts.caption)
         segments = _segments(self.path)
         try:
