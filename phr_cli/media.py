@@ -398,13 +398,10 @@ def write_10bit_clip(path: str | Path, seconds: float, *, size: tuple[int, int] 
     return path
 
 
-def _mp4_box_payload(data: bytes | bytearray, box: bytes, occurrence: int = 0) -> int:
-    """Offset just past the type field of the ``occurrence``-th ``box`` (a naive scan:
-    enough for the files this module writes)."""
-    start = -1
-    for _ in range(occurrence + 1):
-        start = data.index(box, start + 1)
-    return start + 4
+def _mp4_box_payload(data: bytes | bytearray, box: bytes) -> int:
+    """Offset just past the type field of the first ``box`` (a naive scan: enough for the
+    files this module writes)."""
+    return data.index(box) + 4
 
 
 def set_rotation(src: str | Path, dst: str | Path, degrees: int) -> Path:

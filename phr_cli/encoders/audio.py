@@ -143,12 +143,10 @@ class AudioEncoder:
     def embed_examples(self, examples: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """(n, 1, 96, 64) log-mel examples -> (n, 128) float32 embeddings on the CPU."""
         outputs = [torch.empty((0, self.spec.output_dim), dtype=torch.float32)]
-        pinned = self.device.type == "cuda" and examples.device.type == "cpu"
         with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, examples.shape[0], batch_size):
-                batch = examples[start : start + batch_size]
-                batch = batch.pin_memory() if pinned else batch
-                batch = batch.to(self.device, dtype=torch.float32, non_blocking=True)
+                # `log_mel` already made them on the device: this copies only examples made elsewhere
+                batch = examples[start : start + batch_size].to(self.device, dtype=torch.float32)
                 outputs.append(self.net(batch).float().cpu())
         return torch.cat(outputs)
 
