@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from phr_cli.errors import PhrError
+
 app = typer.Typer(
     help="Personalised hashtag recommendation for micro-videos (GCN-PHR).",
     no_args_is_help=True,
@@ -70,15 +72,6 @@ def _quiet_libraries() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    from phr_cli.encoders.registry import EncoderMismatchError, MissingWeightsError, WeightsHashError
-    from phr_cli.posts import ManifestError
-    from phr_cli.store import StoreError
-
-    return (MissingWeightsError, WeightsHashError, EncoderMismatchError, ManifestError, StoreError,
-            NotADirectoryError, FileNotFoundError)
 
 
 @app.command()
@@ -142,7 +135,7 @@ def extract(
     try:
         with progress:
             report = run_extract(videos, store, options, on_progress)
-    except _known_errors() as error:
+    except PhrError as error:
         fail(str(error))
     for notice in report.notices:
         err.print(f"[yellow]note:[/] {printable(notice)}", highlight=False, soft_wrap=True)
@@ -180,7 +173,7 @@ def inspect(
 
     try:
         summary = summarize(store)
-    except _known_errors() as error:
+    except PhrError as error:
         fail(str(error))
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -250,7 +243,7 @@ def train(
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
                              weight_decay=weight_decay, negatives=negatives, patience=patience,
                              seed=seed, device=device)
-    except ValueError as error:
+    except PhrError as error:
         fail(str(error), code=2)
     if not other_rank:
         err.print(f"training on {store}; checkpoint {checkpoint}", highlight=False)
@@ -267,7 +260,7 @@ def train(
     try:
         with progress:
             outcome = train_from_store(store, checkpoint, model_config, config, split_by, on_epoch, resume)
-    except (*_known_errors(), ValueError, RuntimeError) as error:
+    except PhrError as error:
         fail(str(error))
     result = outcome.result
     train_size, val_size, test_size = outcome.split_sizes
@@ -314,7 +307,7 @@ def recommend(
     try:
         recommender = Recommender(checkpoint, device, weights_dir, store)
         results = recommender.recommend(paths, user, caption, top, exclude_used)
-    except (*_known_errors(), ValueError, RuntimeError) as error:
+    except PhrError as error:
         fail(str(error))
     ranked = [result for result in results if not result.error]
     if ranked and not ranked[0].personalised:
@@ -369,7 +362,7 @@ def evaluate(
         with err.status("fitting baselines and scoring the test split…"):
             comparison = evaluate_store(store, checkpoint, protocol, BASELINES if baselines else (),
                                         str(resolve_device(device)), seed)
-    except (*_known_errors(), ValueError, RuntimeError) as error:
+    except PhrError as error:
         fail(str(error))
     if as_json:
         print(json.dumps(comparison.to_dict(), indent=2))

@@ -22,10 +22,11 @@ from phr_cli.baselines import (
     UserPopularity,
     tune_beta,
 )
+from phr_cli.encoders.registry import EncoderMismatchError
 from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate
 from phr_cli.graph import PostData, Split, build_graph, posts_from_store
 from phr_cli.store import load_store
-from phr_cli.train import Checkpoint, load_checkpoint, posts_fingerprint, train
+from phr_cli.train import Checkpoint, CheckpointError, load_checkpoint, posts_fingerprint, train
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity",
              "PITF", "content-only")
@@ -57,7 +58,7 @@ def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: Pro
     """Evaluate the checkpoint's model and the named baselines on split.test."""
     graph = build_graph(posts.subset(split.train))
     if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:
-        raise ValueError("the posts differ from those the checkpoint was trained on; "
+        raise CheckpointError("the posts differ from those the checkpoint was trained on; "
                          "evaluate with the store it was trained on, or retrain")
     test = build_cases(posts, split.test, graph)
     validation = build_cases(posts, split.validation, graph)
@@ -119,11 +120,11 @@ def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolNa
     checkpoint = load_checkpoint(checkpoint_path)
     contents = load_store(store_path)
     if contents.attributes.get("encoders") != checkpoint.metadata.get("encoders"):
-        raise ValueError(f"{store_path} was built with other encoders than the store "
+        raise EncoderMismatchError(f"{store_path} was built with other encoders than the store "
                          f"{checkpoint_path} was trained on ({checkpoint.metadata.get('store')}); "
                          "evaluate on that store, or retrain on this one")
     selected = posts_from_store(contents)
     if posts_fingerprint(selected.posts) != checkpoint.metadata.get("posts_fingerprint"):
-        raise ValueError(f"{store_path}: its posts changed since {checkpoint_path} was trained "
+        raise CheckpointError(f"{store_path}: its posts changed since {checkpoint_path} was trained "
                          "(the split would not match); retrain with `phr train`")
     return compare(selected.posts, checkpoint.split, checkpoint, protocol, baselines, pitf, device, seed)

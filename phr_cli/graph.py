@@ -14,8 +14,9 @@ import hashlib
 import numpy as np
 
 from phr_cli.decode import NO_FEATURES
+from phr_cli.errors import ConfigError
 from phr_cli.extract import MISSING
-from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, StoreContents
+from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, StoreContents, StoreError
 
 MODALITIES = ("visual", "acoustic", "textual")
 
@@ -65,7 +66,7 @@ def split_posts(
         names, unit_of_post = np.unique(np.asarray(posts.items, dtype=object), return_inverse=True)
         units = np.arange(len(names))
     else:
-        raise ValueError(f"unknown split unit {by!r}: use 'post' or 'item'")
+        raise ConfigError(f"unknown split unit {by!r}: use 'post' or 'item'")
     order = rng.permutation(units)
     n_train = int(round(ratios[0] * len(order)))
     n_val = int(round(ratios[1] * len(order)))
@@ -161,7 +162,7 @@ def posts_from_store(contents: StoreContents) -> StorePosts:
     """The store's trainable posts (a user, at least one hashtag, readable content)."""
     table = contents.posts
     if table is None:
-        raise ValueError(f"{contents.path}: the store has no posts table yet; "
+        raise StoreError(f"{contents.path}: the store has no posts table yet; "
                          "finish `phr extract` (rerun it) first")
     videos = contents.videos
     row_of_key = {key: row for row, key in enumerate(videos.key)}

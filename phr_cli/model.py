@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from phr_cli.errors import ConfigError
 from phr_cli.graph import MODALITIES, Graph
 
 FUSIONS = ("concat", "sum")
@@ -52,13 +53,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {self.fusion!r}: use one of {FUSIONS}")
+            raise ConfigError(f"unknown fusion {self.fusion!r}: use one of {FUSIONS}")
         if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}: use one of {VARIANTS}")
+            raise ConfigError(f"unknown variant {self.variant!r}: use one of {VARIANTS}")
         if self.video_messages not in ("sum", "mean"):
-            raise ValueError(f"unknown video_messages {self.video_messages!r}: use 'sum' or 'mean'")
+            raise ConfigError(f"unknown video_messages {self.video_messages!r}: use 'sum' or 'mean'")
         if self.dim < 1 or self.layers < 1:
-            raise ValueError("dim and layers must be positive")
+            raise ConfigError("dim and layers must be positive")
 
 
 def grouped_softmax(scores: Tensor, groups: Tensor, n_groups: int) -> Tensor:

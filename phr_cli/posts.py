@@ -14,6 +14,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from phr_cli.errors import PhrError
+
 MANIFEST_NAMES = ("posts.csv", "posts.jsonl")
 SIDECAR_SUFFIX = ".info.json"
 
@@ -27,8 +29,12 @@ VIDEO_SUFFIXES = frozenset(
 HASHTAG_PATTERN = re.compile(r"(?<!\w)#(\w+)")
 
 
-class ManifestError(ValueError):
+class ManifestError(PhrError):
     """A manifest line that cannot be read; the message starts with `file:line:`."""
+
+
+class NotAFolderError(PhrError):
+    """The videos argument is not a folder."""
 
 
 @dataclass
@@ -106,7 +112,7 @@ def read_posts(root: Path) -> PostSet:
     """Every post in a folder: manifest rows, then videos the manifest does not name."""
     root = Path(root)
     if not root.is_dir():
-        raise NotADirectoryError(f"{root}: not a folder of videos")
+        raise NotAFolderError(f"{root}: not a folder of videos")
     manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
     posts = read_manifest(manifest, root) if manifest else []
     notices = _shared_videos(posts)

@@ -27,7 +27,9 @@ import ray
 import ray.data
 
 from phr_cli.decode import DecodedClip, DecodeLimits, FrameSampling, decode_guarded
+from phr_cli.devices import DeviceError
 from phr_cli.encoders.registry import EncoderMismatchError
+from phr_cli.errors import PhrError
 from phr_cli.extract import EncodedVideo, Encoders, ExtractOptions, ExtractReport
 
 ENCODED_COLUMNS = tuple(f.name for f in fields(EncodedVideo))
@@ -82,7 +84,7 @@ def phr_cause(error: BaseException) -> BaseException | None:
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if type(error).__module__.startswith("phr_cli."):
+        if isinstance(error, PhrError):
             return error
         error = getattr(error, "cause", None) or error.__cause__
     return None
@@ -91,7 +93,7 @@ def phr_cause(error: BaseException) -> BaseException | None:
 def _uses_gpu(device: str) -> bool:
     cluster_has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     if device.startswith("cuda") and not cluster_has_gpus:
-        raise RuntimeError(f"device {device!r} asked for, but the Ray cluster has no GPU")
+        raise DeviceError(f"device {device!r} asked for, but the Ray cluster has no GPU")
     return cluster_has_gpus if device == "auto" else device.startswith("cuda")
 
 

@@ -39,6 +39,7 @@ import h5py
 import numpy as np
 
 from phr_cli import __version__
+from phr_cli.errors import PhrError
 
 FORMAT_VERSION = 1
 IN_MEMORY_BYTES = 256 << 20  # files up to this size are built in memory (see _write_atomically)
@@ -47,7 +48,7 @@ VISUAL_DIM, ACOUSTIC_DIM, TEXT_EMBEDDING_DIM, TEXTUAL_DIM = 2048, 128, 384, 100
 STRING = h5py.string_dtype("utf-8")
 
 
-class StoreError(RuntimeError):
+class StoreError(PhrError):
     """A store that cannot be used as asked; the message names the file and the fix."""
 
 

@@ -21,7 +21,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from phr_cli import __version__
+from phr_cli.devices import check_device_name
 from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
+from phr_cli.errors import ConfigError, DataError, PhrError
 from phr_cli.evaluate import TestCases, build_cases, evaluate
 from phr_cli.graph import Graph, PostData, Split, build_graph, posts_from_store, split_posts
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
@@ -33,6 +35,10 @@ RESUMABLE_CHANGES = ("epochs", "device", "step_propagation")
 STEP_PROPAGATIONS = ("batch", "full")
 
 ProgressCallback = Callable[[int, float, float, float], None]
+
+
+class CheckpointError(PhrError):
+    """A checkpoint that cannot be read, or written, or used with this store."""
 
 
 @dataclass
@@ -57,15 +63,14 @@ class TrainConfig:
     step_propagation: str = "batch"
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"unknown device {self.device!r}: use auto, cpu or cuda")
+        check_device_name(self.device)
         if self.step_propagation not in STEP_PROPAGATIONS:
-            raise ValueError(f"unknown step propagation {self.step_propagation!r}: use one of {STEP_PROPAGATIONS}")
+            raise ConfigError(f"unknown step propagation {self.step_propagation!r}: use one of {STEP_PROPAGATIONS}")
         if self.negatives < 1 or self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("epochs, batch_size and negatives must be positive")
+            raise ConfigError("epochs, batch_size and negatives must be positive")
         name, _, k = self.validation_metric.partition("@")
         if name not in ("P", "R", "A") or not k.isdigit() or int(k) < 1:
-            raise ValueError(f"validation metric {self.validation_metric!r}: use P@K, R@K or A@K")
+            raise ConfigError(f"validation metric {self.validation_metric!r}: use P@K, R@K or A@K")
 
 
 @dataclass
@@ -123,17 +128,17 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         raw = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise
+        raise CheckpointError(f"{path}: no checkpoint; run `phr train --out {path}` first") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:  # another file, or a torn one
-        raise ValueError(f"{path} is not a readable phr checkpoint ({type(error).__name__}); "
+        raise CheckpointError(f"{path} is not a readable phr checkpoint ({type(error).__name__}); "
                          "train one with `phr train`") from None
     written_as = raw.get("format") if isinstance(raw, dict) else None
     if isinstance(written_as, str) and written_as.startswith(CHECKPOINT_FORMAT.split("/")[0] + "/") \
             and written_as != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is a {written_as} checkpoint; this phr reads {CHECKPOINT_FORMAT}: "
+        raise CheckpointError(f"{path} is a {written_as} checkpoint; this phr reads {CHECKPOINT_FORMAT}: "
                          "upgrade phr, or retrain with this one")
     if written_as != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a phr checkpoint ({CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"{path} is not a phr checkpoint ({CHECKPOINT_FORMAT})")
     split = raw["split"]
     return Checkpoint(
         model_config=ModelConfig(**raw["model_config"]),
@@ -259,7 +264,7 @@ def _save_atomically(payload: dict[str, Any], path: Path) -> None:
     except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
         temporary.unlink(missing_ok=True)
         cause = getattr(error, "strerror", None) or " ".join(str(error).split())
-        raise RuntimeError(f"{path}: cannot write the checkpoint ({cause}); the previous one is "
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({cause}); the previous one is "
                            "intact: free space and rerun `phr train` to resume") from None
 
 
@@ -310,7 +315,7 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
            resume: bool, ranks: Ranks, device: torch.device) -> TrainResult:
     graph = build_graph(posts.subset(split.train))
     if graph.n_hashtags < 2 or len(graph.triples) == 0:
-        raise ValueError("training posts need at least two distinct hashtags")
+        raise DataError("training posts need at least two distinct hashtags")
     validation = build_cases(posts, split.validation, graph)
     sampler = NegativeSampler(graph.triples, graph.n_hashtags)
     ks = _metric_ks(config.validation_metric)
@@ -554,7 +559,7 @@ def train_from_store(
     selected = posts_from_store(contents)
     posts = selected.posts
     if len(posts) < 10:
-        raise ValueError(f"{store_path}: only {len(posts)} trainable posts (with a user and a "
+        raise DataError(f"{store_path}: only {len(posts)} trainable posts (with a user and a "
                          f"hashtag); left out: {selected.skipped}")
     split = split_posts(posts, seed=config.seed, by=split_by)
     projection = contents.projection

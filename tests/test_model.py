@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from phr_cli import model as model_module
+from phr_cli.errors import ConfigError
 from phr_cli.graph import PostData, build_graph
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss, grouped_softmax
 
@@ -310,9 +311,9 @@ def test_bpr_loss_and_embedding_penalty():
 
 
 def test_bad_configuration_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         ModelConfig(fusion="max")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         ModelConfig(variant="no_graph")
 
 

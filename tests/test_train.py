@@ -240,9 +240,9 @@ def test_metadata_must_load_safely(data, tmp_path):
 
 
 def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
-    from phr_cli.train import load_checkpoint
+    from phr_cli.train import CheckpointError, load_checkpoint
 
     not_checkpoint = tmp_path / "features.h5"
     not_checkpoint.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
-    with pytest.raises(ValueError, match="not a readable phr checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable phr checkpoint"):
         load_checkpoint(not_checkpoint)

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from phr_cli.errors import PhrError
+
 WEIGHTS_DIR_ENV = "PHR_WEIGHTS_DIR"
 RANDOM_SEED = 0
 
@@ -106,15 +108,15 @@ DEFAULT_ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(PhrError):
     """A weight file is neither cached nor downloadable; the message says how to fix it."""
 
 
-class EncoderMismatchError(RuntimeError):
+class EncoderMismatchError(PhrError):
     """Encoders here differ from the ones a store, checkpoint or driver was built with."""
 
 
-class WeightsHashError(ValueError):
+class WeightsHashError(PhrError):
     """A weight file is present but its content does not match the published hash."""
 
 
