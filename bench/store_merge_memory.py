@@ -20,6 +20,7 @@ RUN = """
 import hashlib, json, resource, sys, time
 import numpy as np
 from pathlib import Path
+from phr_cli.statuses import Status
 from phr_cli.store import PostRows, StoreWriter
 count, segment, path = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 rng = np.random.default_rng(0)
@@ -27,7 +28,7 @@ started = time.perf_counter()
 with StoreWriter(path, {"bench": {"weights": "random"}}, {"bench": True}) as writer:
     for i in range(count):
         writer.add(key=hashlib.sha256(str(i).encode()).hexdigest(), path=f"v{i}.mp4", duration=10.0,
-                   status="ok", reason="", n_frames=16, n_audio_examples=10,
+                   status=Status.OK, reason="", n_frames=16, n_audio_examples=10,
                    visual=rng.random(2048, dtype=np.float32), acoustic=rng.random(128, dtype=np.float32),
                    visual_mask=True, acoustic_mask=True)
         if (i + 1) % segment == 0:

@@ -30,6 +30,7 @@ import numpy as np
 
 from phr_cli.decode import FrameSampling
 from phr_cli.encoders.registry import DEFAULT_ENCODERS
+from phr_cli.statuses import Status
 from phr_cli.store import ACOUSTIC_DIM, TEXT_EMBEDDING_DIM, TEXTUAL_DIM, VISUAL_DIM, PostRows, StoreWriter, TextProjection
 
 YFCC_POSTS, YFCC_USERS, YFCC_HASHTAGS = 134_992, 8_126, 23_054
@@ -116,7 +117,7 @@ def write_synthetic_store(path: Path, scale: float = 1.0, seed: int = 0, feature
             for offset, post in enumerate(range(rows.start, rows.stop)):
                 audio = bool(has_audio[post])
                 writer.add(key=keys[post], path=f"synthetic/{post:06d}.mp4", duration=15.0,
-                           status="ok" if audio else "no_audio", reason="", n_frames=8,
+                           status=Status.OK if audio else Status.NO_AUDIO, reason="", n_frames=8,
                            n_audio_examples=15 if audio else 0, visual=visual[offset],
                            acoustic=acoustic[offset] if audio else np.zeros(ACOUSTIC_DIM, np.float32),
                            visual_mask=True, acoustic_mask=audio)
@@ -128,7 +129,7 @@ def write_synthetic_store(path: Path, scale: float = 1.0, seed: int = 0, feature
             user=[f"user{u}" for u in post_user],
             caption=[f"synthetic post {post}" for post in range(n_posts)],
             hashtags=hashtags,
-            status=["ok" if a else "no_audio" for a in has_audio],
+            status=[Status.OK if a else Status.NO_AUDIO for a in has_audio],
             text_embedding=text_embedding,
             textual=projection.apply(text_embedding),
             textual_mask=np.ones(n_posts, dtype=bool),

@@ -104,7 +104,8 @@ def extract(
 
     from phr_cli.decode import DecodeLimits
     from phr_cli.encoders.registry import PRECISIONS
-    from phr_cli.extract import FAILED_STATUSES, ExtractOptions, extract as run_extract
+    from phr_cli.extract import ExtractOptions, extract as run_extract
+    from phr_cli.statuses import FAILED_STATUSES, Status
 
     if file_timeout <= 0:
         fail("--file-timeout must be positive", code=2)
@@ -140,7 +141,7 @@ def extract(
     for notice in report.notices:
         err.print(f"[yellow]note:[/] {printable(notice)}", highlight=False, soft_wrap=True)
     for outcome in report.failures:
-        if outcome.status == "missing":
+        if outcome.status == Status.MISSING:
             err.print(f"[yellow]{printable(outcome.path)}[/]: {outcome.status}: "
                       f"{printable(outcome.reason)}", highlight=False)
 

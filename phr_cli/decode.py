@@ -21,22 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-# Statuses, most severe first; a clip gets the most severe that applies.
-CORRUPT = "corrupt"  # nothing could be decoded
-UNREADABLE = "unreadable"  # the file cannot be opened (permissions, I/O error)
-CRASHED = "crashed"  # the decoding process died (an FFmpeg crash, or killed for memory)
-TIMED_OUT = "timed_out"  # decoding took longer than the per-file limit and was stopped
-TRUNCATED = "truncated"  # decoding stopped part-way; features from what was decoded
-TOO_LARGE = "too_large"  # frames above the pixel limit: visual masked, audio kept
-NO_VIDEO = "no_video"  # audio only: visual masked
-NO_AUDIO = "no_audio"  # no audio stream (or no samples): acoustic masked
-TOO_SHORT = "too_short"  # audio shorter than one VGGish example: acoustic masked
-OK = "ok"
-SEVERITY = (UNREADABLE, CORRUPT, CRASHED, TIMED_OUT, TRUNCATED, TOO_LARGE, NO_VIDEO, NO_AUDIO,
-            TOO_SHORT, OK)
-# Statuses of a file that gave no features at all.
-NO_FEATURES = frozenset({UNREADABLE, CORRUPT, CRASHED, TIMED_OUT})
-
+from phr_cli.statuses import SEVERITY, Status
 
 @dataclass(frozen=True)
 class FrameSampling:
@@ -79,7 +64,7 @@ def decode_guarded(path: Path, sampling: FrameSampling, limits: DecodeLimits) ->
     try:
         return decode_clip(path, sampling, limits.max_pixels)
     except MemoryError:
-        return DecodedClip(None, None, 0.0, CORRUPT,
+        return DecodedClip(None, None, 0.0, Status.CORRUPT,
                            f"decoding needed more than the {limits.memory_bytes >> 20} MiB allowed")
 
 
@@ -88,7 +73,7 @@ class DecodedClip:
     frames: np.ndarray | None  # (F, crop, crop, 3) uint8 RGB, None when no frame
     audio: np.ndarray | None  # float32 mono at sampling.sample_rate, None when absent
     duration: float
-    status: str
+    status: Status
     reason: str
     n_keyframes: int = 0
 
@@ -97,14 +82,14 @@ class _Problems:
     """Collects what went wrong while decoding, then names the worst."""
 
     def __init__(self) -> None:
-        self.found: list[tuple[str, str]] = []
+        self.found: list[tuple[Status, str]] = []
 
-    def add(self, status: str, reason: str) -> None:
+    def add(self, status: Status, reason: str) -> None:
         self.found.append((status, reason))
 
-    def verdict(self) -> tuple[str, str]:
+    def verdict(self) -> tuple[Status, str]:
         if not self.found:
-            return OK, ""
+            return Status.OK, ""
         worst = min(self.found, key=lambda item: SEVERITY.index(item[0]))[0]
         return worst, "; ".join(reason for _, reason in self.found)
 
@@ -115,35 +100,35 @@ def decode_clip(path: Path, sampling: FrameSampling = FrameSampling(),
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except PermissionError as error:
-        return DecodedClip(None, None, 0.0, UNREADABLE, f"cannot open: {error.strerror}")
+        return DecodedClip(None, None, 0.0, Status.UNREADABLE, f"cannot open: {error.strerror}")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-        return DecodedClip(None, None, 0.0, CORRUPT, f"not a readable media file: {_message(error)}")
+        return DecodedClip(None, None, 0.0, Status.CORRUPT, f"not a readable media file: {_message(error)}")
     problems = _Problems()
     with container:
         duration = _duration(container)
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
         if video is None and audio is None:
-            return DecodedClip(None, None, duration, CORRUPT, "no video or audio stream")
+            return DecodedClip(None, None, duration, Status.CORRUPT, "no video or audio stream")
         frames, n_keyframes = (None, 0)
         if video is not None and video.codec_context.width * video.codec_context.height > max_pixels:
-            problems.add(TOO_LARGE, f"frames of {video.codec_context.width}x{video.codec_context.height} "
+            problems.add(Status.TOO_LARGE, f"frames of {video.codec_context.width}x{video.codec_context.height} "
                          f"exceed the {max_pixels:,}-pixel limit; visual features skipped")
         elif video is not None:
             frames, n_keyframes = _sample_frames(container, video, duration, sampling, problems)
         else:
-            problems.add(NO_VIDEO, "no video stream")
+            problems.add(Status.NO_VIDEO, "no video stream")
         samples = None
         if audio is not None:
             samples = _read_audio(container, audio, sampling, problems)
         else:
-            problems.add(NO_AUDIO, "no audio stream")
+            problems.add(Status.NO_AUDIO, "no audio stream")
     if frames is None and samples is None:
         status, reason = problems.verdict()
-        status = status if status in (TOO_LARGE, TRUNCATED, UNREADABLE) else CORRUPT
+        status = status if status in (Status.TOO_LARGE, Status.TRUNCATED, Status.UNREADABLE) else Status.CORRUPT
         return DecodedClip(None, None, duration, status, reason or "nothing decodable")
     if samples is not None and len(samples) < sampling.min_audio_samples:
-        problems.add(TOO_SHORT, f"audio {len(samples) / sampling.sample_rate:.2f} s is shorter "
+        problems.add(Status.TOO_SHORT, f"audio {len(samples) / sampling.sample_rate:.2f} s is shorter "
                      f"than one {sampling.min_audio_samples / sampling.sample_rate:.3f} s example")
     status, reason = problems.verdict()
     return DecodedClip(frames, samples, duration, status, reason, n_keyframes)
@@ -200,7 +185,7 @@ def _sample_frames(container, stream, duration, sampling, problems):
             keyframes = uniform
     frames = _evenly(keyframes, sampling.max_frames)
     if not frames:
-        problems.add(CORRUPT, "no decodable video frame")
+        problems.add(Status.CORRUPT, "no decodable video frame")
         return None, n_keyframes
     return np.stack(frames), n_keyframes
 
@@ -225,7 +210,7 @@ def _decode_keyframes(container, stream, sampling, problems) -> list[np.ndarray]
                     return None
                 frames.append(_to_rgb(frame, sampling))
         except av.FFmpegError as error:
-            problems.add(TRUNCATED, f"video decoding stopped after {len(frames)} keyframes: {_message(error)}")
+            problems.add(Status.TRUNCATED, f"video decoding stopped after {len(frames)} keyframes: {_message(error)}")
     return frames
 
 
@@ -247,7 +232,7 @@ def _decode_uniform(container, stream, duration, sampling, problems) -> list[np.
                 break
     except av.FFmpegError as error:
         if not frames:
-            problems.add(TRUNCATED, f"video decoding failed: {_message(error)}")
+            problems.add(Status.TRUNCATED, f"video decoding failed: {_message(error)}")
     return frames
 
 
@@ -263,7 +248,7 @@ def _seek_keyframes(container, stream, duration, sampling, problems) -> list[np.
                 if frame is not None:
                     frames.append(_to_rgb(frame, sampling))
         except av.FFmpegError as error:
-            problems.add(TRUNCATED, f"seeking stopped after {len(frames)} frames: {_message(error)}")
+            problems.add(Status.TRUNCATED, f"seeking stopped after {len(frames)} frames: {_message(error)}")
     return frames
 
 
@@ -284,9 +269,9 @@ def _read_audio(container, stream, sampling, problems) -> np.ndarray | None:
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
     except av.FFmpegError as error:
-        problems.add(TRUNCATED, f"audio decoding stopped at {total / sampling.sample_rate:.2f} s: "
+        problems.add(Status.TRUNCATED, f"audio decoding stopped at {total / sampling.sample_rate:.2f} s: "
                      f"{_message(error)}")
     if not chunks:
-        problems.add(NO_AUDIO, "audio stream has no decodable samples")
+        problems.add(Status.NO_AUDIO, "audio stream has no decodable samples")
         return None
     return np.concatenate(chunks)[:limit].astype(np.float32, copy=False)

@@ -31,13 +31,9 @@ import pebble
 from phr_cli import decode
 from phr_cli.decode import DecodedClip, DecodeLimits, FrameSampling
 from phr_cli.posts import Post, PostSet, read_posts
+from phr_cli.statuses import FAILED_STATUSES, Status
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, PostRows, StoreLock, StoreWriter
 
-# Post statuses beyond the decoder's: the file is gone, or the post has no video.
-MISSING = "missing"
-TEXT_ONLY = "text_only"
-# Files the run reports as failed (exit code 1): no features, or features from part of the file.
-FAILED_STATUSES = decode.NO_FEATURES | {decode.TRUNCATED, decode.TOO_LARGE, MISSING}
 
 
 @dataclass
@@ -61,7 +57,7 @@ class ExtractOptions:
 @dataclass
 class VideoOutcome:
     path: Path
-    status: str
+    status: Status
     reason: str
 
 
@@ -71,7 +67,7 @@ class EncodedVideo:
 
     key: str
     duration: float
-    status: str
+    status: Status
     reason: str
     n_frames: int
     n_audio_examples: int
@@ -240,16 +236,16 @@ def _pool_result(future: futures.Future, limits: DecodeLimits) -> DecodedClip:
     try:
         return future.result()
     except TimeoutError:
-        return DecodedClip(None, None, 0.0, decode.TIMED_OUT,
+        return DecodedClip(None, None, 0.0, Status.TIMED_OUT,
                            f"decoding took longer than {limits.seconds_per_file:g} s "
                            "(--file-timeout); the decoder was stopped")
     except pebble.ProcessExpired as error:
         cause = (f"signal {signal.Signals(-error.exitcode).name}" if error.exitcode < 0
                  else f"exit code {error.exitcode}")
-        return DecodedClip(None, None, 0.0, decode.CRASHED,
+        return DecodedClip(None, None, 0.0, Status.CRASHED,
                            f"the decoding process died ({cause}); killed for memory or an FFmpeg crash")
     except Exception as error:  # noqa: BLE001 - one bad file must not stop the run
-        return DecodedClip(None, None, 0.0, decode.CORRUPT, f"decoder error: {error}")
+        return DecodedClip(None, None, 0.0, Status.CORRUPT, f"decoder error: {error}")
 
 
 def _hash_videos(post_set: PostSet) -> tuple[dict[Path, str], dict[Path, VideoOutcome]]:
@@ -258,13 +254,13 @@ def _hash_videos(post_set: PostSet) -> tuple[dict[Path, str], dict[Path, VideoOu
     for video in post_set.videos():
         try:
             if video.exists() and not video.is_file():  # a folder, a FIFO that would block, a device
-                problems[video] = VideoOutcome(video, decode.UNREADABLE, "not a regular file")
+                problems[video] = VideoOutcome(video, Status.UNREADABLE, "not a regular file")
                 continue
             keys[video] = content_key(video)
         except FileNotFoundError:
-            problems[video] = VideoOutcome(video, MISSING, "file not found")
+            problems[video] = VideoOutcome(video, Status.MISSING, "file not found")
         except OSError as error:
-            problems[video] = VideoOutcome(video, decode.UNREADABLE, f"cannot read: {error.strerror}")
+            problems[video] = VideoOutcome(video, Status.UNREADABLE, f"cannot read: {error.strerror}")
     return keys, problems
 
 
@@ -404,9 +400,9 @@ def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, Vi
                                 else np.zeros((0, width), np.float32))
     textual = projection.apply(embedding) * has_text[:, None]
 
-    def status(post: Post) -> str:
+    def status(post: Post) -> Status:
         if post.video is None:
-            return TEXT_ONLY
+            return Status.TEXT_ONLY
         if post.video in problems:
             return problems[post.video].status
         return status_of[keys[post.video]]

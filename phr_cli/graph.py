@@ -13,9 +13,8 @@ import hashlib
 
 import numpy as np
 
-from phr_cli.decode import NO_FEATURES
 from phr_cli.errors import ConfigError
-from phr_cli.extract import MISSING
+from phr_cli.statuses import UNUSABLE_STATUSES
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, StoreContents, StoreError
 
 MODALITIES = ("visual", "acoustic", "textual")
@@ -147,10 +146,6 @@ def build_graph(train: PostData) -> Graph:
     )
 
 
-# Posts whose video gave no features at all are left out of training.
-UNUSABLE_STATUSES = NO_FEATURES | {MISSING}
-
-
 @dataclass
 class StorePosts:
     posts: PostData
@@ -173,7 +168,7 @@ def posts_from_store(contents: StoreContents) -> StorePosts:
             skipped["no user"] += 1
         elif not tags:
             skipped["no hashtag"] += 1
-        elif status in UNUSABLE_STATUSES:
+        elif status in UNUSABLE_STATUSES:  # the video gave no features at all
             skipped["unusable video"] += 1
         else:
             rows.append(row)

@@ -18,9 +18,10 @@ import numpy as np
 from phr_cli import decode
 from phr_cli.decode import DecodedClip, FrameSampling
 from phr_cli.encoders.registry import EncoderMismatchError, random_weights_id
-from phr_cli.extract import MISSING, Encoders, content_key
+from phr_cli.extract import Encoders, content_key
 from phr_cli.graph import PostData
 from phr_cli.posts import caption_without_hashtags, parse_hashtags
+from phr_cli.statuses import Status
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, TextProjection, load_store
 
 
@@ -35,7 +36,7 @@ class Suggestion:
 @dataclass
 class ClipRecommendation:
     clip: str
-    status: str  # the decoder's status, or "stored" when the store's features were reused
+    status: Status  # the decoder's status, or STORED when the store's features were reused
     notices: list[str]
     user: str | None
     personalised: bool  # False: the user is unknown, content-based ranking
@@ -133,7 +134,7 @@ class Recommender:
             key, unreadable = _content_key(clip)
             stored = self._stored_features().get(key) if key else None
             if stored is not None:
-                status = "stored"
+                status = Status.STORED
                 visual, acoustic, has_visual, has_acoustic = stored
                 notices += [f"ranked without {modality} features" for modality, present in
                             (("visual", has_visual), ("acoustic", has_acoustic)) if not present]
@@ -212,8 +213,8 @@ class Recommender:
 def _content_key(clip: Path) -> tuple[str | None, DecodedClip | None]:
     """The clip's content key, or None and the status that replaces decoding it."""
     if not clip.is_file():
-        return None, DecodedClip(None, None, 0.0, MISSING, "file not found")
+        return None, DecodedClip(None, None, 0.0, Status.MISSING, "file not found")
     try:
         return content_key(clip), None
     except OSError as error:  # e.g. no read permission: reported like any other bad clip
-        return None, DecodedClip(None, None, 0.0, decode.UNREADABLE, f"cannot read: {error.strerror}")
+        return None, DecodedClip(None, None, 0.0, Status.UNREADABLE, f"cannot read: {error.strerror}")

@@ -3,15 +3,16 @@ import os
 import numpy as np
 import pytest
 
-from phr_cli import decode, media
+from phr_cli import media
 from phr_cli.decode import FrameSampling, decode_clip
+from phr_cli.statuses import Status
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm", ".avi", ".mov"])
 def test_containers_decode_frames_and_16k_mono_audio(tmp_path, suffix):
     path = media.write_clip(tmp_path / f"clip{suffix}", 2.0, size=(96, 64), sample_rate=44100, channels=2)
     clip = decode_clip(path)
-    assert clip.status == decode.OK, clip.reason
+    assert clip.status == Status.OK, clip.reason
     assert clip.frames.dtype == np.uint8 and clip.frames.shape[1:] == (224, 224, 3)
     assert abs(len(clip.audio) - 2.0 * 16000) < 0.1 * 16000  # encoder padding aside
     assert clip.audio.dtype == np.float32 and clip.audio.ndim == 1
@@ -46,11 +47,11 @@ def test_resize_keeps_aspect_then_centre_crops(tmp_path):
 
 def test_no_audio_too_short_and_audio_only(tmp_path):
     silent = decode_clip(media.write_clip(tmp_path / "silent.mp4", 1.5, tone_hz=None, size=(96, 64)))
-    assert silent.status == decode.NO_AUDIO and silent.audio is None and silent.frames is not None
+    assert silent.status == Status.NO_AUDIO and silent.audio is None and silent.frames is not None
     short = decode_clip(media.write_clip(tmp_path / "short.mp4", 0.5, size=(96, 64)))
-    assert short.status == decode.TOO_SHORT and "shorter than one" in short.reason
+    assert short.status == Status.TOO_SHORT and "shorter than one" in short.reason
     song = decode_clip(media.write_audio_only(tmp_path / "song.m4a", 2.0))
-    assert song.status == decode.NO_VIDEO and song.frames is None and len(song.audio) > 15600
+    assert song.status == Status.NO_VIDEO and song.frames is None and len(song.audio) > 15600
 
 
 @pytest.mark.parametrize("make", [
@@ -60,14 +61,14 @@ def test_no_audio_too_short_and_audio_only(tmp_path):
 ])
 def test_unreadable_media_is_corrupt_with_a_reason(tmp_path, make):
     clip = decode_clip(make(tmp_path))
-    assert clip.status == decode.CORRUPT and clip.reason and clip.frames is None
+    assert clip.status == Status.CORRUPT and clip.reason and clip.frames is None
 
 
 def test_truncated_file_keeps_what_decoded(tmp_path):
     full = media.write_clip(tmp_path / "full.mp4", 3.0, size=(96, 64))
     clip = decode_clip(media.write_truncated(full, tmp_path / "cut.mp4", 0.5))
-    assert clip.status in (decode.TRUNCATED, decode.CORRUPT)
-    if clip.status == decode.TRUNCATED:
+    assert clip.status in (Status.TRUNCATED, Status.CORRUPT)
+    if clip.status == Status.TRUNCATED:
         assert clip.frames is not None or clip.audio is not None
 
 
@@ -75,9 +76,9 @@ def test_truncated_file_keeps_what_decoded(tmp_path):
 def test_permission_denied_is_unreadable(tmp_path):
     path = media.write_clip(tmp_path / "locked.mp4", 1.0, size=(96, 64))
     path.chmod(0)
-    assert decode_clip(path).status == decode.UNREADABLE
+    assert decode_clip(path).status == Status.UNREADABLE
 
 
 def test_unicode_and_space_in_path(tmp_path):
     path = media.write_clip(tmp_path / "été à la plage.mp4", 1.2, size=(96, 64))
-    assert decode_clip(path).status == decode.OK
+    assert decode_clip(path).status == Status.OK

@@ -19,7 +19,8 @@ from conftest import FAST_SAMPLING
 from hostile_corpus import EXPECTED, IGNORED, write_corpus
 from phr_cli import media
 from phr_cli.decode import DecodeLimits, decode_clip
-from phr_cli.extract import FAILED_STATUSES, ExtractOptions, decode_in_pool, extract
+from phr_cli.extract import ExtractOptions, decode_in_pool, extract
+from phr_cli.statuses import FAILED_STATUSES
 from phr_cli.store import load_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
