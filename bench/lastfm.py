@@ -26,7 +26,8 @@ from phr_cli.baselines import PITFConfig  # noqa: E402
 from phr_cli.comparison import evaluate_store  # noqa: E402
 from phr_cli.extract import ExtractOptions, extract  # noqa: E402
 from phr_cli.model import ModelConfig  # noqa: E402
-from phr_cli.train import TrainConfig, train_from_store  # noqa: E402
+from phr_cli.config import TrainConfig  # noqa: E402
+from phr_cli.train import train_from_store  # noqa: E402
 
 
 def write_manifest(dataset: Path, folder: Path) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from phr_cli import media
 from phr_cli.recommend import Recommender, Timings
-from phr_cli.train import load_checkpoint
+from phr_cli.checkpoint import load_checkpoint
 
 
 def phr_command() -> list[str]:

@@ -35,7 +35,9 @@ from phr_cli.devices import resolve_device  # noqa: E402
 from phr_cli.graph import build_graph, posts_from_store  # noqa: E402
 from phr_cli.model import ModelConfig  # noqa: E402
 from phr_cli.store import load_store  # noqa: E402
-from phr_cli.train import STEP_PROPAGATIONS, NegativeSampler, TrainConfig, load_checkpoint, train_from_store  # noqa: E402
+from phr_cli.checkpoint import load_checkpoint  # noqa: E402
+from phr_cli.config import STEP_PROPAGATIONS, TrainConfig  # noqa: E402
+from phr_cli.train import NegativeSampler, train_from_store  # noqa: E402
 
 
 def peak_rss_gib() -> float:

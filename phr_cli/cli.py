@@ -232,7 +232,8 @@ def train(
 
     from phr_cli.distributed import launched_rank
     from phr_cli.model import ModelConfig
-    from phr_cli.train import TrainConfig, train_from_store
+    from phr_cli.config import TrainConfig
+    from phr_cli.train import train_from_store
 
     other_rank = launched_rank() != 0  # under torchrun only rank 0 reports; errors print on every rank
     out.quiet = other_rank

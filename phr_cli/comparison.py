@@ -23,10 +23,10 @@ from phr_cli.baselines import (
     tune_beta,
 )
 from phr_cli.encoders.registry import EncoderMismatchError
+from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint, posts_fingerprint
 from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate
 from phr_cli.graph import PostData, Split, build_graph, posts_from_store
 from phr_cli.store import load_store
-from phr_cli.train import Checkpoint, CheckpointError, load_checkpoint, posts_fingerprint, train
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity",
              "PITF", "content-only")
@@ -105,11 +105,15 @@ def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: Pro
 
 
 def _content_only(posts: PostData, split: Split, checkpoint: Checkpoint, device: str) -> Scorer:
+    # This baseline is a training run (the checkpoint's own configuration, no graph
+    # messages): the one place evaluation needs the training loop, imported only here.
+    from phr_cli.train import train
+
     model_config = replace(checkpoint.model_config, propagate=False)
     train_config = replace(checkpoint.train_config, device=device)
     with tempfile.TemporaryDirectory(prefix="phr-content-only-") as scratch:
         path = Path(scratch) / "content-only.pt"
-        train(posts, split, model_config, train_config, path, metadata={}, resume=False)
+        train(posts, split, model_config, train_config, path, resume=False)
         return load_checkpoint(path).scorer(device)
 
 
@@ -119,12 +123,13 @@ def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolNa
     """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
     checkpoint = load_checkpoint(checkpoint_path)
     contents = load_store(store_path)
-    if contents.attributes.get("encoders") != checkpoint.metadata.get("encoders"):
+    provenance = checkpoint.provenance
+    if contents.attributes.get("encoders") != provenance.encoders:
         raise EncoderMismatchError(f"{store_path} was built with other encoders than the store "
-                         f"{checkpoint_path} was trained on ({checkpoint.metadata.get('store')}); "
+                         f"{checkpoint_path} was trained on ({provenance.store}); "
                          "evaluate on that store, or retrain on this one")
     selected = posts_from_store(contents)
-    if posts_fingerprint(selected.posts) != checkpoint.metadata.get("posts_fingerprint"):
+    if posts_fingerprint(selected.posts) != provenance.posts_fingerprint:
         raise CheckpointError(f"{store_path}: its posts changed since {checkpoint_path} was trained "
                          "(the split would not match); retrain with `phr train`")
     return compare(selected.posts, checkpoint.split, checkpoint, protocol, baselines, pitf, device, seed)

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from phr_cli import decode
+from phr_cli.checkpoint import load_checkpoint
 from phr_cli.decode import DecodedClip, FrameSampling
 from phr_cli.encoders.registry import EncoderMismatchError, random_weights_id
 from phr_cli.extract import Encoders, content_key
 from phr_cli.graph import PostData
 from phr_cli.posts import caption_without_hashtags, parse_hashtags
 from phr_cli.statuses import Status
-from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, TextProjection, load_store
+from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, load_store
 
 
 @dataclass
@@ -61,26 +62,23 @@ class Recommender:
     def __init__(self, checkpoint_path: Path, device: str = "auto",
                  weights_dir: Path | None = None, store_path: Path | None = None) -> None:
         from phr_cli.devices import resolve_device
-        from phr_cli.train import load_checkpoint
 
         started = time.perf_counter()
         self.checkpoint = load_checkpoint(checkpoint_path)
-        metadata = self.checkpoint.metadata
+        provenance = self.checkpoint.provenance
         self.device = resolve_device(device)
         self.scorer = self.checkpoint.scorer(self.device)
-        self.fingerprint: dict = metadata["encoders"]
-        self.sampling = FrameSampling(**metadata["sampling"])
-        projection = metadata["text_projection"]
-        self.projection = TextProjection(projection["mean"].numpy(), projection["components"].numpy(),
-                                         np.zeros(0, np.float32))
+        self.fingerprint: dict = provenance.encoders
+        self.sampling = FrameSampling(**provenance.sampling)
+        self.projection = provenance.text_projection()
         self.user_hashtags: dict[str, set[str]] = {
-            user: set(tags) for user, tags in metadata.get("user_hashtags", {}).items()}
+            user: set(tags) for user, tags in provenance.user_hashtags.items()}
         random = {m: e["weights"] == random_weights_id() for m, e in self.fingerprint.items()}
         self.random_weights = random["visual"] or random["acoustic"]
         # Encode as the store's videos were: the same weights and autocast precision.
         self.encoders = Encoders(str(self.device), weights_dir, self.random_weights,
                                  self.fingerprint["visual"].get("precision", "fp32"))
-        self.store_path = Path(store_path or metadata["store"])
+        self.store_path = Path(store_path or provenance.store)
         self._stored: dict[str, tuple[np.ndarray, np.ndarray, bool, bool]] | None = None
         self.timings = Timings(load=time.perf_counter() - started)
 
@@ -111,7 +109,7 @@ class Recommender:
                         or contents.attributes.get("sampling") != self.sampling.to_dict()):
                     raise EncoderMismatchError(
                         f"{self.store_path} was built with other encoders or frame sampling than "
-                        f"the store this checkpoint was trained on ({self.checkpoint.metadata['store']}); "
+                        f"the store this checkpoint was trained on ({self.checkpoint.provenance.store}); "
                         "pass that store with --store"
                     )
                 videos = contents.videos

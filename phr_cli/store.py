@@ -40,6 +40,7 @@ import numpy as np
 
 from phr_cli import __version__
 from phr_cli.errors import PhrError
+from phr_cli.files import atomic_file
 
 FORMAT_VERSION = 1
 IN_MEMORY_BYTES = 256 << 20  # files up to this size are built in memory (see _write_atomically)
@@ -128,32 +129,21 @@ def parts_dir(path: Path) -> Path:
     return Path(str(path) + ".parts")
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomically(path: Path, fill, expected_bytes: int) -> None:
-    """Write an HDF5 file via a temporary name, fsync it and rename it into place.
+    """Write an HDF5 file through `files.atomic_file` (temporary name, fsync, rename).
 
     HDF5 crashes the process when a write fails part-way (a full disk; seen with h5py 3,
     with its own file driver and with Python file objects alike). So a file up to
     IN_MEMORY_BYTES is built in memory, where writes cannot fail, and its bytes written with
     plain I/O, which raises OSError; a larger one is written only after checking the space.
     """
-    temporary = path.with_name(path.name + f".tmp-{os.getpid()}")
-    try:
+    with atomic_file(path) as temporary:
         if expected_bytes <= IN_MEMORY_BYTES:
             buffer = io.BytesIO()
             with h5py.File(buffer, "w") as handle:
                 fill(handle)
             with open(temporary, "wb") as raw:
                 raw.write(buffer.getbuffer())
-                raw.flush()
-                os.fsync(raw.fileno())
         else:
             free = shutil.disk_usage(path.parent).free
             if free < expected_bytes * 1.1 + (64 << 20):
@@ -161,12 +151,6 @@ def _write_atomically(path: Path, fill, expected_bytes: int) -> None:
                               f"needed, {free >> 20} MiB free")
             with h5py.File(temporary, "w") as handle:
                 fill(handle)
-            with open(temporary, "rb+") as raw:
-                os.fsync(raw.fileno())
-        os.replace(temporary, path)
-        _fsync_dir(path.parent)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _video_bytes(rows: int, dtype: str) -> int:

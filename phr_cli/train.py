@@ -5,10 +5,7 @@ train.py prints nothing; the CLI draws progress through the `progress` callback.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,56 +18,26 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from phr_cli import __version__
-from phr_cli.devices import check_device_name
+from phr_cli.checkpoint import (
+    CHECKPOINT_FORMAT,
+    ModelScorer,
+    Provenance,
+    posts_fingerprint,
+    save_checkpoint,
+    split_to_dict,
+)
+from phr_cli.config import TrainConfig
 from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
-from phr_cli.errors import ConfigError, DataError, PhrError
+from phr_cli.errors import DataError
 from phr_cli.evaluate import TestCases, build_cases, evaluate
 from phr_cli.graph import Graph, PostData, Split, build_graph, posts_from_store, split_posts
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
 from phr_cli.store import load_store
 
-CHECKPOINT_FORMAT = "phr-gcn-checkpoint/1"
 # Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "device", "step_propagation")
-STEP_PROPAGATIONS = ("batch", "full")
 
 ProgressCallback = Callable[[int, float, float, float], None]
-
-
-class CheckpointError(PhrError):
-    """A checkpoint that cannot be read, or written, or used with this store."""
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 50
-    batch_size: int = 1024
-    lr: float = 1e-3
-    # λ of Eq. 11, on the batch's ID embeddings (`GCNPHR.embedding_l2`).
-    l2: float = 1e-4
-    # Adam's coupled weight decay on every parameter. The paper's code used 0.1: on the
-    # synthetic test set validation then peaks by epoch 5 and sinks below user popularity.
-    weight_decay: float = 0.0
-    negatives: int = 1  # per positive (user, item, hashtag)
-    patience: int = 5  # epochs without a validation gain before stopping
-    seed: int = 0
-    device: str = "auto"  # "auto": CUDA when available
-    validation_metric: str = "R@10"  # full ranking of every known hashtag
-    # What a training step computes: "batch", the receptive field of its users and hashtags
-    # only (`GCNPHR.propagate_for`) and W^v v_k straight from the stored features; "full",
-    # the whole graph and the batch's full v_k (the plain reference, much slower on a large
-    # graph). The same maths, so the same results within rounding.
-    step_propagation: str = "batch"
-
-    def __post_init__(self) -> None:
-        check_device_name(self.device)
-        if self.step_propagation not in STEP_PROPAGATIONS:
-            raise ConfigError(f"unknown step propagation {self.step_propagation!r}: use one of {STEP_PROPAGATIONS}")
-        if self.negatives < 1 or self.batch_size < 1 or self.epochs < 1:
-            raise ConfigError("epochs, batch_size and negatives must be positive")
-        name, _, k = self.validation_metric.partition("@")
-        if name not in ("P", "R", "A") or not k.isdigit() or int(k) < 1:
-            raise ConfigError(f"validation metric {self.validation_metric!r}: use P@K, R@K or A@K")
 
 
 @dataclass
@@ -85,85 +52,6 @@ class TrainResult:
     device: str
     n_validation_cases: int
     n_validation_dropped: int  # validation posts left without a hashtag known to training
-
-
-@dataclass
-class Checkpoint:
-    model_config: ModelConfig
-    train_config: TrainConfig
-    split: Split
-    users: list[str]
-    hashtags: list[str]
-    items: list[str]
-    modality_widths: dict[str, int]
-    state_dict: dict[str, Tensor]  # best epoch's weights, the feature normalisation included
-    user_representations: Tensor  # propagate() at the best epoch
-    hashtag_representations: Tensor
-    best_epoch: int
-    best_metric: float
-    history: list[dict[str, float]]
-    completed: bool
-    stopped_early: bool
-    metadata: dict[str, Any]
-
-    def model(self, device: str | torch.device = "cpu") -> GCNPHR:
-        """The best epoch's model in eval mode, serving the saved representations (no graph needed)."""
-        model = GCNPHR(self.model_config, len(self.users), len(self.hashtags), self.modality_widths)
-        model.load_state_dict(self.state_dict)
-        model.to(device).eval()
-        model.save_representations(self.user_representations, self.hashtag_representations)
-        return model
-
-    def scorer(self, device: str | torch.device = "cpu") -> ModelScorer:
-        """The best epoch's model as an `evaluate.Scorer`."""
-        model = self.model(device)
-        return ModelScorer(model, *model.propagate())
-
-    def user_position(self, user: str) -> int:
-        """The user's row in the representations, -1 for a user without training posts."""
-        return self.users.index(user) if user in self.users else -1
-
-
-def load_checkpoint(path: Path) -> Checkpoint:
-    try:
-        raw = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no checkpoint; run `phr train --out {path}` first") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:  # another file, or a torn one
-        raise CheckpointError(f"{path} is not a readable phr checkpoint ({type(error).__name__}); "
-                         "train one with `phr train`") from None
-    written_as = raw.get("format") if isinstance(raw, dict) else None
-    if isinstance(written_as, str) and written_as.startswith(CHECKPOINT_FORMAT.split("/")[0] + "/") \
-            and written_as != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is a {written_as} checkpoint; this phr reads {CHECKPOINT_FORMAT}: "
-                         "upgrade phr, or retrain with this one")
-    if written_as != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a phr checkpoint ({CHECKPOINT_FORMAT})")
-    split = raw["split"]
-    return Checkpoint(
-        model_config=ModelConfig(**raw["model_config"]),
-        train_config=TrainConfig(**raw["train_config"]),
-        split=Split(
-            train=split["train"].numpy(),
-            validation=split["validation"].numpy(),
-            test=split["test"].numpy(),
-            seed=split["seed"],
-            by=split["by"],
-        ),
-        users=raw["vocabulary"]["users"],
-        hashtags=raw["vocabulary"]["hashtags"],
-        items=raw["vocabulary"]["items"],
-        modality_widths=raw["modality_widths"],
-        state_dict=raw["state_dict"],
-        user_representations=raw["user_representations"],
-        hashtag_representations=raw["hashtag_representations"],
-        best_epoch=raw["best_epoch"],
-        best_metric=raw["best_metric"],
-        history=raw["history"],
-        completed=raw["completed"],
-        stopped_early=raw["stopped_early"],
-        metadata=raw["metadata"],
-    )
 
 
 class NegativeSampler:
@@ -195,77 +83,13 @@ class NegativeSampler:
         return negatives.reshape(len(triple_rows), count)
 
 
-class ModelScorer:
-    """GCN-PHR as an `evaluate.Scorer`: scores of every known hashtag for each post."""
-
-    def __init__(self, model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, rows_per_chunk: int = 256) -> None:
-        self.model, self.user_reps, self.hashtag_reps = model, user_reps, hashtag_reps
-        self.rows_per_chunk = rows_per_chunk
-
-    @torch.no_grad()
-    def score(self, users: np.ndarray, posts: PostData) -> Tensor:
-        """(len(posts), n_hashtags) on the model's device; users[b] is the graph user index, -1 when cold."""
-        device = self.user_reps.device
-        users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=device)
-        blocks = []
-        for start in range(0, len(posts), self.rows_per_chunk):
-            chunk = slice(start, start + self.rows_per_chunk)
-            features = {m: np.asarray(f[chunk], dtype=np.float32) for m, f in posts.features.items()}
-            masks = {m: np.asarray(k[chunk], dtype=bool) for m, k in posts.masks.items()}
-            items = self.model.encode_items(
-                {m: torch.as_tensor(f, device=device) for m, f in features.items()},
-                {m: torch.as_tensor(k, device=device) for m, k in masks.items()},
-            )
-            user_rows = self.model.user_rows(self.user_reps, users_t[chunk])
-            blocks.append(self.model.score_all(user_rows, items, self.hashtag_reps))
-        return torch.cat(blocks) if blocks else self.hashtag_reps.new_zeros(0, len(self.hashtag_reps))
-
-
 def _metric_ks(metric: str) -> tuple[int, ...]:
     k = int(metric.split("@")[1])
     return tuple(sorted({5, 10, k}))
 
 
-def _check_serialisable(value: Any, where: str = "metadata") -> None:
-    """Checkpoints load with torch's safe (weights-only) unpickler: plain values and tensors only."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_serialisable(item, f"{where}[{key!r}]")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _check_serialisable(item, f"{where}[{index}]")
-    elif not isinstance(value, (str, int, float, bool, type(None), Tensor)):
-        raise TypeError(f"{where} is a {type(value).__name__}: checkpoints hold plain values and tensors only")
-
-
-def _split_dict(split: Split) -> dict[str, Any]:
-    return {
-        "train": torch.as_tensor(np.asarray(split.train, dtype=np.int64)),
-        "validation": torch.as_tensor(np.asarray(split.validation, dtype=np.int64)),
-        "test": torch.as_tensor(np.asarray(split.test, dtype=np.int64)),
-        "seed": int(split.seed),
-        "by": split.by,
-    }
-
-
 def _cpu_state(model: GCNPHR) -> dict[str, Tensor]:
     return {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
-
-
-def _save_atomically(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
-        temporary.unlink(missing_ok=True)
-        cause = getattr(error, "strerror", None) or " ".join(str(error).split())
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({cause}); the previous one is "
-                           "intact: free space and rerun `phr train` to resume") from None
 
 
 def _resumable(raw: dict[str, Any], expected: dict[str, Any]) -> bool:
@@ -291,7 +115,7 @@ def train(
     model_config: ModelConfig,
     config: TrainConfig,
     checkpoint_path: Path,
-    metadata: dict[str, Any],
+    provenance: Provenance | None = None,
     progress: ProgressCallback | None = None,
     resume: bool = True,
 ) -> TrainResult:
@@ -300,8 +124,9 @@ def train(
     `progress(epoch, loss, metric, best_metric)` is called after each epoch (epoch 1-based,
     best_metric the best validation value so far). With `resume`, a checkpoint of the same
     data, split and configuration (epochs and device may differ) continues at its next epoch.
+    `provenance` is saved as it is (none: an empty record).
     """
-    _check_serialisable(metadata)
+    metadata = (provenance or Provenance()).to_dict()  # refuses what would not load safely, early
     ranks, device = join(config.device)
     try:
         return _train(posts, split, model_config, config, Path(checkpoint_path), metadata, progress,
@@ -337,7 +162,7 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
             "phr_version": __version__,
             "model_config": asdict(model_config),
             "train_config": asdict(config),
-            "split": _split_dict(split),
+            "split": split_to_dict(split),
             "vocabulary": {"users": graph.users, "hashtags": graph.hashtags, "items": graph.items},
             "modality_widths": dict(model.item_encoder.widths),
             "metadata": metadata,
@@ -413,7 +238,7 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
                 },
             )
             if ranks.main:  # every rank holds the same weights and decisions; one writes them
-                _save_atomically(payload, checkpoint_path)
+                save_checkpoint(payload, checkpoint_path)
                 if progress is not None:
                     progress(epoch, loss, metric, best["metric"])
             if stopped_early:
@@ -525,14 +350,6 @@ class StoreTraining:
     split_sizes: tuple[int, int, int]
 
 
-def posts_fingerprint(posts: PostData) -> str:
-    """Identifies the exact posts a split indexes, so evaluate can refuse a changed store."""
-    digest = hashlib.sha256()
-    for user, item, tags in zip(posts.users, posts.items, posts.hashtags):
-        digest.update(f"{user}\t{item}\t{' '.join(tags)}\n".encode())
-    return digest.hexdigest()
-
-
 def _user_hashtags(posts: PostData) -> dict[str, list[str]]:
     """Each user's hashtags in training, for `recommend`'s "used before" column."""
     used: dict[str, set[str]] = {}
@@ -552,7 +369,7 @@ def train_from_store(
 ) -> StoreTraining:
     """Read the store's trainable posts, split them 8:1:1 with the seed, train and checkpoint.
 
-    The checkpoint's metadata records the store's encoders and text projection, so that
+    The checkpoint's provenance records the store's encoders and text projection, so that
     `recommend` encodes a new clip exactly as the store's videos were.
     """
     contents = load_store(store_path)
@@ -560,20 +377,18 @@ def train_from_store(
     posts = selected.posts
     if len(posts) < 10:
         raise DataError(f"{store_path}: only {len(posts)} trainable posts (with a user and a "
-                         f"hashtag); left out: {selected.skipped}")
+                        f"hashtag); left out: {selected.skipped}")
     split = split_posts(posts, seed=config.seed, by=split_by)
     projection = contents.projection
-    metadata = {
-        "store": str(store_path),
-        "encoders": contents.attributes["encoders"],
-        "sampling": contents.attributes["sampling"],
-        "text_projection": {
-            "mean": torch.as_tensor(projection.mean),
-            "components": torch.as_tensor(projection.components),
-        },
-        "posts_fingerprint": posts_fingerprint(posts),
-        "user_hashtags": _user_hashtags(posts.subset(split.train)),
-    }
-    result = train(posts, split, model_config, config, checkpoint_path, metadata, progress, resume)
+    provenance = Provenance(
+        store=str(store_path),
+        encoders=contents.attributes["encoders"],
+        sampling=contents.attributes["sampling"],
+        text_projection_mean=torch.as_tensor(projection.mean),
+        text_projection_components=torch.as_tensor(projection.components),
+        posts_fingerprint=posts_fingerprint(posts),
+        user_hashtags=_user_hashtags(posts.subset(split.train)),
+    )
+    result = train(posts, split, model_config, config, checkpoint_path, provenance, progress, resume)
     return StoreTraining(result, len(posts), selected.skipped,
                          (len(split.train), len(split.validation), len(split.test)))

@@ -23,7 +23,8 @@ from phr_cli.extract import ExtractOptions, extract
 from phr_cli.model import ModelConfig
 from phr_cli.posts import caption_without_hashtags
 from phr_cli.recommend import ClipRecommendation, EncoderMismatchError, Recommender
-from phr_cli.train import TrainConfig, train_from_store
+from phr_cli.config import TrainConfig
+from phr_cli.train import train_from_store
 
 TOPIC_TONES = {"ocean": 220.0, "fire": 880.0, "city": 2000.0}
 TOPIC_HASHTAGS = {"ocean": ["ocean", "waves"], "fire": ["fire", "flames"], "city": ["city", "streets"]}
@@ -153,7 +154,7 @@ def test_topic_and_personal_hashtags_for_a_known_user(recommender, corpus, topic
     tags = ranking(result)
     assert_topic_first(tags, topic)
     assert PERSONAL_HASHTAG[USER] in tags[:TOP_K], tags
-    used = set(recommender.checkpoint.metadata["user_hashtags"][USER])
+    used = set(recommender.checkpoint.provenance.user_hashtags[USER])
     assert all(s.used_before == (s.hashtag in used) for s in result.suggestions)
     assert next(s for s in result.suggestions if s.hashtag == PERSONAL_HASHTAG[USER]).used_before
     assert [s.rank for s in result.suggestions] == list(range(1, len(tags) + 1))
@@ -224,7 +225,7 @@ def test_caption_hashtags_are_excluded_and_never_embedded(recommender, corpus, m
 
 
 def test_exclude_used(recommender, corpus):
-    used = set(recommender.checkpoint.metadata["user_hashtags"][USER])
+    used = set(recommender.checkpoint.provenance.user_hashtags[USER])
     clip = corpus / "new" / "ocean.mp4"
     [kept] = recommender.recommend([clip], USER, top=N_HASHTAGS)
     [excluded] = recommender.recommend([clip], USER, top=N_HASHTAGS, exclude_used=True)
@@ -247,16 +248,16 @@ def test_a_clip_in_the_store_reuses_its_features(recommender, checkpoint, corpus
 
 
 def test_a_folder_shares_one_model_load(cli, corpus, monkeypatch):
-    import phr_cli.train
+    import phr_cli.recommend
 
     loads: list[Path] = []
-    original = phr_cli.train.load_checkpoint
+    original = phr_cli.recommend.load_checkpoint
 
     def counting_load(path: Path):
         loads.append(path)
         return original(path)
 
-    monkeypatch.setattr(phr_cli.train, "load_checkpoint", counting_load)
+    monkeypatch.setattr(phr_cli.recommend, "load_checkpoint", counting_load)
     result = cli(corpus / "new", "--user", USER, "--json")
     assert result.exit_code == 0, result.output
     recommendations = json.loads(result.stdout)

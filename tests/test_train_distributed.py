@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from phr_cli.extract import ExtractOptions, extract
-from phr_cli.train import load_checkpoint
+from phr_cli.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

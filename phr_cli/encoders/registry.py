@@ -7,13 +7,13 @@ This module imports no torch so that the CLI starts fast.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from phr_cli.errors import PhrError
+from phr_cli.files import sha256_of
 
 WEIGHTS_DIR_ENV = "PHR_WEIGHTS_DIR"
 RANDOM_SEED = 0
@@ -135,11 +135,6 @@ def search_dirs(weights_dir: Path | None) -> list[Path]:
         dirs.append(Path(os.environ[WEIGHTS_DIR_ENV]))
     dirs.append(hub_checkpoint_dir())
     return dirs
-
-
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def resolve_weights(

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from phr_cli.encoders.registry import MINILM_L6_V2, EncoderSpec, sha256_of
+from phr_cli.encoders.registry import MINILM_L6_V2, EncoderSpec
+from phr_cli.files import sha256_of
 from phr_cli.store import TextProjection
 
 

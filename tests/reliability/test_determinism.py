@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from reliability_data import write_text_posts
 from phr_cli import media
 from phr_cli.cli import app
-from phr_cli.train import load_checkpoint
+from phr_cli.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from phr_cli import media
 from phr_cli.cli import app
 from phr_cli.store import load_store
-from phr_cli.train import load_checkpoint
+from phr_cli.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 EXTRACT = ["--random-weights", "--workers", "0", "--device", "cpu"]
@@ -94,4 +94,4 @@ def test_train_on_a_full_disk_keeps_the_last_checkpoint(tmp_path, small_disk):
     error = full.output.strip().splitlines()[-1]
     assert error.startswith("error: ") and str(disk / "model.pt") in error and "free space" in error
     assert len(load_checkpoint(disk / "model.pt").history) == 2
-    assert not list(disk.glob("*.tmp"))
+    assert not list(disk.glob("*.tmp*"))

@@ -1,0 +1,234 @@
+"""The checkpoint `phr train` writes and `phr recommend` / `phr evaluate` read.
+
+One file (torch's safe, weights-only pickle): the configurations, the split, the
+vocabulary, the best epoch's weights and representations, the history, the provenance of
+the data (`Provenance`) and, while training runs, the state to resume from. Written
+atomically (`files.atomic_file`), so a crash or a full disk leaves the previous one.
+Reading a checkpoint needs nothing of the training loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from phr_cli.config import TrainConfig
+from phr_cli.errors import PhrError
+from phr_cli.files import atomic_file
+from phr_cli.graph import PostData, Split
+from phr_cli.model import GCNPHR, ModelConfig
+from phr_cli.store import TextProjection
+
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/1"
+
+
+class CheckpointError(PhrError):
+    """A checkpoint that cannot be read, or written, or used with this store."""
+
+
+@dataclass
+class Provenance:
+    """Where a checkpoint's data came from: what `recommend` needs to encode a new clip as
+    the store's videos were, and `evaluate` to refuse a store that changed. Empty for a
+    model trained on posts that came from no store (the content-only baseline, tests).
+
+    Saved as the checkpoint's "metadata" entry, a plain dict of the same names (with
+    text_projection as {"mean", "components"}).
+    """
+
+    store: str = ""  # the feature store trained on
+    encoders: dict[str, Any] = field(default_factory=dict)  # the store's encoder fingerprint
+    sampling: dict[str, Any] = field(default_factory=dict)  # the store's FrameSampling.to_dict()
+    text_projection_mean: Tensor | None = None  # the store's caption PCA
+    text_projection_components: Tensor | None = None
+    posts_fingerprint: str = ""  # `posts_fingerprint` of the posts the split indexes
+    user_hashtags: dict[str, list[str]] = field(default_factory=dict)  # each user's training hashtags
+
+    def to_dict(self) -> dict[str, Any]:
+        """The on-disk form: plain values and tensors only (the safe unpickler's)."""
+        saved: dict[str, Any] = {
+            "store": self.store, "encoders": self.encoders, "sampling": self.sampling,
+            "posts_fingerprint": self.posts_fingerprint, "user_hashtags": self.user_hashtags,
+        }
+        if self.text_projection_mean is not None:
+            saved["text_projection"] = {"mean": self.text_projection_mean,
+                                        "components": self.text_projection_components}
+        check_serialisable(saved)
+        return saved
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> Provenance:
+        projection = saved.get("text_projection") or {}
+        return cls(
+            store=saved.get("store", ""),
+            encoders=saved.get("encoders", {}),
+            sampling=saved.get("sampling", {}),
+            text_projection_mean=projection.get("mean"),
+            text_projection_components=projection.get("components"),
+            posts_fingerprint=saved.get("posts_fingerprint", ""),
+            user_hashtags=saved.get("user_hashtags", {}),
+        )
+
+    def text_projection(self) -> TextProjection:
+        """The store's caption projection (without its explained variance, not saved)."""
+        if self.text_projection_mean is None or self.text_projection_components is None:
+            raise CheckpointError("this checkpoint records no text projection: it was not trained "
+                                  "on a feature store; retrain with `phr train`")
+        return TextProjection(self.text_projection_mean.numpy(), self.text_projection_components.numpy(),
+                              np.zeros(0, np.float32))
+
+
+@dataclass
+class Checkpoint:
+    model_config: ModelConfig
+    train_config: TrainConfig
+    split: Split
+    users: list[str]
+    hashtags: list[str]
+    items: list[str]
+    modality_widths: dict[str, int]
+    state_dict: dict[str, Tensor]  # best epoch's weights, the feature normalisation included
+    user_representations: Tensor  # propagate() at the best epoch
+    hashtag_representations: Tensor
+    best_epoch: int
+    best_metric: float
+    history: list[dict[str, float]]
+    completed: bool
+    stopped_early: bool
+    provenance: Provenance
+
+    def model(self, device: torch.device = torch.device("cpu")) -> GCNPHR:
+        """The best epoch's model in eval mode, serving the saved representations (no graph needed)."""
+        model = GCNPHR(self.model_config, len(self.users), len(self.hashtags), self.modality_widths)
+        model.load_state_dict(self.state_dict)
+        model.to(device).eval()
+        model.save_representations(self.user_representations, self.hashtag_representations)
+        return model
+
+    def scorer(self, device: torch.device = torch.device("cpu")) -> ModelScorer:
+        """The best epoch's model as an `evaluate.Scorer`."""
+        model = self.model(device)
+        return ModelScorer(model, *model.propagate())
+
+    def user_position(self, user: str) -> int:
+        """The user's row in the representations, -1 for a user without training posts."""
+        return self.users.index(user) if user in self.users else -1
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    try:
+        raw = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint; run `phr train --checkpoint {path}` first") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:  # another file, or a torn one
+        raise CheckpointError(f"{path} is not a readable phr checkpoint ({type(error).__name__}); "
+                              "train one with `phr train`") from None
+    written_as = raw.get("format") if isinstance(raw, dict) else None
+    if isinstance(written_as, str) and written_as.startswith(CHECKPOINT_FORMAT.split("/")[0] + "/") \
+            and written_as != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a {written_as} checkpoint; this phr reads {CHECKPOINT_FORMAT}: "
+                              "upgrade phr, or retrain with this one")
+    if written_as != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a phr checkpoint ({CHECKPOINT_FORMAT})")
+    split = raw["split"]
+    return Checkpoint(
+        model_config=ModelConfig(**raw["model_config"]),
+        train_config=TrainConfig(**raw["train_config"]),
+        split=Split(
+            train=split["train"].numpy(),
+            validation=split["validation"].numpy(),
+            test=split["test"].numpy(),
+            seed=split["seed"],
+            by=split["by"],
+        ),
+        users=raw["vocabulary"]["users"],
+        hashtags=raw["vocabulary"]["hashtags"],
+        items=raw["vocabulary"]["items"],
+        modality_widths=raw["modality_widths"],
+        state_dict=raw["state_dict"],
+        user_representations=raw["user_representations"],
+        hashtag_representations=raw["hashtag_representations"],
+        best_epoch=raw["best_epoch"],
+        best_metric=raw["best_metric"],
+        history=raw["history"],
+        completed=raw["completed"],
+        stopped_early=raw["stopped_early"],
+        provenance=Provenance.from_dict(raw["metadata"]),
+    )
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint's payload (as `train` builds it) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_file(path) as temporary:
+            with open(temporary, "wb") as handle:
+                torch.save(payload, handle)
+    except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
+        cause = getattr(error, "strerror", None) or " ".join(str(error).split())
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({cause}); the previous one is "
+                              "intact: free space and rerun `phr train` to resume") from None
+
+
+def split_to_dict(split: Split) -> dict[str, Any]:
+    """A split as the checkpoint saves it (the inverse of what load_checkpoint reads)."""
+    return {
+        "train": torch.as_tensor(np.asarray(split.train, dtype=np.int64)),
+        "validation": torch.as_tensor(np.asarray(split.validation, dtype=np.int64)),
+        "test": torch.as_tensor(np.asarray(split.test, dtype=np.int64)),
+        "seed": int(split.seed),
+        "by": split.by,
+    }
+
+
+def check_serialisable(value: Any, where: str = "metadata") -> None:
+    """Checkpoints load with torch's safe (weights-only) unpickler: plain values and tensors only."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_serialisable(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_serialisable(item, f"{where}[{index}]")
+    elif not isinstance(value, (str, int, float, bool, type(None), Tensor)):
+        raise TypeError(f"{where} is a {type(value).__name__}: checkpoints hold plain values and tensors only")
+
+
+def posts_fingerprint(posts: PostData) -> str:
+    """Identifies the exact posts a split indexes, so evaluate can refuse a changed store."""
+    digest = hashlib.sha256()
+    for user, item, tags in zip(posts.users, posts.items, posts.hashtags):
+        digest.update(f"{user}\t{item}\t{' '.join(tags)}\n".encode())
+    return digest.hexdigest()
+
+
+class ModelScorer:
+    """GCN-PHR as an `evaluate.Scorer`: scores of every known hashtag for each post."""
+
+    def __init__(self, model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, rows_per_chunk: int = 256) -> None:
+        self.model, self.user_reps, self.hashtag_reps = model, user_reps, hashtag_reps
+        self.rows_per_chunk = rows_per_chunk
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray, posts: PostData) -> Tensor:
+        """(len(posts), n_hashtags) on the model's device; users[b] is the graph user index, -1 when cold."""
+        device = self.user_reps.device
+        users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=device)
+        blocks = []
+        for start in range(0, len(posts), self.rows_per_chunk):
+            chunk = slice(start, start + self.rows_per_chunk)
+            features = {m: np.asarray(f[chunk], dtype=np.float32) for m, f in posts.features.items()}
+            masks = {m: np.asarray(k[chunk], dtype=bool) for m, k in posts.masks.items()}
+            items = self.model.encode_items(
+                {m: torch.as_tensor(f, device=device) for m, f in features.items()},
+                {m: torch.as_tensor(k, device=device) for m, k in masks.items()},
+            )
+            user_rows = self.model.user_rows(self.user_reps, users_t[chunk])
+            blocks.append(self.model.score_all(user_rows, items, self.hashtag_reps))
+        return torch.cat(blocks) if blocks else self.hashtag_reps.new_zeros(0, len(self.hashtag_reps))

@@ -1,0 +1,44 @@
+"""Training options, validated when made (the model's own live beside it in `model.ModelConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from phr_cli.devices import check_device_name
+from phr_cli.errors import ConfigError
+
+STEP_PROPAGATIONS = ("batch", "full")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 1024
+    lr: float = 1e-3
+    # λ of Eq. 11, on the batch's ID embeddings (`GCNPHR.embedding_l2`).
+    l2: float = 1e-4
+    # Adam's coupled weight decay on every parameter. The paper's code used 0.1: on the
+    # synthetic test set validation then peaks by epoch 5 and sinks below user popularity.
+    weight_decay: float = 0.0
+    negatives: int = 1  # per positive (user, item, hashtag)
+    patience: int = 5  # epochs without a validation gain before stopping
+    seed: int = 0
+    # A device name, resolved when training starts (each torchrun rank takes its own GPU);
+    # "auto": CUDA when available. Saved in the checkpoint as the name.
+    device: str = "auto"
+    validation_metric: str = "R@10"  # full ranking of every known hashtag
+    # What a training step computes: "batch", the receptive field of its users and hashtags
+    # only (`GCNPHR.propagate_for`) and W^v v_k straight from the stored features; "full",
+    # the whole graph and the batch's full v_k (the plain reference, much slower on a large
+    # graph). The same maths, so the same results within rounding.
+    step_propagation: str = "batch"
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device)
+        if self.step_propagation not in STEP_PROPAGATIONS:
+            raise ConfigError(f"unknown step propagation {self.step_propagation!r}: use one of {STEP_PROPAGATIONS}")
+        if self.negatives < 1 or self.batch_size < 1 or self.epochs < 1:
+            raise ConfigError("epochs, batch_size and negatives must be positive")
+        name, _, k = self.validation_metric.partition("@")
+        if name not in ("P", "R", "A") or not k.isdigit() or int(k) < 1:
+            raise ConfigError(f"validation metric {self.validation_metric!r}: use P@K, R@K or A@K")
