@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from phr_cli.decode import FrameSampling, decode_clip
-from phr_cli.extract import Encoders
+from phr_cli.encoders.pipeline import Encoders
 from phr_cli.posts import read_posts
 
 

@@ -8,7 +8,7 @@ carries a status and a one-line reason.
 
 `decode_guarded` is what worker processes run: it also enforces `DecodeLimits`, the guards
 against hostile files (pixel count, memory); the per-file time limit is enforced by the
-pool that runs it (see `extract.decode_in_pool`).
+pool that runs it (see `extract.local.decode_in_pool`).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import numpy as np
 from phr_cli import decode
 from phr_cli.checkpoint import load_checkpoint
 from phr_cli.decode import DecodedClip, FrameSampling
+from phr_cli.encoders.pipeline import Encoders, content_key
 from phr_cli.encoders.registry import EncoderMismatchError, random_weights_id
-from phr_cli.extract import Encoders, content_key
 from phr_cli.graph import PostData
 from phr_cli.posts import caption_without_hashtags, parse_hashtags
 from phr_cli.statuses import Status

@@ -183,7 +183,7 @@ def test_a_phr_error_on_a_worker_reaches_the_user_unwrapped():
     from ray.exceptions import RayTaskError
 
     from phr_cli.encoders.registry import MissingWeightsError
-    from phr_cli.ray_extract import phr_cause
+    from phr_cli.extract.ray import phr_cause
 
     missing = MissingWeightsError("resnet50-11ad3fa6.pth: not found in /weights; download it from …")
     wrapped = RayTaskError("_EncoderActor.__init__", "Traceback …", missing)

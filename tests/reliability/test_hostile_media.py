@@ -19,7 +19,8 @@ from conftest import FAST_SAMPLING
 from hostile_corpus import EXPECTED, IGNORED, write_corpus
 from phr_cli import media
 from phr_cli.decode import DecodeLimits, decode_clip
-from phr_cli.extract import ExtractOptions, decode_in_pool, extract
+from phr_cli.extract import ExtractOptions, extract
+from phr_cli.extract.local import decode_in_pool
 from phr_cli.statuses import FAILED_STATUSES
 from phr_cli.store import load_store
 
@@ -152,7 +153,7 @@ import json, resource, sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from conftest import FAST_SAMPLING
-from phr_cli.extract import decode_in_pool
+from phr_cli.extract.local import decode_in_pool
 paths = {{p.name: p for p in Path(sys.argv[1]).iterdir() if p.is_file()}}
 statuses = {{key: clip.status for key, _, clip in decode_in_pool(paths, 2, FAST_SAMPLING)}}
 print(json.dumps({{"statuses": statuses,

@@ -6,11 +6,11 @@
 
 The rows stream back to the driver, which stores them through the same StoreWriter as a
 single-machine run (segments committed as they arrive, then merged), so resume, failure
-statuses, the lock and the final store are those of `phr_cli.extract`. Ray retries the
+statuses, the lock and the final store are those of `phr_cli.extract.pipeline`. Ray retries the
 tasks and restarts the actors of a worker that dies; only its unfinished videos are
 redone. Video paths and `--weights-dir` must be readable at the same path on every node.
 Decoding keeps `DecodeLimits`' pixel guard; the per-file time limit and the memory cap
-belong to the local worker pool (`extract.decode_in_pool`) and do not apply to Ray tasks.
+belong to the local worker pool (`extract.local.decode_in_pool`) and do not apply to Ray tasks.
 
 Imported only when `--ray` is given: Ray is an optional extra (`pip install 'phr[ray]'`).
 """
@@ -28,9 +28,10 @@ import ray.data
 
 from phr_cli.decode import DecodedClip, DecodeLimits, FrameSampling, decode_guarded
 from phr_cli.devices import DeviceError
+from phr_cli.encoders.pipeline import EncodedVideo, Encoders
 from phr_cli.encoders.registry import EncoderMismatchError
 from phr_cli.errors import PhrError
-from phr_cli.extract import EncodedVideo, Encoders, ExtractOptions, ExtractReport
+from phr_cli.extract.options import ExtractOptions, ExtractReport
 
 ENCODED_COLUMNS = tuple(f.name for f in fields(EncodedVideo))
 CONTENT_MODALITIES = ("visual", "acoustic")  # encoded by the actors; captions stay on the driver

@@ -1,0 +1,64 @@
+"""What `phr extract` is asked (`ExtractOptions`) and what it reports (`ExtractReport`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from phr_cli.decode import DecodeLimits, FrameSampling
+from phr_cli.statuses import Status
+
+
+@dataclass
+class ExtractOptions:
+    device: str = "auto"
+    workers: int | None = None  # decoding processes; None: one per core, 0: in-process
+    batch_size: int = 64  # frames per ResNet50 batch
+    weights_dir: Path | None = None
+    random_weights: bool = False
+    sampling: FrameSampling = field(default_factory=FrameSampling)
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+    feature_dtype: str = "float32"
+    precision: str = "fp32"  # autocast of ResNet50 and VGGish: fp32, bf16 or fp16
+    commit_every: int = 32  # videos per crash-safe segment
+    strict: bool = False  # stop at the first failed file
+    ray: bool = False  # decode and encode on a Ray cluster (see phr_cli.extract.ray)
+    ray_address: str | None = None  # cluster to join; None: $RAY_ADDRESS, else a local one
+    ray_encoders: int | None = None  # encoder actors; None: one per cluster GPU, else one
+
+
+@dataclass
+class VideoOutcome:
+    path: Path
+    status: Status
+    reason: str
+
+
+@dataclass
+class ExtractReport:
+    store: Path
+    posts: int = 0
+    videos: int = 0  # distinct video files found
+    extracted: int = 0  # decoded and encoded in this run
+    reused: int = 0  # already in the store (same content hash)
+    statuses: Counter = field(default_factory=Counter)
+    failures: list[VideoOutcome] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # the manifest's, line-numbered
+    seconds: float = 0.0
+    load_seconds: float = 0.0  # loading the encoders, included in seconds
+    decode_wait_seconds: float = 0.0  # main process waiting for decoders (with Ray: the cluster)
+    encode_seconds: float = 0.0
+    write_seconds: float = 0.0  # waiting for the segment writer (which runs beside encoding), and the final merge
+    text_seconds: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def videos_per_second(self) -> float:
+        """Throughput once the encoders are loaded."""
+        busy = self.seconds - self.load_seconds
+        return self.extracted / busy if busy > 0 else 0.0
+
+
+ProgressCallback = Callable[[VideoOutcome, ExtractReport, int], None]

@@ -1,0 +1,167 @@
+"""`phr extract`: a folder of posts -> the HDF5 feature store.
+
+Videos are hashed, the new ones decoded and encoded, by worker processes feeding this
+one's encoders (`extract.local`) or, with `ExtractOptions.ray`, on a Ray cluster
+(`extract.ray`); either way this module commits finished videos to the store in
+crash-safe segments. Captions are embedded at the end, when the PCA can be fitted on all
+of them. Hashing, resume, statuses, segments and captions are the same code for both.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from phr_cli.encoders.pipeline import EncodedVideo, Encoders, content_key
+from phr_cli.extract.local import encode_locally
+from phr_cli.extract.options import ExtractOptions, ExtractReport, ProgressCallback, VideoOutcome
+from phr_cli.posts import Post, PostSet, read_posts
+from phr_cli.statuses import FAILED_STATUSES, Status
+from phr_cli.store import PostRows, StoreLock, StoreWriter
+
+
+def _hash_videos(post_set: PostSet) -> tuple[dict[Path, str], dict[Path, VideoOutcome]]:
+    keys: dict[Path, str] = {}
+    problems: dict[Path, VideoOutcome] = {}
+    for video in post_set.videos():
+        try:
+            if video.exists() and not video.is_file():  # a folder, a FIFO that would block, a device
+                problems[video] = VideoOutcome(video, Status.UNREADABLE, "not a regular file")
+                continue
+            keys[video] = content_key(video)
+        except FileNotFoundError:
+            problems[video] = VideoOutcome(video, Status.MISSING, "file not found")
+        except OSError as error:
+            problems[video] = VideoOutcome(video, Status.UNREADABLE, f"cannot read: {error.strerror}")
+    return keys, problems
+
+
+def extract(
+    root: Path,
+    store_path: Path,
+    options: ExtractOptions | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> ExtractReport:
+    """Extract every new video under root into the store; see the module docstring."""
+    options = options or ExtractOptions()
+    started = time.perf_counter()
+    root = Path(root)
+    post_set = read_posts(root)
+    from phr_cli.devices import resolve_device
+
+    # With Ray the encoder actors pick their own device; this process only embeds captions.
+    device = str(resolve_device("auto" if options.ray else options.device))
+    with StoreLock(Path(store_path)) as lock:  # before loading the encoders: a second run refuses at once
+        return _extract_locked(post_set, store_path, options, device, lock, started, on_progress)
+
+
+def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions, device: str,
+                    lock: StoreLock, started: float, on_progress: ProgressCallback | None) -> ExtractReport:
+    tick = time.perf_counter()
+    encoders = Encoders(device, options.weights_dir, options.random_weights, options.precision)
+    fingerprint = encoders.fingerprint()  # loads every encoder: missing weights fail here, early
+    report = ExtractReport(store=Path(store_path), posts=len(post_set.posts),
+                           notices=post_set.notices, load_seconds=time.perf_counter() - tick)
+    keys, problems = _hash_videos(post_set)
+    report.videos = len(keys) + len(problems)
+    for outcome in problems.values():
+        report.statuses[outcome.status] += 1
+        report.failures.append(outcome)
+
+    with StoreWriter(store_path, fingerprint, options.sampling.to_dict(),
+                     options.feature_dtype, lock) as writer:
+        known = writer.known_keys()
+        todo: dict[str, Path] = {}
+        for path, key in keys.items():
+            if key not in known:
+                todo.setdefault(key, path)  # the first path of duplicate files names the video
+        report.reused = len({key for key in keys.values() if key in known})
+        total = len(todo)
+        relpath_of = {post.video: post.relpath for post in post_set.posts if post.video}
+        batches: Iterator[list[EncodedVideo]]
+        if options.ray:
+            from phr_cli.extract.ray import encode_on_ray  # Ray is an optional extra
+
+            batches = encode_on_ray(todo, options, fingerprint, report)
+        else:
+            batches = encode_locally(todo, encoders, options, report)
+        since_commit = 0
+        with closing(batches):  # stops decoders (or the Ray pipeline) when --strict breaks off
+            for batch in batches:
+                keep_going = True
+                for video in batch:
+                    path = todo[video.key]
+                    writer.add(path=relpath_of[path], **vars(video))
+                    outcome = VideoOutcome(path, video.status, video.reason)
+                    report.extracted += 1
+                    report.statuses[video.status] += 1
+                    if video.status in FAILED_STATUSES:
+                        report.failures.append(outcome)
+                        keep_going = keep_going and not options.strict
+                    if on_progress:
+                        on_progress(outcome, report, total)
+                since_commit += len(batch)
+                if since_commit >= options.commit_every or not keep_going:
+                    tick = time.perf_counter()
+                    writer.commit(wait=False)  # written on the writer's thread while encoding goes on
+                    report.write_seconds += time.perf_counter() - tick
+                    since_commit = 0
+                if not keep_going:
+                    report.stopped_early = True
+                    break
+        if not report.stopped_early:
+            tick = time.perf_counter()
+            posts, projection = _post_rows(post_set, keys, problems, writer, encoders)
+            report.text_seconds = time.perf_counter() - tick
+            tick = time.perf_counter()
+            writer.finalize(posts, projection)
+            report.write_seconds += time.perf_counter() - tick
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, VideoOutcome],
+               writer: StoreWriter, encoders: Encoders):
+    """The /posts table: one row a post, with its text embedded and projected."""
+    from phr_cli.encoders.text import fit_projection
+
+    status_of = writer.statuses()
+    cached: dict[str, np.ndarray] = {}
+    for caption, embedding in writer.stored_text_embeddings().items():
+        cached.setdefault(Post(None, None, caption, [], "").text, embedding)
+    texts = [post.text for post in post_set.posts]
+    new_texts = sorted({t for t in texts if t and t not in cached})
+    cached.update(zip(new_texts, encoders.textual.embed(new_texts)))
+
+    width = encoders.textual.spec.output_dim
+    embedding = np.stack([cached[t] if t else np.zeros(width, np.float32) for t in texts]) \
+        if texts else np.zeros((0, width), np.float32)
+    has_text = np.array([bool(t) for t in texts], dtype=bool)
+    distinct = sorted({t for t in texts if t})
+    projection = fit_projection(np.stack([cached[t] for t in distinct]) if distinct
+                                else np.zeros((0, width), np.float32))
+    textual = projection.apply(embedding) * has_text[:, None]
+
+    def status(post: Post) -> Status:
+        if post.video is None:
+            return Status.TEXT_ONLY
+        if post.video in problems:
+            return problems[post.video].status
+        return status_of[keys[post.video]]
+
+    posts = PostRows(
+        video_key=[keys.get(p.video, "") if p.video else "" for p in post_set.posts],
+        path=[p.relpath or "" for p in post_set.posts],
+        user=[p.user or "" for p in post_set.posts],
+        caption=[p.caption for p in post_set.posts],
+        hashtags=[p.hashtags for p in post_set.posts],
+        status=[status(p) for p in post_set.posts],
+        text_embedding=embedding,
+        textual=textual.astype(np.float32),
+        textual_mask=has_text,
+    )
+    return posts, projection
