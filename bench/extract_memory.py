@@ -19,7 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from phr_cli import media
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
+
+from support import media  # noqa: E402
 
 RUN = """
 import json, resource, sys

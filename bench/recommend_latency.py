@@ -26,9 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from phr_cli import media
-from phr_cli.recommend import Recommender, Timings
-from phr_cli.checkpoint import load_checkpoint
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
+
+from phr_cli.checkpoint import load_checkpoint  # noqa: E402
+from phr_cli.recommend import Recommender, Timings  # noqa: E402
+from support import media  # noqa: E402
 
 
 def phr_command() -> list[str]:

@@ -15,13 +15,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:
-    from phr_cli import media
-except ImportError:  # run from a checkout without installing phr
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from phr_cli import media
-
 import av
+
+# The synthetic-media writer is test support, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import media  # noqa: E402
 
 #: per-topic sound (write_clip keyword arguments)
 SOUND: dict[str, dict[str, float]] = {

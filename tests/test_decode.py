@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from phr_cli import media
+from support import media
 from phr_cli.decode import FrameSampling, decode_clip
 from phr_cli.statuses import Status
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import FAST_SAMPLING, write_numbered_clips
-from phr_cli import media
+from support import media
 from phr_cli.cli import app
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.store import load_store, parts_dir

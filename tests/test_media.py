@@ -1,4 +1,4 @@
-"""Tests for phr_cli.media: synthetic clips and broken inputs written with PyAV."""
+"""Tests for support.media (tests/support/media.py): synthetic clips and broken inputs written with PyAV."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from phr_cli import media
+from support import media
 
 FPS = 15
 

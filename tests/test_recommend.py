@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import FAST_SAMPLING
-from phr_cli import media
+from support import media
 from phr_cli.cli import app
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.model import ModelConfig

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from phr_cli import media
+from support import media
 
 # name -> statuses phr may give the file (several where FFmpeg's behaviour depends on
 # exactly where a cut falls)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phr_cli import media
+from support import media
 
 
 def write_clips(root: Path, count: int) -> Path:

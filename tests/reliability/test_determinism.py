@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from reliability_data import write_text_posts
-from phr_cli import media
+from support import media
 from phr_cli.cli import app
 from phr_cli.checkpoint import load_checkpoint
 

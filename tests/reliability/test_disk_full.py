@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from phr_cli import media
+from support import media
 from phr_cli.cli import app
 from phr_cli.store import load_store
 from phr_cli.checkpoint import load_checkpoint

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import FAST_SAMPLING
 from hostile_corpus import EXPECTED, IGNORED, write_corpus
-from phr_cli import media
+from support import media
 from phr_cli.decode import DecodeLimits, decode_clip
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.extract.local import decode_in_pool

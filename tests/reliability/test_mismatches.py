@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from reliability_data import write_text_posts
-from phr_cli import media
+from support import media
 from phr_cli.cli import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
