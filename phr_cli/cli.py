@@ -78,7 +78,7 @@ def _quiet_libraries() -> None:
 def extract(
     videos: Path = typer.Argument(..., help="Folder of videos (searched recursively), with an "
                                  "optional posts.csv / posts.jsonl manifest or yt-dlp .info.json sidecars."),
-    store: Path = typer.Option(DEFAULT_STORE, "--out", "-o", help="The HDF5 feature store to create or extend."),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="The HDF5 feature store to create or extend."),
     device: str = DeviceOption,
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: one per core; 0 decodes in-process). With --ray: at most this many decode tasks at once (default: as the cluster's CPUs allow)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Frames per encoder batch."),
@@ -166,7 +166,7 @@ def extract(
 
 @app.command()
 def inspect(
-    store: Path = typer.Argument(DEFAULT_STORE, help="The HDF5 feature store."),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="The HDF5 feature store."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     """Summarise a feature store: statuses, users, hashtags, encoders and weights."""
@@ -197,7 +197,7 @@ def inspect(
 @app.command()
 def train(
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store written by `phr extract`."),
-    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--out", "-o", help="Checkpoint to write (and resume)."),
+    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint to write (and resume)."),
     device: str = DeviceOption,
     dim: int = typer.Option(64, help="Latent dimension."),
     layers: int = typer.Option(1, help="Stacked propagation layers."),
@@ -304,7 +304,7 @@ def recommend(
     if not paths:
         fail(f"no video files found in {', '.join(map(str, clips))}")
     if not checkpoint.is_file():
-        fail(f"{checkpoint}: no checkpoint; run `phr train --out {checkpoint}` first")
+        fail(f"{checkpoint}: no checkpoint; run `phr train --checkpoint {checkpoint}` first")
     _quiet_libraries()
     try:
         recommender = Recommender(checkpoint, device, weights_dir, store)
@@ -359,7 +359,7 @@ def evaluate(
     if protocol not in ("sampled", "full", "both"):
         fail(f"--protocol must be sampled, full or both, not {protocol!r}", code=2)
     if not checkpoint.is_file():
-        fail(f"{checkpoint}: no checkpoint; run `phr train --out {checkpoint}` first")
+        fail(f"{checkpoint}: no checkpoint; run `phr train --checkpoint {checkpoint}` first")
     try:
         with err.status("fitting baselines and scoring the test split…"):
             comparison = evaluate_store(store, checkpoint, protocol, BASELINES if baselines else (),

@@ -306,7 +306,7 @@ def load_store(path: Path) -> StoreContents:
 def _load_once(path: Path) -> StoreContents:
     segments = _segments(path)
     if not path.exists() and not segments:
-        raise StoreError(f"{path}: no feature store here; run `phr extract VIDEOS --out {path}` first")
+        raise StoreError(f"{path}: no feature store here; run `phr extract VIDEOS --store {path}` first")
     videos, posts, projection, attributes = VideoRows(), None, None, {}
     if path.exists():
         with _open_readable(path) as handle:
@@ -355,7 +355,7 @@ class StoreLock:
         except BlockingIOError:
             self._handle.close()
             raise StoreError(f"{self.path}: another phr process is writing this store; "
-                             "wait for it to finish or use another --out") from None
+                             "wait for it to finish or use another --store") from None
         # Temporary files left by a killed writer; the lock says no writer is alive.
         for stale in [*self.path.parent.glob(self.path.name + ".tmp-*"),
                       *parts_dir(self.path).glob("*.tmp-*")]:
@@ -404,7 +404,7 @@ class StoreWriter:
             if stored.get(name) != self.attributes[name]:
                 raise StoreError(
                     f"{self.path}: this store was built with other {name.replace('_', ' ')} "
-                    f"than this run asks for; use another --out, or the same options as before"
+                    f"than this run asks for; use another --store, or the same options as before"
                 )
 
     def _columns(self, *names: str, sources: list[Path] | None = None) -> tuple[list[list], list[int]]:

@@ -142,17 +142,17 @@ def test_cli_exit_codes_and_inspect(tmp_path):
     media.write_clip(root / "a.mp4", 1.2, size=(64, 48))
     runner = CliRunner()
     store = tmp_path / "s.h5"
-    ok = runner.invoke(app, ["extract", str(root), "--out", str(store), "--random-weights",
+    ok = runner.invoke(app, ["extract", str(root), "--store", str(store), "--random-weights",
                              "--workers", "0", "--device", "cpu"])
     assert ok.exit_code == 0, ok.output
     media.write_zero_bytes(root / "broken.mp4")
-    failed = runner.invoke(app, ["extract", str(root), "--out", str(store), "--random-weights",
+    failed = runner.invoke(app, ["extract", str(root), "--store", str(store), "--random-weights",
                                  "--workers", "0"])
     assert failed.exit_code == 1 and "broken.mp4" in failed.output
-    shown = runner.invoke(app, ["inspect", str(store), "--json"])
+    shown = runner.invoke(app, ["inspect", "--store", str(store), "--json"])
     summary = json.loads(shown.stdout)
     assert summary["videos"] == 2 and summary["video_statuses"] == {"corrupt": 1, "ok": 1}
-    missing = runner.invoke(app, ["extract", str(root), "--out", str(tmp_path / "t.h5"),
+    missing = runner.invoke(app, ["extract", str(root), "--store", str(tmp_path / "t.h5"),
                                   "--weights-dir", str(tmp_path)])
     assert missing.exit_code == 1 and "resnet50-11ad3fa6.pth" in missing.output
 

@@ -36,7 +36,7 @@ def store(tmp_path_factory) -> Path:
 
 
 def train(store: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "phr_cli", "train", "--store", str(store), "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "phr_cli", "train", "--store", str(store), "--checkpoint", str(out),
                            *TRAIN, *extra], env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return done

@@ -52,7 +52,7 @@ def test_a_second_extract_on_the_same_store_refuses(clips, tmp_path):
     deadline = time.monotonic() + 300
     while not lock_is_held(store) and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = subprocess.run([sys.executable, "-m", "phr_cli", "extract", str(clips), "--out", str(store),
+    second = subprocess.run([sys.executable, "-m", "phr_cli", "extract", str(clips), "--store", str(store),
                              "--random-weights", "--workers", "0", "--device", "cpu"],
                             env=ENV, capture_output=True, text=True, timeout=300)
     assert first.poll() is None, "the first run ended before the second tried: nothing was tested"
@@ -60,7 +60,7 @@ def test_a_second_extract_on_the_same_store_refuses(clips, tmp_path):
     assert second.returncode == 1 and "Traceback" not in second.stderr
     assert second.stderr.strip().splitlines()[-1] == (
         f"error: {store}: another phr process is writing this store; wait for it to finish or use "
-        "another --out")
+        "another --store")
     contents = load_store(store)
     assert len(contents.videos.key) == len(set(contents.videos.key)) == 9
 

@@ -24,14 +24,14 @@ def store(tmp_path_factory) -> Path:
     root = write_text_posts(tmp_path_factory.mktemp("determinism") / "posts", users=12, posts_per_user=10)
     media.write_clip(root / "new clip.mp4", 1.2, size=(64, 48), pattern="ocean")
     path = root.parent / "features.h5"
-    result = CliRunner().invoke(app, ["extract", str(root), "--out", str(path), "--random-weights",
+    result = CliRunner().invoke(app, ["extract", str(root), "--store", str(path), "--random-weights",
                                       "--workers", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     return path
 
 
 def train(store: Path, out: Path, seed: int) -> Path:
-    result = CliRunner().invoke(app, ["train", "--store", str(store), "--out", str(out), "--epochs", "3",
+    result = CliRunner().invoke(app, ["train", "--store", str(store), "--checkpoint", str(out), "--epochs", "3",
                                       "--dim", "8", "--seed", str(seed), "--device", "cpu", "--restart"])
     assert result.exit_code == 0, result.output
     return out

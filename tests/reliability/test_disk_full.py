@@ -53,13 +53,13 @@ def test_extract_on_a_full_disk_keeps_the_store_and_resumes(tmp_path, small_disk
     runner = CliRunner()
     staging = tmp_path / "staging"
     staging.mkdir()
-    assert runner.invoke(app, ["extract", str(clips), "--out", str(staging / "f.h5"), *EXTRACT]).exit_code == 0
+    assert runner.invoke(app, ["extract", str(clips), "--store", str(staging / "f.h5"), *EXTRACT]).exit_code == 0
 
     disk = small_disk(used_kib(staging) + 24)  # room for the store and a little more, not a copy
     shutil.copy(staging / "f.h5", disk / "f.h5")
     for i in range(12):
         media.write_clip(clips / f"more{i}.mp4", 1.0, size=(64, 48), seed=10 + i)
-    full = runner.invoke(app, ["extract", str(clips), "--out", str(disk / "f.h5"), *EXTRACT])
+    full = runner.invoke(app, ["extract", str(clips), "--store", str(disk / "f.h5"), *EXTRACT])
     assert full.exit_code == 1
     error = full.output.strip().splitlines()[-1]
     assert error.startswith("error: ") and "No space left on device" in error and str(disk) in error
@@ -70,7 +70,7 @@ def test_extract_on_a_full_disk_keeps_the_store_and_resumes(tmp_path, small_disk
 
     small_disk(4096)  # the same folder, now with room (a tmpfs loses its files: copy back)
     shutil.copy(staging / "f.h5", disk / "f.h5")
-    done = runner.invoke(app, ["extract", str(clips), "--out", str(disk / "f.h5"), *EXTRACT])
+    done = runner.invoke(app, ["extract", str(clips), "--store", str(disk / "f.h5"), *EXTRACT])
     assert done.exit_code == 0, done.output
     assert len(load_store(disk / "f.h5").videos) == 15
 
@@ -82,14 +82,14 @@ def test_train_on_a_full_disk_keeps_the_last_checkpoint(tmp_path, small_disk):
         f",user{i % 6},words {i} about topic {i % 3},topic{i % 3} u{i % 6}\n" for i in range(90)))
     runner = CliRunner()
     store = tmp_path / "f.h5"
-    assert runner.invoke(app, ["extract", str(folder), "--out", str(store), *EXTRACT]).exit_code == 0
+    assert runner.invoke(app, ["extract", str(folder), "--store", str(store), *EXTRACT]).exit_code == 0
     train = ["train", "--store", str(store), "--device", "cpu", "--dim", "8", "--patience", "50"]
     staging = tmp_path / "model.pt"
-    assert runner.invoke(app, [*train, "--out", str(staging), "--epochs", "2"]).exit_code == 0
+    assert runner.invoke(app, [*train, "--checkpoint", str(staging), "--epochs", "2"]).exit_code == 0
 
     disk = small_disk(staging.stat().st_size // 1024 + 8)  # one checkpoint fits, not a second
     shutil.copy(staging, disk / "model.pt")
-    full = runner.invoke(app, [*train, "--out", str(disk / "model.pt"), "--epochs", "4"])
+    full = runner.invoke(app, [*train, "--checkpoint", str(disk / "model.pt"), "--epochs", "4"])
     assert full.exit_code == 1 and "Traceback" not in full.output
     error = full.output.strip().splitlines()[-1]
     assert error.startswith("error: ") and str(disk / "model.pt") in error and "free space" in error

@@ -134,7 +134,7 @@ def text_store(tmp_path_factory) -> Path:
 
 
 def _train_command(store: Path, checkpoint: Path, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "phr_cli", "train", "--store", str(store), "--out", str(checkpoint),
+    return [sys.executable, "-m", "phr_cli", "train", "--store", str(store), "--checkpoint", str(checkpoint),
             "--epochs", str(epochs), *TRAIN_ARGS]
 
 

@@ -26,8 +26,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     media.write_clip(root / "clip.mp4", 1.2, size=(64, 48))
     store, checkpoint = root.parent / "features.h5", root.parent / "model.pt"
     runner = CliRunner()
-    assert runner.invoke(app, ["extract", str(root), "--out", str(store), *RANDOM]).exit_code == 0
-    result = runner.invoke(app, ["train", "--store", str(store), "--out", str(checkpoint), "--epochs", "2",
+    assert runner.invoke(app, ["extract", str(root), "--store", str(store), *RANDOM]).exit_code == 0
+    result = runner.invoke(app, ["train", "--store", str(store), "--checkpoint", str(checkpoint), "--epochs", "2",
                                  "--dim", "8", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     return store, checkpoint
@@ -63,7 +63,7 @@ def test_a_store_from_a_newer_phr(trained, tmp_path):
     newer = shutil.copy(trained[0], tmp_path / "newer.h5")
     with h5py.File(newer, "a") as handle:
         handle.attrs["format_version"] = 99
-    for command in (["inspect", str(newer)], ["train", "--store", str(newer), "--out", str(tmp_path / "m.pt")]):
+    for command in (["inspect", "--store", str(newer)], ["train", "--store", str(newer), "--checkpoint", str(tmp_path / "m.pt")]):
         message = one_line_error(CliRunner().invoke(app, command))
         assert "store format 99 is newer than this phr" in message and "upgrade phr" in message
 
@@ -72,7 +72,7 @@ def test_damaged_stores(trained, tmp_path):
     store = trained[0]
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(store.read_bytes()[: store.stat().st_size * 6 // 10])
-    message = one_line_error(CliRunner().invoke(app, ["inspect", str(truncated)]))
+    message = one_line_error(CliRunner().invoke(app, ["inspect", "--store", str(truncated)]))
     assert str(truncated) in message and "run `phr extract` again" in message
 
     flipped = shutil.copy(store, tmp_path / "flipped.h5")
@@ -83,7 +83,7 @@ def test_damaged_stores(trained, tmp_path):
         byte = raw.read(1)
         raw.seek(offset)
         raw.write(bytes([byte[0] ^ 0xFF]))
-    message = one_line_error(CliRunner().invoke(app, ["train", "--store", str(flipped), "--out",
+    message = one_line_error(CliRunner().invoke(app, ["train", "--store", str(flipped), "--checkpoint",
                                                       str(tmp_path / "m.pt")]))
     assert "damaged phr feature store" in message and "move it away" in message
 
