@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from phr_cli.decode import FrameSampling, decode_clip
+from phr_cli.devices import resolve_device
 from phr_cli.encoders.pipeline import Encoders
 from phr_cli.posts import read_posts
 
@@ -34,7 +35,7 @@ def main() -> None:
     random = args.weights_dir is None
 
     def features(precision: str) -> tuple[dict[str, np.ndarray], float]:
-        encoders = Encoders(args.device, args.weights_dir, random, precision)
+        encoders = Encoders(resolve_device(args.device), args.weights_dir, random, precision)
         encoders.encode_clips(clips[:1], 64)  # warm-up
         started = time.perf_counter()
         encoded = encoders.encode_clips(clips, 64)

@@ -24,9 +24,10 @@ from lastfm_data import load_lastfm_captions, load_lastfm_posts  # noqa: E402
 
 from phr_cli.baselines import PITFConfig  # noqa: E402
 from phr_cli.comparison import evaluate_store  # noqa: E402
+from phr_cli.config import TrainConfig  # noqa: E402
+from phr_cli.devices import resolve_device  # noqa: E402
 from phr_cli.extract import ExtractOptions, extract  # noqa: E402
 from phr_cli.model import ModelConfig  # noqa: E402
-from phr_cli.config import TrainConfig  # noqa: E402
 from phr_cli.train import train_from_store  # noqa: E402
 
 
@@ -73,7 +74,7 @@ def main() -> None:
         print(f"lastfm train split={split_by}: {len(history)} epochs, {per_epoch:.2f} s/epoch on "
               f"{outcome.result.device}, best epoch {outcome.result.best_epoch} "
               f"(validation R@10 {outcome.result.best_metric:.4f})")
-        comparison = evaluate_store(store, checkpoint, "both", device=args.device,
+        comparison = evaluate_store(store, checkpoint, "both", device=resolve_device(args.device),
                                     pitf=PITFConfig(epochs=args.pitf_epochs, device=args.device))
         counts = comparison.counts
         print(f"lastfm split={split_by}: {counts['cases']} test cases, {counts['cold_cases']} cold, "

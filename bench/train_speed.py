@@ -124,7 +124,7 @@ def main() -> None:
         return
     for protocol in ("sampled", "full"):
         reset_gpu_peak(device)
-        comparison = compare(posts, saved.split, saved, protocol=protocol, baselines=(), device=str(device))
+        comparison = compare(posts, saved.split, saved, protocol=protocol, baselines=(), device=device)
         model = comparison.methods[0]
         metrics = model.metrics[protocol]["all"]
         print(f"evaluate protocol={protocol} {tag}: {comparison.counts['cases']} test cases in "

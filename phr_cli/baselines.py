@@ -142,7 +142,7 @@ class PITFConfig:
     l2: float = 1e-5  # on the factors a batch uses, per example
     init_std: float = 0.01
     seed: int = 0
-    device: str = "cpu"
+    device: torch.device | str = "cpu"
 
 
 class ContentFeatures:

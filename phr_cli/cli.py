@@ -295,6 +295,7 @@ def recommend(
     weights_dir: Optional[Path] = WeightsDirOption,
 ) -> None:
     """Rank hashtags for new clips, personalised to --user."""
+    from phr_cli.devices import resolve_device
     from phr_cli.posts import find_videos
     from phr_cli.recommend import Recommender
 
@@ -307,7 +308,7 @@ def recommend(
         fail(f"{checkpoint}: no checkpoint; run `phr train --checkpoint {checkpoint}` first")
     _quiet_libraries()
     try:
-        recommender = Recommender(checkpoint, device, weights_dir, store)
+        recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
         results = recommender.recommend(paths, user, caption, top, exclude_used)
     except PhrError as error:
         fail(str(error))
@@ -363,7 +364,7 @@ def evaluate(
     try:
         with err.status("fitting baselines and scoring the test split…"):
             comparison = evaluate_store(store, checkpoint, protocol, BASELINES if baselines else (),
-                                        str(resolve_device(device)), seed)
+                                        resolve_device(device), seed)
     except PhrError as error:
         fail(str(error))
     if as_json:

@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
+
 from phr_cli.baselines import (
     PITF,
     GlobalPopularity,
@@ -54,7 +56,7 @@ class Comparison:
 
 def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: ProtocolName = "both",
             baselines: tuple[str, ...] = BASELINES, pitf: PITFConfig | None = None,
-            device: str = "cpu", seed: int = 0) -> Comparison:
+            device: torch.device = torch.device("cpu"), seed: int = 0) -> Comparison:
     """Evaluate the checkpoint's model and the named baselines on split.test."""
     graph = build_graph(posts.subset(split.train))
     if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:
@@ -104,13 +106,13 @@ def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: Pro
     )
 
 
-def _content_only(posts: PostData, split: Split, checkpoint: Checkpoint, device: str) -> Scorer:
+def _content_only(posts: PostData, split: Split, checkpoint: Checkpoint, device: torch.device) -> Scorer:
     # This baseline is a training run (the checkpoint's own configuration, no graph
     # messages): the one place evaluation needs the training loop, imported only here.
     from phr_cli.train import train
 
     model_config = replace(checkpoint.model_config, propagate=False)
-    train_config = replace(checkpoint.train_config, device=device)
+    train_config = replace(checkpoint.train_config, device=str(device))  # the config holds a name
     with tempfile.TemporaryDirectory(prefix="phr-content-only-") as scratch:
         path = Path(scratch) / "content-only.pt"
         train(posts, split, model_config, train_config, path, resume=False)
@@ -118,7 +120,7 @@ def _content_only(posts: PostData, split: Split, checkpoint: Checkpoint, device:
 
 
 def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolName = "both",
-                   baselines: tuple[str, ...] = BASELINES, device: str = "cpu", seed: int = 0,
+                   baselines: tuple[str, ...] = BASELINES, device: torch.device = torch.device("cpu"), seed: int = 0,
                    pitf: PITFConfig | None = None) -> Comparison:
     """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
     checkpoint = load_checkpoint(checkpoint_path)

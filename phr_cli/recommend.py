@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from phr_cli import decode
 from phr_cli.checkpoint import load_checkpoint
 from phr_cli.decode import DecodedClip, FrameSampling
+from phr_cli.devices import resolve_device
 from phr_cli.encoders.pipeline import Encoders, content_key
 from phr_cli.encoders.registry import EncoderMismatchError, random_weights_id
 from phr_cli.graph import PostData
@@ -59,14 +61,12 @@ class Timings:
 class Recommender:
     """Loads a checkpoint once; recommends for any number of clips."""
 
-    def __init__(self, checkpoint_path: Path, device: str = "auto",
+    def __init__(self, checkpoint_path: Path, device: torch.device | str = "auto",
                  weights_dir: Path | None = None, store_path: Path | None = None) -> None:
-        from phr_cli.devices import resolve_device
-
         started = time.perf_counter()
         self.checkpoint = load_checkpoint(checkpoint_path)
         provenance = self.checkpoint.provenance
-        self.device = resolve_device(device)
+        self.device = resolve_device(device)  # a torch.device from the CLI stays as it is
         self.scorer = self.checkpoint.scorer(self.device)
         self.fingerprint: dict = provenance.encoders
         self.sampling = FrameSampling(**provenance.sampling)
@@ -76,7 +76,7 @@ class Recommender:
         random = {m: e["weights"] == random_weights_id() for m, e in self.fingerprint.items()}
         self.random_weights = random["visual"] or random["acoustic"]
         # Encode as the store's videos were: the same weights and autocast precision.
-        self.encoders = Encoders(str(self.device), weights_dir, self.random_weights,
+        self.encoders = Encoders(self.device, weights_dir, self.random_weights,
                                  self.fingerprint["visual"].get("precision", "fp32"))
         self.store_path = Path(store_path or provenance.store)
         self._stored: dict[str, tuple[np.ndarray, np.ndarray, bool, bool]] | None = None

@@ -111,7 +111,7 @@ def cli(recommender, checkpoint, monkeypatch):
     Loading ResNet50, VGGish and MiniLM again for every invocation would triple the run;
     everything else (checkpoint, store, decoding, output) goes through the command.
     """
-    def loaded_encoders(device: str, weights_dir: Path | None, random_weights: bool, precision: str):
+    def loaded_encoders(device: torch.device, weights_dir: Path | None, random_weights: bool, precision: str):
         assert random_weights  # the store was built with random weights, so must recommend be
         assert precision == "fp32"  # as the store recorded
         return recommender.encoders

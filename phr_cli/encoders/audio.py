@@ -124,7 +124,7 @@ class AudioEncoder:
 
     def __init__(
         self,
-        device: str = "cpu",
+        device: torch.device | str = "cpu",
         weights_dir: Path | None = None,
         random_weights: bool = False,
         spec: EncoderSpec = VGGISH,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from phr_cli.decode import DecodedClip
 from phr_cli.files import sha256_of
 from phr_cli.statuses import Status
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -43,7 +46,7 @@ def content_key(path: Path) -> str:
 class Encoders:
     """The three encoders, each loaded on first use (and then kept)."""
 
-    def __init__(self, device: str, weights_dir: Path | None, random_weights: bool,
+    def __init__(self, device: torch.device, weights_dir: Path | None, random_weights: bool,
                  precision: str = "fp32") -> None:
         self.device, self.weights_dir, self.random_weights = device, weights_dir, random_weights
         self.precision = precision  # autocast of ResNet50 and VGGish; MiniLM stays fp32

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from phr_cli.encoders.registry import MINILM_L6_V2, EncoderSpec
 from phr_cli.files import sha256_of
@@ -23,12 +24,12 @@ def model_dir() -> Path:
 
 
 class TextEncoder:
-    def __init__(self, device: str = "cpu", spec: EncoderSpec = MINILM_L6_V2) -> None:
+    def __init__(self, device: torch.device | str = "cpu", spec: EncoderSpec = MINILM_L6_V2) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.spec = spec
         folder = model_dir()
-        self.model = SentenceTransformer(str(folder), device=device)
+        self.model = SentenceTransformer(str(folder), device=str(device))
         self.weights_id = sha256_of(folder / "model.safetensors")
 
     def embed(self, texts: list[str], batch_size: int = 128) -> np.ndarray:

@@ -18,7 +18,7 @@ from phr_cli.encoders.registry import RESNET50_IMAGENET1K_V2, EncoderSpec, autoc
 class VisualEncoder:
     def __init__(
         self,
-        device: str = "cpu",
+        device: torch.device | str = "cpu",
         weights_dir: Path | None = None,
         random_weights: bool = False,
         spec: EncoderSpec = RESNET50_IMAGENET1K_V2,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from phr_cli.extract.options import ExtractOptions, ExtractReport, ProgressCallb
 from phr_cli.posts import Post, PostSet, read_posts
 from phr_cli.statuses import FAILED_STATUSES, Status
 from phr_cli.store import PostRows, StoreLock, StoreWriter
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _hash_videos(post_set: PostSet) -> tuple[dict[Path, str], dict[Path, VideoOutcome]]:
@@ -51,15 +54,16 @@ def extract(
     started = time.perf_counter()
     root = Path(root)
     post_set = read_posts(root)
-    from phr_cli.devices import resolve_device
+    from phr_cli.devices import check_device_name, resolve_device
 
     # With Ray the encoder actors pick their own device; this process only embeds captions.
-    device = str(resolve_device("auto" if options.ray else options.device))
+    check_device_name(options.device)
+    device = resolve_device("auto" if options.ray else options.device)
     with StoreLock(Path(store_path)) as lock:  # before loading the encoders: a second run refuses at once
         return _extract_locked(post_set, store_path, options, device, lock, started, on_progress)
 
 
-def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions, device: str,
+def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions, device: torch.device,
                     lock: StoreLock, started: float, on_progress: ProgressCallback | None) -> ExtractReport:
     tick = time.perf_counter()
     encoders = Encoders(device, options.weights_dir, options.random_weights, options.precision)

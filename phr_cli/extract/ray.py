@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 import ray
 import ray.data
+import torch
 
 from phr_cli.decode import DecodedClip, DecodeLimits, FrameSampling, decode_guarded
 from phr_cli.devices import DeviceError
@@ -52,7 +53,7 @@ def _decode_row(row: dict, sampling: FrameSampling, limits: DecodeLimits) -> dic
 class _EncoderActor:
     """Holds ResNet50 and VGGish once per actor and encodes batches of decoded clips."""
 
-    def __init__(self, device: str, weights_dir: Path | None, random_weights: bool,
+    def __init__(self, device: torch.device, weights_dir: Path | None, random_weights: bool,
                  batch_size: int, precision: str, expected_fingerprint: dict) -> None:
         self.encoders = Encoders(device, weights_dir, random_weights, precision)
         found = self.encoders.fingerprint(CONTENT_MODALITIES)
@@ -125,7 +126,7 @@ def encode_on_ray(todo: dict[str, Path], options: ExtractOptions, fingerprint: d
         encoded = clips.map_batches(
             _EncoderActor,
             fn_constructor_kwargs={
-                "device": "cuda" if gpu else "cpu", "weights_dir": options.weights_dir,
+                "device": torch.device("cuda" if gpu else "cpu"), "weights_dir": options.weights_dir,
                 "random_weights": options.random_weights, "batch_size": options.batch_size,
                 "precision": options.precision, "expected_fingerprint": fingerprint,
             },
