@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic_store import default_store_path, write_synthetic_store  # noqa: E402
 
+from phr_cli.checkpoint import load_checkpoint  # noqa: E402
 from phr_cli.comparison import compare  # noqa: E402
+from phr_cli.config import STEP_PROPAGATIONS, TrainConfig  # noqa: E402
 from phr_cli.devices import resolve_device  # noqa: E402
 from phr_cli.graph import build_graph, posts_from_store  # noqa: E402
 from phr_cli.model import ModelConfig  # noqa: E402
 from phr_cli.store import load_store  # noqa: E402
-from phr_cli.checkpoint import load_checkpoint  # noqa: E402
-from phr_cli.config import STEP_PROPAGATIONS, TrainConfig  # noqa: E402
 from phr_cli.train import NegativeSampler, train_from_store  # noqa: E402
 
 

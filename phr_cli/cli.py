@@ -230,9 +230,9 @@ def train(
         raise typer.Exit(launch(nproc, ["train", *_without_option(arguments, "--nproc")]))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from phr_cli.config import TrainConfig
     from phr_cli.distributed import launched_rank
     from phr_cli.model import ModelConfig
-    from phr_cli.config import TrainConfig
     from phr_cli.train import train_from_store
 
     other_rank = launched_rank() != 0  # under torchrun only rank 0 reports; errors print on every rank

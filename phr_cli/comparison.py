@@ -24,8 +24,8 @@ from phr_cli.baselines import (
     UserPopularity,
     tune_beta,
 )
-from phr_cli.encoders.registry import EncoderMismatchError
 from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint, posts_fingerprint
+from phr_cli.encoders.registry import EncoderMismatchError
 from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate
 from phr_cli.graph import PostData, Split, build_graph, posts_from_store
 from phr_cli.store import load_store

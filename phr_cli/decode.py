@@ -23,6 +23,7 @@ import numpy as np
 
 from phr_cli.statuses import SEVERITY, Status
 
+
 @dataclass(frozen=True)
 class FrameSampling:
     """How frames and audio are taken from a clip; recorded in the store."""

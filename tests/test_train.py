@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from phr_cli.baselines import GlobalPopularity, UserPopularity
+from phr_cli.checkpoint import CheckpointError, Provenance, load_checkpoint
+from phr_cli.config import TrainConfig
 from phr_cli.evaluate import build_cases, evaluate
 from phr_cli.graph import PostData, build_graph, split_posts
 from phr_cli.model import ModelConfig
-from phr_cli.checkpoint import CheckpointError, Provenance, load_checkpoint
-from phr_cli.config import TrainConfig
 from phr_cli.train import NegativeSampler, train
 
 WIDTHS = {"visual": 32, "acoustic": 8, "textual": 16}

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from reliability_data import write_text_posts
 from support import media
-from phr_cli.cli import app
 from phr_cli.checkpoint import load_checkpoint
+from phr_cli.cli import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

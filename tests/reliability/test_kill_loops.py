@@ -21,9 +21,9 @@ import torch
 
 from conftest import FAST_SAMPLING
 from reliability_data import write_clips, write_text_posts
+from phr_cli.checkpoint import load_checkpoint
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.store import StoreError, load_store, parts_dir
-from phr_cli.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
