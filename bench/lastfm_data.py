@@ -58,6 +58,7 @@ def load_lastfm_posts(folder: Path, min_count: int = 5) -> PostData:
 
 
 def load_lastfm_captions(folder: Path, posts: PostData) -> list[str]:
-    """Each post's caption: its artist's name ("" for an artist missing from artists.dat)."""
+    """Each post's caption: its artist's name, or "artist <id>" for an artist missing from
+    artists.dat (an empty caption would merge every such artist into one text-only item)."""
     names = {f"artist:{row[0]}": row[1] for row in _read_table(Path(folder) / "artists.dat", "utf-8") if len(row) >= 2}
-    return [names.get(item, "") for item in posts.items]
+    return [names.get(item) or item.replace(":", " ") for item in posts.items]
