@@ -26,7 +26,8 @@ from phr_cli.graph import PostData, Split
 from phr_cli.model import GCNPHR, ModelConfig
 from phr_cli.store import TextProjection
 
-CHECKPOINT_FORMAT = "phr-gcn-checkpoint/1"
+# /2: the default model's evidence terms and item IDs (state dict entries and config fields).
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/2"
 
 
 class CheckpointError(PhrError):
@@ -106,7 +107,7 @@ class Checkpoint:
 
     def model(self, device: torch.device = torch.device("cpu")) -> GCNPHR:
         """The best epoch's model in eval mode, serving the saved representations (no graph needed)."""
-        model = GCNPHR(self.model_config, len(self.users), len(self.hashtags), self.modality_widths)
+        model = GCNPHR(self.model_config, len(self.users), len(self.hashtags), self.modality_widths, len(self.items))
         model.load_state_dict(self.state_dict)
         model.to(device).eval()
         model.save_representations(self.user_representations, self.hashtag_representations)
@@ -115,7 +116,7 @@ class Checkpoint:
     def scorer(self, device: torch.device = torch.device("cpu")) -> ModelScorer:
         """The best epoch's model as an `evaluate.Scorer`."""
         model = self.model(device)
-        return ModelScorer(model, *model.propagate())
+        return ModelScorer(model, *model.propagate(), item_index={item: i for i, item in enumerate(self.items)})
 
     def user_position(self, user: str) -> int:
         """The user's row in the representations, -1 for a user without training posts."""
@@ -211,8 +212,10 @@ def posts_fingerprint(posts: PostData) -> str:
 class ModelScorer:
     """GCN-PHR as an `evaluate.Scorer`: scores of every known hashtag for each post."""
 
-    def __init__(self, model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, rows_per_chunk: int = 256) -> None:
+    def __init__(self, model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, item_index: dict[str, int],
+                 rows_per_chunk: int = 256) -> None:
         self.model, self.user_reps, self.hashtag_reps = model, user_reps, hashtag_reps
+        self.item_index = item_index  # training items by key: a post of one of them gets its ID and counts
         self.rows_per_chunk = rows_per_chunk
 
     @torch.no_grad()
@@ -223,12 +226,11 @@ class ModelScorer:
         blocks = []
         for start in range(0, len(posts), self.rows_per_chunk):
             chunk = slice(start, start + self.rows_per_chunk)
-            features = {m: np.asarray(f[chunk], dtype=np.float32) for m, f in posts.features.items()}
-            masks = {m: np.asarray(k[chunk], dtype=bool) for m, k in posts.masks.items()}
-            items = self.model.encode_items(
-                {m: torch.as_tensor(f, device=device) for m, f in features.items()},
-                {m: torch.as_tensor(k, device=device) for m, k in masks.items()},
-            )
-            user_rows = self.model.user_rows(self.user_reps, users_t[chunk])
-            blocks.append(self.model.score_all(user_rows, items, self.hashtag_reps))
+            features = {m: torch.as_tensor(np.asarray(f[chunk], dtype=np.float32), device=device)
+                        for m, f in posts.features.items()}
+            masks = {m: torch.as_tensor(np.asarray(k[chunk], dtype=bool), device=device) for m, k in posts.masks.items()}
+            items = torch.as_tensor([self.item_index.get(item, -1) for item in posts.items[chunk]],
+                                    dtype=torch.long, device=device)
+            blocks.append(self.model.score_posts(self.user_reps, self.hashtag_reps, users_t[chunk], items,
+                                                 features, masks))
         return torch.cat(blocks) if blocks else self.hashtag_reps.new_zeros(0, len(self.hashtag_reps))

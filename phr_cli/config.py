@@ -21,12 +21,14 @@ class TrainConfig:
     # synthetic test set validation then peaks by epoch 5 and sinks below user popularity.
     weight_decay: float = 0.0
     negatives: int = 1  # per positive (user, item, hashtag)
+    # Share of negatives drawn from the user's or the item's own hashtags (`NegativeSampler`).
+    hard_negatives: float = 0.5
     patience: int = 5  # epochs without a validation gain before stopping
     seed: int = 0
     # A device name, resolved when training starts (each torchrun rank takes its own GPU);
     # "auto": CUDA when available. Saved in the checkpoint as the name.
     device: str = "auto"
-    validation_metric: str = "R@10"  # full ranking of every known hashtag
+    validation_metric: str = "P@5"  # full ranking of every known hashtag
     # What a training step computes: "batch", the receptive field of its users and hashtags
     # only (`GCNPHR.propagate_for`) and W^v v_k straight from the stored features; "full",
     # the whole graph and the batch's full v_k (the plain reference, much slower on a large
@@ -37,6 +39,8 @@ class TrainConfig:
         check_device_name(self.device)
         if self.step_propagation not in STEP_PROPAGATIONS:
             raise ConfigError(f"unknown step propagation {self.step_propagation!r}: use one of {STEP_PROPAGATIONS}")
+        if not 0.0 <= self.hard_negatives <= 1.0:
+            raise ConfigError(f"hard_negatives must lie in [0, 1], got {self.hard_negatives}")
         if self.negatives < 1 or self.batch_size < 1 or self.epochs < 1:
             raise ConfigError("epochs, batch_size and negatives must be positive")
         name, _, k = self.validation_metric.partition("@")

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from phr_cli.errors import ConfigError
+from phr_cli.evidence import TagEvidence
 from phr_cli.graph import MODALITIES, Graph
+from phr_cli.neighbours import ContentIndex, content_vectors
 
 FUSIONS = ("concat", "sum")
 VARIANTS = ("full", "no_attention", "no_user_guidance", "no_hashtag_guidance")
@@ -45,11 +47,32 @@ class ModelConfig:
     init_std: float = 0.1  # Gaussian init of ID embeddings and missing-modality vectors
     dropout: float = 0.0  # on each layer's fused outputs, training only
     # Add each node's input embedding to its fused messages (a self-loop). The paper's
-    # layer (residual=False) replaces a hashtag's own embedding by its neighbours' messages.
-    residual: bool = False
+    # layer (residual=False) replaces a hashtag's own embedding by its neighbours' messages,
+    # so a hashtag with one user ends up with that user's vector.
+    residual: bool = True
     # "sum": Eq. 6 as printed, so a user's video message grows with their number of
     # (hashtag, videos) groups; "mean": divided by that number (a degree normalisation).
     video_messages: str = "mean"
+    # The default model's additions to the paper's scorer (`paper()` turns them off):
+    # the learned count prior of `evidence.TagEvidence` (what the user, the item and the
+    # content neighbours' posts say, which the paper's equations cannot count) ...
+    evidence: bool = True
+    neighbours: int = 20  # content neighbours of its similar-items term
+    # ... and an ID embedding for each item seen in training, added to W^v v_k, so that
+    # what others tagged the same item shapes its vector; dropped for this share of
+    # training posts, which are then scored as a new video is, from content alone.
+    item_ids: bool = True
+    item_id_dropout: float = 0.5
+
+    @classmethod
+    def paper(cls, **changes: object) -> ModelConfig:
+        """GCN-PHR exactly as the paper's equations: no self-loop, no evidence, no item IDs."""
+        return cls(**{"residual": False, "evidence": False, "item_ids": False, **changes})  # type: ignore[arg-type]
+
+    @property
+    def form(self) -> str:
+        """'paper' when the configuration is the paper's equations, else 'phr'."""
+        return "paper" if not (self.residual or self.evidence or self.item_ids) else "phr"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -58,6 +81,10 @@ class ModelConfig:
             raise ConfigError(f"unknown variant {self.variant!r}: use one of {VARIANTS}")
         if self.video_messages not in ("sum", "mean"):
             raise ConfigError(f"unknown video_messages {self.video_messages!r}: use 'sum' or 'mean'")
+        if not 0.0 <= self.item_id_dropout <= 1.0:
+            raise ConfigError(f"item_id_dropout must lie in [0, 1], got {self.item_id_dropout}")
+        if self.neighbours < 1:
+            raise ConfigError(f"neighbours must be positive, got {self.neighbours}")
         if self.dim < 1 or self.layers < 1:
             raise ConfigError("dim and layers must be positive")
 
@@ -215,6 +242,10 @@ class GraphTensors(nn.Module):
         # Modalities no training item has (visual and acoustic of text-only data) are all
         # zeros here: projecting them is wasted work.
         self.modality_present = [bool(masks[:, m].any()) for m in range(masks.shape[1])]
+
+    def triples(self) -> Tensor:
+        """(T, 3) user, hashtag, item of every training triple."""
+        return torch.stack([self.triple_user, self.triple_hashtag, self.triple_item], dim=1)
 
     def _side_columns(self, side: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]:
         """Triple target, triple guide, pair target, pair neighbour, degree and node count of a side."""
@@ -433,8 +464,12 @@ class PersonalisedScorer(nn.Module):
         self.user_for_hashtag = nn.Linear(dim, dim, bias=False)  # W_u^h
         self.negative_slope = negative_slope
 
-    def user_specific_items(self, user_rows: Tensor, item_vectors: Tensor) -> Tensor:
-        return F.leaky_relu(self.item(item_vectors) + self.user_for_item(user_rows), self.negative_slope)
+    def user_specific_items(self, user_rows: Tensor, item_vectors: Tensor, item_offsets: Tensor | None = None) -> Tensor:
+        """v̄_k^i (B, d); item_offsets (B, d), if given, are added to W^v v_k + b^v (item IDs)."""
+        projected = self.item(item_vectors)
+        if item_offsets is not None:
+            projected = projected + item_offsets
+        return F.leaky_relu(projected + self.user_for_item(user_rows), self.negative_slope)
 
     def score_triples(self, user_rows: Tensor, item_vectors: Tensor, hashtag_rows: Tensor) -> Tensor:
         return self.score_projected_triples(user_rows, self.item(item_vectors), hashtag_rows)
@@ -448,9 +483,10 @@ class PersonalisedScorer(nn.Module):
         return torch.einsum("bnd,bd->bn", hashtags, items)
 
     @torch.no_grad()
-    def score_all(self, user_rows: Tensor, item_vectors: Tensor, hashtag_reps: Tensor) -> Tensor:
+    def score_all(self, user_rows: Tensor, item_vectors: Tensor, hashtag_reps: Tensor,
+                  item_offsets: Tensor | None = None) -> Tensor:
         """Scores (B, H) of every hashtag, for ranking (no gradient)."""
-        items = self.user_specific_items(user_rows, item_vectors)  # (B, d)
+        items = self.user_specific_items(user_rows, item_vectors, item_offsets)  # (B, d)
         hashtag_part = self.hashtag(hashtag_reps)  # W^h h_j + b^h once: (H, d)
         user_part = self.user_for_hashtag(user_rows)  # W_u^h u_i once: (B, d)
         n_hashtags, dim = hashtag_part.shape
@@ -484,7 +520,8 @@ class GCNPHR(nn.Module):
     """GCN-PHR. Build for training with `from_graph`; rebuilt from a checkpoint, the model holds
     no graph and serves the saved representations (see `propagate`)."""
 
-    def __init__(self, config: ModelConfig, n_users: int, n_hashtags: int, modality_widths: dict[str, int]) -> None:
+    def __init__(self, config: ModelConfig, n_users: int, n_hashtags: int, modality_widths: dict[str, int],
+                 n_items: int = 0) -> None:
         super().__init__()
         self.config = config
         self.item_encoder = ItemEncoder(ordered_modalities(modality_widths), config.init_std)
@@ -497,11 +534,17 @@ class GCNPHR(nn.Module):
         self.scorer = PersonalisedScorer(config.dim, item_width, config.negative_slope)
         self.graph: GraphTensors | None = None
         self._saved_representations: tuple[Tensor, Tensor] | None = None
+        self.item_embedding = nn.Embedding(n_items, config.dim) if config.item_ids else None
+        # Sized when fitted (`from_graph`) or loaded from a checkpoint's state dict.
+        self.evidence = (TagEvidence(n_users, n_items, n_hashtags, 0, 0, ContentIndex(item_width, 0, n_hashtags, 0),
+                                     config.neighbours) if config.evidence else None)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
         nn.init.normal_(self.user_embedding.weight, std=self.config.init_std)
         nn.init.normal_(self.hashtag_embedding.weight, std=self.config.init_std)
+        if self.item_embedding is not None:
+            nn.init.normal_(self.item_embedding.weight, std=self.config.init_std)
         for module in self.modules():
             if isinstance(module, nn.Linear):  # Xavier: v_k is 2,276 wide, a fixed std would blow up
                 nn.init.xavier_normal_(module.weight)
@@ -511,12 +554,17 @@ class GCNPHR(nn.Module):
     @classmethod
     def from_graph(cls, config: ModelConfig, graph: Graph) -> GCNPHR:
         widths = {m: int(np.asarray(f).shape[1]) for m, f in graph.item_features.items()}
-        model = cls(config, graph.n_users, graph.n_hashtags, widths)
+        model = cls(config, graph.n_users, graph.n_hashtags, widths, graph.n_items)
         model.item_encoder.fit(
             {m: torch.as_tensor(graph.item_features[m]) for m in model.item_encoder.widths},
             {m: torch.as_tensor(graph.item_masks[m]) for m in model.item_encoder.widths},
         )
         model.attach_graph(graph)
+        if config.evidence:
+            assert model.graph is not None
+            model.evidence = TagEvidence.fit(
+                model.graph.triples(), graph.n_users, graph.n_items, graph.n_hashtags,
+                model.graph_content_vectors(), config.neighbours)
         return model
 
     def attach_graph(self, graph: Graph) -> None:
@@ -658,15 +706,67 @@ class GCNPHR(nn.Module):
         """Scores (B, n) of n hashtags per row: user rows (B, d), v_k (B, D), hashtag rows (B, n, d)."""
         return self.scorer.score_triples(user_rows, item_vectors, hashtag_rows)
 
-    def score_graph_triples(self, user_rows: Tensor, items: Tensor, hashtag_rows: Tensor) -> Tensor:
+    def score_graph_triples(self, user_rows: Tensor, items: Tensor, hashtag_rows: Tensor,
+                            keep_ids: Tensor | None = None) -> Tensor:
         """`score_triples` for graph items by index (B,): W^v v_k is computed from the stored
-        features without building the (B, D) v_k."""
+        features without building the (B, D) v_k. With item IDs, each item's embedding is
+        added where keep_ids (B,) bool is True (all when None)."""
         projected = self._project_graph_items(self.scorer.item.weight, items) + self.scorer.item.bias
+        if self.item_embedding is not None:
+            offsets = self.item_embedding(items)
+            if keep_ids is not None:
+                offsets = offsets * keep_ids.unsqueeze(1).to(offsets.dtype)
+            projected = projected + offsets
         return self.scorer.score_projected_triples(user_rows, projected, hashtag_rows)
 
-    def score_all(self, user_rows: Tensor, item_vectors: Tensor, hashtag_reps: Tensor) -> Tensor:
-        """Scores (B, H) of every hashtag: user rows (B, d), v_k (B, D), all hashtag reps (H, d)."""
-        return self.scorer.score_all(user_rows, item_vectors, hashtag_reps)
+    def item_offsets(self, items: Tensor) -> Tensor | None:
+        """The ID embeddings (B, d) of graph items by index, zeros for -1 (new content);
+        None without item IDs."""
+        if self.item_embedding is None:
+            return None
+        known = (items >= 0).unsqueeze(1)
+        return torch.where(known, self.item_embedding(items.clamp(min=0)), 0.0)
+
+    def content_vectors(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
+        """The similarity vectors (`neighbours.content_vectors`) of arbitrary items."""
+        return content_vectors([
+            (self.item_encoder.standardise(m, torch.as_tensor(features[m])),
+             torch.as_tensor(masks[m]).to(self.item_encoder.missing[m].device, torch.bool))
+            for m in self.item_encoder.widths])
+
+    def graph_content_vectors(self) -> Tensor:
+        """The similarity vectors of every graph item."""
+        assert self.graph is not None
+        return content_vectors([(self.graph.items[:, start:stop], self.graph.item_masks[:, m])
+                                for m, (_, start, stop) in enumerate(self.item_encoder.blocks())])
+
+    @torch.no_grad()
+    def score_parts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
+                    features: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The score of every hashtag (B, H) for posts, as named parts that sum to it: "graph"
+        (Eq. 9-10 on the propagated representations) and, with evidence, its terms.
+
+        users (B,) are graph user ids (-1: cold), items (B,) graph item ids (-1: new
+        content); features and masks describe the posts' content per modality.
+        """
+        vectors = self.encode_items(features, masks)
+        parts = {"graph": self.score_all(self.user_rows(user_reps, users), vectors, hashtag_reps,
+                                         self.item_offsets(items))}
+        if self.evidence is not None:
+            parts.update(self.evidence.term_rows(users, items, self.content_vectors(features, masks)))
+        return parts
+
+    def score_posts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
+                    features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
+        """The score (B, H) of every hashtag for posts: the sum of `score_parts`."""
+        parts = self.score_parts(user_reps, hashtag_reps, users, items, features, masks)
+        return torch.stack(list(parts.values())).sum(dim=0)
+
+    def score_all(self, user_rows: Tensor, item_vectors: Tensor, hashtag_reps: Tensor,
+                  item_offsets: Tensor | None = None) -> Tensor:
+        """Eq. 9-10's scores (B, H) of every hashtag: user rows (B, d), v_k (B, D), all hashtag
+        reps (H, d), and the items' ID embeddings (B, d) if any (`item_offsets`)."""
+        return self.scorer.score_all(user_rows, item_vectors, hashtag_reps, item_offsets)
 
     def embedding_l2(self, users: Tensor, hashtags: Tensor) -> Tensor:
         """Eq. 11's ‖Θ‖² on the batch: squared ID embeddings of its users and hashtags (positive

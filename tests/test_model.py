@@ -11,6 +11,7 @@ from phr_cli import model as model_module
 from phr_cli.errors import ConfigError
 from phr_cli.graph import PostData, build_graph
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss, grouped_softmax
+from phr_cli.train import BatchScores
 
 WIDTHS = {"visual": 7, "acoustic": 3, "textual": 5}
 DIM = 8
@@ -41,7 +42,7 @@ def build(config: ModelConfig | None = None, seed: int = 0):
     """A tiny graph and model; tests compare with Eq. 6 as printed (summed video messages)."""
     graph = build_graph(tiny_posts(seed))
     torch.manual_seed(seed)
-    return graph, GCNPHR.from_graph(config or ModelConfig(dim=DIM, video_messages="sum"), graph)
+    return graph, GCNPHR.from_graph(config or ModelConfig.paper(dim=DIM, video_messages="sum"), graph)
 
 
 def graph_item_vectors(graph, model) -> torch.Tensor:
@@ -107,7 +108,7 @@ def reference_layer(graph, model, layer, users, hashtags):
 
 
 def test_shapes_of_each_equation():
-    graph, model = build(ModelConfig(dim=DIM, video_messages="sum", layers=2))
+    graph, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", layers=2))
     n_triples = len(graph.triples)
     for parts in model.layer_messages():
         assert parts.user_from_hashtags.shape == (graph.n_users, DIM)
@@ -126,7 +127,7 @@ def test_shapes_of_each_equation():
 
 @pytest.mark.parametrize("variant", ["full", "no_attention", "no_user_guidance", "no_hashtag_guidance"])
 def test_messages_match_loop_reference(variant):
-    graph, model = build(ModelConfig(dim=DIM, video_messages="sum", variant=variant))
+    graph, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", variant=variant))
     layer = model.layers[0]
     parts = model.layer_messages()[0]
     with torch.no_grad():
@@ -152,7 +153,7 @@ def test_grouped_softmax_against_loop():
 
 
 def test_no_attention_weighs_each_group_uniformly():
-    graph, model = build(ModelConfig(dim=DIM, video_messages="sum", variant="no_attention"))
+    graph, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", variant="no_attention"))
     parts = model.layer_messages()[0]
     pairs, group, sizes = np.unique(graph.triples[:, :2], axis=0, return_inverse=True, return_counts=True)
     uniform = torch.as_tensor(1.0 / sizes[group.reshape(-1)], dtype=torch.float32)
@@ -171,16 +172,16 @@ def attention_after_perturbing(config: ModelConfig, which: str):
 
 
 def test_hashtag_guidance_steers_the_user_side_attention_only_when_enabled():
-    before, after = attention_after_perturbing(ModelConfig(dim=DIM, video_messages="sum"), "hashtag")
+    before, after = attention_after_perturbing(ModelConfig.paper(dim=DIM, video_messages="sum"), "hashtag")
     assert not torch.allclose(before.user_side_attention, after.user_side_attention)
-    before, after = attention_after_perturbing(ModelConfig(dim=DIM, video_messages="sum", variant="no_hashtag_guidance"), "hashtag")
+    before, after = attention_after_perturbing(ModelConfig.paper(dim=DIM, video_messages="sum", variant="no_hashtag_guidance"), "hashtag")
     torch.testing.assert_close(before.user_side_attention, after.user_side_attention)
 
 
 def test_user_guidance_steers_the_hashtag_side_attention_only_when_enabled():
-    before, after = attention_after_perturbing(ModelConfig(dim=DIM, video_messages="sum"), "user")
+    before, after = attention_after_perturbing(ModelConfig.paper(dim=DIM, video_messages="sum"), "user")
     assert not torch.allclose(before.hashtag_side_attention, after.hashtag_side_attention)
-    before, after = attention_after_perturbing(ModelConfig(dim=DIM, video_messages="sum", variant="no_user_guidance"), "user")
+    before, after = attention_after_perturbing(ModelConfig.paper(dim=DIM, video_messages="sum", variant="no_user_guidance"), "user")
     torch.testing.assert_close(before.hashtag_side_attention, after.hashtag_side_attention)
     torch.testing.assert_close(before.user_side_attention, after.user_side_attention)  # hashtags guide that one
 
@@ -229,7 +230,7 @@ def test_normalisation_is_fitted_on_present_training_items_and_saved():
 
 
 def test_content_only_ignores_graph_messages():
-    graph, model = build(ModelConfig(dim=DIM, video_messages="sum", propagate=False))
+    graph, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", propagate=False))
     assert len(model.layers) == 0
     users, hashtags = model.propagate()
     assert users is model.user_embedding.weight and hashtags is model.hashtag_embedding.weight
@@ -241,8 +242,8 @@ def test_content_only_ignores_graph_messages():
 
 
 def test_layers_feed_each_other():
-    _, one = build(ModelConfig(dim=DIM, video_messages="sum", layers=1))
-    _, two = build(ModelConfig(dim=DIM, video_messages="sum", layers=2))
+    _, one = build(ModelConfig.paper(dim=DIM, video_messages="sum", layers=1))
+    _, two = build(ModelConfig.paper(dim=DIM, video_messages="sum", layers=2))
     assert len(two.layers) == 2
     with torch.no_grad():
         two.layers[0].load_state_dict(one.layers[0].state_dict())
@@ -254,11 +255,11 @@ def test_layers_feed_each_other():
 
 
 def test_sum_fusion_is_linear_and_concat_fusion_is_not():
-    _, model = build(ModelConfig(dim=DIM, video_messages="sum", fusion="sum"))
+    _, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", fusion="sum"))
     fusion = model.layers[0].user_fusion
     a, b = torch.randn(3, DIM), torch.randn(3, DIM)
     torch.testing.assert_close(fusion(2 * a, 2 * b), 2 * fusion(a, b))
-    _, model = build(ModelConfig(dim=DIM, video_messages="sum", fusion="concat"))
+    _, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", fusion="concat"))
     assert model.layers[0].user_fusion(-a.abs() * 100, b).shape == (3, DIM)
 
 
@@ -290,7 +291,7 @@ def test_saved_representations_serve_a_model_without_graph():
     graph, trained = build()
     with torch.no_grad():
         users, hashtags = trained.propagate()
-    loaded = GCNPHR(trained.config, graph.n_users, graph.n_hashtags, WIDTHS)
+    loaded = GCNPHR(trained.config, graph.n_users, graph.n_hashtags, WIDTHS, graph.n_items)
     loaded.load_state_dict(trained.state_dict())
     with pytest.raises(RuntimeError):
         loaded.propagate()
@@ -318,8 +319,8 @@ def test_bad_configuration_is_refused():
 
 
 def test_mean_video_messages_divide_the_sum_by_each_nodes_group_count():
-    graph, summed = build(ModelConfig(dim=DIM, video_messages="sum"))
-    _, averaged = build(ModelConfig(dim=DIM, video_messages="mean"))
+    graph, summed = build(ModelConfig.paper(dim=DIM, video_messages="sum"))
+    _, averaged = build(ModelConfig.paper(dim=DIM, video_messages="mean"))
     averaged.load_state_dict(summed.state_dict())
     leaky = lambda x: F.leaky_relu(x, summed.config.negative_slope)  # noqa: E731
     inverse = lambda x: torch.where(x >= 0, x, x / summed.config.negative_slope)  # noqa: E731
@@ -336,8 +337,8 @@ def test_mean_video_messages_divide_the_sum_by_each_nodes_group_count():
 
 
 def test_residual_layers_add_each_nodes_own_embedding():
-    _, plain = build(ModelConfig(dim=DIM, video_messages="sum"))
-    _, residual = build(ModelConfig(dim=DIM, video_messages="sum", residual=True))
+    _, plain = build(ModelConfig.paper(dim=DIM, video_messages="sum"))
+    _, residual = build(ModelConfig.paper(dim=DIM, video_messages="sum", residual=True))
     residual.load_state_dict(plain.state_dict())
     with torch.no_grad():
         users, hashtags = plain.propagate()
@@ -353,7 +354,7 @@ def sparse_posts(seed: int = 0, n_posts: int = 240) -> PostData:
 
 @pytest.mark.parametrize("config", [
     ModelConfig(dim=DIM),
-    ModelConfig(dim=DIM, video_messages="sum", fusion="sum", variant="no_user_guidance"),
+    ModelConfig.paper(dim=DIM, video_messages="sum", fusion="sum", variant="no_user_guidance"),
     ModelConfig(dim=DIM, variant="no_attention", residual=True),
     ModelConfig(dim=DIM, layers=2, variant="no_hashtag_guidance"),
     ModelConfig(dim=DIM, layers=2, residual=True),
@@ -372,14 +373,17 @@ def test_batch_step_equals_the_full_graph_step(config, batch_size):
     hashtags = torch.cat([batch[:, 1:2], torch.randint(graph.n_hashtags, (len(batch), 2))], dim=1)
     parameters = [p for p in model.parameters() if p.requires_grad]
 
+    if model.evidence is not None:
+        model.evidence.prepare_training()
+
     def step(fast: bool):
         if fast:
             user_rows, hashtag_rows = model.propagate_for(users, hashtags)
-            scores = model.score_graph_triples(user_rows, items, hashtag_rows)
         else:
             user_reps, hashtag_reps = model.propagate()
             user_rows, hashtag_rows = user_reps[users], hashtag_reps[hashtags]
-            scores = model.score_triples(user_rows, model.graph_item_vectors(items), hashtag_rows)
+        torch.manual_seed(2)  # the same item-ID dropout draws for both
+        scores = BatchScores(model, "batch" if fast else "full")(users, items, hashtags)
         loss = bpr_loss(scores[:, 0], scores[:, 1:]) + 1e-2 * model.embedding_l2(users, hashtags)
         gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
         return [user_rows, hashtag_rows, scores, loss], gradients

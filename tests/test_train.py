@@ -116,7 +116,7 @@ def test_checkpoint_holds_what_recommend_needs(data, trained):
     # The saved model, without any graph, reproduces the best epoch's validation figure.
     cases = build_cases(posts, split.validation, graph)
     again = evaluate(checkpoint.scorer(), posts, cases, protocol="full", ks=(5, 10), seed=FAST.seed)
-    assert again["full"]["all"]["R@10"] == pytest.approx(checkpoint.best_metric)
+    assert again["full"]["all"][checkpoint.train_config.validation_metric] == pytest.approx(checkpoint.best_metric)
     assert not checkpoint.model().training
 
 

@@ -1,0 +1,177 @@
+"""What the training posts say about a hashtag, beside the graph's representations: how
+often this user used it, how often others put it on this very item, how popular it is,
+and how often it was on the items whose content is closest.
+
+GCN-PHR's own score cannot see these counts: Eq. 1-2 average over the distinct
+(user, hashtag) pairs and the attention of Eq. 3-6 sums to 1 inside each group, so a user
+who used #x 40 times and #y once looks the same as the reverse; and a video enters only
+through its content, so what other users tagged the same video is out of reach. Yet 92 %
+of the hashtags users put on new posts are ones they used before. The evidence terms add
+that knowledge as a learned log-linear prior:
+
+    prior(i, k, j) = w_u log(1 + n_ij) + w_k log(1 + n_kj) + w_g log(1 + n_j) + w_n s_kj + b_j
+
+n_ij counts user i's training posts with hashtag j, n_kj the training posts of item k with
+j, n_j all training posts with j, s_kj the share of j on k's nearest training items by
+content (`neighbours.ContentIndex`), b_j a learned hashtag bias. Each weight is a global
+value plus a learned offset of the user and one of the hashtag: some users tag from habit
+and others describe the item; some hashtags are personal ("seen live") and others
+describe content ("rock"). While training, counts
+leave out the post being scored, so that a training post looks like a new one: otherwise
+the weights would learn that a post's own hashtags are always among the counted ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from phr_cli.neighbours import ContentIndex, SizedByState
+
+EVIDENCE_TERMS = ("user history", "item history", "popularity", "similar items")
+
+
+class SparseCounts(SizedByState):
+    """A (rows x columns) count matrix as sorted keys row * columns + column and values."""
+
+    def __init__(self, n_columns: int, n_entries: int) -> None:
+        super().__init__()
+        self.n_columns = n_columns
+        self.register_buffer("keys", torch.zeros(n_entries, dtype=torch.long))
+        self.register_buffer("values", torch.zeros(n_entries))
+
+    @classmethod
+    def of_pairs(cls, rows: Tensor, columns: Tensor, n_columns: int) -> SparseCounts:
+        keys, counts = torch.unique(rows * n_columns + columns, return_counts=True)
+        table = cls(n_columns, len(keys))
+        table.keys.copy_(keys)
+        table.values.copy_(counts.float())
+        return table
+
+    def lookup(self, rows: Tensor, columns: Tensor) -> Tensor:
+        """Counts at (rows, columns) (broadcast together); 0 where absent or the row is -1."""
+        rows, columns = torch.broadcast_tensors(rows, columns)
+        if len(self.keys) == 0:
+            return torch.zeros(rows.shape, device=self.values.device)
+        keys = rows.clamp(min=0) * self.n_columns + columns
+        at = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
+        found = (self.keys[at] == keys) & (rows >= 0)
+        return torch.where(found, self.values[at], 0.0)
+
+    def dense_rows(self, rows: Tensor) -> Tensor:
+        """(len(rows), n_columns) counts; zeros for a row of -1."""
+        out = self.values.new_zeros(len(rows), self.n_columns)
+        known = (rows >= 0).nonzero().squeeze(1)
+        if len(known) == 0 or len(self.keys) == 0:
+            return out
+        first = torch.searchsorted(self.keys, rows[known] * self.n_columns)
+        last = torch.searchsorted(self.keys, (rows[known] + 1) * self.n_columns)
+        lengths = last - first
+        owner = torch.repeat_interleave(torch.arange(len(known), device=rows.device), lengths)
+        entries = first[owner] + torch.arange(len(owner), device=rows.device) - (lengths.cumsum(0) - lengths)[owner]
+        out[known[owner], self.keys[entries] % self.n_columns] = self.values[entries]
+        return out
+
+
+class TagEvidence(nn.Module):
+    """The learned count prior of the default model (see the module docstring).
+
+    Weights start at 1 (user and item history, similar items) and 0.1 (popularity): the
+    model starts as a popularity mix, a strong ranking, and training moves it from there.
+    """
+
+    def __init__(self, n_users: int, n_items: int, n_hashtags: int, user_entries: int, item_entries: int,
+                 index: ContentIndex, neighbours: int) -> None:
+        super().__init__()
+        self.neighbours = neighbours
+        self.user_counts = SparseCounts(n_hashtags, user_entries)
+        self.item_counts = SparseCounts(n_hashtags, item_entries)
+        self.register_buffer("hashtag_counts", torch.zeros(n_hashtags))
+        self.index = index
+        self.weights = nn.Parameter(torch.tensor([1.0, 1.0, 0.1, 1.0]))
+        self.user_weights = nn.Parameter(torch.zeros(n_users, len(EVIDENCE_TERMS)))
+        self.hashtag_weights = nn.Parameter(torch.zeros(n_hashtags, len(EVIDENCE_TERMS)))
+        self.bias = nn.Parameter(torch.zeros(n_hashtags))
+        # The training items' neighbour shares, each item left out of its own neighbours;
+        # computed by `prepare_training` on the model's device, never saved (in a list, so
+        # that it is no submodule of the state dict).
+        self._training_shares: list[SparseCounts] = []
+
+    @classmethod
+    def fit(cls, triples: Tensor, n_users: int, n_items: int, n_hashtags: int, item_vectors: Tensor,
+            neighbours: int) -> TagEvidence:
+        """From the training triples (T, 3: user, hashtag, item) and the items' content vectors."""
+        users, hashtags, items = triples.unbind(1)
+        index = ContentIndex.fit(item_vectors, torch.stack([items, hashtags], dim=1), n_hashtags)
+        user_counts = SparseCounts.of_pairs(users, hashtags, n_hashtags)
+        item_counts = SparseCounts.of_pairs(items, hashtags, n_hashtags)
+        evidence = cls(n_users, n_items, n_hashtags, len(user_counts.keys), len(item_counts.keys), index, neighbours)
+        evidence.user_counts.load_state_dict(user_counts.state_dict())
+        evidence.item_counts.load_state_dict(item_counts.state_dict())
+        evidence.hashtag_counts.copy_(torch.bincount(hashtags, minlength=n_hashtags).float())
+        return evidence
+
+    def prepare_training(self, block: int = 4096) -> None:
+        """Neighbour shares of every training item, itself excluded (a sparse table)."""
+        rows, columns, values = [], [], []
+        n_items = len(self.index.vectors)
+        for start in range(0, n_items, block):
+            items = torch.arange(start, min(start + block, n_items), device=self.index.vectors.device)
+            shares = self.index.hashtag_shares(self.index.vectors[items], self.neighbours, exclude=items)
+            row, column = shares.nonzero(as_tuple=True)
+            rows.append(items[row])
+            columns.append(column)
+            values.append(shares[row, column])
+        table = SparseCounts(self.index.n_hashtags, 0).to(self.index.vectors.device)
+        keys = torch.cat(rows) * self.index.n_hashtags + torch.cat(columns)
+        order = keys.argsort()
+        table.keys, table.values = keys[order], torch.cat(values)[order]
+        self._training_shares = [table]
+
+    def _term_weights(self, users: Tensor, hashtags: Tensor) -> Tensor:
+        """(B, n, terms) weights of hashtags (B, n) or (n,) for users (B,) (-1: cold, no offset)."""
+        user_part = torch.where((users >= 0).unsqueeze(1), self.user_weights[users.clamp(min=0)], 0.0)
+        hashtag_part = self.hashtag_weights[hashtags]
+        if hashtags.dim() == 1:
+            hashtag_part = hashtag_part.unsqueeze(0)
+        return self.weights + hashtag_part + user_part.unsqueeze(1)
+
+    def _combine(self, weights: Tensor, user: Tensor, item: Tensor, popularity: Tensor, similar: Tensor,
+                 bias: Tensor) -> dict[str, Tensor]:
+        """Each weighted term (B, n); the bias is counted with popularity."""
+        return {
+            "user history": weights[..., 0] * user.log1p(),
+            "item history": weights[..., 1] * item.log1p(),
+            "popularity": weights[..., 2] * popularity.log1p() + bias,
+            "similar items": weights[..., 3] * similar,
+        }
+
+    def score_training(self, users: Tensor, items: Tensor, hashtags: Tensor, on_post: Tensor) -> Tensor:
+        """Prior (B, n) of hashtags (B, n) for training posts (users, items: (B,) graph ids);
+        on_post (B, n) bool marks the post's own hashtags, whose counts leave the post out."""
+        assert self._training_shares, "prepare_training() first"
+        leave_out = on_post.to(self.hashtag_counts.dtype)
+        terms = self._combine(
+            self._term_weights(users, hashtags),
+            self.user_counts.lookup(users.unsqueeze(1), hashtags) - leave_out,
+            self.item_counts.lookup(items.unsqueeze(1), hashtags) - leave_out,
+            self.hashtag_counts[hashtags] - leave_out,
+            self._training_shares[0].lookup(items.unsqueeze(1), hashtags),
+            self.bias[hashtags],
+        )
+        return torch.stack(list(terms.values())).sum(dim=0)
+
+    def term_rows(self, users: Tensor, items: Tensor, content: Tensor) -> dict[str, Tensor]:
+        """Each weighted term (B, n_hashtags) for new posts: users (B,) graph ids or -1,
+        items (B,) graph ids or -1 (new content), content (B, width) `content_vectors`."""
+        queries = self.index.reduce(content)
+        # A post of an item seen in training finds that item first: leave it out, as in training.
+        similar = self.index.hashtag_shares(queries, self.neighbours, exclude=items)
+        all_hashtags = torch.arange(len(self.hashtag_counts), device=users.device)
+        return self._combine(self._term_weights(users, all_hashtags), self.user_counts.dense_rows(users),
+                             self.item_counts.dense_rows(items), self.hashtag_counts.unsqueeze(0), similar,
+                             self.bias.unsqueeze(0))
+
+    def score_rows(self, users: Tensor, items: Tensor, content: Tensor) -> Tensor:
+        """The prior (B, n_hashtags) of every hashtag (see `term_rows`)."""
+        return sum(self.term_rows(users, items, content).values())  # type: ignore[return-value]
