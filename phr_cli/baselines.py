@@ -16,8 +16,9 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from phr_cli.evaluate import ProtocolName, TestCases, evaluate
+from phr_cli.evaluate import ProtocolName, TestCases, evaluate, ranking_metrics
 from phr_cli.graph import MODALITIES, Graph, PostData
+from phr_cli.neighbours import ContentIndex, content_vectors
 
 # Weight of the global-popularity tie-breaker inside PopularityMix's [0, 1] scores: far
 # below any difference between two mix values, far above float64 resolution.
@@ -281,3 +282,66 @@ class PITF:
         item = torch.where((items_t >= 0)[:, None], self.item_factors[items_t.clamp(min=0)], mapped)
         scores = user @ self.user_tag_factors.T + item @ self.item_tag_factors.T
         return scores.cpu().numpy()
+
+
+class ContentNeighbours:
+    """Content kNN fused with the user's popularity: β·MP_u + (1−β)·S_k, where S_k is the
+    similarity-weighted hashtag shares of the k training items whose content is closest to
+    the post's (`neighbours.ContentIndex`; a post of a training item finds that item first),
+    and MP_u the user's counts divided by their maximum. Global popularity orders the
+    remaining ties. The honest bar for a model that sees a new video through its content.
+    """
+
+    def __init__(self, graph: Graph, k: int = 20, beta: float = 0.5) -> None:
+        self.k, self.beta = k, beta
+        self.modalities = [m for m in MODALITIES if m in graph.item_features and graph.item_masks[m].any()]
+        self.mean, self.std = {}, {}
+        for m in self.modalities:
+            present = torch.as_tensor(graph.item_features[m][graph.item_masks[m]], dtype=torch.float32)
+            self.mean[m] = present.mean(dim=0)
+            self.std[m] = present.std(dim=0, unbiased=False).clamp(min=1e-6)
+        vectors = self._vectors(graph.item_features, graph.item_masks)
+        pairs = torch.as_tensor(graph.triples[:, [2, 1]])
+        self.index = ContentIndex.fit(vectors, pairs, graph.n_hashtags)
+        self.user_shares = _max_normalised(_count_matrix(graph.triples[:, 0], graph.n_users, graph))
+        self.tie_breaker = _MIX_TIE_WEIGHT * _tie_breaker(graph)
+
+    def _vectors(self, features: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> torch.Tensor:
+        return content_vectors([
+            ((torch.as_tensor(np.asarray(features[m]), dtype=torch.float32) - self.mean[m]) / self.std[m],
+             torch.as_tensor(np.asarray(masks[m]), dtype=torch.bool))
+            for m in self.modalities])
+
+    def neighbour_shares(self, posts: PostData, k: int | None = None) -> np.ndarray:
+        """(len(posts), n_hashtags) S_k of each post."""
+        queries = self.index.reduce(self._vectors(posts.features, posts.masks))
+        return self.index.hashtag_shares(queries, k or self.k).numpy().astype(np.float64)
+
+    def combine(self, users: np.ndarray, shares: np.ndarray) -> np.ndarray:
+        return self.beta * _rows_of(self.user_shares, np.asarray(users)) + (1.0 - self.beta) * shares \
+            + self.tie_breaker
+
+    def score(self, users: np.ndarray, posts: PostData) -> np.ndarray:
+        return self.combine(users, self.neighbour_shares(posts))
+
+
+def tune_content_neighbours(
+    graph: Graph, posts: PostData, cases: TestCases, neighbours: Sequence[int] = (5, 10, 20, 50),
+    betas: Sequence[float] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2)), metric: str = "P@5", seed: int = 0,
+) -> tuple[ContentNeighbours, dict[tuple[int, float], float]]:
+    """ContentNeighbours with the k and β that maximise metric (full ranking) on validation
+    cases (first of equals), and the metric of every pair of the grid. Each k's neighbour
+    shares are computed once; only the fusion changes with β."""
+    k_of_metric = int(metric.split("@")[1])
+    model = ContentNeighbours(graph)
+    validation = posts.subset(cases.rows)
+    values: dict[tuple[int, float], float] = {}
+    for k in neighbours:
+        shares = model.neighbour_shares(validation, k)
+        for beta in betas:
+            model.beta = float(beta)
+            scores = model.combine(cases.users, shares)
+            values[(k, float(beta))] = ranking_metrics(scores, cases.relevant, ks=(k_of_metric,),
+                                                       rng=np.random.default_rng(seed))[metric]
+    model.k, model.beta = max(values, key=lambda pair: values[pair])
+    return model, values

@@ -23,6 +23,7 @@ from phr_cli.baselines import (
     PopularityMix,
     UserPopularity,
     tune_beta,
+    tune_content_neighbours,
 )
 from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint, posts_fingerprint
 from phr_cli.encoders.registry import EncoderMismatchError
@@ -30,7 +31,7 @@ from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate
 from phr_cli.graph import PostData, Split, build_graph, posts_from_store
 from phr_cli.store import load_store
 
-BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity",
+BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
              "PITF", "content-only")
 
 
@@ -85,6 +86,10 @@ def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: Pro
     if "user+item popularity" in baselines:
         beta, _ = tune_beta(graph, posts, validation, seed=seed)
         run("user+item popularity", lambda: PopularityMix(graph, beta), f"β = {beta:.1f} (validation P@5)")
+    if "content kNN" in baselines:
+        neighbours, _ = tune_content_neighbours(graph, posts, validation, seed=seed)
+        run("content kNN", lambda: neighbours,
+            f"k = {neighbours.k}, β = {neighbours.beta:.1f} (validation P@5)")
     if "PITF" in baselines:
         config = pitf or PITFConfig(device=device)
 

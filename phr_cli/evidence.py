@@ -146,15 +146,18 @@ class TagEvidence(nn.Module):
             "similar items": weights[..., 3] * similar,
         }
 
-    def score_training(self, users: Tensor, items: Tensor, hashtags: Tensor, on_post: Tensor) -> Tensor:
+    def score_training(self, users: Tensor, items: Tensor, hashtags: Tensor, on_post: Tensor,
+                       known_items: Tensor | None = None) -> Tensor:
         """Prior (B, n) of hashtags (B, n) for training posts (users, items: (B,) graph ids);
-        on_post (B, n) bool marks the post's own hashtags, whose counts leave the post out."""
+        on_post (B, n) bool marks the post's own hashtags, whose counts leave the post out.
+        Where known_items (B,) is False the post is scored as a new video: no item history."""
         assert self._training_shares, "prepare_training() first"
         leave_out = on_post.to(self.hashtag_counts.dtype)
+        item_rows = items if known_items is None else torch.where(known_items, items, -1)
         terms = self._combine(
             self._term_weights(users, hashtags),
             self.user_counts.lookup(users.unsqueeze(1), hashtags) - leave_out,
-            self.item_counts.lookup(items.unsqueeze(1), hashtags) - leave_out,
+            (self.item_counts.lookup(item_rows.unsqueeze(1), hashtags) - leave_out).clamp(min=0.0),
             self.hashtag_counts[hashtags] - leave_out,
             self._training_shares[0].lookup(items.unsqueeze(1), hashtags),
             self.bias[hashtags],

@@ -59,8 +59,8 @@ class ModelConfig:
     evidence: bool = True
     neighbours: int = 20  # content neighbours of its similar-items term
     # ... and an ID embedding for each item seen in training, added to W^v v_k, so that
-    # what others tagged the same item shapes its vector; dropped for this share of
-    # training posts, which are then scored as a new video is, from content alone.
+    # what others tagged the same item shapes its vector. For this share of training posts
+    # the item's ID and its history are dropped: they are scored as a new video is.
     item_ids: bool = True
     item_id_dropout: float = 0.5
 

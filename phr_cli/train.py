@@ -323,7 +323,8 @@ class BatchScores(nn.Module):
         """Scores (B, n) of hashtags (B, n) for training posts (users, items: (B,)); column 0
         holds each post's positive hashtag, the others negatives (not on the post)."""
         model = self.model
-        # Item-ID dropout: these posts are scored from content alone, as a new video is.
+        # Item-ID dropout: these posts are scored without their item's ID and history, from
+        # content alone, as a new video is.
         keep_ids = torch.rand(len(items), device=items.device) >= model.config.item_id_dropout
         if self.step_propagation == "batch":
             user_rows, hashtag_rows = model.propagate_for(users, hashtags)
@@ -338,7 +339,7 @@ class BatchScores(nn.Module):
         if model.evidence is not None:
             on_post = torch.zeros_like(hashtags, dtype=torch.bool)
             on_post[:, 0] = True
-            scores = scores + model.evidence.score_training(users, items, hashtags, on_post)
+            scores = scores + model.evidence.score_training(users, items, hashtags, on_post, keep_ids)
         return scores
 
 
