@@ -1,11 +1,15 @@
 """GCN-PHR (Wei et al., ACM MM 2019, §3): graph-propagated user and hashtag representations
 and the user-specific scorer of Eq. 9-10.
 
-Message passing is gather -> per-edge message -> `index_add_` over the training triples
-(user i tagged item k with hashtag j); the attention softmax runs over the groups V_{i,j}
-(triples sharing a user and a hashtag), PyTorch Geometric's `softmax(src, index)` pattern.
-A training step runs the same code over its batch's receptive field only (`propagate_for`):
-the nodes, triples and items its loss reads, a small part of a YFCC100M-size graph.
+Messages flow along the training triples (user i tagged item k with hashtag j); the
+attention softmax runs over the groups V_{i,j} (triples sharing a user and a hashtag),
+PyTorch Geometric's `softmax(src, index)` pattern. Each side's sums are sparse products
+over a structure fixed once per graph, with the attention as the entry weights
+(phr_cli/aggregate.py); gather -> per-edge message -> `index_add_` stays as the reference
+(ModelConfig.aggregation "index_add"). A training step runs the same code over its batch's
+receptive field only (`propagate_for`): the nodes, triples and items its loss reads, a
+small part of a YFCC100M-size graph (on a small graph, where the field is most of it, the
+whole graph with its precomputed structure).
 """
 
 from __future__ import annotations
