@@ -575,6 +575,12 @@ def _scatter_rows(rows: Tensor, edges: SideEdges, n_nodes: int) -> Tensor:
     return rows.new_zeros(n_nodes, rows.shape[1]).index_copy(0, edges.targets, rows)
 
 
+def _rows(table: Tensor, index: Tensor) -> Tensor:
+    """`table[index]` for an index tensor of any shape, by index_select (whose backward, an
+    index_add, is much faster on a CPU than advanced indexing's index_put)."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[1])
+
+
 def ordered_modalities(widths: dict[str, int]) -> dict[str, int]:
     """Modalities in the canonical order (visual, acoustic, textual), any others after, by name."""
     known = [m for m in MODALITIES if m in widths]
@@ -708,7 +714,7 @@ class GCNPHR(nn.Module):
             field_pairs = graph.user_degree[wanted_users].sum() + graph.hashtag_degree[wanted_hashtags].sum()
             if int(field_pairs) > DENSE_PAIR_FRACTION * 2 * graph.n_groups:
                 user_reps, hashtag_reps = self.propagate()
-                return user_reps[users], hashtag_reps[hashtags]
+                return _rows(user_reps, users), _rows(hashtag_reps, hashtags)
         plan: list[LayerEdges] = []
         for _ in self.layers:  # from the last layer down: what each layer must output, and reads
             edges = LayerEdges(graph.edges("user", wanted_users, sparse), graph.edges("hashtag", wanted_hashtags, sparse))
