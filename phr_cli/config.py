@@ -8,6 +8,7 @@ from phr_cli.devices import check_device_name
 from phr_cli.errors import ConfigError
 
 STEP_PROPAGATIONS = ("batch", "full")
+ADAM_IMPLEMENTATIONS = ("fused", "foreach", "single")
 
 
 @dataclass
@@ -34,9 +35,14 @@ class TrainConfig:
     # the whole graph and the batch's full v_k (the plain reference, much slower on a large
     # graph). The same maths, so the same results within rounding.
     step_propagation: str = "batch"
+    # torch's Adam implementation: "fused" (one kernel over all parameters), "foreach"
+    # (grouped ops), "single" (one parameter at a time, the slow reference); same updates.
+    adam: str = "fused"
 
     def __post_init__(self) -> None:
         check_device_name(self.device)
+        if self.adam not in ADAM_IMPLEMENTATIONS:
+            raise ConfigError(f"unknown Adam implementation {self.adam!r}: use one of {ADAM_IMPLEMENTATIONS}")
         if self.step_propagation not in STEP_PROPAGATIONS:
             raise ConfigError(f"unknown step propagation {self.step_propagation!r}: use one of {STEP_PROPAGATIONS}")
         if not 0.0 <= self.hard_negatives <= 1.0:

@@ -1,11 +1,15 @@
 """GCN-PHR (Wei et al., ACM MM 2019, §3): graph-propagated user and hashtag representations
 and the user-specific scorer of Eq. 9-10.
 
-Message passing is gather -> per-edge message -> `index_add_` over the training triples
-(user i tagged item k with hashtag j); the attention softmax runs over the groups V_{i,j}
-(triples sharing a user and a hashtag), PyTorch Geometric's `softmax(src, index)` pattern.
-A training step runs the same code over its batch's receptive field only (`propagate_for`):
-the nodes, triples and items its loss reads, a small part of a YFCC100M-size graph.
+Messages flow along the training triples (user i tagged item k with hashtag j); the
+attention softmax runs over the groups V_{i,j} (triples sharing a user and a hashtag),
+PyTorch Geometric's `softmax(src, index)` pattern. Each side's sums are sparse products
+over a structure fixed once per graph, with the attention as the entry weights
+(phr_cli/aggregate.py); gather -> per-edge message -> `index_add_` stays as the reference
+(ModelConfig.aggregation "index_add"). A training step runs the same code over its batch's
+receptive field only (`propagate_for`): the nodes, triples and items its loss reads, a
+small part of a YFCC100M-size graph (on a small graph, where the field is most of it, the
+whole graph with its precomputed structure).
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from phr_cli.aggregate import SparsePattern
 from phr_cli.errors import ConfigError
 from phr_cli.evidence import TagEvidence
 from phr_cli.graph import MODALITIES, Graph
 from phr_cli.neighbours import ContentIndex, content_vectors
 
 FUSIONS = ("concat", "sum")
+AGGREGATIONS = ("sparse", "index_add")
+MODALITY_CHOICES = ("present", "all")
 VARIANTS = ("full", "no_attention", "no_user_guidance", "no_hashtag_guidance")
 # Rows x hashtags x dim elements scored at once by `score_all`, in one reused buffer: on a
 # CPU a cache-sized block (4 MiB of float32; a fresh 64 MiB block per chunk spent most of
@@ -32,6 +39,10 @@ SCORE_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
 # A batch's receptive field projects the features of its items only, gathered first; when
 # it reads more than this fraction of the graph's items, projecting all of them is cheaper.
 DENSE_ITEM_FRACTION = 0.75
+# With sparse aggregation, a batch whose receptive field holds more than this fraction of
+# the user-hashtag pairs runs the whole graph (its fixed structure precomputed) instead of
+# cutting out the field (on Last.fm a batch of 4,096 reads ~98 % of the triples).
+DENSE_PAIR_FRACTION = 0.5
 
 
 @dataclass
@@ -53,6 +64,12 @@ class ModelConfig:
     # "sum": Eq. 6 as printed, so a user's video message grows with their number of
     # (hashtag, videos) groups; "mean": divided by that number (a degree normalisation).
     video_messages: str = "mean"
+    # "sparse": each side's sums as sparse products over a structure fixed once per graph
+    # (phr_cli/aggregate.py); "index_add": gather per edge and `index_add_` (the reference).
+    aggregation: str = "sparse"
+    # "present": parameters only for the modalities some training item has (text-only data
+    # gets no visual or acoustic columns); "all": every modality of the store.
+    modalities: str = "present"
     # The default model's additions to the paper's scorer (`paper()` turns them off):
     # the learned count prior of `evidence.TagEvidence` (what the user, the item and the
     # content neighbours' posts say, which the paper's equations cannot count) ...
@@ -85,17 +102,32 @@ class ModelConfig:
             raise ConfigError(f"item_id_dropout must lie in [0, 1], got {self.item_id_dropout}")
         if self.neighbours < 1:
             raise ConfigError(f"neighbours must be positive, got {self.neighbours}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"unknown aggregation {self.aggregation!r}: use one of {AGGREGATIONS}")
+        if self.modalities not in MODALITY_CHOICES:
+            raise ConfigError(f"unknown modalities {self.modalities!r}: use one of {MODALITY_CHOICES}")
         if self.dim < 1 or self.layers < 1:
             raise ConfigError("dim and layers must be positive")
 
 
-def grouped_softmax(scores: Tensor, groups: Tensor, n_groups: int) -> Tensor:
-    """Softmax of `scores` within each group: the entries sharing a group id sum to 1."""
-    group_max = scores.new_full((n_groups,), float("-inf"))
-    group_max = group_max.scatter_reduce(0, groups, scores.detach(), "amax")
-    exp = (scores - group_max[groups]).exp()
-    group_sum = exp.new_zeros(n_groups).index_add(0, groups, exp)
-    return exp / group_sum[groups]
+def grouped_softmax(scores: Tensor, groups: Tensor, n_groups: int, sizes: Tensor | None = None) -> Tensor:
+    """Softmax of `scores` within each group: the entries sharing a group id sum to 1.
+
+    `sizes` (n_groups,), entries per group, says the entries are sorted by group (PyG's CSR
+    fast path): segment reductions then replace the scatters.
+    """
+    if sizes is None:
+        group_max = scores.new_full((n_groups,), float("-inf"))
+        group_max = group_max.scatter_reduce(0, groups, scores.detach(), "amax")
+    else:
+        group_max = torch.segment_reduce(scores.detach(), "max", lengths=sizes)
+    # index_select, not [ ]: its backward is an index_add, much faster than index_put on a CPU
+    exp = (scores - group_max.index_select(0, groups)).exp()
+    if sizes is None:
+        group_sum = exp.new_zeros(n_groups).index_add(0, groups, exp)
+    else:
+        group_sum = torch.segment_reduce(exp, "sum", lengths=sizes)
+    return exp / group_sum.index_select(0, groups)
 
 
 def bpr_loss(positive: Tensor, negative: Tensor) -> Tensor:
@@ -185,10 +217,38 @@ class SideEdges:
     pair_target: Tensor  # (G,) local target of each pair (i, j)
     pair_neighbour: Tensor  # (G,) global id of the pair's other node
     degree: Tensor  # (n_targets,) pairs per target
+    aggregation: SideAggregation | None = None  # the sparse structures, when asked for
 
     def select(self, table: Tensor) -> Tensor:
         """The targets' rows of a table over all nodes of the targets' type."""
         return table if self.targets is None else table[self.targets]
+
+
+@dataclass(frozen=True)
+class SideAggregation:
+    """A side's fixed structures for sparse aggregation (ModelConfig.aggregation "sparse")."""
+
+    neighbours: SparsePattern  # targets x neighbour nodes: one entry per pair (i, j)
+    items: SparsePattern  # targets x local items: one entry per distinct (target, item) of the triples
+    # An attention score depends on the triple's guide and item only: scored once per
+    # distinct (guide, item), e.g. once per post on the hashtag side.
+    attention_guide: Tensor  # (P,) global id of the guide of each distinct (guide, item)
+    attention_item: Tensor  # (P,) its local item
+    triple_attention: Tensor  # (T,) the (guide, item) of each triple
+    groups_sorted: bool  # triples in group order (the graph's are): the softmax's segment fast path
+
+    @classmethod
+    def build(cls, edges: SideEdges, n_neighbours: int, n_items: int) -> SideAggregation:
+        scored, triple_attention = torch.unique(edges.triple_guide * n_items + edges.triple_item,
+                                                return_inverse=True)
+        return cls(
+            neighbours=SparsePattern.build(edges.pair_target, edges.pair_neighbour, edges.n_targets, n_neighbours),
+            items=SparsePattern.build(edges.triple_target, edges.triple_item, edges.n_targets, n_items),
+            attention_guide=scored // n_items,
+            attention_item=scored % n_items,
+            triple_attention=triple_attention,
+            groups_sorted=bool((edges.triple_group[1:] >= edges.triple_group[:-1]).all()),
+        )
 
 
 def distinct(ids: Tensor, n: int) -> Tensor:
@@ -242,6 +302,8 @@ class GraphTensors(nn.Module):
         # Modalities no training item has (visual and acoustic of text-only data) are all
         # zeros here: projecting them is wasted work.
         self.modality_present = [bool(masks[:, m].any()) for m in range(masks.shape[1])]
+        # The whole graph's sparse structures, built on first use, per side and device.
+        self._full_aggregations: dict[tuple[str, torch.device], SideAggregation] = {}
 
     def triples(self) -> Tensor:
         """(T, 3) user, hashtag, item of every training triple."""
@@ -257,10 +319,27 @@ class GraphTensors(nn.Module):
                     self.hashtag_degree, self.n_hashtags)
         raise ValueError(f"unknown side {side!r}: use 'user' or 'hashtag'")
 
-    def edges(self, side: str, targets: Tensor | None = None) -> SideEdges:
-        """The edges that update `targets` (sorted distinct global ids; None: every node) on a side."""
+    def edges(self, side: str, targets: Tensor | None = None, sparse: bool = False) -> SideEdges:
+        """The edges that update `targets` (sorted distinct global ids; None: every node) on a side;
+        with `sparse`, with their `SideAggregation` (the whole graph's is built once)."""
+        n_neighbours = self.n_hashtags if side == "user" else self.n_users
+        if targets is None or len(targets) == self._side_columns(side)[-1]:
+            edges = self._edges(side, None)
+            if sparse:
+                key = (side, self.triple_item.device)
+                if key not in self._full_aggregations:
+                    self._full_aggregations[key] = SideAggregation.build(edges, n_neighbours, self.n_items)
+                edges.aggregation = self._full_aggregations[key]
+            return edges
+        edges = self._edges(side, targets)
+        if sparse:
+            n_items = self.n_items if edges.items is None else len(edges.items)
+            edges.aggregation = SideAggregation.build(edges, n_neighbours, n_items)
+        return edges
+
+    def _edges(self, side: str, targets: Tensor | None) -> SideEdges:
         triple_target, triple_guide, pair_target, pair_neighbour, degree, n_nodes = self._side_columns(side)
-        if targets is None or len(targets) == n_nodes:
+        if targets is None:
             return SideEdges(n_nodes, None, None, triple_target, triple_guide, self.triple_item, self.group,
                              self.group_size, pair_target, pair_neighbour, degree)
         local_target = torch.full((n_nodes,), -1, dtype=torch.long, device=targets.device)
@@ -329,9 +408,10 @@ class GuidedAttention(nn.Module):
         self.negative_slope = negative_slope
 
     def forward(self, guides: Tensor, keys: Tensor, guide_index: Tensor, item_index: Tensor) -> Tensor:
-        hidden = self.key(keys)[item_index]
+        # index_select, not [ ]: its backward is an index_add, much faster than index_put on a CPU
+        hidden = self.key(keys).index_select(0, item_index)
         if self.guide is not None:
-            hidden = hidden + self.guide(guides)[guide_index]
+            hidden = hidden + self.guide(guides).index_select(0, guide_index)
         return self.score(F.leaky_relu(hidden, self.negative_slope)).squeeze(-1)
 
 
@@ -396,6 +476,8 @@ class PropagationLayer(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One side's pre-activation messages: from neighbours (Eq. 1-2), from items (Eq. 3-6), and α."""
         keys, values = item_projections.split(self.dim, dim=1)
+        if edges.aggregation is not None:
+            return self._sparse_side(attention, to_target, neighbours, keys, values, edges, edges.aggregation)
         # Eq. 1-2 and their mirror: mean over the distinct user-hashtag pairs.
         degree = edges.degree.clamp(min=1).unsqueeze(1)
         from_neighbours = neighbours.new_zeros(edges.n_targets, self.dim).index_add_(
@@ -413,6 +495,25 @@ class PropagationLayer(nn.Module):
         )
         if self.mean_video_messages:  # α sums to 1 per group: divide by the node's group count
             from_items = from_items / degree
+        return from_neighbours, from_items, alpha
+
+    def _sparse_side(
+        self, attention: GuidedAttention | None, to_target: nn.Linear, neighbours: Tensor, keys: Tensor,
+        values: Tensor, edges: SideEdges, aggregation: SideAggregation,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """`_side`'s maths as sparse products: the means' 1/degree and α are entry weights."""
+        inverse_degree = 1.0 / edges.degree.clamp(min=1).to(neighbours.dtype)
+        pattern = aggregation.neighbours
+        from_neighbours = pattern.matmul(pattern.entry_weights(inverse_degree[edges.pair_target]),
+                                         to_target(neighbours))
+        if attention is None:  # Variant-I: every video of V_{i,j} weighs the same
+            alpha = 1.0 / edges.group_size[edges.triple_group].to(keys.dtype)
+        else:
+            scores = attention(neighbours, keys, aggregation.attention_guide, aggregation.attention_item)
+            alpha = grouped_softmax(scores.index_select(0, aggregation.triple_attention), edges.triple_group,
+                                    len(edges.group_size), edges.group_size if aggregation.groups_sorted else None)
+        weights = alpha * inverse_degree[edges.triple_target] if self.mean_video_messages else alpha
+        from_items = aggregation.items.matmul(aggregation.items.entry_weights(weights), values)
         return from_neighbours, from_items, alpha
 
     def messages(
@@ -510,6 +611,12 @@ def _scatter_rows(rows: Tensor, edges: SideEdges, n_nodes: int) -> Tensor:
     return rows.new_zeros(n_nodes, rows.shape[1]).index_copy(0, edges.targets, rows)
 
 
+def _rows(table: Tensor, index: Tensor) -> Tensor:
+    """`table[index]` for an index tensor of any shape, by index_select (whose backward, an
+    index_add, is much faster on a CPU than advanced indexing's index_put)."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[1])
+
+
 def ordered_modalities(widths: dict[str, int]) -> dict[str, int]:
     """Modalities in the canonical order (visual, acoustic, textual), any others after, by name."""
     known = [m for m in MODALITIES if m in widths]
@@ -554,7 +661,10 @@ class GCNPHR(nn.Module):
     @classmethod
     def from_graph(cls, config: ModelConfig, graph: Graph) -> GCNPHR:
         widths = {m: int(np.asarray(f).shape[1]) for m, f in graph.item_features.items()}
-        model = cls(config, graph.n_users, graph.n_hashtags, widths, graph.n_items)
+        present = {m: w for m, w in widths.items() if np.asarray(graph.item_masks[m]).any()}
+        # The model's widths record the modalities it uses: a new clip's others are ignored.
+        model = cls(config, graph.n_users, graph.n_hashtags, present if config.modalities == "present" and present
+                    else widths, graph.n_items)
         model.item_encoder.fit(
             {m: torch.as_tensor(graph.item_features[m]) for m in model.item_encoder.widths},
             {m: torch.as_tensor(graph.item_masks[m]) for m in model.item_encoder.widths},
@@ -611,7 +721,8 @@ class GCNPHR(nn.Module):
 
     def _full_edges(self) -> LayerEdges:
         assert self.graph is not None
-        return LayerEdges(self.graph.edges("user"), self.graph.edges("hashtag"))
+        sparse = self.config.aggregation == "sparse"
+        return LayerEdges(self.graph.edges("user", sparse=sparse), self.graph.edges("hashtag", sparse=sparse))
 
     def propagate(self) -> tuple[Tensor, Tensor]:
         """All user reps (n_users, d) and hashtag reps (n_hashtags, d).
@@ -646,9 +757,15 @@ class GCNPHR(nn.Module):
             return user_reps[users], hashtag_reps[hashtags]
         graph = self.graph
         wanted_users, wanted_hashtags = distinct(users, graph.n_users), distinct(hashtags, graph.n_hashtags)
+        sparse = self.config.aggregation == "sparse"
+        if sparse:
+            field_pairs = graph.user_degree[wanted_users].sum() + graph.hashtag_degree[wanted_hashtags].sum()
+            if int(field_pairs) > DENSE_PAIR_FRACTION * 2 * graph.n_groups:
+                user_reps, hashtag_reps = self.propagate()
+                return _rows(user_reps, users), _rows(hashtag_reps, hashtags)
         plan: list[LayerEdges] = []
         for _ in self.layers:  # from the last layer down: what each layer must output, and reads
-            edges = LayerEdges(graph.edges("user", wanted_users), graph.edges("hashtag", wanted_hashtags))
+            edges = LayerEdges(graph.edges("user", wanted_users, sparse), graph.edges("hashtag", wanted_hashtags, sparse))
             plan.append(edges)
             if len(plan) == len(self.layers):  # the bottom layer reads the ID embeddings: nothing to plan
                 break

@@ -35,7 +35,7 @@ from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
 from phr_cli.store import load_store
 
 # Settings that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("epochs", "device", "step_propagation")
+RESUMABLE_CHANGES = ("epochs", "device", "step_propagation", "adam")
 
 ProgressCallback = Callable[[int, float, float, float], None]
 
@@ -189,7 +189,8 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
             # Some parameters (a missing modality's vector) may sit out a batch.
             step = DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None,
                                            find_unused_parameters=True)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                     fused=config.adam == "fused", foreach=config.adam == "foreach")
         rng = np.random.default_rng(config.seed)
 
         payload: dict[str, Any] = {

@@ -121,3 +121,20 @@ def test_pitf_maps_the_content_of_new_items() -> None:
     model.fit()
     pitf, user_only = (full_recall(s, posts, split.test, graph) for s in (model, UserPopularity(graph)))
     assert pitf > user_only + 0.2
+
+
+def test_pitf_content_map_leaves_out_modalities_no_training_item_has() -> None:
+    rng = np.random.default_rng(0)
+    train = make_posts([(u, i, t) for u, i, t in zip(TRAIN.users, TRAIN.items, TRAIN.hashtags)],
+                       {"visual": rng.normal(size=(5, 6)), "textual": rng.normal(size=(5, 3))})
+    train.masks["visual"][:] = False
+    graph = build_graph(train)
+    model = PITF(graph, PITFConfig(dim=4, epochs=2, seed=0))
+    assert model.content.modalities == ["textual"] and model.content_weight.shape == (3 + 1, 4)
+    assert PITF(graph, PITFConfig(dim=4, modalities="all")).content_weight.shape == (6 + 1 + 3 + 1, 4)
+    model.fit()
+    new_item = make_posts([("ann", "v9", [])], {"visual": rng.normal(size=(1, 6)), "textual": rng.normal(size=(1, 3))})
+    other_video = make_posts([("ann", "v9", [])], {"visual": rng.normal(size=(1, 6)),
+                                                   "textual": new_item.features["textual"]})
+    users = np.array([graph.user_index["ann"]])
+    np.testing.assert_array_equal(model.score(users, new_item), model.score(users, other_video))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -150,6 +152,20 @@ def test_grouped_softmax_against_loop():
         members = (groups == g).nonzero().flatten()
         if len(members):
             torch.testing.assert_close(result[members], torch.softmax(scores[members], 0))
+
+
+def test_grouped_softmax_on_sorted_groups_equals_the_scatter_form():
+    generator = torch.Generator().manual_seed(2)
+    groups = torch.randint(0, 7, (60,), generator=generator).sort().values
+    scores = (torch.randn(60, generator=generator) * 30).requires_grad_()
+    sizes = torch.bincount(groups, minlength=7)
+    weights = torch.randn(60, generator=generator)
+    segment = grouped_softmax(scores, groups, 7, sizes)
+    (segment_grad,) = torch.autograd.grad((segment * weights).sum(), scores)
+    scatter = grouped_softmax(scores, groups, 7)
+    (scatter_grad,) = torch.autograd.grad((scatter * weights).sum(), scores)
+    torch.testing.assert_close(segment, scatter)
+    torch.testing.assert_close(segment_grad, scatter_grad)
 
 
 def test_no_attention_weighs_each_group_uniformly():
@@ -361,12 +377,13 @@ def sparse_posts(seed: int = 0, n_posts: int = 240) -> PostData:
     ModelConfig(dim=DIM, propagate=False),
 ], ids=["default", "sum-no-user-guidance", "no-attention-residual", "2-layers", "2-layers-residual", "content-only"])
 @pytest.mark.parametrize("batch_size", [6, 200])  # a small receptive field, and one reading most items
-def test_batch_step_equals_the_full_graph_step(config, batch_size):
+@pytest.mark.parametrize("aggregation", ["sparse", "index_add"])
+def test_batch_step_equals_the_full_graph_step(config, batch_size, aggregation):
     """The training step's fast path (receptive field only, W^v v_k from the stored features)
     gives the reference's representations, scores, loss and gradients."""
     graph = build_graph(sparse_posts())
     torch.manual_seed(0)
-    model = GCNPHR.from_graph(config, graph)
+    model = GCNPHR.from_graph(dataclasses.replace(config, aggregation=aggregation), graph)
     rows = np.random.default_rng(1).choice(len(graph.triples), batch_size, replace=False)
     batch = torch.as_tensor(graph.triples[rows])
     users, items = batch[:, 0], batch[:, 2]
@@ -401,3 +418,64 @@ def test_batch_step_equals_the_full_graph_step(config, batch_size):
         field = model.graph.edges("user", torch.unique(users))
         assert (field.items is None) == (batch_size == 200)
         assert len(field.triple_target) < len(graph.triples) or batch_size == 200
+
+
+@pytest.mark.parametrize("config", [
+    ModelConfig(dim=DIM),
+    ModelConfig(dim=DIM, video_messages="sum", fusion="sum", variant="no_user_guidance"),
+    ModelConfig(dim=DIM, variant="no_attention", residual=True),
+    ModelConfig(dim=DIM, layers=2, variant="no_hashtag_guidance", dropout=0.3),
+], ids=["default", "sum-no-user-guidance", "no-attention-residual", "2-layers-dropout"])
+def test_sparse_aggregation_equals_the_index_add_reference(config):
+    """Sparse products over the precomputed structure give the gather + index_add layer's
+    representations, attention and gradients (1e-5; in float64, so that float32's summation
+    order, which differs between the two, does not decide)."""
+    graph = build_graph(sparse_posts())
+
+    def run(aggregation: str):
+        torch.manual_seed(0)
+        model = GCNPHR.from_graph(dataclasses.replace(config, aggregation=aggregation), graph).double()
+        torch.manual_seed(1)  # the same dropout masks
+        users, hashtags = model.propagate()
+        weights = torch.randn(users.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        loss = (users * weights).sum() + hashtags.pow(2).sum()
+        gradients = dict(zip([n for n, _ in model.named_parameters()],
+                             torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)))
+        model.eval()
+        attention = [(m.user_side_attention, m.hashtag_side_attention) for m in model.layer_messages()]
+        return users, hashtags, gradients, attention
+
+    reference, sparse = run("index_add"), run("sparse")
+    torch.testing.assert_close(sparse[0], reference[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sparse[1], reference[1], atol=1e-5, rtol=1e-5)
+    assert sparse[2].keys() == reference[2].keys()
+    for name, expected in reference[2].items():
+        actual = sparse[2][name]
+        if expected is None:
+            assert actual is None or not actual.any(), name
+        else:
+            torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5, msg=name)
+    for (user_alpha, hashtag_alpha), (ref_user_alpha, ref_hashtag_alpha) in zip(sparse[3], reference[3]):
+        torch.testing.assert_close(user_alpha, ref_user_alpha, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(hashtag_alpha, ref_hashtag_alpha, atol=1e-5, rtol=1e-5)
+
+
+def test_modalities_no_training_item_has_get_no_parameters():
+    posts = tiny_posts()
+    posts.masks["visual"][:] = False
+    posts.masks["acoustic"][:] = False
+    graph = build_graph(posts)
+    torch.manual_seed(0)
+    model = GCNPHR.from_graph(ModelConfig(dim=DIM), graph)
+    assert model.item_encoder.widths == {"textual": WIDTHS["textual"]}
+    assert model.layers[0].item_projection.in_features == WIDTHS["textual"]
+    assert not any("visual" in name or "acoustic" in name for name in model.state_dict())
+    every = GCNPHR.from_graph(ModelConfig(dim=DIM, modalities="all"), graph)
+    assert every.item_encoder.widths == WIDTHS
+    # a new clip with a video the training data never had: its visual and acoustic features are ignored
+    clip = {m: torch.randn(1, w) for m, w in WIDTHS.items()}
+    with_video = model.encode_items(clip, {m: torch.ones(1, dtype=torch.bool) for m in WIDTHS})
+    other_video = model.encode_items({**clip, "visual": torch.randn(1, WIDTHS["visual"])},
+                                     {m: torch.ones(1, dtype=torch.bool) for m in WIDTHS})
+    torch.testing.assert_close(with_video, other_video)
+    assert with_video.shape == (1, WIDTHS["textual"])
