@@ -77,9 +77,11 @@ class ModelConfig:
     neighbours: int = 20  # content neighbours of its similar-items term
     # ... and an ID embedding for each item seen in training, added to W^v v_k, so that
     # what others tagged the same item shapes its vector. For this share of training posts
-    # the item's ID and its history are dropped: they are scored as a new video is.
+    # the item's ID and its history are dropped: they are scored as a new video is. None:
+    # the share of validation posts whose item is new to training, i.e. as often as the
+    # held-out posts (which stand for the deployment) bring new content.
     item_ids: bool = True
-    item_id_dropout: float = 0.5
+    item_id_dropout: float | None = None
 
     @classmethod
     def paper(cls, **changes: object) -> ModelConfig:
@@ -98,7 +100,7 @@ class ModelConfig:
             raise ConfigError(f"unknown variant {self.variant!r}: use one of {VARIANTS}")
         if self.video_messages not in ("sum", "mean"):
             raise ConfigError(f"unknown video_messages {self.video_messages!r}: use 'sum' or 'mean'")
-        if not 0.0 <= self.item_id_dropout <= 1.0:
+        if self.item_id_dropout is not None and not 0.0 <= self.item_id_dropout <= 1.0:
             raise ConfigError(f"item_id_dropout must lie in [0, 1], got {self.item_id_dropout}")
         if self.neighbours < 1:
             raise ConfigError(f"neighbours must be positive, got {self.neighbours}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,13 @@ def _draw(pool: tuple[np.ndarray, np.ndarray], owners: np.ndarray, rng: np.rando
     return hashtags[starts[owners] + (rng.random(len(owners)) * sizes).astype(np.int64)]
 
 
+def new_item_share(posts: PostData, rows: np.ndarray, graph: Graph) -> float:
+    """The share of posts (rows) whose item is not in the training graph; 0.5 without posts."""
+    if len(rows) == 0:
+        return 0.5
+    return float(np.mean([posts.items[row] not in graph.item_index for row in rows]))
+
+
 def _metric_ks(metric: str) -> tuple[int, ...]:
     k = int(metric.split("@")[1])
     return tuple(sorted({5, 10, k}))
@@ -175,6 +182,8 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
     if graph.n_hashtags < 2 or len(graph.triples) == 0:
         raise DataError("training posts need at least two distinct hashtags")
     validation = build_cases(posts, split.validation, graph)
+    if model_config.item_id_dropout is None:
+        model_config = replace(model_config, item_id_dropout=new_item_share(posts, split.validation, graph))
     sampler = NegativeSampler(graph.triples, graph.n_hashtags, config.hard_negatives)
     ks = _metric_ks(config.validation_metric)
 
@@ -326,7 +335,8 @@ class BatchScores(nn.Module):
         model = self.model
         # Item-ID dropout: these posts are scored without their item's ID and history, from
         # content alone, as a new video is.
-        keep_ids = torch.rand(len(items), device=items.device) >= model.config.item_id_dropout
+        dropout = model.config.item_id_dropout
+        keep_ids = torch.rand(len(items), device=items.device) >= (0.5 if dropout is None else dropout)
         if self.step_propagation == "batch":
             user_rows, hashtag_rows = model.propagate_for(users, hashtags)
             scores = model.score_graph_triples(user_rows, items, hashtag_rows, keep_ids)

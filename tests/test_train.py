@@ -105,7 +105,8 @@ def test_checkpoint_holds_what_recommend_needs(data, trained):
     assert checkpoint.users == graph.users and checkpoint.hashtags == graph.hashtags and checkpoint.items == graph.items
     assert all(np.array_equal(getattr(checkpoint.split, p), getattr(split, p)) for p in ("train", "validation", "test"))
     assert (checkpoint.split.seed, checkpoint.split.by) == (split.seed, split.by)
-    assert checkpoint.model_config == ModelConfig(dim=64) and checkpoint.train_config == FAST
+    # The item-ID dropout left to the data is recorded as resolved: every validation post is new here.
+    assert checkpoint.model_config == ModelConfig(dim=64, item_id_dropout=1.0) and checkpoint.train_config == FAST
     assert checkpoint.provenance.store == "x.h5" and checkpoint.provenance.encoders == PROVENANCE.encoders
     assert torch.equal(checkpoint.provenance.text_projection_components, PROVENANCE.text_projection_components)
     assert checkpoint.completed and not checkpoint.stopped_early and len(checkpoint.history) == FAST.epochs
