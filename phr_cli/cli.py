@@ -217,7 +217,8 @@ def train(
     negatives: int = typer.Option(1, help="Negative hashtags per positive."),
     patience: int = typer.Option(5, help="Epochs without validation gain before stopping."),
     seed: int = typer.Option(0, help="Seed of the split, initialisation and sampling."),
-    split_by: str = typer.Option("post", "--split-by", help="post: random posts; item: whole videos held out."),
+    split_by: str = typer.Option("post", "--split-by", help="post: random posts; item: whole videos held out; "
+                                 "time: the latest posts held out (every post needs a time)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted checkpoint."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Training processes on this machine (torchrun, "
                               "DistributedDataParallel: gloo on CPU, NCCL with one GPU each)."),

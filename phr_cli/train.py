@@ -378,7 +378,7 @@ def train_from_store(
     if len(posts) < 10:
         raise DataError(f"{store_path}: only {len(posts)} trainable posts (with a user and a "
                         f"hashtag); left out: {selected.skipped}")
-    split = split_posts(posts, seed=config.seed, by=split_by)
+    split = split_posts(posts, seed=config.seed, by=split_by, names=selected.names)
     projection = contents.projection
     provenance = Provenance(
         store=str(store_path),
