@@ -14,8 +14,8 @@ import json
 import math
 import re
 import unicodedata
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from phr_cli.errors import PhrError
@@ -104,16 +104,16 @@ def post_hashtags(caption: str, field_value: str | list | None) -> list[str]:
     return listed if listed else parse_hashtags(caption)
 
 
-def parse_time(value: str | int | float | None) -> float | None:
+def parse_time(value: str | float | None) -> float | None:
     """Unix seconds from Unix seconds (a number or numeric text) or ISO 8601 text.
 
     ISO times without an offset are read as UTC, so a manifest means the same on every
-    machine. None or empty text: no time. Raises ValueError for anything else.
+    machine. None or empty text: no time. Raises ValueError (TypeError) for other text (values).
     """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"a time is a number or text, not {type(value).__name__}")
+        raise TypeError(f"a time is a number or text, not {type(value).__name__}")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
@@ -239,7 +239,7 @@ def _manifest_post(row: dict, path: Path, line: int, root: Path) -> Post:
         raise ManifestError(f"{where}: hashtags must be text or a list of text")
     try:
         time = parse_time(row.get("time"))
-    except ValueError:
+    except (TypeError, ValueError):
         raise ManifestError(f"{where}: time {row.get('time')!r} is neither ISO 8601 "
                             "(2024-05-01T12:00:00+02:00) nor Unix seconds") from None
     caption = str(row.get("caption") or "")
