@@ -21,9 +21,10 @@ from typing import Any
 import optuna
 
 from phr_cli.config import TrainConfig
+from phr_cli.dataset import Dataset
 from phr_cli.errors import ConfigError, DataError
 from phr_cli.model import ModelConfig
-from phr_cli.train import StoreTraining, train_from_store
+from phr_cli.train import StoreTraining, train, train_from_store
 
 OBJECTIVE = "P@5"  # validation, full ranking of every known hashtag
 
@@ -130,6 +131,8 @@ def tune(
         pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     )
     _check_same_task(study, database, store_path, split_by, train_base)
+    dataset = Dataset.from_store(store_path, split_by, train_base.seed)  # read once, for every trial
+    provenance = dataset.provenance()
     # A resumed study draws new points, not the first session's again.
     study.sampler = optuna.samplers.TPESampler(seed=train_base.seed + len(study.trials))
     before = len(study.trials)
@@ -145,9 +148,9 @@ def tune(
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-            outcome = train_from_store(store_path, Path(scratch) / f"trial-{trial.number}.pt", model_config,
-                                       train_config, split_by, report, resume=False)
-            value = outcome.result.best_metric
+            result = train(dataset.posts, dataset.split, model_config, train_config,
+                           Path(scratch) / f"trial-{trial.number}.pt", provenance, report, resume=False)
+            value = result.best_metric
             if math.isnan(value):
                 raise DataError(f"{store_path}: no validation post has a hashtag known to training; "
                                 "nothing to tune on")
