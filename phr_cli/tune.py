@@ -158,8 +158,9 @@ def tune(
 
         def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             if on_trial is not None:
-                complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-                best = max((t.value for t in complete), default=None)
+                values = [t.value for t in study.trials
+                          if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+                best = max(values, default=None)
                 on_trial(trial.number, trial.state.name.lower(), trial.value, best)
 
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[finished])
@@ -168,14 +169,16 @@ def tune(
     if optuna.trial.TrialState.COMPLETE not in states:
         raise DataError(f"{database}: no trial completed; give tune more trials or time")
     best = study.best_trial
+    n_complete = states.count(optuna.trial.TrialState.COMPLETE)
+    best_value = float(best.value) if best.value is not None else math.nan
     model_config = ModelConfig(**best.user_attrs["model_config"])
     # The device is this run's; the rest is the trial's.
     train_config = TrainConfig(**{**best.user_attrs["train_config"], "device": train_base.device})
     record = {
         "objective": f"validation {OBJECTIVE}, full ranking",
-        "value": best.value,
+        "value": best_value,
         "trial": best.number,
-        "trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
+        "trials_complete": n_complete,
         "split_by": split_by,
         "store": str(store_path),
         "study": str(database),
@@ -189,10 +192,10 @@ def tune(
         study_path=database,
         best_path=best_file,
         trials_run=len(study.trials) - before,
-        trials_complete=record["trials_complete"],
+        trials_complete=n_complete,
         trials_pruned=states.count(optuna.trial.TrialState.PRUNED),
         best_trial=best.number,
-        best_value=best.value,
+        best_value=best_value,
         model_config=model_config,
         train_config=train_config,
         training=training,
