@@ -1,12 +1,13 @@
 """GCN-PHR against the baselines on real personalised tagging data: HetRec 2011 Last.fm 2K.
 
-    python bench/lastfm.py ../shared/datasets/lastfm-2k [--work DIR] [--epochs N] [--splits post item]
+    python bench/lastfm.py ../shared/datasets/lastfm-2k [--work DIR] [--epochs N] [--splits post item time]
 
 Each (user, artist) pair becomes a text-only post (caption = the artist's name, hashtags =
 the user's tags for it) written to a posts.jsonl manifest; then the product's own code
 path runs: `extract` (MiniLM + PCA text features; no video, so visual and acoustic are
 masked and the random ResNet50/VGGish weights are never applied), `train`, `evaluate`.
-Two splits: random posts, and artists held out (the analogue of a new micro-video).
+Three splits: random posts, artists held out (the analogue of a new micro-video), and by
+time (each post dated by the user's latest tagging of the artist; the latest 10 % tested).
 Prints one summary line per method, split and protocol.
 """
 
@@ -27,6 +28,7 @@ from phr_cli.comparison import evaluate_store  # noqa: E402
 from phr_cli.config import TrainConfig  # noqa: E402
 from phr_cli.devices import resolve_device  # noqa: E402
 from phr_cli.extract import ExtractOptions, extract  # noqa: E402
+from phr_cli.graph import SPLITS  # noqa: E402
 from phr_cli.model import ModelConfig  # noqa: E402
 from phr_cli.train import train_from_store  # noqa: E402
 
@@ -36,8 +38,8 @@ def write_manifest(dataset: Path, folder: Path) -> int:
     captions = load_lastfm_captions(dataset, posts)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "posts.jsonl", "w", encoding="utf-8") as handle:
-        for user, caption, tags in zip(posts.users, captions, posts.hashtags):
-            handle.write(json.dumps({"user": user, "caption": caption, "hashtags": tags},
+        for user, caption, tags, time in zip(posts.users, captions, posts.hashtags, posts.times):
+            handle.write(json.dumps({"user": user, "caption": caption, "hashtags": tags, "time": int(time)},
                                     ensure_ascii=False) + "\n")
     return len(posts)
 
@@ -46,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path, help="folder of the Last.fm 2K files")
     parser.add_argument("--work", type=Path, default=Path("bench_work/lastfm"))
-    parser.add_argument("--splits", nargs="+", default=["post", "item"], choices=["post", "item"])
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=1024)

@@ -217,7 +217,8 @@ def train(
     negatives: int = typer.Option(1, help="Negative hashtags per positive."),
     patience: int = typer.Option(5, help="Epochs without validation gain before stopping."),
     seed: int = typer.Option(0, help="Seed of the split, initialisation and sampling."),
-    split_by: str = typer.Option("post", "--split-by", help="post: random posts; item: whole videos held out."),
+    split_by: str = typer.Option("post", "--split-by", help="post: random posts; item: whole videos held out; "
+                                 "time: the latest posts held out (every post needs a time)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted checkpoint."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Training processes on this machine (torchrun, "
                               "DistributedDataParallel: gloo on CPU, NCCL with one GPU each)."),
@@ -396,5 +397,61 @@ def evaluate(
         f"(seed {comparison.split['seed']}, by {comparison.split['by']}); "
         f"{counts.get('dropped_hashtags', 0)} test hashtags unseen in training dropped, "
         f"{counts.get('dropped_cases', 0)} cases left empty dropped",
+        highlight=False,
+    )
+
+
+@app.command()
+def tune(
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store from `phr extract`."),
+    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint the best configuration "
+                                    "is trained into; the study is kept beside it (<checkpoint>.tune.db)."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials to add to the study "
+                                         "(20 when neither --trials nor --timeout is given)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Seconds to spend on trials."),
+    epochs: int = typer.Option(50, help="Maximum epochs of each trial and of the final training."),
+    patience: int = typer.Option(5, help="Epochs without validation gain before a trial stops."),
+    seed: int = typer.Option(0, help="Seed of the split, initialisation, sampling and search."),
+    split_by: str = typer.Option("post", "--split-by", help="post, item or time (as `phr train`)."),
+    device: str = DeviceOption,
+) -> None:
+    """Search the model and training settings for validation P@5 (Optuna), then train the best."""
+    import optuna
+
+    from phr_cli.config import TrainConfig
+    from phr_cli.model import ModelConfig
+    from phr_cli.tune import OBJECTIVE
+    from phr_cli.tune import tune as run_tune
+
+    if trials is None and timeout is None:
+        trials = 20
+    try:
+        train_base = TrainConfig(epochs=epochs, patience=patience, seed=seed, device=device)
+    except PhrError as error:
+        fail(str(error), code=2)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # phr prints one line a trial itself
+    budget = " and ".join(part for part in (f"{trials} trials" if trials else "",
+                                            f"{timeout:g} s" if timeout else "") if part)
+    err.print(f"tuning on {store} ({budget}); study {checkpoint}.tune.db", highlight=False)
+
+    def on_trial(number: int, state: str, value: float | None, best: float | None) -> None:
+        shown = f"validation {OBJECTIVE} {value:.4f}" if value is not None else "stopped early by the pruner"
+        best_shown = f"{best:.4f}" if best is not None else "–"
+        err.print(f"trial {number}: {shown} (best {best_shown})", highlight=False)
+
+    try:
+        result = run_tune(store, checkpoint, ModelConfig(), train_base, split_by, trials, timeout, on_trial)
+    except PhrError as error:
+        fail(str(error))
+    training = result.training.result
+    out.print(
+        f"{result.trials_run} trials run; study {result.study_path}: {result.trials_complete} complete, "
+        f"{result.trials_pruned} pruned; best trial {result.best_trial}: validation {OBJECTIVE} "
+        f"{result.best_value:.4f} → {result.best_path}",
+        highlight=False,
+    )
+    out.print(
+        f"trained the best configuration: best epoch {training.best_epoch}, validation {OBJECTIVE} "
+        f"{training.best_metric:.4f} on {training.device} → {training.checkpoint_path}",
         highlight=False,
     )

@@ -25,11 +25,10 @@ from phr_cli.baselines import (
     tune_beta,
     tune_content_neighbours,
 )
-from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint, posts_fingerprint
-from phr_cli.encoders.registry import EncoderMismatchError
+from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from phr_cli.dataset import Dataset
 from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate
-from phr_cli.graph import PostData, Split, build_graph, posts_from_store
-from phr_cli.store import load_store
+from phr_cli.graph import PostData, Split, build_graph
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
              "PITF", "content-only")
@@ -129,14 +128,5 @@ def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolNa
                    pitf: PITFConfig | None = None) -> Comparison:
     """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
     checkpoint = load_checkpoint(checkpoint_path)
-    contents = load_store(store_path)
-    provenance = checkpoint.provenance
-    if contents.attributes.get("encoders") != provenance.encoders:
-        raise EncoderMismatchError(f"{store_path} was built with other encoders than the store "
-                         f"{checkpoint_path} was trained on ({provenance.store}); "
-                         "evaluate on that store, or retrain on this one")
-    selected = posts_from_store(contents)
-    if posts_fingerprint(selected.posts) != provenance.posts_fingerprint:
-        raise CheckpointError(f"{store_path}: its posts changed since {checkpoint_path} was trained "
-                         "(the split would not match); retrain with `phr train`")
-    return compare(selected.posts, checkpoint.split, checkpoint, protocol, baselines, pitf, device, seed)
+    dataset = Dataset.for_checkpoint(store_path, checkpoint, checkpoint_path)
+    return compare(dataset.posts, dataset.split, checkpoint, protocol, baselines, pitf, device, seed)

@@ -13,9 +13,9 @@ import hashlib
 
 import numpy as np
 
-from phr_cli.errors import ConfigError
+from phr_cli.errors import ConfigError, DataError
 from phr_cli.statuses import UNUSABLE_STATUSES
-from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, StoreContents, StoreError
+from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, PostRows, StoreContents, StoreError
 
 MODALITIES = ("visual", "acoustic", "textual")
 
@@ -29,6 +29,7 @@ class PostData:
     hashtags: list[list[str]]  # normalised, without '#'
     features: dict[str, np.ndarray]  # modality -> (P, width) float32
     masks: dict[str, np.ndarray]  # modality -> (P,) bool: the modality exists for the post
+    times: np.ndarray | None = None  # (P,) Unix seconds, NaN when unknown; None: none known
 
     def __len__(self) -> int:
         return len(self.users)
@@ -40,6 +41,7 @@ class PostData:
             hashtags=[self.hashtags[r] for r in rows],
             features={m: f[rows] for m, f in self.features.items()},
             masks={m: k[rows] for m, k in self.masks.items()},
+            times=None if self.times is None else self.times[rows],
         )
 
 
@@ -49,24 +51,35 @@ class Split:
     validation: np.ndarray
     test: np.ndarray
     seed: int
-    by: str = "post"  # "post": posts at random; "item": whole items held out
+    by: str = "post"  # "post": posts at random; "item": whole items held out; "time": the latest posts held out
+
+
+SPLITS = ("post", "item", "time")
 
 
 def split_posts(
     posts: PostData, seed: int = 0, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    by: str = "post",
+    by: str = "post", names: list[str] | None = None,
 ) -> Split:
-    """Random 8:1:1 split of posts, or of items (every post of a held-out item goes together)."""
+    """8:1:1 split of posts at random, of items (every post of a held-out item goes together),
+    or by time (the oldest posts train, the latest test; equal times in a seeded random order).
+
+    `names` says how an error names each post (e.g. its manifest line; default "post N").
+    """
     rng = np.random.default_rng(seed)
-    if by == "post":
+    if by in ("post", "time"):
         units = np.arange(len(posts))
         unit_of_post = units
     elif by == "item":
-        names, unit_of_post = np.unique(np.asarray(posts.items, dtype=object), return_inverse=True)
-        units = np.arange(len(names))
+        items, unit_of_post = np.unique(np.asarray(posts.items, dtype=object), return_inverse=True)
+        units = np.arange(len(items))
     else:
-        raise ConfigError(f"unknown split unit {by!r}: use 'post' or 'item'")
-    order = rng.permutation(units)
+        raise ConfigError(f"unknown split unit {by!r}: use one of {', '.join(SPLITS)}")
+    if by == "time":
+        times = _known_times(posts, names)
+        order = np.lexsort((rng.permutation(len(units)), times))  # by time, then the seeded tie-break
+    else:
+        order = rng.permutation(units)
     n_train = int(round(ratios[0] * len(order)))
     n_val = int(round(ratios[1] * len(order)))
     part_of_unit = np.empty(len(units), dtype=np.int8)
@@ -75,6 +88,19 @@ def split_posts(
     part_of_unit[order[n_train + n_val :]] = 2
     part = part_of_unit[unit_of_post]
     return Split(*(np.flatnonzero(part == p) for p in range(3)), seed=seed, by=by)
+
+
+def _known_times(posts: PostData, names: list[str] | None) -> np.ndarray:
+    times = np.full(len(posts), np.nan) if posts.times is None else np.asarray(posts.times, np.float64)
+    missing = np.flatnonzero(np.isnan(times))
+    if len(missing):
+        named = [names[r] if names is not None else f"post {r + 1}" for r in missing[:3]]
+        if len(missing) == 1:
+            raise DataError(f"{named[0]}: no time; the time split needs one for every post")
+        more = f" and {len(missing) - len(named)} more" if len(missing) > len(named) else ""
+        raise DataError(f"{len(missing)} posts have no time ({', '.join(named)}{more}); "
+                        "the time split needs one for every post")
+    return times
 
 
 @dataclass
@@ -150,6 +176,7 @@ def build_graph(train: PostData) -> Graph:
 class StorePosts:
     posts: PostData
     store_rows: np.ndarray  # the /posts row of each post
+    names: list[str]  # each post as a message names it: its manifest line, else its path
     skipped: dict[str, int]  # why posts were left out, and how many
 
 
@@ -196,5 +223,14 @@ def posts_from_store(contents: StoreContents) -> StorePosts:
         hashtags=[list(table.hashtags[r]) for r in rows],
         features=features,
         masks=masks,
+        times=table.time[picked],
     )
-    return StorePosts(posts, picked, skipped)
+    names = [_post_name(table, r) for r in rows]
+    return StorePosts(posts, picked, names, skipped)
+
+
+def _post_name(table: PostRows, row: int) -> str:
+    source = table.source[row]
+    if ":" in source:  # a manifest line, "posts.jsonl:12"
+        return source
+    return table.path[row] or f"post {row + 1} of the store"

@@ -1,7 +1,9 @@
 """Micro-video posts: finding videos, reading their metadata, parsing hashtags.
 
 Metadata comes, in order, from a manifest (`posts.csv` / `posts.jsonl` in the folder), a
-yt-dlp `<stem>.info.json` sidecar, or nothing (a content-only video).
+yt-dlp `<stem>.info.json` sidecar, or nothing (a content-only video). A post's time (for the
+time split) is a manifest's `time` field (ISO 8601 or Unix seconds) or a sidecar's
+`timestamp` / `upload_date`, held as Unix seconds.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from phr_cli.errors import PhrError
@@ -47,6 +51,7 @@ class Post:
     hashtags: list[str]
     source: str  # where the metadata came from: "posts.csv:12", "sidecar", "none"
     relpath: str | None = None  # the video's path relative to the folder, for the store
+    time: float | None = None  # when it was posted, Unix seconds; None when the metadata has none
 
     @property
     def text(self) -> str:
@@ -97,6 +102,35 @@ def post_hashtags(caption: str, field_value: str | list | None) -> list[str]:
     """The `hashtags` field when given, else the hashtags parsed from the caption."""
     listed = split_hashtag_field(field_value)
     return listed if listed else parse_hashtags(caption)
+
+
+def parse_time(value: str | float | None) -> float | None:
+    """Unix seconds from Unix seconds (a number or numeric text) or ISO 8601 text.
+
+    ISO times without an offset are read as UTC, so a manifest means the same on every
+    machine. None or empty text: no time. Raises ValueError (TypeError) for other text (values).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"a time is a number or text, not {type(value).__name__}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            seconds = float(text)
+        except ValueError:
+            # Python before 3.11 reads no "Z" suffix; it means UTC.
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            seconds = moment.timestamp()
+    if not math.isfinite(seconds):
+        raise ValueError("not a finite time")
+    return seconds
 
 
 def find_videos(root: Path) -> list[Path]:
@@ -203,6 +237,11 @@ def _manifest_post(row: dict, path: Path, line: int, root: Path) -> Post:
     if not (tags is None or isinstance(tags, str)
             or (isinstance(tags, list) and all(isinstance(tag, str) for tag in tags))):
         raise ManifestError(f"{where}: hashtags must be text or a list of text")
+    try:
+        time = parse_time(row.get("time"))
+    except (TypeError, ValueError):
+        raise ManifestError(f"{where}: time {row.get('time')!r} is neither ISO 8601 "
+                            "(2024-05-01T12:00:00+02:00) nor Unix seconds") from None
     caption = str(row.get("caption") or "")
     user = str(row["user"]).strip() if row.get("user") not in (None, "") else None
     video_field = str(row.get("video") or "").strip()
@@ -218,6 +257,7 @@ def _manifest_post(row: dict, path: Path, line: int, root: Path) -> Post:
         hashtags=post_hashtags(caption, tags),
         source=f"{path.name}:{line}",
         relpath=video_field or None,
+        time=time,
     )
 
 
@@ -240,4 +280,19 @@ def read_sidecar(video: Path, root: Path) -> Post:
         hashtags=post_hashtags(caption, info.get("tags")),
         source="sidecar",
         relpath=relpath,
+        time=_sidecar_time(info),
     )
+
+
+def _sidecar_time(info: dict) -> float | None:
+    """yt-dlp's `timestamp` (Unix seconds), else its `upload_date` (YYYYMMDD, UTC midnight)."""
+    timestamp = info.get("timestamp")
+    if isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool):
+        return float(timestamp)
+    date = info.get("upload_date")
+    if isinstance(date, str) and len(date) == 8 and date.isdigit():
+        try:
+            return datetime.strptime(date, "%Y%m%d").replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:  # a malformed date is no time, as a missing one
+            return None
+    return None

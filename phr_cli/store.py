@@ -5,8 +5,9 @@ Layout of `features.h5`:
             duration, status, reason, frame/example counts, visual (N,2048),
             acoustic (N,128) and a mask per modality
   /posts    one row per post: video key ('' when text-only), path, user, caption,
-            hashtags (space-joined), status, text_embedding (M,384), textual (M,100)
-            and textual_mask
+            hashtags (space-joined), status, text_embedding (M,384), textual (M,100),
+            textual_mask, time (Unix seconds, NaN when unknown) and source (where the
+            metadata came from, e.g. "posts.jsonl:12"); the last two since format 2
   /text_projection  mean (384,), components (100,384), explained_variance_ratio
   attributes: format version, phr version, encoders (JSON: specs and weight hashes),
             frame sampling (JSON), feature dtype
@@ -42,7 +43,8 @@ from phr_cli import __version__
 from phr_cli.errors import PhrError
 from phr_cli.files import atomic_file
 
-FORMAT_VERSION = 1
+# 2: /posts gained time and source; format 1 stores read with NaN times and empty sources.
+FORMAT_VERSION = 2
 IN_MEMORY_BYTES = 256 << 20  # files up to this size are built in memory (see _write_atomically)
 MERGE_BLOCK_ROWS = 8192  # videos copied at a time when merging (bounds the merge's memory)
 VISUAL_DIM, ACOUSTIC_DIM, TEXT_EMBEDDING_DIM, TEXTUAL_DIM = 2048, 128, 384, 100
@@ -103,6 +105,13 @@ class PostRows:
     text_embedding: np.ndarray  # (M, 384)
     textual: np.ndarray  # (M, 100)
     textual_mask: np.ndarray  # (M,) bool
+    time: np.ndarray | None = None  # (M,) float64 Unix seconds, NaN when unknown; None: all unknown
+    source: list[str] | None = None  # "posts.jsonl:12", "sidecar", ...; None: all unknown
+
+    def __post_init__(self) -> None:
+        rows = len(self.user)
+        self.time = np.full(rows, np.nan) if self.time is None else np.asarray(self.time, dtype=np.float64)
+        self.source = [""] * rows if self.source is None else list(self.source)
 
 
 @dataclass
@@ -225,13 +234,14 @@ def _read_videos(group: h5py.Group) -> VideoRows:
 
 
 def _write_posts(group: h5py.Group, posts: PostRows) -> None:
-    for column in ("video_key", "path", "user", "caption", "status"):
+    for column in ("video_key", "path", "user", "caption", "status", "source"):
         group.create_dataset(column, data=np.array(getattr(posts, column), dtype=object), dtype=STRING)
     joined = [" ".join(tags) for tags in posts.hashtags]
     group.create_dataset("hashtags", data=np.array(joined, dtype=object), dtype=STRING)
     group.create_dataset("text_embedding", data=posts.text_embedding.astype(np.float32))
     group.create_dataset("textual", data=posts.textual.astype(np.float32))
     group.create_dataset("textual_mask", data=posts.textual_mask.astype(bool))
+    group.create_dataset("time", data=posts.time)
 
 
 def _strings(dataset: h5py.Dataset) -> list[str]:
@@ -249,6 +259,8 @@ def _read_posts(group: h5py.Group) -> PostRows:
         text_embedding=group["text_embedding"][()],
         textual=group["textual"][()],
         textual_mask=group["textual_mask"][()],
+        time=group["time"][()] if "time" in group else None,
+        source=_strings(group["source"]) if "source" in group else None,
     )
 
 

@@ -22,17 +22,16 @@ from phr_cli.checkpoint import (
     CHECKPOINT_FORMAT,
     ModelScorer,
     Provenance,
-    posts_fingerprint,
     save_checkpoint,
     split_to_dict,
 )
 from phr_cli.config import TrainConfig
+from phr_cli.dataset import Dataset
 from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
 from phr_cli.errors import DataError
 from phr_cli.evaluate import TestCases, build_cases, evaluate
-from phr_cli.graph import Graph, PostData, Split, build_graph, posts_from_store, split_posts
+from phr_cli.graph import Graph, PostData, Split, build_graph
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
-from phr_cli.store import load_store
 
 # Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "device", "step_propagation", "adam")
@@ -410,14 +409,6 @@ class StoreTraining:
     split_sizes: tuple[int, int, int]
 
 
-def _user_hashtags(posts: PostData) -> dict[str, list[str]]:
-    """Each user's hashtags in training, for `recommend`'s "used before" column."""
-    used: dict[str, set[str]] = {}
-    for user, tags in zip(posts.users, posts.hashtags):
-        used.setdefault(user, set()).update(tags)
-    return {user: sorted(tags) for user, tags in used.items()}
-
-
 def train_from_store(
     store_path: Path,
     checkpoint_path: Path,
@@ -432,23 +423,7 @@ def train_from_store(
     The checkpoint's provenance records the store's encoders and text projection, so that
     `recommend` encodes a new clip exactly as the store's videos were.
     """
-    contents = load_store(store_path)
-    selected = posts_from_store(contents)
-    posts = selected.posts
-    if len(posts) < 10:
-        raise DataError(f"{store_path}: only {len(posts)} trainable posts (with a user and a "
-                        f"hashtag); left out: {selected.skipped}")
-    split = split_posts(posts, seed=config.seed, by=split_by)
-    projection = contents.projection
-    provenance = Provenance(
-        store=str(store_path),
-        encoders=contents.attributes["encoders"],
-        sampling=contents.attributes["sampling"],
-        text_projection_mean=torch.as_tensor(projection.mean),
-        text_projection_components=torch.as_tensor(projection.components),
-        posts_fingerprint=posts_fingerprint(posts),
-        user_hashtags=_user_hashtags(posts.subset(split.train)),
-    )
-    result = train(posts, split, model_config, config, checkpoint_path, provenance, progress, resume)
-    return StoreTraining(result, len(posts), selected.skipped,
-                         (len(split.train), len(split.validation), len(split.test)))
+    dataset = Dataset.from_store(store_path, split_by, config.seed)
+    result = train(dataset.posts, dataset.split, model_config, config, checkpoint_path, dataset.provenance(),
+                   progress, resume)
+    return StoreTraining(result, len(dataset.posts), dataset.skipped, dataset.split_sizes)

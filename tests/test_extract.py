@@ -165,3 +165,16 @@ def test_ray_flag_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
     assert "--ray needs Ray: pip install 'phr[ray]'" in result.output
     wrong = CliRunner().invoke(app, ["extract", str(tmp_path), "--ray-address", "host:6379"])
     assert wrong.exit_code == 2 and "need --ray" in wrong.output
+
+
+def test_post_times_and_manifest_lines_reach_the_store(tmp_path):
+    root = tmp_path / "posts"
+    root.mkdir()
+    rows = [{"user": "u", "caption": "first #a", "time": "2024-05-01T00:00:00Z"},
+            {"user": "v", "caption": "second #b"},
+            {"user": "u", "caption": "third #c", "time": 1714608000}]
+    (root / "posts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    extract(root, tmp_path / "features.h5", OPTIONS)
+    posts = load_store(tmp_path / "features.h5").posts
+    np.testing.assert_array_equal(posts.time, [1714521600.0, np.nan, 1714608000.0])
+    assert posts.source == ["posts.jsonl:1", "posts.jsonl:2", "posts.jsonl:3"]

@@ -88,3 +88,40 @@ def test_find_videos_is_recursive_and_container_agnostic(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in find_videos(tmp_path)] == ["a.mp4", "b.MKV", "c.webm", "d.avi"]
+
+
+def test_manifest_times_are_unix_seconds_from_iso_or_numbers(tmp_path):
+    rows = [{"user": "u", "caption": "a #x", "time": "2024-05-01T12:00:00+02:00"},
+            {"user": "u", "caption": "b #x", "time": "2024-05-01T10:00:00Z"},
+            {"user": "u", "caption": "c #x", "time": "2024-05-01"},
+            {"user": "u", "caption": "d #x", "time": 1714557600},
+            {"user": "u", "caption": "e #x"}]
+    (tmp_path / "posts.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    times = [post.time for post in read_posts(tmp_path).posts]
+    assert times == [1714557600.0, 1714557600.0, 1714521600.0, 1714557600.0, None]
+    (tmp_path / "posts.jsonl").unlink()
+    (tmp_path / "posts.csv").write_text("video,user,caption,time\n,u,a #x,1714557600.5\n,u,b #x,\n")
+    assert [post.time for post in read_posts(tmp_path).posts] == [1714557600.5, None]
+
+
+def test_an_unreadable_time_names_its_line(tmp_path):
+    (tmp_path / "posts.csv").write_text("video,user,caption,time\n,u,a #x,2024-05-01\n,u,b #x,last week\n")
+    with pytest.raises(ManifestError, match=r"posts.csv:3: time 'last week' is neither ISO 8601"):
+        read_posts(tmp_path)
+    (tmp_path / "posts.csv").unlink()
+    (tmp_path / "posts.jsonl").write_text('{"user": "u", "caption": "#x", "time": true}\n')
+    with pytest.raises(ManifestError, match=r"posts.jsonl:1: time True"):
+        read_posts(tmp_path)
+
+
+@pytest.mark.parametrize(("info", "expected"), [
+    ({"timestamp": 1714557600, "upload_date": "20200101"}, 1714557600.0),
+    ({"upload_date": "20240501"}, 1714521600.0),
+    ({"upload_date": "2024-05"}, None),
+    ({}, None),
+])
+def test_sidecar_time_is_the_timestamp_else_the_upload_date(tmp_path, info, expected):
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "clip.info.json").write_text(json.dumps({"uploader": "Maker", **info}))
+    (post,) = read_posts(tmp_path).posts
+    assert post.time == expected

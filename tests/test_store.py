@@ -190,3 +190,22 @@ def test_a_damaged_store_names_the_fix(tmp_path):
         del handle["videos/visual"]
     with pytest.raises(StoreError, match="damaged phr feature store .* move it away and run `phr extract` again"):
         load_store(path)
+
+
+def test_post_times_and_sources_round_trip_and_a_format_1_store_reads_without_them(tmp_path):
+    path = tmp_path / "features.h5"
+    rows = posts(["a", ""])
+    rows.time, rows.source = np.array([1714557600.5, np.nan]), ["posts.jsonl:1", "posts.jsonl:2"]
+    with StoreWriter(path, ENCODERS, SAMPLING) as writer:
+        writer.add(**video("a", 1))
+        writer.finalize(rows, None)
+    stored = load_store(path).posts
+    np.testing.assert_array_equal(stored.time, [1714557600.5, np.nan])
+    assert stored.source == ["posts.jsonl:1", "posts.jsonl:2"]
+
+    with h5py.File(path, "a") as handle:  # what format 1 wrote: no time, no source
+        handle.attrs["format_version"] = 1
+        del handle["posts/time"], handle["posts/source"]
+    old = load_store(path)
+    assert old.attributes["format_version"] == 1
+    assert np.isnan(old.posts.time).all() and old.posts.source == ["", ""]

@@ -12,6 +12,7 @@ import torch
 from phr_cli.baselines import GlobalPopularity, UserPopularity
 from phr_cli.checkpoint import CheckpointError, Provenance, load_checkpoint
 from phr_cli.config import TrainConfig
+from phr_cli.errors import DataError
 from phr_cli.evaluate import build_cases, evaluate
 from phr_cli.graph import PostData, build_graph, split_posts
 from phr_cli.model import ModelConfig
@@ -248,3 +249,24 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
     not_checkpoint.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     with pytest.raises(CheckpointError, match="not a readable phr checkpoint"):
         load_checkpoint(not_checkpoint)
+
+
+def test_the_time_split_from_a_store_holds_out_the_latest_posts(tmp_path):
+    from support.stores import write_text_store
+
+    from phr_cli.train import train_from_store
+
+    posts = planted_posts(n_users=10, posts_per_user=6)
+    times = np.random.default_rng(0).permutation(len(posts)) * 60.0
+    store = write_text_store(tmp_path / "features.h5", posts, times)
+    outcome = train_from_store(store, tmp_path / "model.pt", ModelConfig(dim=8),
+                               replace(FAST, epochs=1), split_by="time")
+    split = load_checkpoint(tmp_path / "model.pt").split
+    assert split.by == "time" and outcome.split_sizes == (48, 6, 6)
+    assert times[split.train].max() < times[split.validation].min() <= times[split.validation].max() \
+        < times[split.test].min()
+
+    times[[4, 9]] = np.nan
+    store = write_text_store(tmp_path / "untimed.h5", posts, times)
+    with pytest.raises(DataError, match=r"^2 posts have no time \(posts.jsonl:5, posts.jsonl:10\); the time split"):
+        train_from_store(store, tmp_path / "untimed.pt", ModelConfig(dim=8), FAST, split_by="time")

@@ -167,5 +167,7 @@ def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, Vi
         text_embedding=embedding,
         textual=textual.astype(np.float32),
         textual_mask=has_text,
+        time=np.array([np.nan if p.time is None else p.time for p in post_set.posts], dtype=np.float64),
+        source=[p.source for p in post_set.posts],
     )
     return posts, projection

@@ -1,0 +1,85 @@
+"""One store's dataset: its trainable posts and their split, as train, tune and evaluate use them.
+
+`Dataset.from_store` makes a new split (train, tune); `Dataset.for_checkpoint` takes the
+split a checkpoint was trained on and refuses a store whose encoders or posts changed
+since (evaluate). The graph and the validation/test cases follow from `posts` and `split`
+(`graph.build_graph`, `evaluate.build_cases`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from phr_cli.checkpoint import Checkpoint, CheckpointError, Provenance, posts_fingerprint
+from phr_cli.encoders.registry import EncoderMismatchError
+from phr_cli.errors import DataError
+from phr_cli.graph import PostData, Split, posts_from_store, split_posts
+from phr_cli.store import StoreContents, load_store
+
+MIN_POSTS = 10  # fewer cannot fill an 8:1:1 split
+
+
+@dataclass
+class Dataset:
+    store_path: Path
+    contents: StoreContents
+    posts: PostData  # the store's trainable posts (a user, a hashtag, readable content)
+    names: list[str]  # each post as a message names it (its manifest line, else its path)
+    skipped: dict[str, int]  # posts left out, by reason
+    split: Split
+
+    @classmethod
+    def from_store(cls, store_path: Path, split_by: str = "post", seed: int = 0) -> Dataset:
+        """The store's trainable posts split 8:1:1 by `split_by` with `seed` (`graph.split_posts`)."""
+        contents = load_store(store_path)
+        selected = posts_from_store(contents)
+        if len(selected.posts) < MIN_POSTS:
+            raise DataError(f"{store_path}: only {len(selected.posts)} trainable posts (with a user and a "
+                            f"hashtag); left out: {selected.skipped}")
+        split = split_posts(selected.posts, seed=seed, by=split_by, names=selected.names)
+        return cls(Path(store_path), contents, selected.posts, selected.names, selected.skipped, split)
+
+    @classmethod
+    def for_checkpoint(cls, store_path: Path, checkpoint: Checkpoint, checkpoint_path: Path) -> Dataset:
+        """The store's posts with the checkpoint's split, if they are the posts it was trained on."""
+        contents = load_store(store_path)
+        provenance = checkpoint.provenance
+        if contents.attributes.get("encoders") != provenance.encoders:
+            raise EncoderMismatchError(f"{store_path} was built with other encoders than the store "
+                                       f"{checkpoint_path} was trained on ({provenance.store}); "
+                                       "evaluate on that store, or retrain on this one")
+        selected = posts_from_store(contents)
+        if posts_fingerprint(selected.posts) != provenance.posts_fingerprint:
+            raise CheckpointError(f"{store_path}: its posts changed since {checkpoint_path} was trained "
+                                  "(the split would not match); retrain with `phr train`")
+        return cls(Path(store_path), contents, selected.posts, selected.names, selected.skipped,
+                   checkpoint.split)
+
+    @property
+    def split_sizes(self) -> tuple[int, int, int]:
+        return len(self.split.train), len(self.split.validation), len(self.split.test)
+
+    def provenance(self) -> Provenance:
+        """What a checkpoint trained on this dataset records, so that `recommend` encodes a new
+        clip exactly as the store's videos were and `evaluate` finds the same posts again."""
+        projection = self.contents.projection
+        return Provenance(
+            store=str(self.store_path),
+            encoders=self.contents.attributes["encoders"],
+            sampling=self.contents.attributes["sampling"],
+            text_projection_mean=torch.as_tensor(projection.mean),
+            text_projection_components=torch.as_tensor(projection.components),
+            posts_fingerprint=posts_fingerprint(self.posts),
+            user_hashtags=_user_hashtags(self.posts.subset(self.split.train)),
+        )
+
+
+def _user_hashtags(posts: PostData) -> dict[str, list[str]]:
+    """Each user's hashtags in training, for `recommend`'s "used before" column."""
+    used: dict[str, set[str]] = {}
+    for user, tags in zip(posts.users, posts.hashtags):
+        used.setdefault(user, set()).update(tags)
+    return {user: sorted(tags) for user, tags in used.items()}

@@ -1,0 +1,218 @@
+"""`phr tune`: search ModelConfig / TrainConfig with Optuna for validation P@5, then train the best.
+
+Each trial trains on the store's split (the same split for every trial: the split depends
+on the seed and unit only) and is scored by its best epoch's validation P@5, full ranking.
+Trials report their best-so-far value after every epoch, so a median pruner can stop one
+that trails the others. The study lives in `<checkpoint>.tune.db` (SQLite): a second run
+with the same checkpoint adds trials to it. The best configuration goes to
+`<checkpoint>.tune.json` and is trained into the checkpoint itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from phr_cli.config import TrainConfig
+from phr_cli.dataset import Dataset
+from phr_cli.errors import ConfigError, DataError
+from phr_cli.model import ModelConfig
+from phr_cli.train import StoreTraining, train, train_from_store
+
+OBJECTIVE = "P@5"  # validation, full ranking of every known hashtag
+
+Suggest = Callable[[optuna.Trial, str], Any]
+
+
+def choice(*values: Any) -> Suggest:
+    return lambda trial, name: trial.suggest_categorical(name, values)
+
+
+def integers(low: int, high: int) -> Suggest:
+    return lambda trial, name: trial.suggest_int(name, low, high)
+
+
+def uniform(low: float, high: float) -> Suggest:
+    return lambda trial, name: trial.suggest_float(name, low, high)
+
+
+def log_uniform(low: float, high: float) -> Suggest:
+    return lambda trial, name: trial.suggest_float(name, low, high, log=True)
+
+
+# The search space: a field of ModelConfig or TrainConfig -> how a trial draws it.
+# Adding a field to the search is one line here; fields not listed keep the base value.
+SEARCH_SPACE: dict[str, Suggest] = {
+    "dim": choice(32, 64, 128),
+    "layers": integers(1, 2),
+    "dropout": uniform(0.0, 0.5),
+    "residual": choice(False, True),
+    "lr": log_uniform(3e-4, 3e-2),
+    "l2": log_uniform(1e-7, 1e-2),
+    "weight_decay": choice(0.0, 1e-5, 1e-4, 1e-3),
+    "negatives": choice(1, 2, 4, 8),
+    "batch_size": choice(256, 1024, 4096),
+    "hard_negatives": uniform(0.0, 0.9),
+    "neighbours": choice(5, 10, 20, 50),
+}
+
+_MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig))
+_TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+
+
+def configurations(trial: optuna.Trial, model_base: ModelConfig, train_base: TrainConfig
+                   ) -> tuple[ModelConfig, TrainConfig]:
+    """The base configurations with every SEARCH_SPACE field drawn by the trial."""
+    drawn = {name: suggest(trial, name) for name, suggest in SEARCH_SPACE.items()}
+    unknown = set(drawn) - _MODEL_FIELDS - _TRAIN_FIELDS
+    if unknown:
+        raise ConfigError(f"tune's search space names no configuration field: {', '.join(sorted(unknown))}")
+    return (replace(model_base, **{k: v for k, v in drawn.items() if k in _MODEL_FIELDS}),
+            replace(train_base, **{k: v for k, v in drawn.items() if k in _TRAIN_FIELDS}))
+
+
+def study_path(checkpoint: Path) -> Path:
+    return Path(f"{checkpoint}.tune.db")
+
+
+def best_path(checkpoint: Path) -> Path:
+    return Path(f"{checkpoint}.tune.json")
+
+
+@dataclass
+class TuneResult:
+    study_path: Path
+    best_path: Path  # the best configuration, JSON
+    trials_run: int  # by this call
+    trials_complete: int  # in the whole study
+    trials_pruned: int  # in the whole study
+    best_trial: int
+    best_value: float  # validation P@5 of the best trial
+    model_config: ModelConfig
+    train_config: TrainConfig
+    training: StoreTraining  # the best configuration trained into the checkpoint
+
+
+TrialCallback = Callable[[int, str, float | None, float | None], None]
+
+
+def tune(
+    store_path: Path,
+    checkpoint_path: Path,
+    model_base: ModelConfig,
+    train_base: TrainConfig,
+    split_by: str = "post",
+    trials: int | None = None,
+    timeout: float | None = None,
+    on_trial: TrialCallback | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> TuneResult:
+    """Run `trials` more trials and/or for `timeout` seconds, then train the best configuration.
+
+    `on_trial(number, state, value, best)` follows each finished trial (state "complete" or
+    "pruned"; value None when pruned). The default pruner is Optuna's median pruner after
+    five complete trials and one epoch.
+    """
+    if trials is None and timeout is None:
+        raise ConfigError("give tune a budget: a number of trials, a timeout, or both")
+    if (trials is not None and trials < 1) or (timeout is not None and timeout <= 0):
+        raise ConfigError("the number of trials and the timeout must be positive")
+    train_base = replace(train_base, validation_metric=OBJECTIVE)
+    checkpoint_path = Path(checkpoint_path)
+    checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    database = study_path(checkpoint_path)
+    study = optuna.create_study(
+        study_name="phr-tune", storage=f"sqlite:///{database}", direction="maximize", load_if_exists=True,
+        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+    )
+    _check_same_task(study, database, store_path, split_by, train_base)
+    dataset = Dataset.from_store(store_path, split_by, train_base.seed)  # read once, for every trial
+    provenance = dataset.provenance()
+    # A resumed study draws new points, not the first session's again.
+    study.sampler = optuna.samplers.TPESampler(seed=train_base.seed + len(study.trials))
+    before = len(study.trials)
+
+    with tempfile.TemporaryDirectory(prefix="phr-tune-") as scratch:
+        def objective(trial: optuna.Trial) -> float:
+            model_config, train_config = configurations(trial, model_base, train_base)
+            trial.set_user_attr("model_config", asdict(model_config))
+            trial.set_user_attr("train_config", asdict(train_config))
+
+            def report(epoch: int, loss: float, metric: float, best: float) -> None:
+                trial.report(best, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            result = train(dataset.posts, dataset.split, model_config, train_config,
+                           Path(scratch) / f"trial-{trial.number}.pt", provenance, report, resume=False)
+            value = result.best_metric
+            if math.isnan(value):
+                raise DataError(f"{store_path}: no validation post has a hashtag known to training; "
+                                "nothing to tune on")
+            return value
+
+        def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if on_trial is not None:
+                values = [t.value for t in study.trials
+                          if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+                best = max(values, default=None)
+                on_trial(trial.number, trial.state.name.lower(), trial.value, best)
+
+        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[finished])
+
+    states = [t.state for t in study.trials]
+    if optuna.trial.TrialState.COMPLETE not in states:
+        raise DataError(f"{database}: no trial completed; give tune more trials or time")
+    best = study.best_trial
+    n_complete = states.count(optuna.trial.TrialState.COMPLETE)
+    best_value = float(best.value) if best.value is not None else math.nan
+    model_config = ModelConfig(**best.user_attrs["model_config"])
+    # The device is this run's; the rest is the trial's.
+    train_config = TrainConfig(**{**best.user_attrs["train_config"], "device": train_base.device})
+    record = {
+        "objective": f"validation {OBJECTIVE}, full ranking",
+        "value": best_value,
+        "trial": best.number,
+        "trials_complete": n_complete,
+        "split_by": split_by,
+        "store": str(store_path),
+        "study": str(database),
+        "model_config": asdict(model_config),
+        "train_config": asdict(train_config),
+    }
+    best_file = best_path(checkpoint_path)
+    best_file.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    training = train_from_store(store_path, checkpoint_path, model_config, train_config, split_by)
+    return TuneResult(
+        study_path=database,
+        best_path=best_file,
+        trials_run=len(study.trials) - before,
+        trials_complete=n_complete,
+        trials_pruned=states.count(optuna.trial.TrialState.PRUNED),
+        best_trial=best.number,
+        best_value=best_value,
+        model_config=model_config,
+        train_config=train_config,
+        training=training,
+    )
+
+
+def _check_same_task(study: optuna.Study, database: Path, store_path: Path, split_by: str,
+                     train_base: TrainConfig) -> None:
+    """A study's values compare only on one store, split and epoch budget."""
+    task = {"store": str(Path(store_path).resolve()), "split_by": split_by, "seed": train_base.seed,
+            "epochs": train_base.epochs, "patience": train_base.patience}
+    saved = study.user_attrs.get("task")
+    if saved is None:
+        study.set_user_attr("task", task)
+    elif saved != task:
+        differ = ", ".join(f"{k} {saved.get(k)!r} → {v!r}" for k, v in task.items() if saved.get(k) != v)
+        raise ConfigError(f"{database}: this study tuned another task ({differ}); use another "
+                          "--checkpoint or the same options")
