@@ -645,6 +645,10 @@ class GCNPHR(nn.Module):
         self._saved_representations: tuple[Tensor, Tensor] | None = None
         self.item_embedding = nn.Embedding(n_items, config.dim) if config.item_ids else None
         # Sized when fitted (`from_graph`) or loaded from a checkpoint's state dict.
+        # With evidence, the graph score enters through a learned gate that starts at 0: the
+        # model starts as the count prior (a strong ranking), not as that prior plus the noise
+        # of an untrained graph score, and lets the graph in as far as it helps (ReZero).
+        self.graph_gate = nn.Parameter(torch.zeros(())) if config.evidence else None
         self.evidence = (TagEvidence(n_users, n_items, n_hashtags, 0, 0, ContentIndex(item_width, 0, n_hashtags, 0),
                                      config.neighbours) if config.evidence else None)
         self._reset_parameters()
@@ -838,6 +842,10 @@ class GCNPHR(nn.Module):
             projected = projected + offsets
         return self.scorer.score_projected_triples(user_rows, projected, hashtag_rows)
 
+    def gated(self, graph_scores: Tensor) -> Tensor:
+        """The graph score as it enters the total (times the gate, with evidence)."""
+        return graph_scores if self.graph_gate is None else self.graph_gate * graph_scores
+
     def item_offsets(self, items: Tensor) -> Tensor | None:
         """The ID embeddings (B, d) of graph items by index, zeros for -1 (new content);
         None without item IDs."""
@@ -869,8 +877,8 @@ class GCNPHR(nn.Module):
         content); features and masks describe the posts' content per modality.
         """
         vectors = self.encode_items(features, masks)
-        parts = {"graph": self.score_all(self.user_rows(user_reps, users), vectors, hashtag_reps,
-                                         self.item_offsets(items))}
+        parts = {"graph": self.gated(self.score_all(self.user_rows(user_reps, users), vectors, hashtag_reps,
+                                                    self.item_offsets(items)))}
         if self.evidence is not None:
             parts.update(self.evidence.term_rows(users, items, self.content_vectors(features, masks)))
         return parts

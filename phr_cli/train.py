@@ -346,6 +346,7 @@ class BatchScores(nn.Module):
             if offsets is not None:
                 projected = projected + offsets * keep_ids.unsqueeze(1).to(offsets.dtype)
             scores = model.scorer.score_projected_triples(user_reps[users], projected, hashtag_reps[hashtags])
+        scores = model.gated(scores)
         if model.evidence is not None:
             on_post = torch.zeros_like(hashtags, dtype=torch.bool)
             on_post[:, 0] = True
