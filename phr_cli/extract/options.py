@@ -62,3 +62,5 @@ class ExtractReport:
 
 
 ProgressCallback = Callable[[VideoOutcome, ExtractReport, int], None]
+# (phase name, how many videos it will take or None)
+PhaseCallback = Callable[[str, "int | None"], None]
