@@ -12,7 +12,7 @@ import sys
 from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -199,17 +199,26 @@ def extract(
                                  "optional posts.csv / posts.jsonl manifest or yt-dlp .info.json sidecars."),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="The HDF5 feature store to create or extend."),
     device: str = DeviceOption,
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding processes (default: one per core; 0 decodes in-process). With --ray: at most this many decode tasks at once (default: as the cluster's CPUs allow)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=0, help="Decoding processes (default: one per core; 0 decodes in-process). With "
+        "--ray: at most this many decode tasks at once (default: as the cluster's CPUs allow)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Frames per encoder batch."),
-    weights_dir: Optional[Path] = WeightsDirOption,
+    weights_dir: Path | None = WeightsDirOption,
     random_weights: bool = RandomWeightsOption,
     float16: bool = typer.Option(False, "--float16", help="Store visual/acoustic features as float16."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first file that fails (what is finished is kept)."),
-    file_timeout: float = typer.Option(300.0, "--file-timeout", callback=finite(0, inclusive=False), help="Seconds a decoding worker may spend on one file before it is stopped."),
-    precision: Precision = typer.Option(Precision.fp32, "--precision", help="Autocast of ResNet50 and VGGish: fp32 (exact), bf16 or fp16 (GPU tensor cores; recorded in the store)."),
-    ray: bool = typer.Option(False, "--ray", help="Decode and encode on a Ray cluster (pip install 'phr\\[ray]'); the store is the same."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="With --ray: the cluster to join (host:port, ray://host:port); default $RAY_ADDRESS, else a local cluster."),
-    ray_encoders: Optional[int] = typer.Option(None, "--ray-encoders", min=1, help="With --ray: encoder actors (default: one per GPU of the cluster, else 1)."),
+    strict: bool = typer.Option(False, "--strict",
+                                help="Stop at the first file that fails (what is finished is kept)."),
+    file_timeout: float = typer.Option(300.0, "--file-timeout", callback=finite(0, inclusive=False),
+                                       help="Seconds a decoding worker may spend on one file before it is stopped."),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help="Autocast of ResNet50 and VGGish: "
+                                        "fp32 (exact), bf16 or fp16 (GPU tensor cores; recorded in the store)."),
+    ray: bool = typer.Option(False, "--ray", help="Decode and encode on a Ray cluster (pip install "
+                             "'phr\\[ray]'); the store is the same."),
+    ray_address: str | None = typer.Option(None, "--ray-address", metavar="ADDRESS", help="With --ray: the cluster "
+                                           "to join (host:port, ray://host:port); default $RAY_ADDRESS, else a "
+                                           "local cluster."),
+    ray_encoders: int | None = typer.Option(None, "--ray-encoders", min=1, help="With --ray: encoder actors "
+                                            "(default: one per GPU of the cluster, else 1)."),
     quiet: bool = QuietOption,
 ) -> None:
     """Decode videos and encode them (ResNet50, VGGish, MiniLM) into an HDF5 feature store."""
@@ -223,7 +232,8 @@ def extract(
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from phr_cli.decode import DecodeLimits
-    from phr_cli.extract import ExtractOptions, ExtractReport, VideoOutcome, extract as run_extract
+    from phr_cli.extract import ExtractOptions, ExtractReport, VideoOutcome
+    from phr_cli.extract import extract as run_extract
     from phr_cli.progress import CountColumn, EtaColumn, PhaseProgress, SpeedColumn
     from phr_cli.statuses import FAILED_STATUSES, Status
 
@@ -244,7 +254,7 @@ def extract(
     task = progress.add_task("reading posts …", total=None, failed=0)
 
     def on_phase(name: str, total: int | None) -> None:
-        progress.update(task, description=f"{name} …", total=total, completed=0 if total is not None else None)
+        progress.phase(task, f"{name} …", total)
 
     def on_progress(outcome: VideoOutcome, report: ExtractReport, total: int) -> None:
         progress.update(task, total=total, completed=report.extracted, failed=len(report.failures))
@@ -326,7 +336,8 @@ def train(
     content_only: bool = typer.Option(False, "--content-only", help="Drop graph messages (ablation)."),
     residual: bool = typer.Option(False, "--residual/--no-residual", help="Keep each node's own embedding "
                                   "beside its messages (a self-loop); the paper's layer has none."),
-    video_messages: VideoMessages = typer.Option(VideoMessages.mean, "--video-messages", help="mean (default: Eq. 6's sum divided "
+    video_messages: VideoMessages = typer.Option(VideoMessages.mean, "--video-messages",
+                                                 help="mean (default: Eq. 6's sum divided "
                                        "by the node's number of groups) or sum (Eq. 6 as printed)."),
     epochs: int = typer.Option(50, min=1, help="Maximum epochs."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1, help="BPR triples per step."),
@@ -337,7 +348,8 @@ def train(
     negatives: int = typer.Option(1, min=1, help="Negative hashtags per positive."),
     patience: int = typer.Option(5, min=1, help="Epochs without validation gain before stopping."),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the split, initialisation and sampling."),
-    split_by: SplitBy = typer.Option(SplitBy.post, "--split-by", help="post: random posts; item: whole videos held out."),
+    split_by: SplitBy = typer.Option(SplitBy.post, "--split-by",
+                                     help="post: random posts; item: whole videos held out."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted checkpoint."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Training processes on this machine (torchrun, "
                               "DistributedDataParallel: gloo on CPU, NCCL with one GPU each)."),
@@ -385,8 +397,9 @@ def train(
     def on_epoch(epoch: int, loss: float, metric: float, best: float) -> None:
         validation = "no validation set" if math.isnan(metric) else \
             f"val {metric_name} {metric:.4f}  best {best:.4f}"
-        progress.update(task, description="epoch", total=epochs, completed=epoch,
-                        scores=f"loss {loss:.4f}  {validation}")
+        if progress.tasks[task].total is None:  # the first epoch: epochs from here on
+            progress.phase(task, "epoch", epochs)
+        progress.update(task, completed=epoch, scores=f"loss {loss:.4f}  {validation}")
 
     try:
         with progress:
@@ -411,24 +424,25 @@ def train(
         f"validation {metric_name} {result.best_metric:.4f}"
     out.print(
         f"best epoch {result.best_epoch}: {validation} on {result.device}{resumed}{stopped} → "
-        f"{printable(result.checkpoint_path)}; training curve {printable(curve_path(checkpoint))}",
-        highlight=False,
+        f"{printable(result.checkpoint_path)}",
+        highlight=False, soft_wrap=True,  # a path broken over two lines cannot be copied
     )
+    out.print(f"training curve → {printable(curve_path(checkpoint))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def recommend(
     clips: list[Path] = typer.Argument(..., help="Video files, or folders of videos."),
-    user: Optional[str] = typer.Option(None, "--user", "-u", help="Who posts the clip (as in the training posts)."),
+    user: str | None = typer.Option(None, "--user", "-u", help="Who posts the clip (as in the training posts)."),
     caption: str = typer.Option("", "--caption", help="The clip's description; its hashtags are never suggested."),
     top: int = typer.Option(10, "--top", "-k", min=1, max=10_000, help="How many hashtags."),
     checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint from `phr train`."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Store whose features are reused for known clips "
+    store: Path | None = typer.Option(None, "--store", help="Store whose features are reused for known clips "
                                          "(default: the one the checkpoint was trained on)."),
     exclude_used: bool = typer.Option(False, "--exclude-used", help="Leave out hashtags the user has used before."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     device: str = DeviceOption,
-    weights_dir: Optional[Path] = WeightsDirOption,
+    weights_dir: Path | None = WeightsDirOption,
 ) -> None:
     """Rank hashtags for new clips, personalised to --user."""
     from phr_cli.devices import resolve_device
@@ -489,14 +503,13 @@ def evaluate(
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the sampled negatives and tie-breaking."),
     device: str = DeviceOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
-    plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE",
+    plot: Path | None = typer.Option(None, "--plot", metavar="FILE",
                                         help="Also draw the methods side by side into this PNG."),
     quiet: bool = QuietOption,
 ) -> None:
     """P@K, R@K and A@K (K = 5, 10) on the test split: GCN-PHR next to the baselines."""
     from phr_cli.comparison import BASELINES, evaluate_store
     from phr_cli.devices import resolve_device
-
     from phr_cli.plots import plot_comparison
 
     if plot is not None and plot.suffix.lower() != ".png":

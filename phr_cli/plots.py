@@ -84,7 +84,7 @@ def plot_comparison(comparison: dict, path: Path) -> None:
             positions = [x + (index - (len(methods) - 1) / 2) * width for x in range(len(METRICS))]
             axis.bar(positions, values, width, label=method["name"])
         axis.set_xticks(range(len(METRICS)), METRICS)
-        axis.set_ylim(0, 1)
+        axis.set_ylim(0, 1.05)  # a bar at 1.0 stays visible above the frame
         axis.set_ylabel("score")
         axis.set_title(PROTOCOL_TITLES[protocol] + f", {comparison['counts'].get('cases', 0)} test cases")
         axis.grid(axis="y", alpha=0.3)

@@ -11,8 +11,16 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TaskID,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 LOG_EVERY_SECONDS = 5.0
@@ -40,6 +48,8 @@ class CountColumn(MofNCompleteColumn):
 class EtaColumn(TimeRemainingColumn):
     """rich's time remaining, labelled, blank while the phase has no total."""
 
+    max_refresh = None  # rich caches this column for 0.5 s, which would carry an ETA into the next phase
+
     def render(self, task: Task) -> Text:
         return Text("") if task.total is None else Text("ETA ") + super().render(task)
 
@@ -57,10 +67,18 @@ class PhaseProgress(Progress):
         self._unlogged = False  # an update since the last line
 
     def update(self, task_id: TaskID, **changes: Any) -> None:  # type: ignore[override]
-        new_phase = "description" in changes and changes["description"] != self._tasks[task_id].description
         super().update(task_id, **changes)
         self._unlogged = True
-        if self._log and (new_phase or time.monotonic() - self._logged_at >= self._every):
+        if self._log and time.monotonic() - self._logged_at >= self._every:
+            self.log_line(task_id)
+
+    def phase(self, task_id: TaskID, description: str, total: int | None = None) -> None:
+        """Start a phase: its name, a fresh clock and speed, and its total (None: unknown,
+        which blanks the count and the ETA; rich's own `update` cannot unset a total)."""
+        self.reset(task_id, description=description)
+        with self._lock:
+            self._tasks[task_id].total = total
+        if self._log:
             self.log_line(task_id)
 
     def log_line(self, task_id: TaskID) -> None:

@@ -90,8 +90,11 @@ def test_hostile_values_are_usage_errors_or_one_line(data, workdir, monkeypatch)
     chosen = data.draw(st.lists(st.sampled_from(options_of(command)), min_size=1, max_size=3, unique=True))
     arguments = list(BASE[command])
     for name, is_flag in chosen:
-        arguments += [name] if is_flag else \
-            [name, data.draw(hostile_values.filter(lambda value: not starts_workers(name, value)))]
+        if is_flag:
+            arguments.append(name)
+        else:
+            value = data.draw(hostile_values.filter(lambda value, option=name: not starts_workers(option, value)))
+            arguments += [name, value]
     if command in ("extract", "recommend") and data.draw(st.booleans()):
         arguments[1] = data.draw(st.sampled_from(["notes.txt", "/dev/null", MISSING]))
     assert_clean_failure(CliRunner().invoke(app, arguments))
@@ -249,3 +252,26 @@ def test_sigint_during_training_keeps_the_finished_epochs(text_store, tmp_path):
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "interrupted; work so far kept"
     assert len(load_checkpoint(checkpoint).history) >= 1
+
+
+def test_train_reports_epochs_without_nan_and_draws_its_curve(text_store, tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    result = CliRunner().invoke(app, ["train", "--store", str(text_store), "--checkpoint", str(checkpoint),
+                                      "--device", "cpu", "--dim", "8", "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert "nan" not in result.output.lower()
+    assert "epoch" in result.stderr and "3/3" in result.stderr  # the log's plain progress lines
+    curve = tmp_path / "model-curve.png"
+    assert f"training curve → {curve}" in result.stdout
+    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    plot = tmp_path / "comparison.png"
+    evaluated = CliRunner().invoke(app, ["evaluate", "--store", str(text_store), "--checkpoint", str(checkpoint),
+                                         "--device", "cpu", "--no-baselines", "--plot", str(plot)])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    unwritable = CliRunner().invoke(app, ["evaluate", "--store", str(text_store), "--checkpoint", str(checkpoint),
+                                          "--device", "cpu", "--no-baselines", "--plot",
+                                          str(tmp_path / "missing-folder" / "c.png")])
+    assert_clean_failure(unwritable)
+    assert "missing-folder/c.png: cannot write the picture" in unwritable.stderr
