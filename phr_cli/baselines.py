@@ -128,7 +128,8 @@ def tune_beta(graph: Graph, posts: PostData, cases: TestCases,
     values = {}
     for beta in grid:
         mix.beta = float(beta)
-        values[float(beta)] = evaluate(mix, posts, cases, protocol=protocol, ks=(k,), seed=seed)[protocol]["all"][metric]
+        scores = evaluate(mix, posts, cases, protocol=protocol, ks=(k,), seed=seed)
+        values[float(beta)] = scores[protocol]["all"][metric]
     best = max(values, key=lambda b: values[b])
     return best, values
 

@@ -8,9 +8,10 @@ This module imports no torch so that the CLI starts fast.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from phr_cli.errors import PhrError
 from phr_cli.files import sha256_of

@@ -10,9 +10,10 @@ of them. Hashing, resume, statuses, segments and captions are the same code for 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 

@@ -18,9 +18,9 @@ Imported only when `--ray` is given: Ray is an optional extra (`pip install 'phr
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import ray
