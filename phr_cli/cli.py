@@ -32,7 +32,7 @@ class _Commands(TyperGroup):
     store writer and the checkpoint writer have kept every finished video and epoch, and
     their locks are released on the way out."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx) -> Any:  # typer's own (vendored click) Context
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
@@ -225,9 +225,9 @@ def extract(
     if (ray_address or ray_encoders) and not ray:
         fail("--ray-address and --ray-encoders need --ray", code=2)
     if ray:
-        try:
-            import ray.data  # noqa: F401 - only to say how to install it when missing
-        except ImportError:
+        from importlib.util import find_spec
+
+        if find_spec("ray") is None:
             fail("--ray needs Ray: pip install 'phr[ray]'", code=2)
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -477,9 +477,10 @@ def recommend(
             if result.error:
                 continue
             table = Table(title=printable(result.clip) + (f" — for {user}" if result.personalised else ""))
-            for column, justify in (("rank", "right"), ("hashtag", "left"), ("score", "right"),
-                                    ("used before", "center")):
-                table.add_column(column, justify=justify)
+            table.add_column("rank", justify="right")
+            table.add_column("hashtag")
+            table.add_column("score", justify="right")
+            table.add_column("used before", justify="center")
             for s in result.suggestions:
                 table.add_row(str(s.rank), f"#{s.hashtag}", f"{s.score:.3f}", "✓" if s.used_before else "")
             out.print(table)

@@ -48,10 +48,12 @@ class CountColumn(MofNCompleteColumn):
 class EtaColumn(TimeRemainingColumn):
     """rich's time remaining, labelled, blank while the phase has no total."""
 
-    max_refresh = None  # rich caches this column for 0.5 s, which would carry an ETA into the next phase
-
     def render(self, task: Task) -> Text:
         return Text("") if task.total is None else Text("ETA ") + super().render(task)
+
+    def __call__(self, task: Task) -> Text:
+        # Not rich's 0.5 s cache of this column, which would carry an ETA into the next phase.
+        return self.render(task)
 
 
 class PhaseProgress(Progress):

@@ -10,7 +10,7 @@ of them. Hashing, resume, statuses, segments and captions are the same code for 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,7 +96,7 @@ def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions
         total = len(todo)
         on_phase("extracting", total)
         relpath_of = {post.video: post.relpath for post in post_set.posts if post.video}
-        batches: Iterator[list[EncodedVideo]]
+        batches: Generator[list[EncodedVideo], None, None]
         if options.ray:
             from phr_cli.extract.ray import encode_on_ray  # Ray is an optional extra
 
@@ -167,7 +167,7 @@ def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, Vi
             return Status.TEXT_ONLY
         if post.video in problems:
             return problems[post.video].status
-        return status_of[keys[post.video]]
+        return Status(status_of[keys[post.video]])
 
     posts = PostRows(
         video_key=[keys.get(p.video, "") if p.video else "" for p in post_set.posts],
