@@ -1,4 +1,4 @@
-"""Baselines of DESIGN §5, each fitted on the training graph and implementing Scorer.
+"""Baselines of the evaluation protocol (docs/evaluation.md), each fitted on the training graph and implementing Scorer.
 
 Popularity counts are taken over the graph's distinct (user, hashtag, item) triples: one
 count per post that carries the hashtag. Every popularity score breaks its ties by global
