@@ -397,9 +397,11 @@ def train(
     def on_epoch(epoch: int, loss: float, metric: float, best: float) -> None:
         validation = "no validation set" if math.isnan(metric) else \
             f"val {metric_name} {metric:.4f}  best {best:.4f}"
-        if progress.tasks[task].total is None:  # the first epoch: epochs from here on
-            progress.phase(task, "epoch", epochs)
-        progress.update(task, completed=epoch, scores=f"loss {loss:.4f}  {validation}")
+        scores = f"loss {loss:.4f}  {validation}"
+        if progress.tasks[task].total is None:  # the first epoch (or the first after resuming)
+            progress.phase(task, "epoch", epochs, completed=epoch, scores=scores)
+        else:
+            progress.update(task, completed=epoch, scores=scores)
 
     try:
         with progress:

@@ -74,10 +74,12 @@ class PhaseProgress(Progress):
         if self._log and time.monotonic() - self._logged_at >= self._every:
             self.log_line(task_id)
 
-    def phase(self, task_id: TaskID, description: str, total: int | None = None) -> None:
-        """Start a phase: its name, a fresh clock and speed, and its total (None: unknown,
-        which blanks the count and the ETA; rich's own `update` cannot unset a total)."""
-        self.reset(task_id, description=description)
+    def phase(self, task_id: TaskID, description: str, total: int | None = None, completed: int = 0,
+              **fields: Any) -> None:
+        """Start a phase: its name, a fresh clock and speed, where it stands (`completed`,
+        `fields`) and its total (None: unknown, which blanks the count and the ETA; rich's
+        own `update` cannot unset a total)."""
+        self.reset(task_id, description=description, completed=completed, **fields)
         with self._lock:
             self._tasks[task_id].total = total
         if self._log:
