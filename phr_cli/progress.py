@@ -99,6 +99,12 @@ class PhaseProgress(Progress):
         self._logged_at = time.monotonic()
         self._unlogged = False
 
+    def start(self) -> None:
+        super().start()
+        if self._log:  # the first phase, before anything has moved
+            for task_id in self._tasks:
+                self.log_line(task_id)
+
     def stop(self) -> None:
         if self._log and self._unlogged:  # the last state, whatever the interval
             for task_id in self._tasks:

@@ -26,8 +26,8 @@ def test_a_log_gets_one_plain_line_per_phase_and_update():
     log = io.StringIO()
     extract_like(Console(file=log, force_terminal=False, width=200))
     lines = log.getvalue().splitlines()
-    assert lines[0] == "loading encoders …"  # no "0/?" and no rate before there is one
-    assert lines[1].startswith("extracting …") and "0/3" in lines[1]
+    assert lines[:2] == ["reading posts …", "loading encoders …"]  # no "0/?", no rate before there is one
+    assert lines[2].startswith("extracting …") and "0/3" in lines[2]
     assert any("3/3" in line and "videos/s" in line and "ETA" in line for line in lines)
     assert lines[-1] == "embedding captions …"
     assert "\x1b[" not in log.getvalue() and "━" not in log.getvalue()  # plain: no colours, no bars
