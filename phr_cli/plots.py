@@ -14,7 +14,7 @@ from phr_cli.errors import PhrError
 from phr_cli.files import atomic_file
 
 METRICS = ("P@5", "R@5", "A@5", "P@10", "R@10", "A@10")
-PROTOCOL_TITLES = {"sampled": "paper protocol (ground truth + 1,000 sampled)",
+PROTOCOL_TITLES = {"sampled": "paper protocol (ground truth + up to 1,000 sampled)",
                    "full": "full ranking (every known hashtag)"}
 
 
