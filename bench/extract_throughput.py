@@ -52,11 +52,13 @@ def main() -> None:
           f"after {report.load_seconds:.2f} s of model loading = "
           f"{report.videos_per_second:.2f} videos/s, {report.videos_per_second / decode_rate:.1%} "
           "of decode-only")
+    rest = report.seconds - report.load_seconds - report.decode_wait_seconds - report.encode_seconds \
+        - report.write_seconds - report.text_seconds
     print(f"extract time split: waiting for decoders {report.decode_wait_seconds:.2f} s, "
           f"encode {report.encode_seconds:.2f} s, write {report.write_seconds:.2f} s, "
           f"text {report.text_seconds:.2f} s, model loading "
           f"{report.load_seconds:.2f} s, the rest "
-          f"{report.seconds - report.load_seconds - report.decode_wait_seconds - report.encode_seconds - report.write_seconds - report.text_seconds:.2f} s")
+          f"{rest:.2f} s")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ from phr_cli.store import load_store
 from phr_cli.train import BatchScores, NegativeSampler, train_from_store
 
 KINDS = {
-    "before": (ModelConfig(aggregation="index_add", modalities="all"), {"adam": "single"}, PITFConfig(modalities="all")),
+    "before": (ModelConfig(aggregation="index_add", modalities="all"), {"adam": "single"},
+               PITFConfig(modalities="all")),
     "after": (ModelConfig(), {}, PITFConfig()),
 }
 

@@ -31,7 +31,15 @@ import numpy as np
 from phr_cli.decode import FrameSampling
 from phr_cli.encoders.registry import DEFAULT_ENCODERS
 from phr_cli.statuses import Status
-from phr_cli.store import ACOUSTIC_DIM, TEXT_EMBEDDING_DIM, TEXTUAL_DIM, VISUAL_DIM, PostRows, StoreWriter, TextProjection
+from phr_cli.store import (
+    ACOUSTIC_DIM,
+    TEXT_EMBEDDING_DIM,
+    TEXTUAL_DIM,
+    VISUAL_DIM,
+    PostRows,
+    StoreWriter,
+    TextProjection,
+)
 
 YFCC_POSTS, YFCC_USERS, YFCC_HASHTAGS = 134_992, 8_126, 23_054
 N_TOPICS, LATENT_DIM = 200, 32
@@ -61,7 +69,8 @@ def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarr
     return rng.permutation(weights / weights.sum())
 
 
-def write_synthetic_store(path: Path, scale: float = 1.0, seed: int = 0, feature_dtype: str = "float32") -> SyntheticSummary:
+def write_synthetic_store(path: Path, scale: float = 1.0, seed: int = 0,
+                          feature_dtype: str = "float32") -> SyntheticSummary:
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     n_posts = max(10, round(YFCC_POSTS * scale))

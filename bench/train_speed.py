@@ -58,7 +58,8 @@ def reset_gpu_peak(device: torch.device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of YFCC100M's size")
-    parser.add_argument("--store", type=Path, help="default bench_work/synthetic/features-SCALE.h5 (written if missing)")
+    parser.add_argument("--store", type=Path,
+                        help="default bench_work/synthetic/features-SCALE.h5 (written if missing)")
     parser.add_argument("--work", type=Path, default=Path("bench_work/train_speed"), help="checkpoints go here")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--epochs", type=int, default=2, help="per step kind; the first includes warm-up")

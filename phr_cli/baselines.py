@@ -1,4 +1,4 @@
-"""Baselines of DESIGN §5, each fitted on the training graph and implementing Scorer.
+"""Baselines of the evaluation protocol (docs/evaluation.md), each fitted on the training graph and implementing Scorer.
 
 Popularity counts are taken over the graph's distinct (user, hashtag, item) triples: one
 count per post that carries the hashtag. Every popularity score breaks its ties by global
@@ -129,7 +129,8 @@ def tune_beta(graph: Graph, posts: PostData, cases: TestCases,
     values = {}
     for beta in grid:
         mix.beta = float(beta)
-        values[float(beta)] = evaluate(mix, posts, cases, protocol=protocol, ks=(k,), seed=seed)[protocol]["all"][metric]
+        scores = evaluate(mix, posts, cases, protocol=protocol, ks=(k,), seed=seed)
+        values[float(beta)] = scores[protocol]["all"][metric]
     best = max(values, key=lambda b: values[b])
     return best, values
 

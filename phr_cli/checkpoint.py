@@ -123,14 +123,21 @@ class Checkpoint:
         return self.users.index(user) if user in self.users else -1
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
+def read_checkpoint_file(path: Path) -> Any:
+    """The unpickled contents of a checkpoint file (weights only), whatever they hold."""
     try:
-        raw = torch.load(Path(path), map_location="cpu", weights_only=True)
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no checkpoint; run `phr train --checkpoint {path}` first") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:  # another file, or a torn one
+    # Another file, or a torn one: unpickling garbage raises any of these (a text file, KeyError).
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError,
+            TypeError, AttributeError) as error:
         raise CheckpointError(f"{path} is not a readable phr checkpoint ({type(error).__name__}); "
                               "train one with `phr train`") from None
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    raw = read_checkpoint_file(path)
     written_as = raw.get("format") if isinstance(raw, dict) else None
     if isinstance(written_as, str) and written_as.startswith(CHECKPOINT_FORMAT.split("/")[0] + "/") \
             and written_as != CHECKPOINT_FORMAT:
@@ -228,7 +235,8 @@ class ModelScorer:
             chunk = slice(start, start + self.rows_per_chunk)
             features = {m: torch.as_tensor(np.asarray(f[chunk], dtype=np.float32), device=device)
                         for m, f in posts.features.items()}
-            masks = {m: torch.as_tensor(np.asarray(k[chunk], dtype=bool), device=device) for m, k in posts.masks.items()}
+            masks = {m: torch.as_tensor(np.asarray(k[chunk], dtype=bool), device=device)
+                     for m, k in posts.masks.items()}
             items = torch.as_tensor([self.item_index.get(item, -1) for item in posts.items[chunk]],
                                     dtype=torch.long, device=device)
             blocks.append(self.model.score_posts(self.user_reps, self.hashtag_reps, users_t[chunk], items,

@@ -7,30 +7,127 @@ Heavy modules (torch, the encoders) are imported inside the commands so that
 from __future__ import annotations
 
 import json
+import math
 import sys
+from contextlib import nullcontext
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
+from phr_cli import __version__
 from phr_cli.errors import PhrError
 
-app = typer.Typer(
-    help="Personalised hashtag recommendation for micro-videos (GCN-PHR).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 out = Console()
 err = Console(stderr=True)
+
+
+class _Commands(TyperGroup):
+    """Ctrl-C is one line and exit 130 (128 + SIGINT) instead of click's "Aborted!": the
+    store writer and the checkpoint writer have kept every finished video and epoch, and
+    their locks are released on the way out."""
+
+    def invoke(self, ctx) -> Any:  # typer's own (vendored click) Context
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            err.print("interrupted; work so far kept", highlight=False)
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="Personalised hashtag recommendation for micro-videos (GCN-PHR).",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 DEFAULT_STORE = Path("phr_data/features.h5")
 DEFAULT_CHECKPOINT = Path("models/gcn-phr.pt")
 
-DeviceOption = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
+
+# Choices as enums, so that a bad value is a usage error listing them (exit 2). Their values
+# are the library's (model.FUSIONS, model.VARIANTS, registry.PRECISIONS, ...), which import
+# torch; tests/test_cli.py checks that both agree.
+class Fusion(str, Enum):
+    concat = "concat"
+    sum = "sum"
+
+
+class Variant(str, Enum):
+    full = "full"
+    paper = "paper"
+    no_attention = "no_attention"
+    no_user_guidance = "no_user_guidance"
+    no_hashtag_guidance = "no_hashtag_guidance"
+
+
+class VideoMessages(str, Enum):
+    mean = "mean"
+    sum = "sum"
+
+
+class SplitBy(str, Enum):
+    post = "post"
+    item = "item"
+    time = "time"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Protocol(str, Enum):
+    sampled = "sampled"
+    full = "full"
+    both = "both"
+
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def _device_name(value: str) -> str:
+    """auto, cpu, cuda or cuda:N, checked at parse time; whether CUDA is there is checked
+    when the command starts (`_check_device`)."""
+    from phr_cli.devices import check_device_name
+
+    try:
+        return check_device_name(value)
+    except PhrError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _complete_device(incomplete: str) -> list[str]:
+    return [name for name in DEVICE_CHOICES if name.startswith(incomplete)]
+
+
+def finite(minimum: float, inclusive: bool = True) -> Any:
+    """An option callback: the number is finite (a range alone lets nan and inf through)
+    and at least (or, not inclusive, above) `minimum`."""
+
+    def check(value: float) -> float:
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+            raise typer.BadParameter(f"{value} is not a finite number {bound}")
+        return value
+
+    return check
+
+
+SEED_MAX = 2**32 - 1  # numpy's seed range
+
+DeviceOption = typer.Option("auto", "--device", parser=_device_name, metavar="[auto|cpu|cuda|cuda:N]",
+                            autocompletion=_complete_device, help="auto (CUDA when present), cpu, cuda or cuda:N.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress display (errors and the summary still print).")
 WeightsDirOption = typer.Option(
     None, "--weights-dir", envvar="PHR_WEIGHTS_DIR",
     help="Folder holding encoder weight files (searched before the torch hub cache).",
@@ -52,6 +149,30 @@ def printable(path: Path | str) -> str:
     rich markup characters escaped."""
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
     return escape(text)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"phr {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                 help="Print phr's version and exit."),
+) -> None:
+    """Personalised hashtag recommendation for micro-videos (GCN-PHR)."""
+
+
+def _check_device(name: str) -> None:
+    """Fail fast, in one line, on a device this machine lacks (before any loading)."""
+    from phr_cli.devices import resolve_device
+
+    try:
+        resolve_device(name)
+    except PhrError as error:
+        fail(str(error))
 
 
 def _without_option(arguments: list[str], name: str) -> list[str]:
@@ -80,62 +201,72 @@ def extract(
                                  "optional posts.csv / posts.jsonl manifest or yt-dlp .info.json sidecars."),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="The HDF5 feature store to create or extend."),
     device: str = DeviceOption,
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: one per core; 0 decodes in-process). With --ray: at most this many decode tasks at once (default: as the cluster's CPUs allow)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Frames per encoder batch."),
-    weights_dir: Optional[Path] = WeightsDirOption,
+    workers: int | None = typer.Option(
+        None, "--workers", min=0, help="Decoding processes (default: one per core; 0 decodes in-process). With "
+        "--ray: at most this many decode tasks at once (default: as the cluster's CPUs allow)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Frames per encoder batch."),
+    weights_dir: Path | None = WeightsDirOption,
     random_weights: bool = RandomWeightsOption,
     float16: bool = typer.Option(False, "--float16", help="Store visual/acoustic features as float16."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first file that fails (what is finished is kept)."),
-    file_timeout: float = typer.Option(300.0, "--file-timeout", help="Seconds a decoding worker may spend on one file before it is stopped."),
-    precision: str = typer.Option("fp32", "--precision", help="Autocast of ResNet50 and VGGish: fp32 (exact), bf16 or fp16 (GPU tensor cores; recorded in the store)."),
-    ray: bool = typer.Option(False, "--ray", help="Decode and encode on a Ray cluster (pip install 'phr\\[ray]'); the store is the same."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="With --ray: the cluster to join (host:port, ray://host:port); default $RAY_ADDRESS, else a local cluster."),
-    ray_encoders: Optional[int] = typer.Option(None, "--ray-encoders", min=1, help="With --ray: encoder actors (default: one per GPU of the cluster, else 1)."),
+    strict: bool = typer.Option(False, "--strict",
+                                help="Stop at the first file that fails (what is finished is kept)."),
+    file_timeout: float = typer.Option(300.0, "--file-timeout", callback=finite(0, inclusive=False),
+                                       help="Seconds a decoding worker may spend on one file before it is stopped."),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help="Autocast of ResNet50 and VGGish: "
+                                        "fp32 (exact), bf16 or fp16 (GPU tensor cores; recorded in the store)."),
+    ray: bool = typer.Option(False, "--ray", help="Decode and encode on a Ray cluster (pip install "
+                             "'phr\\[ray]'); the store is the same."),
+    ray_address: str | None = typer.Option(None, "--ray-address", metavar="ADDRESS", help="With --ray: the cluster "
+                                           "to join (host:port, ray://host:port); default $RAY_ADDRESS, else a "
+                                           "local cluster."),
+    ray_encoders: int | None = typer.Option(None, "--ray-encoders", min=1, help="With --ray: encoder actors "
+                                            "(default: one per GPU of the cluster, else 1)."),
+    quiet: bool = QuietOption,
 ) -> None:
     """Decode videos and encode them (ResNet50, VGGish, MiniLM) into an HDF5 feature store."""
     if (ray_address or ray_encoders) and not ray:
         fail("--ray-address and --ray-encoders need --ray", code=2)
     if ray:
-        try:
-            import ray.data  # noqa: F401 - only to say how to install it when missing
-        except ImportError:
+        from importlib.util import find_spec
+
+        if find_spec("ray") is None:
             fail("--ray needs Ray: pip install 'phr[ray]'", code=2)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from phr_cli.decode import DecodeLimits
-    from phr_cli.encoders.registry import PRECISIONS
-    from phr_cli.extract import ExtractOptions, extract as run_extract
+    from phr_cli.extract import ExtractOptions, ExtractReport, VideoOutcome
+    from phr_cli.extract import extract as run_extract
+    from phr_cli.progress import CountColumn, EtaColumn, PhaseProgress, SpeedColumn
     from phr_cli.statuses import FAILED_STATUSES, Status
 
-    if file_timeout <= 0:
-        fail("--file-timeout must be positive", code=2)
-    if precision not in PRECISIONS:
-        fail(f"--precision {precision!r}: use {', '.join(PRECISIONS)}", code=2)
+    if not ray:  # Ray's encoder actors pick their own device
+        _check_device(device)
     _quiet_libraries()
     options = ExtractOptions(device=device, workers=workers, batch_size=batch_size,
                              weights_dir=weights_dir, random_weights=random_weights,
                              feature_dtype="float16" if float16 else "float32", strict=strict,
-                             limits=DecodeLimits(seconds_per_file=file_timeout), precision=precision,
+                             limits=DecodeLimits(seconds_per_file=file_timeout), precision=precision.value,
                              ray=ray, ray_address=ray_address, ray_encoders=ray_encoders)
-    err.print(f"reading posts under {videos}; store {store}", highlight=False)
-    progress = Progress(
-        TextColumn("extracting"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.2f} videos/s"), TextColumn("[red]{task.fields[failed]} failed"),
-        TimeElapsedColumn(), console=err, transient=False,
+    err.print(f"reading posts under {printable(videos)}; store {printable(store)}", highlight=False)
+    progress = PhaseProgress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), CountColumn(),
+        SpeedColumn("videos"), TextColumn("[red]{task.fields[failed]} failed"),
+        TimeElapsedColumn(), EtaColumn(), console=err, quiet=quiet,
     )
-    task = progress.add_task("extract", total=None, rate=0.0, failed=0)
+    task = progress.add_task("reading posts …", total=None, failed=0)
 
-    def on_progress(outcome, report, total) -> None:
-        elapsed = progress.tasks[task].elapsed or 1e-9
-        progress.update(task, total=total, completed=report.extracted,
-                        rate=report.extracted / elapsed, failed=len(report.failures))
+    def on_phase(name: str, total: int | None) -> None:
+        progress.phase(task, f"{name} …", total)
+
+    def on_progress(outcome: VideoOutcome, report: ExtractReport, total: int) -> None:
+        progress.update(task, total=total, completed=report.extracted, failed=len(report.failures))
         if outcome.status in FAILED_STATUSES:
             progress.console.print(f"[yellow]{printable(outcome.path)}[/]: {outcome.status}: "
                                    f"{printable(outcome.reason)}", highlight=False, soft_wrap=True)
 
     try:
         with progress:
-            report = run_extract(videos, store, options, on_progress)
+            report = run_extract(videos, store, options, on_progress, on_phase)
     except PhrError as error:
         fail(str(error))
     for notice in report.notices:
@@ -199,29 +330,47 @@ def train(
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store written by `phr extract`."),
     checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint to write (and resume)."),
     device: str = DeviceOption,
-    dim: int = typer.Option(64, help="Latent dimension."),
-    layers: int = typer.Option(1, help="Stacked propagation layers."),
-    fusion: str = typer.Option("concat", help="concat (Eq. 7) or sum (Eq. 8)."),
-    variant: str = typer.Option("full", help="full, no_attention (Variant-I), no_user_guidance "
-                                "(Variant-II) or no_hashtag_guidance (Variant-III)."),
+    dim: int = typer.Option(64, min=1, help="Latent dimension."),
+    layers: int = typer.Option(1, min=1, help="Stacked propagation layers."),
+    fusion: Fusion = typer.Option(Fusion.concat, help="concat (Eq. 7) or sum (Eq. 8)."),
+    variant: Variant = typer.Option(Variant.full, help="full (phr's default model: GCN-PHR with the count "
+                                    "evidence, item IDs and the self-loop), paper (the paper's equations "
+                                    "only), or an attention ablation of the default: no_attention "
+                                    "(Variant-I), no_user_guidance (Variant-II), no_hashtag_guidance (Variant-III)."),
     content_only: bool = typer.Option(False, "--content-only", help="Drop graph messages (ablation)."),
-    residual: bool = typer.Option(False, "--residual/--no-residual", help="Keep each node's own embedding "
-                                  "beside its messages (a self-loop); the paper's layer has none."),
-    video_messages: str = typer.Option("mean", "--video-messages", help="mean (default: Eq. 6's sum divided "
+    residual: bool | None = typer.Option(None, "--residual/--no-residual", help="Keep each node's own embedding "
+                                         "beside its messages (a self-loop); default on, off for --variant paper."),
+    evidence: bool | None = typer.Option(None, "--evidence/--no-evidence", help="The learned count prior "
+                                         "(user, item, popularity, similar items); default on, off for paper."),
+    item_ids: bool | None = typer.Option(None, "--item-ids/--no-item-ids", help="ID embeddings for items seen "
+                                         "in training; default on, off for paper."),
+    item_id_dropout: float | None = typer.Option(None, "--item-id-dropout", min=0.0, max=1.0,
+                                                 help="Share of training posts scored without their item's "
+                                                 "ID and history; default: the share of validation posts "
+                                                 "with a new item."),
+    neighbours: int = typer.Option(20, min=1, help="Content neighbours of the similar-items evidence."),
+    hard_negatives: float = typer.Option(0.5, "--hard-negatives", min=0.0, max=1.0,
+                                         help="Share of negatives drawn from the user's and the item's "
+                                         "own hashtags."),
+    video_messages: VideoMessages = typer.Option(VideoMessages.mean, "--video-messages",
+                                                 help="mean (default: Eq. 6's sum divided "
                                        "by the node's number of groups) or sum (Eq. 6 as printed)."),
-    epochs: int = typer.Option(50, help="Maximum epochs."),
-    batch_size: int = typer.Option(1024, "--batch-size", help="BPR triples per step."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    l2: float = typer.Option(1e-4, help="λ of Eq. 11 on the batch's ID embeddings."),
-    weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam weight decay (the paper's code used 0.1)."),
-    negatives: int = typer.Option(1, help="Negative hashtags per positive."),
-    patience: int = typer.Option(5, help="Epochs without validation gain before stopping."),
-    seed: int = typer.Option(0, help="Seed of the split, initialisation and sampling."),
-    split_by: str = typer.Option("post", "--split-by", help="post: random posts; item: whole videos held out; "
-                                 "time: the latest posts held out (every post needs a time)."),
+    epochs: int = typer.Option(50, min=1, help="Maximum epochs."),
+    batch_size: int = typer.Option(1024, "--batch-size", min=1, help="BPR triples per step."),
+    lr: float = typer.Option(1e-3, callback=finite(0, inclusive=False), help="Adam learning rate."),
+    l2: float = typer.Option(1e-4, callback=finite(0), help="λ of Eq. 11 on the batch's ID embeddings."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", callback=finite(0),
+                                       help="Adam weight decay (the paper's code used 0.1)."),
+    negatives: int = typer.Option(1, min=1, help="Negative hashtags per positive."),
+    patience: int = typer.Option(5, min=1, help="Epochs without validation gain before stopping."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the split, initialisation and sampling."),
+    split_by: SplitBy = typer.Option(SplitBy.post, "--split-by",
+                                     help="post: random posts; item: whole videos held out; "
+                                     "time: the latest posts held out (every post needs a time)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted checkpoint."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Training processes on this machine (torchrun, "
                               "DistributedDataParallel: gloo on CPU, NCCL with one GPU each)."),
+    quiet: bool = QuietOption,
 ) -> None:
     """Train GCN-PHR on the store's posts (8:1:1 split) and write a checkpoint."""
     if nproc > 1:
@@ -229,43 +378,63 @@ def train(
 
         arguments = sys.argv[sys.argv.index("train") + 1:]
         raise typer.Exit(launch(nproc, ["train", *_without_option(arguments, "--nproc")]))
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from phr_cli.config import TrainConfig
     from phr_cli.distributed import launched_rank
     from phr_cli.model import ModelConfig
+    from phr_cli.plots import curve_path, plot_training_curve
+    from phr_cli.progress import CountColumn, EtaColumn, PhaseProgress
     from phr_cli.train import train_from_store
 
     other_rank = launched_rank() != 0  # under torchrun only rank 0 reports; errors print on every rank
     out.quiet = other_rank
+    _check_device(device)
 
     try:
-        model_config = ModelConfig(dim=dim, layers=layers, fusion=fusion, variant=variant,
-                                   propagate=not content_only, residual=residual,
-                                   video_messages=video_messages)
+        chosen: dict[str, Any] = {name: value for name, value in (("residual", residual), ("evidence", evidence),
+                                                  ("item_ids", item_ids)) if value is not None}
+        make_config = ModelConfig.paper if variant is Variant.paper else ModelConfig
+        model_config = make_config(dim=dim, layers=layers, fusion=fusion.value,
+                                   variant="full" if variant is Variant.paper else variant.value,
+                                   propagate=not content_only, video_messages=video_messages.value,
+                                   item_id_dropout=item_id_dropout, neighbours=neighbours, **chosen)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
                              weight_decay=weight_decay, negatives=negatives, patience=patience,
-                             seed=seed, device=device)
+                             seed=seed, device=device, hard_negatives=hard_negatives)
     except PhrError as error:
         fail(str(error), code=2)
     if not other_rank:
-        err.print(f"training on {store}; checkpoint {checkpoint}", highlight=False)
-    progress = Progress(
-        TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[metric]:.4f}  best {task.fields[best]:.4f}"),
-        TimeElapsedColumn(), console=err, disable=other_rank,
+        err.print(f"training on {printable(store)}; checkpoint {printable(checkpoint)}", highlight=False)
+    progress = PhaseProgress(
+        SpinnerColumn(), TextColumn("{task.description}"), CountColumn(), BarColumn(),
+        TextColumn("{task.fields[scores]}"), TimeElapsedColumn(), EtaColumn(),
+        console=err, quiet=quiet or other_rank,
     )
-    task = progress.add_task("train", total=epochs, loss=float("nan"), metric=float("nan"), best=float("nan"))
+    # No epoch total until the first epoch ends: reading the store and building the graph come first.
+    task = progress.add_task("reading the store, building the graph …", total=None, scores="")
+    metric_name = config.validation_metric
 
     def on_epoch(epoch: int, loss: float, metric: float, best: float) -> None:
-        progress.update(task, completed=epoch, loss=loss, metric=metric, best=best)
+        validation = "no validation set" if math.isnan(metric) else \
+            f"val {metric_name} {metric:.4f}  best {best:.4f}"
+        scores = f"loss {loss:.4f}  {validation}"
+        if progress.tasks[task].total is None:  # the first epoch (or the first after resuming)
+            progress.phase(task, "epoch", epochs, completed=epoch, scores=scores)
+        else:
+            progress.update(task, completed=epoch, scores=scores)
 
     try:
         with progress:
-            outcome = train_from_store(store, checkpoint, model_config, config, split_by, on_epoch, resume)
+            outcome = train_from_store(store, checkpoint, model_config, config, split_by.value, on_epoch, resume)
     except PhrError as error:
         fail(str(error))
     result = outcome.result
+    if not other_rank:
+        try:
+            plot_training_curve(result.history, result.best_epoch, metric_name, curve_path(checkpoint))
+        except PhrError as error:
+            fail(str(error))
     train_size, val_size, test_size = outcome.split_sizes
     out.print(
         f"{outcome.n_posts} posts (train {train_size}, validation {val_size}, test {test_size}); "
@@ -274,39 +443,43 @@ def train(
     )
     resumed = f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
     stopped = ", stopped early" if result.stopped_early else ""
+    validation = "no validation set: the last epoch is kept" if math.isnan(result.best_metric) else \
+        f"validation {metric_name} {result.best_metric:.4f}"
     out.print(
-        f"best epoch {result.best_epoch}: validation {config.validation_metric} {result.best_metric:.4f} "
-        f"on {result.device}{resumed}{stopped} → {result.checkpoint_path}",
-        highlight=False,
+        f"best epoch {result.best_epoch}: {validation} on {result.device}{resumed}{stopped} → "
+        f"{printable(result.checkpoint_path)}",
+        highlight=False, soft_wrap=True,  # a path broken over two lines cannot be copied
     )
+    out.print(f"training curve → {printable(curve_path(checkpoint))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def recommend(
     clips: list[Path] = typer.Argument(..., help="Video files, or folders of videos."),
-    user: Optional[str] = typer.Option(None, "--user", "-u", help="Who posts the clip (as in the training posts)."),
+    user: str | None = typer.Option(None, "--user", "-u", help="Who posts the clip (as in the training posts)."),
     caption: str = typer.Option("", "--caption", help="The clip's description; its hashtags are never suggested."),
-    top: int = typer.Option(10, "--top", "-k", min=1, help="How many hashtags."),
+    top: int = typer.Option(10, "--top", "-k", min=1, max=10_000, help="How many hashtags."),
     checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint from `phr train`."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Store whose features are reused for known clips "
+    store: Path | None = typer.Option(None, "--store", help="Store whose features are reused for known clips "
                                          "(default: the one the checkpoint was trained on)."),
     exclude_used: bool = typer.Option(False, "--exclude-used", help="Leave out hashtags the user has used before."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     device: str = DeviceOption,
-    weights_dir: Optional[Path] = WeightsDirOption,
+    weights_dir: Path | None = WeightsDirOption,
 ) -> None:
     """Rank hashtags for new clips, personalised to --user."""
     from phr_cli.devices import resolve_device
     from phr_cli.posts import find_videos
     from phr_cli.recommend import Recommender
 
+    _check_device(device)
     paths: list[Path] = []
     for clip in clips:
         paths.extend(find_videos(clip) if clip.is_dir() else [clip])
     if not paths:
         fail(f"no video files found in {', '.join(map(str, clips))}")
     if not checkpoint.is_file():
-        fail(f"{checkpoint}: no checkpoint; run `phr train --checkpoint {checkpoint}` first")
+        fail(f"{printable(checkpoint)}: no checkpoint; run `phr train --checkpoint {printable(checkpoint)}` first")
     _quiet_libraries()
     try:
         recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
@@ -327,9 +500,10 @@ def recommend(
             if result.error:
                 continue
             table = Table(title=printable(result.clip) + (f" — for {user}" if result.personalised else ""))
-            for column, justify in (("rank", "right"), ("hashtag", "left"), ("score", "right"),
-                                    ("used before", "center")):
-                table.add_column(column, justify=justify)
+            table.add_column("rank", justify="right")
+            table.add_column("hashtag")
+            table.add_column("score", justify="right")
+            table.add_column("used before", justify="center")
             for s in result.suggestions:
                 table.add_row(str(s.rank), f"#{s.hashtag}", f"{s.score:.3f}", "✓" if s.used_before else "")
             out.print(table)
@@ -347,32 +521,42 @@ def recommend(
 def evaluate(
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store the checkpoint was trained on."),
     checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint from `phr train`."),
-    protocol: str = typer.Option("both", "--protocol", help="sampled (the paper's: ground truth + 1,000 "
+    protocol: Protocol = typer.Option(Protocol.both, "--protocol", help="sampled (the paper's: ground truth + 1,000 "
                                  "random hashtags), full (every known hashtag) or both."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also fit and score the baselines."),
-    seed: int = typer.Option(0, help="Seed of the sampled negatives and tie-breaking."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the sampled negatives and tie-breaking."),
     device: str = DeviceOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    plot: Path | None = typer.Option(None, "--plot", metavar="FILE",
+                                        help="Also draw the methods side by side into this PNG."),
+    quiet: bool = QuietOption,
 ) -> None:
     """P@K, R@K and A@K (K = 5, 10) on the test split: GCN-PHR next to the baselines."""
     from phr_cli.comparison import BASELINES, evaluate_store
     from phr_cli.devices import resolve_device
+    from phr_cli.plots import plot_comparison
 
-    if protocol not in ("sampled", "full", "both"):
-        fail(f"--protocol must be sampled, full or both, not {protocol!r}", code=2)
+    if plot is not None and plot.suffix.lower() != ".png":
+        fail(f"--plot {printable(plot)}: give a .png file name", code=2)
+    _check_device(device)
     if not checkpoint.is_file():
-        fail(f"{checkpoint}: no checkpoint; run `phr train --checkpoint {checkpoint}` first")
+        fail(f"{printable(checkpoint)}: no checkpoint; run `phr train --checkpoint {printable(checkpoint)}` first")
+    phase = "fitting baselines and scoring the test split …"
+    if not quiet and not err.is_terminal:  # a log gets the phase as a line (a spinner shows nothing there)
+        err.print(phase, highlight=False)
     try:
-        with err.status("fitting baselines and scoring the test split…"):
-            comparison = evaluate_store(store, checkpoint, protocol, BASELINES if baselines else (),
+        with err.status(phase) if not quiet else nullcontext():
+            comparison = evaluate_store(store, checkpoint, protocol.value, BASELINES if baselines else (),
                                         resolve_device(device), seed)
+        if plot is not None:
+            plot_comparison(comparison.to_dict(), plot)
     except PhrError as error:
         fail(str(error))
     if as_json:
         print(json.dumps(comparison.to_dict(), indent=2))
         return
     metrics = ("P@5", "R@5", "A@5", "P@10", "R@10", "A@10")
-    protocols = ("sampled", "full") if protocol == "both" else (protocol,)
+    protocols = ("sampled", "full") if protocol is Protocol.both else (protocol.value,)
     counts = comparison.counts
     names = {"sampled": "paper protocol (ground truth + 1,000 sampled hashtags)",
              "full": "full ranking (every known hashtag)"}
@@ -406,9 +590,9 @@ def tune(
     store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store from `phr extract`."),
     checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint the best configuration "
                                     "is trained into; the study is kept beside it (<checkpoint>.tune.db)."),
-    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials to add to the study "
+    trials: int | None = typer.Option(None, "--trials", min=1, help="Trials to add to the study "
                                          "(20 when neither --trials nor --timeout is given)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Seconds to spend on trials."),
+    timeout: float | None = typer.Option(None, "--timeout", min=1, help="Seconds to spend on trials."),
     epochs: int = typer.Option(50, help="Maximum epochs of each trial and of the final training."),
     patience: int = typer.Option(5, help="Epochs without validation gain before a trial stops."),
     seed: int = typer.Option(0, help="Seed of the split, initialisation, sampling and search."),

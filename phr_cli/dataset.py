@@ -66,6 +66,9 @@ class Dataset:
         """What a checkpoint trained on this dataset records, so that `recommend` encodes a new
         clip exactly as the store's videos were and `evaluate` finds the same posts again."""
         projection = self.contents.projection
+        if projection is None:
+            raise DataError(f"{self.store_path}: the store has no text projection yet; "
+                            "finish `phr extract` (rerun it) first")
         return Provenance(
             store=str(self.store_path),
             encoders=self.contents.attributes["encoders"],

@@ -1,4 +1,4 @@
-"""Evaluation protocol of DESIGN §5: test cases, sampled and full ranking, P/R/A@K.
+"""Evaluation protocol (docs/evaluation.md): test cases, sampled and full ranking, P/R/A@K.
 
 A test case is one post: (user, item, ground-truth hashtags G). Hashtags never seen in
 training cannot be recommended, so they are dropped from G and cases left empty are

@@ -34,6 +34,9 @@ EVIDENCE_TERMS = ("user history", "item history", "popularity", "similar items")
 class SparseCounts(SizedByState):
     """A (rows x columns) count matrix as sorted keys row * columns + column and values."""
 
+    keys: Tensor
+    values: Tensor
+
     def __init__(self, n_columns: int, n_entries: int) -> None:
         super().__init__()
         self.n_columns = n_columns
@@ -79,6 +82,8 @@ class TagEvidence(nn.Module):
     Weights start at 1 (user and item history, similar items) and 0.1 (popularity): the
     model starts as a popularity mix, a strong ranking, and training moves it from there.
     """
+
+    hashtag_counts: Tensor
 
     def __init__(self, n_users: int, n_items: int, n_hashtags: int, user_entries: int, item_entries: int,
                  index: ContentIndex, neighbours: int) -> None:

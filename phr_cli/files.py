@@ -12,8 +12,11 @@ from pathlib import Path
 
 def sha256_of(path: Path) -> str:
     """SHA-256 of the file's bytes (hex): a video's content key, a weight file's identity."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:  # hashlib.file_digest would do, from Python 3.11 on
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_dir(directory: Path) -> None:

@@ -7,9 +7,8 @@ several uploaders, which is how public tagging datasets (user, item, tags) map i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 

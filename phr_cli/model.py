@@ -567,7 +567,8 @@ class PersonalisedScorer(nn.Module):
         self.user_for_hashtag = nn.Linear(dim, dim, bias=False)  # W_u^h
         self.negative_slope = negative_slope
 
-    def user_specific_items(self, user_rows: Tensor, item_vectors: Tensor, item_offsets: Tensor | None = None) -> Tensor:
+    def user_specific_items(self, user_rows: Tensor, item_vectors: Tensor,
+                            item_offsets: Tensor | None = None) -> Tensor:
         """v̄_k^i (B, d); item_offsets (B, d), if given, are added to W^v v_k + b^v (item IDs)."""
         projected = self.item(item_vectors)
         if item_offsets is not None:
@@ -771,7 +772,8 @@ class GCNPHR(nn.Module):
                 return _rows(user_reps, users), _rows(hashtag_reps, hashtags)
         plan: list[LayerEdges] = []
         for _ in self.layers:  # from the last layer down: what each layer must output, and reads
-            edges = LayerEdges(graph.edges("user", wanted_users, sparse), graph.edges("hashtag", wanted_hashtags, sparse))
+            edges = LayerEdges(graph.edges("user", wanted_users, sparse),
+                               graph.edges("hashtag", wanted_hashtags, sparse))
             plan.append(edges)
             if len(plan) == len(self.layers):  # the bottom layer reads the ID embeddings: nothing to plan
                 break

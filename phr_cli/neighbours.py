@@ -56,6 +56,13 @@ class ContentIndex(SizedByState):
     time without the training graph.
     """
 
+    mean: Tensor
+    components: Tensor
+    vectors: Tensor
+    share_starts: Tensor
+    share_hashtags: Tensor
+    share_values: Tensor
+
     def __init__(self, width: int, n_items: int, n_hashtags: int, n_share_entries: int) -> None:
         super().__init__()
         reduced = min(width, INDEX_WIDTH)

@@ -125,7 +125,8 @@ class Recommender:
         checkpoint = self.checkpoint
         position = checkpoint.user_position(user) if user else -1
         personalised = position >= 0
-        results, features, masks, decoded = [], [], [], []
+        results: list[ClipRecommendation] = []
+        features, masks, decoded = [], [], []
         for clip in clips:
             notices = []
             tick = time.perf_counter()
@@ -137,13 +138,13 @@ class Recommender:
                 notices += [f"ranked without {modality} features" for modality, present in
                             (("visual", has_visual), ("acoustic", has_acoustic)) if not present]
             else:
-                result = decode.decode_clip(clip, self.sampling) if key else unreadable
-                status = result.status
-                decoded.append((len(results), result))
+                clip_decoded = unreadable if unreadable is not None else decode.decode_clip(clip, self.sampling)
+                status = clip_decoded.status
+                decoded.append((len(results), clip_decoded))
                 visual, acoustic = np.zeros(VISUAL_DIM, np.float32), np.zeros(ACOUSTIC_DIM, np.float32)
                 has_visual = has_acoustic = False
-                if result.reason:
-                    notices.append(f"{result.status}: {result.reason}")
+                if clip_decoded.reason:
+                    notices.append(f"{clip_decoded.status}: {clip_decoded.reason}")
             self.timings.decode += time.perf_counter() - tick
             features.append([visual, acoustic])
             masks.append([has_visual, has_acoustic])

@@ -35,6 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -396,7 +397,8 @@ class StoreWriter:
         self.path = Path(path)
         self._lock = lock or StoreLock(self.path)
         self._owns_lock = lock is None
-        self.attributes = {"encoders": encoders, "sampling": sampling, "feature_dtype": feature_dtype}
+        self.attributes: dict[str, Any] = {"encoders": encoders, "sampling": sampling,
+                                           "feature_dtype": feature_dtype}
         sources = self._sources()
         if sources:  # every source was written with the same attributes: one is enough
             with _open_readable(sources[0]) as handle:

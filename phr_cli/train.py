@@ -22,6 +22,7 @@ from phr_cli.checkpoint import (
     CHECKPOINT_FORMAT,
     ModelScorer,
     Provenance,
+    read_checkpoint_file,
     save_checkpoint,
     split_to_dict,
 )
@@ -216,7 +217,7 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
         start_epoch, bad_epochs, resumed_from = 1, 0, None
 
         if resume and checkpoint_path.exists():
-            raw = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+            raw = read_checkpoint_file(checkpoint_path)
             if _resumable(raw, payload):
                 state = raw["resume"]
                 if raw["stopped_early"] or state["epoch"] >= config.epochs:  # nothing left to run

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import media
 from phr_cli.decode import FrameSampling
+from support import media
 
 # Few frames per clip keep random-weight ResNet50 on a 2-core CPU quick.
 FAST_SAMPLING = FrameSampling(min_keyframes=1, max_frames=2, fallback_frames=2)

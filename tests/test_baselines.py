@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from phr_cli.baselines import (
-    PITF, GlobalPopularity, ItemPopularity, PITFConfig, PopularityMix, UserPopularity, tune_beta,
+    PITF,
+    GlobalPopularity,
+    ItemPopularity,
+    PITFConfig,
+    PopularityMix,
+    UserPopularity,
+    tune_beta,
 )
 from phr_cli.evaluate import build_cases, evaluate
 from phr_cli.graph import PostData, build_graph, split_posts

@@ -5,7 +5,6 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from support.stores import write_text_store
 from test_train import planted_posts
 
 from phr_cli.checkpoint import CheckpointError, load_checkpoint
@@ -16,6 +15,7 @@ from phr_cli.errors import DataError
 from phr_cli.graph import split_posts
 from phr_cli.model import ModelConfig
 from phr_cli.train import train_from_store
+from support.stores import write_text_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

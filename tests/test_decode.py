@@ -3,9 +3,9 @@ import os
 import numpy as np
 import pytest
 
-from support import media
 from phr_cli.decode import FrameSampling, decode_clip
 from phr_cli.statuses import Status
+from support import media
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm", ".avi", ".mov"])

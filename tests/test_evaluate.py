@@ -156,7 +156,8 @@ def test_cases_drop_unseen_hashtags_and_count_cold_users() -> None:
     np.testing.assert_array_equal(cases.rows, [0, 1, 3])
     np.testing.assert_array_equal(cases.users, [graph.user_index["ann"], -1, -1])
     index = graph.hashtag_index
-    assert [r.tolist() for r in cases.relevant] == [[index["cat"]], [index["sun"]], sorted([index["dog"], index["cat"]])]
+    expected = [[index["cat"]], [index["sun"]], sorted([index["dog"], index["cat"]])]
+    assert [r.tolist() for r in cases.relevant] == expected
 
     class Oracle:
         """Perfect for warm users, useless (ground truth last) for cold ones."""

@@ -190,14 +190,16 @@ def attention_after_perturbing(config: ModelConfig, which: str):
 def test_hashtag_guidance_steers_the_user_side_attention_only_when_enabled():
     before, after = attention_after_perturbing(ModelConfig.paper(dim=DIM, video_messages="sum"), "hashtag")
     assert not torch.allclose(before.user_side_attention, after.user_side_attention)
-    before, after = attention_after_perturbing(ModelConfig.paper(dim=DIM, video_messages="sum", variant="no_hashtag_guidance"), "hashtag")
+    config = ModelConfig.paper(dim=DIM, video_messages="sum", variant="no_hashtag_guidance")
+    before, after = attention_after_perturbing(config, "hashtag")
     torch.testing.assert_close(before.user_side_attention, after.user_side_attention)
 
 
 def test_user_guidance_steers_the_hashtag_side_attention_only_when_enabled():
     before, after = attention_after_perturbing(ModelConfig.paper(dim=DIM, video_messages="sum"), "user")
     assert not torch.allclose(before.hashtag_side_attention, after.hashtag_side_attention)
-    before, after = attention_after_perturbing(ModelConfig.paper(dim=DIM, video_messages="sum", variant="no_user_guidance"), "user")
+    config = ModelConfig.paper(dim=DIM, video_messages="sum", variant="no_user_guidance")
+    before, after = attention_after_perturbing(config, "user")
     torch.testing.assert_close(before.hashtag_side_attention, after.hashtag_side_attention)
     torch.testing.assert_close(before.user_side_attention, after.user_side_attention)  # hashtags guide that one
 

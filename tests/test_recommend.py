@@ -17,7 +17,6 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import FAST_SAMPLING
-from support import media
 from phr_cli.cli import app
 from phr_cli.config import TrainConfig
 from phr_cli.extract import ExtractOptions, extract
@@ -25,6 +24,7 @@ from phr_cli.model import ModelConfig
 from phr_cli.posts import caption_without_hashtags
 from phr_cli.recommend import ClipRecommendation, EncoderMismatchError, Recommender
 from phr_cli.train import train_from_store
+from support import media
 
 TOPIC_TONES = {"ocean": 220.0, "fire": 880.0, "city": 2000.0}
 TOPIC_HASHTAGS = {"ocean": ["ocean", "waves"], "fire": ["fire", "flames"], "city": ["city", "streets"]}

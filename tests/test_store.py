@@ -97,7 +97,8 @@ def test_a_failed_background_commit_is_raised_by_the_next_commit(tmp_path, monke
         monkeypatch.setattr(store_module, "_write_atomically", full_disk)
         writer.add(**video("b", 2))
         writer.commit(wait=False)
-        with pytest.raises(StoreError, match=r"cannot write \(No space left on device\); what was stored before is intact"):
+        with pytest.raises(StoreError,
+                           match=r"cannot write \(No space left on device\); what was stored before is intact"):
             writer.commit(wait=False)
         monkeypatch.undo()
     assert load_store(path).videos.key == ["a"]

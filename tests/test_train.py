@@ -252,9 +252,8 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_the_time_split_from_a_store_holds_out_the_latest_posts(tmp_path):
-    from support.stores import write_text_store
-
     from phr_cli.train import train_from_store
+    from support.stores import write_text_store
 
     posts = planted_posts(n_users=10, posts_per_user=6)
     times = np.random.default_rng(0).permutation(len(posts)) * 60.0

@@ -7,7 +7,6 @@ from dataclasses import fields, replace
 
 import optuna
 import pytest
-from support.stores import write_text_store
 from test_train import planted_posts
 
 from phr_cli.checkpoint import load_checkpoint
@@ -15,6 +14,7 @@ from phr_cli.config import TrainConfig
 from phr_cli.errors import ConfigError
 from phr_cli.model import ModelConfig
 from phr_cli.tune import SEARCH_SPACE, configurations, tune
+from support.stores import write_text_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -90,7 +90,8 @@ def test_a_pruned_trial_is_counted_and_needs_no_value(store, tmp_path, small_spa
 
 def test_a_study_refuses_another_split_and_a_budget_is_required(store, tmp_path, small_space):
     tune(store, tmp_path / "model.pt", ModelConfig(), BASE, trials=1)
-    with pytest.raises(ConfigError, match=r"model.pt.tune.db: this study tuned another task \(split_by 'post' → 'item'\)"):
+    refusal = r"model.pt.tune.db: this study tuned another task \(split_by 'post' → 'item'\)"
+    with pytest.raises(ConfigError, match=refusal):
         tune(store, tmp_path / "model.pt", ModelConfig(), BASE, split_by="item", trials=1)
     with pytest.raises(ConfigError, match="give tune a budget"):
         tune(store, tmp_path / "other.pt", ModelConfig(), BASE)

@@ -95,7 +95,7 @@ class VGGish(nn.Module):
         layers: list[nn.Module] = []
         channels = 1
         for step in _CONV_PLAN:
-            if step == "M":
+            if isinstance(step, str):  # "M"
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
                 layers += [nn.Conv2d(channels, step, kernel_size=3, padding=1), nn.ReLU()]

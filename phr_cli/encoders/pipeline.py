@@ -6,10 +6,11 @@ is encoded exactly as the store's videos were.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -86,13 +87,14 @@ class Encoders:
         """Per clip: mean visual and acoustic features (None where the modality is missing)."""
         import torch
 
-        results = [{"visual": None, "acoustic": None, "n_frames": 0, "n_audio_examples": 0}
+        results: list[dict[str, Any]] = [{"visual": None, "acoustic": None, "n_frames": 0, "n_audio_examples": 0}
                    for _ in clips]
-        with_frames = [i for i, c in enumerate(clips) if c.frames is not None and len(c.frames)]
+        frame_sets = {i: c.frames for i, c in enumerate(clips) if c.frames is not None and len(c.frames)}
+        with_frames = list(frame_sets)
         if with_frames:
-            frames = np.concatenate([clips[i].frames for i in with_frames])
+            frames = np.concatenate(list(frame_sets.values()))
             features = self.visual.embed_frames(frames, batch_size)
-            counts = [len(clips[i].frames) for i in with_frames]
+            counts = [len(f) for f in frame_sets.values()]
             for i, chunk in zip(with_frames, torch.split(features, counts)):
                 results[i]["visual"] = chunk.mean(0).numpy()
                 results[i]["n_frames"] = len(chunk)

@@ -8,9 +8,10 @@ This module imports no torch so that the CLI starts fast.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from phr_cli.errors import PhrError
 from phr_cli.files import sha256_of
@@ -199,6 +200,7 @@ def build_network(spec: EncoderSpec, build: Callable[[], Any], weights_dir: Path
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
             return build(), random_weights_id()
+    assert spec.weights is not None, f"{spec.name} declares no weights file"  # only the text encoder has none
     path, digest = resolve_weights(spec.weights, weights_dir)
     state = torch.load(path, map_location="cpu", weights_only=True)
     with torch.device("meta"):

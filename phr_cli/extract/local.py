@@ -11,8 +11,8 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pebble
 
@@ -24,7 +24,7 @@ from phr_cli.statuses import Status
 
 
 def encode_locally(todo: dict[str, Path], encoders: Encoders, options: ExtractOptions,
-                   report: ExtractReport) -> Iterator[list[EncodedVideo]]:
+                   report: ExtractReport) -> Generator[list[EncodedVideo], None, None]:
     """Decode in worker processes, encode in this one, about batch_size frames at a time."""
     workers = (os.cpu_count() or 1) if options.workers is None else options.workers
     batch: list[tuple[str, DecodedClip]] = []

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from phr_cli.decode import DecodeLimits, FrameSampling
 from phr_cli.statuses import Status
@@ -62,3 +62,5 @@ class ExtractReport:
 
 
 ProgressCallback = Callable[[VideoOutcome, ExtractReport, int], None]
+# (phase name, how many videos it will take or None)
+PhaseCallback = Callable[[str, "int | None"], None]

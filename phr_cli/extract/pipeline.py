@@ -10,15 +10,16 @@ of them. Hashing, resume, statuses, segments and captions are the same code for 
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from phr_cli.encoders.pipeline import EncodedVideo, Encoders, content_key
 from phr_cli.extract.local import encode_locally
-from phr_cli.extract.options import ExtractOptions, ExtractReport, ProgressCallback, VideoOutcome
+from phr_cli.extract.options import ExtractOptions, ExtractReport, PhaseCallback, ProgressCallback, VideoOutcome
 from phr_cli.posts import Post, PostSet, read_posts
 from phr_cli.statuses import FAILED_STATUSES, Status
 from phr_cli.store import PostRows, StoreLock, StoreWriter
@@ -48,8 +49,12 @@ def extract(
     store_path: Path,
     options: ExtractOptions | None = None,
     on_progress: ProgressCallback | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> ExtractReport:
-    """Extract every new video under root into the store; see the module docstring."""
+    """Extract every new video under root into the store; see the module docstring.
+
+    `on_phase(name, total)` announces each step ("loading encoders", "extracting" with the
+    number of videos to encode, ...) so that the long ones before the first video show."""
     options = options or ExtractOptions()
     started = time.perf_counter()
     root = Path(root)
@@ -60,16 +65,20 @@ def extract(
     check_device_name(options.device)
     device = resolve_device("auto" if options.ray else options.device)
     with StoreLock(Path(store_path)) as lock:  # before loading the encoders: a second run refuses at once
-        return _extract_locked(post_set, store_path, options, device, lock, started, on_progress)
+        return _extract_locked(post_set, store_path, options, device, lock, started, on_progress,
+                               on_phase or (lambda name, total: None))
 
 
 def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions, device: torch.device,
-                    lock: StoreLock, started: float, on_progress: ProgressCallback | None) -> ExtractReport:
+                    lock: StoreLock, started: float, on_progress: ProgressCallback | None,
+                    on_phase: PhaseCallback) -> ExtractReport:
     tick = time.perf_counter()
+    on_phase("loading encoders", None)
     encoders = Encoders(device, options.weights_dir, options.random_weights, options.precision)
     fingerprint = encoders.fingerprint()  # loads every encoder: missing weights fail here, early
     report = ExtractReport(store=Path(store_path), posts=len(post_set.posts),
                            notices=post_set.notices, load_seconds=time.perf_counter() - tick)
+    on_phase("hashing videos", None)
     keys, problems = _hash_videos(post_set)
     report.videos = len(keys) + len(problems)
     for outcome in problems.values():
@@ -85,8 +94,9 @@ def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions
                 todo.setdefault(key, path)  # the first path of duplicate files names the video
         report.reused = len({key for key in keys.values() if key in known})
         total = len(todo)
+        on_phase("extracting", total)
         relpath_of = {post.video: post.relpath for post in post_set.posts if post.video}
-        batches: Iterator[list[EncodedVideo]]
+        batches: Generator[list[EncodedVideo], None, None]
         if options.ray:
             from phr_cli.extract.ray import encode_on_ray  # Ray is an optional extra
 
@@ -118,9 +128,11 @@ def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions
                     report.stopped_early = True
                     break
         if not report.stopped_early:
+            on_phase("embedding captions", None)
             tick = time.perf_counter()
             posts, projection = _post_rows(post_set, keys, problems, writer, encoders)
             report.text_seconds = time.perf_counter() - tick
+            on_phase("writing the store", None)
             tick = time.perf_counter()
             writer.finalize(posts, projection)
             report.write_seconds += time.perf_counter() - tick
@@ -155,7 +167,7 @@ def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, Vi
             return Status.TEXT_ONLY
         if post.video in problems:
             return problems[post.video].status
-        return status_of[keys[post.video]]
+        return Status(status_of[keys[post.video]])
 
     posts = PostRows(
         video_key=[keys.get(p.video, "") if p.video else "" for p in post_set.posts],

@@ -18,9 +18,9 @@ Imported only when `--ray` is given: Ray is an optional extra (`pip install 'phr
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import fields
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import ray
@@ -81,7 +81,7 @@ def _rows(batch: dict[str, np.ndarray]) -> list[EncodedVideo]:
             for i in range(len(columns["key"]))]
 
 
-def phr_cause(error: BaseException) -> BaseException | None:
+def phr_cause(error: BaseException | None) -> BaseException | None:
     """The phr error (missing weights, another encoder) inside Ray's wrappers, if any."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
@@ -100,7 +100,7 @@ def _uses_gpu(device: str) -> bool:
 
 
 def encode_on_ray(todo: dict[str, Path], options: ExtractOptions, fingerprint: dict,
-                  report: ExtractReport) -> Iterator[list[EncodedVideo]]:
+                  report: ExtractReport) -> Generator[list[EncodedVideo], None, None]:
     """Decode and encode `todo` (key -> path) on the cluster, yielding rows as they finish."""
     if not todo:
         return  # a rerun with nothing new needs no cluster
@@ -147,7 +147,7 @@ def encode_on_ray(todo: dict[str, Path], options: ExtractOptions, fingerprint: d
                 raise
             raise cause from None  # phr's own one-line error, not Ray's wrapped traceback
     finally:
-        for name, value in previous_settings.items():
-            setattr(context, name, value)
+        for name, previous in previous_settings.items():
+            setattr(context, name, previous)
         if joined_here:
             ray.shutdown()

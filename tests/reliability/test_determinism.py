@@ -11,10 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from reliability_data import write_text_posts
-from support import media
 from phr_cli.checkpoint import load_checkpoint
 from phr_cli.cli import app
+from reliability_data import write_text_posts
+from support import media
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from support import media
 from phr_cli.checkpoint import load_checkpoint
 from phr_cli.cli import app
 from phr_cli.store import load_store
+from support import media
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 EXTRACT = ["--random-weights", "--workers", "0", "--device", "cpu"]

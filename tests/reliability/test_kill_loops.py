@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from conftest import FAST_SAMPLING
-from reliability_data import write_clips, write_text_posts
 from phr_cli.checkpoint import load_checkpoint
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.store import StoreError, load_store, parts_dir
+from reliability_data import write_clips, write_text_posts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}

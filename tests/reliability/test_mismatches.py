@@ -12,9 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from phr_cli.cli import app
 from reliability_data import write_text_posts
 from support import media
-from phr_cli.cli import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RANDOM = ["--random-weights", "--workers", "0", "--device", "cpu"]
@@ -63,7 +63,8 @@ def test_a_store_from_a_newer_phr(trained, tmp_path):
     newer = shutil.copy(trained[0], tmp_path / "newer.h5")
     with h5py.File(newer, "a") as handle:
         handle.attrs["format_version"] = 99
-    for command in (["inspect", "--store", str(newer)], ["train", "--store", str(newer), "--checkpoint", str(tmp_path / "m.pt")]):
+    for command in (["inspect", "--store", str(newer)],
+                    ["train", "--store", str(newer), "--checkpoint", str(tmp_path / "m.pt")]):
         message = one_line_error(CliRunner().invoke(app, command))
         assert "store format 99 is newer than this phr" in message and "upgrade phr" in message
 
