@@ -668,6 +668,11 @@ class GCNPHR(nn.Module):
         """Scores (B, H) of every hashtag: user rows (B, d), v_k (B, D), all hashtag reps (H, d)."""
         return self.scorer.score_all(user_rows, item_vectors, hashtag_reps)
 
+    def score_parts(self, user_rows: Tensor, item_vectors: Tensor, hashtag_reps: Tensor) -> dict[str, Tensor]:
+        """`score_all`'s scores (B, H) as named parts that sum to them, for explanations: the
+        graph score (Eq. 9-10) is today's only part."""
+        return {"graph": self.score_all(user_rows, item_vectors, hashtag_reps)}
+
     def embedding_l2(self, users: Tensor, hashtags: Tensor) -> Tensor:
         """Eq. 11's ‖Θ‖² on the batch: squared ID embeddings of its users and hashtags (positive
         and negative, any shape), summed and divided by the batch size (len(users))."""
