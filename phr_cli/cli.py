@@ -290,7 +290,8 @@ def recommend(
     store: Optional[Path] = typer.Option(None, "--store", help="Store whose features are reused for known clips "
                                          "(default: the one the checkpoint was trained on)."),
     exclude_used: bool = typer.Option(False, "--exclude-used", help="Leave out hashtags the user has used before."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only (each suggestion with its reasons)."),
+    explain: bool = typer.Option(False, "--explain", help="Say why each hashtag was suggested."),
     device: str = DeviceOption,
     weights_dir: Optional[Path] = WeightsDirOption,
 ) -> None:
@@ -309,7 +310,7 @@ def recommend(
     _quiet_libraries()
     try:
         recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
-        results = recommender.recommend(paths, user, caption, top, exclude_used)
+        results = recommender.recommend(paths, user, caption, top, exclude_used, explain or as_json)
     except PhrError as error:
         fail(str(error))
     ranked = [result for result in results if not result.error]
@@ -327,10 +328,11 @@ def recommend(
                 continue
             table = Table(title=printable(result.clip) + (f" — for {user}" if result.personalised else ""))
             for column, justify in (("rank", "right"), ("hashtag", "left"), ("score", "right"),
-                                    ("used before", "center")):
+                                    ("used before", "center")) + ((("because", "left"),) if explain else ()):
                 table.add_column(column, justify=justify)
             for s in result.suggestions:
-                table.add_row(str(s.rank), f"#{s.hashtag}", f"{s.score:.3f}", "✓" if s.used_before else "")
+                reason = (printable(describe(s.because)),) if explain and s.because else ()
+                table.add_row(str(s.rank), f"#{s.hashtag}", f"{s.score:.3f}", "✓" if s.used_before else "", *reason)
             out.print(table)
     for result in results:
         if result.error:  # one line a failed clip: the error already carries its notice
@@ -340,6 +342,17 @@ def recommend(
             err.print(f"{printable(result.clip)}: {printable(notice)}", highlight=False, soft_wrap=True)
     if len(ranked) < len(results):
         raise typer.Exit(1)
+
+
+def describe(because) -> str:
+    """A suggestion's reasons on a few short lines (`phr recommend --explain`)."""
+    parts = ", ".join(f"{part.name} {part.share:+.0%}" for part in because.parts)
+    lines = [f"score: {parts}", f"you used it {because.uses}×"]
+    if because.own_videos:
+        lines.append("your videos: " + ", ".join(f"{v.video} (α {v.weight:.2f})" for v in because.own_videos))
+    if because.similar_videos:
+        lines.append("similar: " + ", ".join(f"{v.video} ({v.weight:.2f})" for v in because.similar_videos))
+    return "\n".join(lines)
 
 
 @app.command()
