@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
