@@ -231,6 +231,12 @@ def test_token_is_required_beyond_loopback_and_checked(recommender, checkpoint, 
         assert client.get("/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
+def test_cli_refuses_a_public_address_without_a_token(checkpoint, monkeypatch):
+    monkeypatch.delenv("PHR_TOKEN", raising=False)
+    result = CliRunner().invoke(cli_app, ["serve", "--checkpoint", str(checkpoint), "--host", "0.0.0.0"])
+    assert result.exit_code == 1 and "needs a token" in result.stderr
+
+
 def test_health_and_users(recommender, checkpoint, corpus):
     with client_for(recommender, checkpoint) as client:
         health = client.get("/health").json()
