@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from phr_cli.errors import PhrError
+
+if TYPE_CHECKING:
+    from phr_cli.explain import Because
 
 app = typer.Typer(
     help="Personalised hashtag recommendation for micro-videos (GCN-PHR).",
@@ -390,7 +393,7 @@ def serve(
     run(recommender, options, checkpoint)
 
 
-def describe(because) -> str:
+def describe(because: Because) -> str:
     """A suggestion's reasons on a few short lines (`phr recommend --explain`)."""
     parts = ", ".join(f"{part.name} {part.share:+.0%}" for part in because.parts)
     lines = [f"score: {parts}", f"you used it {because.uses}×"]

@@ -90,8 +90,8 @@ class Stages:
     """Wall time of a request's stages (seconds), as its log line and Server-Timing header give them."""
 
     decode: float = 0.0  # store look-up and decoding, waiting for a decoder included
-    encode: float = 0.0  # from joining a batch to its features: the collection window included
-    score: float = 0.0  # scoring, ranking and explanations
+    encode: float = 0.0  # from joining a batch to its features: the window and device waits included
+    score: float = 0.0  # scoring, ranking and explanations (their own time on the device thread)
 
     def header(self) -> str:
         return ", ".join(f"{name};dur={1000 * value:.1f}" for name, value in vars(self).items())
@@ -133,10 +133,10 @@ class Service:
         stages.decode = time.perf_counter() - tick
         tick = time.perf_counter()
         await self._encode(prepared)
-        stages.encode = time.perf_counter() - tick
-        tick = time.perf_counter()
         result = await loop.run_in_executor(self.device, self.recommender.rank, prepared, user, top, False, True)
-        stages.score = time.perf_counter() - tick
+        # Waiting for the device thread (behind other batches' encoders) counts as encoding.
+        stages.score = prepared.timings.score
+        stages.encode = time.perf_counter() - tick - stages.score
         result.clip = name
         answer = result.to_dict()
         answer["duration"] = prepared.duration
