@@ -12,7 +12,7 @@ import sys
 from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from typer.core import TyperGroup
 
 from phr_cli import __version__
 from phr_cli.errors import PhrError
+
+if TYPE_CHECKING:
+    from phr_cli.explain import Because
 
 out = Console()
 err = Console(stderr=True)
@@ -463,7 +466,8 @@ def recommend(
     store: Path | None = typer.Option(None, "--store", help="Store whose features are reused for known clips "
                                          "(default: the one the checkpoint was trained on)."),
     exclude_used: bool = typer.Option(False, "--exclude-used", help="Leave out hashtags the user has used before."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only (each suggestion with its reasons)."),
+    explain: bool = typer.Option(False, "--explain", help="Say why each hashtag was suggested."),
     device: str = DeviceOption,
     weights_dir: Path | None = WeightsDirOption,
 ) -> None:
@@ -483,7 +487,7 @@ def recommend(
     _quiet_libraries()
     try:
         recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
-        results = recommender.recommend(paths, user, caption, top, exclude_used)
+        results = recommender.recommend(paths, user, caption, top, exclude_used, explain or as_json)
     except PhrError as error:
         fail(str(error))
     ranked = [result for result in results if not result.error]
@@ -500,12 +504,13 @@ def recommend(
             if result.error:
                 continue
             table = Table(title=printable(result.clip) + (f" — for {user}" if result.personalised else ""))
-            table.add_column("rank", justify="right")
-            table.add_column("hashtag")
-            table.add_column("score", justify="right")
-            table.add_column("used before", justify="center")
+            columns: list[tuple[str, Literal["left", "center", "right"]]] = [
+                ("rank", "right"), ("hashtag", "left"), ("score", "right"), ("used before", "center")]
+            for column, justify in columns + ([("because", "left")] if explain else []):
+                table.add_column(column, justify=justify)
             for s in result.suggestions:
-                table.add_row(str(s.rank), f"#{s.hashtag}", f"{s.score:.3f}", "✓" if s.used_before else "")
+                reason = (printable(describe(s.because)),) if explain and s.because else ()
+                table.add_row(str(s.rank), f"#{s.hashtag}", f"{s.score:.3f}", "✓" if s.used_before else "", *reason)
             out.print(table)
     for result in results:
         if result.error:  # one line a failed clip: the error already carries its notice
@@ -515,6 +520,63 @@ def recommend(
             err.print(f"{printable(result.clip)}: {printable(notice)}", highlight=False, soft_wrap=True)
     if len(ranked) < len(results):
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint from `phr train`."),
+    store: Path | None = typer.Option(None, "--store", help="Store the checkpoint was trained on (default: "
+                                         "the one it records); its features and posts explain suggestions."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; beyond loopback needs --token."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    token: str | None = typer.Option(None, "--token", envvar="PHR_TOKEN",
+                                        help="Bearer token every request must carry."),
+    media_root: Path | None = typer.Option(None, "--media-root", help="Serve JSON `path` requests for "
+                                              "files under this folder (off by default)."),
+    max_upload_mb: float = typer.Option(100.0, "--max-upload-mb", help="Largest upload accepted, in MiB."),
+    decode_workers: int = typer.Option(2, "--decode-workers", min=0, help="Decoding processes."),
+    file_timeout: float = typer.Option(30.0, "--file-timeout", help="Seconds of decoding a clip gets."),
+    batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", help="How long a clip waits for "
+                                          "others to share its encoder batch."),
+    device: str = DeviceOption,
+    weights_dir: Path | None = WeightsDirOption,
+) -> None:
+    """Serve suggestions over HTTP (POST /recommend, GET /health, GET /users/ID; docs at /docs)."""
+    import logging
+
+    from phr_cli.devices import resolve_device
+    from phr_cli.recommend import Recommender
+    from phr_cli.serve import ServeOptions, run
+
+    if not checkpoint.is_file():
+        fail(f"{checkpoint}: no checkpoint; run `phr train --checkpoint {checkpoint}` first")
+    _quiet_libraries()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        options = ServeOptions(host=host, port=port, token=token, media_root=media_root,
+                               max_upload_bytes=int(max_upload_mb * (1 << 20)), decode_workers=decode_workers,
+                               file_timeout=file_timeout, batch_window=batch_window_ms / 1000)
+        with err.status("loading the checkpoint, encoders and store…"):
+            recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
+            recommender.load_store(explain=True)
+    except PhrError as error:
+        fail(str(error))
+    if recommender.random_weights:
+        err.print("note: visual/acoustic encoders use random weights, as the training store did", highlight=False)
+    if recommender.explain_problem:
+        err.print(f"note: suggestions come without reasons: {recommender.explain_problem}", highlight=False)
+    run(recommender, options, checkpoint)
+
+
+def describe(because: Because) -> str:
+    """A suggestion's reasons on a few short lines (`phr recommend --explain`)."""
+    parts = ", ".join(f"{part.name} {part.share:+.0%}" for part in because.parts)
+    lines = [f"score: {parts}", f"you used it {because.uses}×"]
+    if because.own_videos:
+        lines.append("your videos: " + ", ".join(f"{v.video} (α {v.weight:.2f})" for v in because.own_videos))
+    if because.similar_videos:
+        lines.append("similar: " + ", ".join(f"{v.video} ({v.weight:.2f})" for v in because.similar_videos))
+    return "\n".join(lines)
 
 
 @app.command()

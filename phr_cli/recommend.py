@@ -9,6 +9,7 @@ average user.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from phr_cli.decode import DecodedClip, FrameSampling
 from phr_cli.devices import resolve_device
 from phr_cli.encoders.pipeline import Encoders, content_key
 from phr_cli.encoders.registry import EncoderMismatchError, random_weights_id
+from phr_cli.errors import PhrError
+from phr_cli.explain import Because, Explainer
 from phr_cli.graph import PostData
 from phr_cli.posts import caption_without_hashtags, parse_hashtags
 from phr_cli.statuses import Status
@@ -34,6 +37,7 @@ class Suggestion:
     hashtag: str
     score: float
     used_before: bool
+    because: Because | None = None  # set when explanations were asked for and the store allows them
 
 
 @dataclass
@@ -58,8 +62,35 @@ class Timings:
     score: float = 0.0
 
 
+@dataclass
+class PreparedClip:
+    """One clip on its way to a ranking: looked up in the store, else decoded, then encoded."""
+
+    clip: str
+    caption: str
+    status: Status | None = None  # None: neither stored nor decoded yet
+    notices: list[str] = field(default_factory=list)
+    features: dict[str, np.ndarray] = field(default_factory=lambda: {
+        "visual": np.zeros(VISUAL_DIM, np.float32), "acoustic": np.zeros(ACOUSTIC_DIM, np.float32)})
+    masks: dict[str, bool] = field(default_factory=lambda: {"visual": False, "acoustic": False, "textual": False})
+    decoded: DecodedClip | None = None  # frames and audio waiting for the encoders
+    key: str = ""  # content key: a video the model was trained on is ranked with its ID and history
+    duration: float = 0.0
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def needs_decoding(self) -> bool:
+        return self.status is None
+
+
 class Recommender:
-    """Loads a checkpoint once; recommends for any number of clips."""
+    """Loads a checkpoint once; recommends for any number of clips.
+
+    A clip goes `look_up` -> (`decode` or the caller's own decoder, then `set_decoded`) ->
+    `encode` (many clips in one batch) -> `rank`; `recommend` chains them for a list of
+    files, `phr serve` runs the steps where they fit (a decoding pool, one encoder batch for
+    the clips that arrive together).
+    """
 
     def __init__(self, checkpoint_path: Path, device: torch.device | str = "auto",
                  weights_dir: Path | None = None, store_path: Path | None = None) -> None:
@@ -73,6 +104,7 @@ class Recommender:
         self.projection = provenance.text_projection()
         self.user_hashtags: dict[str, set[str]] = {
             user: set(tags) for user, tags in provenance.user_hashtags.items()}
+        self.hashtag_column = {hashtag: column for column, hashtag in enumerate(self.checkpoint.hashtags)}
         random = {m: e["weights"] == random_weights_id() for m, e in self.fingerprint.items()}
         self.random_weights = random["visual"] or random["acoustic"]
         # Encode as the store's videos were: the same weights and autocast precision.
@@ -80,6 +112,9 @@ class Recommender:
                                  self.fingerprint["visual"].get("precision", "fp32"))
         self.store_path = Path(store_path or provenance.store)
         self._stored: dict[str, tuple[np.ndarray, np.ndarray, bool, bool]] | None = None
+        self._explainer: Explainer | None = None
+        self.explain_problem = ""  # why explanations are unavailable, once tried
+        self._store_lock = threading.Lock()  # serve looks clips up from several threads
         self.timings = Timings(load=time.perf_counter() - started)
 
     def _check_encoder(self, modality: str) -> None:
@@ -94,119 +129,188 @@ class Recommender:
                 "or re-extract and retrain"
             )
 
-    def _stored_features(self) -> dict[str, tuple[np.ndarray, np.ndarray, bool, bool]]:
-        """The training store's features by content key (empty if the store is gone).
+    def load_store(self, explain: bool = False) -> None:
+        """Read the training store once: its features by content key (empty if the store is
+        gone) and, with `explain`, the evidence behind explanations.
 
         Only videos with some content are kept: a file that failed at extraction is decoded
         again, so that its status and reason reach the user.
         """
-        if self._stored is None:
-            self._stored = {}
-            if self.store_path.exists():
-                contents = load_store(self.store_path)
-                # Features of another store are only comparable if made the same way.
-                if (contents.attributes.get("encoders") != self.fingerprint
-                        or contents.attributes.get("sampling") != self.sampling.to_dict()):
-                    raise EncoderMismatchError(
-                        f"{self.store_path} was built with other encoders or frame sampling than "
-                        f"the store this checkpoint was trained on ({self.checkpoint.provenance.store}); "
-                        "pass that store with --store"
-                    )
-                videos = contents.videos
+        with self._store_lock:
+            if self._stored is not None and (self._explainer is not None or self.explain_problem or not explain):
+                return
+            if not self.store_path.exists():
+                self._stored = self._stored or {}
+                self.explain_problem = f"{self.store_path}: no store, so no explanations"
+                return
+            contents = load_store(self.store_path)
+            # Features of another store are only comparable if made the same way.
+            if (contents.attributes.get("encoders") != self.fingerprint
+                    or contents.attributes.get("sampling") != self.sampling.to_dict()):
+                raise EncoderMismatchError(
+                    f"{self.store_path} was built with other encoders or frame sampling than "
+                    f"the store this checkpoint was trained on ({self.checkpoint.provenance.store}); "
+                    "pass that store with --store"
+                )
+            if self._stored is None:
+                videos, stored = contents.videos, {}
                 for row, key in enumerate(videos.key):
                     if videos.visual_mask[row] or videos.acoustic_mask[row]:
-                        self._stored[key] = (np.asarray(videos.visual[row], np.float32),
-                                             np.asarray(videos.acoustic[row], np.float32),
-                                             bool(videos.visual_mask[row]), bool(videos.acoustic_mask[row]))
-        return self._stored
+                        stored[key] = (np.asarray(videos.visual[row], np.float32),
+                                       np.asarray(videos.acoustic[row], np.float32),
+                                       bool(videos.visual_mask[row]), bool(videos.acoustic_mask[row]))
+                self._stored = stored
+            if explain:
+                try:
+                    self._explainer = Explainer(self.checkpoint, contents, self.scorer.model)
+                except PhrError as error:  # the ranking still works; say why it has no reasons
+                    self.explain_problem = str(error)
 
-    def recommend(self, clips: list[Path], user: str | None = None, caption: str = "",
-                  top: int = 10, exclude_used: bool = False) -> list[ClipRecommendation]:
-        checkpoint = self.checkpoint
-        position = checkpoint.user_position(user) if user else -1
-        personalised = position >= 0
-        results: list[ClipRecommendation] = []
-        features, masks, decoded = [], [], []
-        for clip in clips:
-            notices = []
-            tick = time.perf_counter()
-            key, unreadable = _content_key(clip)
-            stored = self._stored_features().get(key) if key else None
-            if stored is not None:
-                status = Status.STORED
-                visual, acoustic, has_visual, has_acoustic = stored
-                notices += [f"ranked without {modality} features" for modality, present in
-                            (("visual", has_visual), ("acoustic", has_acoustic)) if not present]
-            else:
-                clip_decoded = unreadable if unreadable is not None else decode.decode_clip(clip, self.sampling)
-                status = clip_decoded.status
-                decoded.append((len(results), clip_decoded))
-                visual, acoustic = np.zeros(VISUAL_DIM, np.float32), np.zeros(ACOUSTIC_DIM, np.float32)
-                has_visual = has_acoustic = False
-                if clip_decoded.reason:
-                    notices.append(f"{clip_decoded.status}: {clip_decoded.reason}")
-            self.timings.decode += time.perf_counter() - tick
-            features.append([visual, acoustic])
-            masks.append([has_visual, has_acoustic])
-            results.append(ClipRecommendation(str(clip), status, notices, user, personalised))
+    def user_hashtag_counts(self, user: str) -> dict[str, int | None]:
+        """The user's training hashtags with their number of posts, most used first (counts
+        are None when the store, hence the posts, cannot be read)."""
+        self.load_store(explain=True)
+        position = self.checkpoint.user_position(user)
+        if position < 0:
+            return {}
+        if self._explainer is None:
+            return dict.fromkeys(sorted(self.user_hashtags.get(user, ())))
+        return {self.checkpoint.hashtags[c]: n for c, n in self._explainer.user_counts(position).items()}
 
+    def look_up(self, clip: Path, caption: str = "") -> PreparedClip:
+        """The clip with the store's features if the store holds it, with the status that
+        replaces decoding if it cannot be read, else still to decode."""
         tick = time.perf_counter()
-        self._encode_decoded(decoded, features, masks, results)
-        text = caption_without_hashtags(caption)
-        textual = np.zeros((1, self.projection.components.shape[0]), np.float32)
-        if text:
+        self.load_store()
+        prepared = PreparedClip(str(clip), caption)
+        key, unreadable = _content_key(clip)
+        prepared.key = key or ""
+        stored = self._stored.get(key) if key and self._stored is not None else None
+        if unreadable is not None:
+            self.set_decoded(prepared, unreadable)
+        elif stored is not None:
+            prepared.status = Status.STORED
+            visual, acoustic, has_visual, has_acoustic = stored
+            prepared.features.update(visual=visual, acoustic=acoustic)
+            prepared.masks.update(visual=has_visual, acoustic=has_acoustic)
+            prepared.notices += [f"ranked without {modality} features" for modality, present in
+                                 (("visual", has_visual), ("acoustic", has_acoustic)) if not present]
+        self._spent(prepared, "decode", tick)
+        return prepared
+
+    def decode(self, prepared: PreparedClip) -> None:
+        """Decode here, in this thread (serve decodes in a pool and calls `set_decoded`)."""
+        tick = time.perf_counter()
+        self.set_decoded(prepared, decode.decode_clip(Path(prepared.clip), self.sampling))
+        self._spent(prepared, "decode", tick)
+
+    @staticmethod
+    def set_decoded(prepared: PreparedClip, decoded: DecodedClip) -> None:
+        prepared.status, prepared.decoded, prepared.duration = decoded.status, decoded, decoded.duration
+        if decoded.reason:
+            prepared.notices.append(f"{decoded.status}: {decoded.reason}")
+
+    def encode(self, clips: list[PreparedClip]) -> None:
+        """Encode the decoded clips in one batch per encoder, and the captions in one."""
+        tick = time.perf_counter()
+        usable = [(c, c.decoded) for c in clips if c.decoded is not None
+                  and (c.decoded.frames is not None or c.decoded.audio is not None)]
+        if any(decoded.frames is not None for _, decoded in usable):
+            self._check_encoder("visual")
+        if any(decoded.audio is not None for _, decoded in usable):
+            self._check_encoder("acoustic")
+        if usable:
+            encoded = self.encoders.encode_clips([decoded for _, decoded in usable], batch_size=64)
+            for (clip, _), values in zip(usable, encoded):
+                for modality in ("visual", "acoustic"):
+                    if values[modality] is not None:
+                        clip.features[modality] = values[modality]
+                        clip.masks[modality] = True
+                    else:
+                        clip.notices.append(f"ranked without {modality} features")
+        texts = {c.caption: caption_without_hashtags(c.caption) for c in clips}
+        wanted = sorted({text for text in texts.values() if text})
+        embedded = {}
+        if wanted:
             self._check_encoder("textual")
-            textual = self.projection.apply(self.encoders.textual.embed([text]))
+            embedded = dict(zip(wanted, self.projection.apply(self.encoders.textual.embed(wanted))))
+        for clip in clips:
+            clip.decoded = None  # frames are large; the features are all that is kept
+            text = texts[clip.caption]
+            clip.masks["textual"] = bool(text)
+            clip.features["textual"] = embedded[text] if text else \
+                np.zeros(self.projection.components.shape[0], np.float32)
+        share = (time.perf_counter() - tick) / max(1, len(clips))
+        for clip in clips:  # one batch's time, shared by the clips in it
+            clip.timings.encode += share
         self.timings.encode += time.perf_counter() - tick
 
+    def rank(self, clip: PreparedClip, user: str | None = None, top: int = 10, exclude_used: bool = False,
+             explain: bool = False) -> ClipRecommendation:
+        """The clip's top hashtags for `user`, with their reasons when `explain`."""
         tick = time.perf_counter()
-        n = len(clips)
+        checkpoint = self.checkpoint
+        position = checkpoint.user_position(user) if user else -1
+        assert clip.status is not None, "rank a clip after looking it up and decoding it"
+        result = ClipRecommendation(clip.clip, clip.status, clip.notices, user, position >= 0)
+        if not any(clip.masks.values()):
+            result.error = f"{result.clip}: " + (result.notices[0] if result.notices else "no content")
+            return result
         posts = PostData(
-            users=[user or ""] * n, items=[""] * n, hashtags=[[] for _ in range(n)],
-            features={"visual": np.stack([f[0] for f in features]),
-                      "acoustic": np.stack([f[1] for f in features]),
-                      "textual": np.repeat(textual, n, axis=0)},
-            masks={"visual": np.array([m[0] for m in masks]), "acoustic": np.array([m[1] for m in masks]),
-                   "textual": np.full(n, bool(text))},
+            users=[user or ""], items=[clip.key], hashtags=[[]],
+            features={m: clip.features[m][None] for m in ("visual", "acoustic", "textual")},
+            masks={m: np.array([clip.masks[m]]) for m in ("visual", "acoustic", "textual")},
         )
-        scores = self.scorer.score(np.full(n, position), posts).cpu().numpy()
-        in_caption = set(parse_hashtags(caption))
+        [row] = self.scorer.score(np.array([position]), posts).cpu().numpy()
+        excluded = set(parse_hashtags(clip.caption))
         used = self.user_hashtags.get(user or "", set())
-        for result, row, has_visual, has_acoustic, has_text in zip(
-                results, scores, posts.masks["visual"], posts.masks["acoustic"], posts.masks["textual"]):
-            if not (has_visual or has_acoustic or has_text):
-                result.error = f"{result.clip}: " + (result.notices[0] if result.notices else "no content")
+        if exclude_used:
+            excluded |= used
+        for column in np.argsort(-row, kind="stable"):
+            hashtag = checkpoint.hashtags[column]
+            if hashtag in excluded:
                 continue
-            excluded = in_caption | (used if exclude_used else set())
-            order = np.argsort(-row, kind="stable")
-            for column in order:
-                hashtag = checkpoint.hashtags[column]
-                if hashtag in excluded:
-                    continue
-                result.suggestions.append(Suggestion(len(result.suggestions) + 1, hashtag,
-                                                     float(row[column]), hashtag in used))
-                if len(result.suggestions) == top:
-                    break
-        self.timings.score += time.perf_counter() - tick
-        return results
+            result.suggestions.append(Suggestion(len(result.suggestions) + 1, hashtag,
+                                                 float(row[column]), hashtag in used))
+            if len(result.suggestions) == top:
+                break
+        if explain:
+            self._explain(result, clip, posts, position)
+        self._spent(clip, "score", tick)
+        return result
 
-    def _encode_decoded(self, decoded, features, masks, results) -> None:
-        """Encode the clips that had to be decoded, in one batch per encoder."""
-        usable = [(i, clip) for i, clip in decoded if clip.frames is not None or clip.audio is not None]
-        if not usable:
+    def _explain(self, result: ClipRecommendation, clip: PreparedClip, posts: PostData, position: int) -> None:
+        self.load_store(explain=True)
+        if self._explainer is None:
+            result.notices.append(f"no explanations: {self.explain_problem}")
             return
-        if any(clip.frames is not None for _, clip in usable):
-            self._check_encoder("visual")
-        if any(clip.audio is not None for _, clip in usable):
-            self._check_encoder("acoustic")
-        encoded = self.encoders.encode_clips([clip for _, clip in usable], batch_size=64)
-        for (i, _), values in zip(usable, encoded):
-            for slot, modality in enumerate(("visual", "acoustic")):
-                if values[modality] is not None:
-                    features[i][slot] = values[modality]
-                    masks[i][slot] = True
-                else:
-                    results[i].notices.append(f"ranked without {modality} features")
+        model, device = self.scorer.model, self.scorer.user_reps.device
+        features = {m: torch.as_tensor(f, device=device) for m, f in posts.features.items()}
+        masks = {m: torch.as_tensor(k, device=device) for m, k in posts.masks.items()}
+        columns = [self.hashtag_column[s.hashtag] for s in result.suggestions]
+        with torch.no_grad():
+            item = model.encode_items(features, masks)[0]
+            item_ids = torch.tensor([self.scorer.item_index.get(posts.items[0], -1)], device=device)
+            parts = model.score_parts(self.scorer.user_reps, self.scorer.hashtag_reps,
+                                      torch.tensor([position], device=device), item_ids, features, masks)
+        part_values = {name: part[0, columns].cpu().numpy() for name, part in parts.items()}
+        reasons = self._explainer.explain(position, item, part_values, columns)
+        for suggestion, because in zip(result.suggestions, reasons):
+            suggestion.because = because
+
+    def _spent(self, clip: PreparedClip, step: str, since: float) -> None:
+        seconds = time.perf_counter() - since
+        setattr(clip.timings, step, getattr(clip.timings, step) + seconds)
+        setattr(self.timings, step, getattr(self.timings, step) + seconds)
+
+    def recommend(self, clips: list[Path], user: str | None = None, caption: str = "",
+                  top: int = 10, exclude_used: bool = False, explain: bool = False) -> list[ClipRecommendation]:
+        prepared = [self.look_up(clip, caption) for clip in clips]
+        for clip in prepared:
+            if clip.needs_decoding:
+                self.decode(clip)
+        self.encode(prepared)
+        return [self.rank(clip, user, top, exclude_used, explain) for clip in prepared]
 
 
 def _content_key(clip: Path) -> tuple[str | None, DecodedClip | None]:

@@ -1,0 +1,430 @@
+"""`phr serve`: hashtag suggestions over HTTP from a warm process (FastAPI under uvicorn).
+
+Everything loads once (checkpoint, encoders, the store's features and explanation
+evidence). A request's clip is looked up in the store, else decoded in a pool of worker
+processes (the per-file time limit and memory cap of `phr extract`), then waits a short
+collection window so that clips arriving together share one encoder batch; encoding and
+scoring run on one device thread beside the event loop, so a slow clip never stalls it.
+
+Safe by default: loopback only unless a bearer token is set (compared in constant time);
+uploads are streamed into a private temporary folder, capped while they stream and deleted
+after the answer; a JSON `path` is served only from under `--media-root`, resolved first
+so that `..` and symbolic links cannot leave it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from concurrent import futures
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pebble
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from phr_cli import decode
+from phr_cli.decode import DecodeLimits
+from phr_cli.errors import ConfigError, PhrError
+from phr_cli.extract.local import _pool_result
+from phr_cli.recommend import PreparedClip, Recommender
+
+log = logging.getLogger("phr.serve")
+FIELD_LIMIT = 64 << 10  # bytes of a form field other than the clip (a caption is far shorter)
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None  # required (as a bearer token) to listen beyond loopback
+    media_root: Path | None = None  # JSON `path` bodies are refused without one
+    max_upload_bytes: int = 100 << 20
+    decode_workers: int = 2  # processes; 0 decodes on a thread of this process, without the guards
+    file_timeout: float = 30.0  # seconds of decoding a clip gets
+    batch_window: float = 0.01  # seconds a clip waits for others to share its encoder batch
+    max_batch: int = 32
+
+    def __post_init__(self) -> None:
+        if not is_loopback(self.host) and not self.token:
+            raise ConfigError(f"listening on {self.host} (beyond this machine) needs a token: "
+                              "pass --token or set PHR_TOKEN")
+        if self.max_upload_bytes < 1 or self.decode_workers < 0 or self.file_timeout <= 0 \
+                or self.batch_window < 0 or self.max_batch < 1:
+            raise ConfigError("upload limit, timeout and batch size must be positive, workers and window ≥ 0")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
+
+
+class RequestError(Exception):
+    """A request the server refuses: answered with `status` and a one-line JSON error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Stages:
+    """Wall time of a request's stages (seconds), as its log line and Server-Timing header give them."""
+
+    decode: float = 0.0  # store look-up and decoding, waiting for a decoder included
+    encode: float = 0.0  # from joining a batch to its features: the window and device waits included
+    score: float = 0.0  # scoring, ranking and explanations (their own time on the device thread)
+
+    def header(self) -> str:
+        return ", ".join(f"{name};dur={1000 * value:.1f}" for name, value in vars(self).items())
+
+
+class Service:
+    """The warm recommender with its decoding pool, device thread and encoder batches."""
+
+    def __init__(self, recommender: Recommender, options: ServeOptions) -> None:
+        self.recommender, self.options = recommender, options
+        self.limits = DecodeLimits(seconds_per_file=options.file_timeout)
+        recommender.load_store(explain=True)
+        self.upload_dir = Path(tempfile.mkdtemp(prefix="phr-serve-"))  # mode 0700: this user only
+        self.device = futures.ThreadPoolExecutor(1, thread_name_prefix="phr-device")
+        self.files = futures.ThreadPoolExecutor(4, thread_name_prefix="phr-files")  # hashing, thread decoding
+        # spawn, not fork: this process holds torch threads a forked child must not inherit.
+        self.pool = pebble.ProcessPool(
+            max_workers=options.decode_workers, context=multiprocessing.get_context("spawn"),
+            initializer=decode.limit_memory, initargs=(self.limits.memory_bytes,),
+        ) if options.decode_workers else None
+        self.waiting: list[tuple[PreparedClip, asyncio.Future]] = []
+        self.flush_timer: asyncio.TimerHandle | None = None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool.join()
+        self.device.shutdown(wait=True)
+        self.files.shutdown(wait=True)
+        shutil.rmtree(self.upload_dir, ignore_errors=True)
+
+    async def recommend(self, clip: Path, name: str, user: str | None, caption: str, top: int,
+                        stages: Stages) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        tick = time.perf_counter()
+        prepared = await loop.run_in_executor(self.files, self.recommender.look_up, clip, caption)
+        if prepared.needs_decoding:
+            await self._decode(prepared)
+        stages.decode = time.perf_counter() - tick
+        tick = time.perf_counter()
+        await self._encode(prepared)
+        result = await loop.run_in_executor(self.device, self.recommender.rank, prepared, user, top, False, True)
+        # Waiting for the device thread (behind other batches' encoders) counts as encoding.
+        stages.score = prepared.timings.score
+        stages.encode = time.perf_counter() - tick - stages.score
+        result.clip = name
+        answer = result.to_dict()
+        answer["duration"] = prepared.duration
+        return answer
+
+    async def _decode(self, prepared: PreparedClip) -> None:
+        path, sampling = Path(prepared.clip), self.recommender.sampling
+        if self.pool is None:
+            decoded = await asyncio.get_running_loop().run_in_executor(
+                self.files, decode.decode_guarded, path, sampling, self.limits)
+        else:
+            future = self.pool.schedule(decode.decode_guarded, args=(path, sampling, self.limits),
+                                        timeout=self.limits.seconds_per_file)
+            await asyncio.wait([asyncio.wrap_future(future)])  # a failure becomes the clip's status below
+            decoded = _pool_result(future, self.limits)
+        self.recommender.set_decoded(prepared, decoded)
+
+    async def _encode(self, prepared: PreparedClip) -> None:
+        """Join the next encoder batch; it runs when the window closes or the batch is full."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self.waiting.append((prepared, done))
+        if len(self.waiting) >= self.options.max_batch:
+            self._flush()
+        elif self.flush_timer is None:
+            self.flush_timer = loop.call_later(self.options.batch_window, self._flush)
+        await done
+
+    def _flush(self) -> None:
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+        batch, self.waiting = self.waiting, []
+        if not batch:
+            return
+        running = asyncio.get_running_loop().run_in_executor(
+            self.device, self.recommender.encode, [clip for clip, _ in batch])
+
+        def settle(finished: asyncio.Future) -> None:
+            for _, waiter in batch:
+                if waiter.done():  # its request was cancelled (the client went away)
+                    continue
+                failure = finished.exception()
+                if failure is not None:
+                    waiter.set_exception(failure)
+                else:
+                    waiter.set_result(None)
+
+        running.add_done_callback(settle)
+
+
+def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path: Path) -> FastAPI:
+    """The HTTP API over a loaded recommender (the service starts with the app's lifespan)."""
+    state: dict[str, Service] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        state["service"] = Service(recommender, options)
+        try:
+            yield
+        finally:
+            state.pop("service").close()
+
+    def authorised(request: Request) -> None:
+        if options.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {options.token}".encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(title="phr", description="Personalised hashtag suggestions for micro-videos (GCN-PHR).",
+                  lifespan=lifespan, dependencies=[Depends(authorised)])
+
+    @app.exception_handler(HTTPException)
+    async def one_line(_: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """200 when ready, with the checkpoint's provenance."""
+        checkpoint, provenance = recommender.checkpoint, recommender.checkpoint.provenance
+        return {
+            "status": "ready", "checkpoint": str(checkpoint_path), "device": str(recommender.device),
+            "best_epoch": checkpoint.best_epoch, "users": len(checkpoint.users),
+            "hashtags": len(checkpoint.hashtags), "random_weights": recommender.random_weights,
+            "explanations": recommender.explain_problem or "available",
+            "provenance": {"store": provenance.store, "encoders": provenance.encoders,
+                           "sampling": provenance.sampling, "posts_fingerprint": provenance.posts_fingerprint},
+        }
+
+    @app.get("/users/{user}")
+    def user_hashtags(user: str) -> dict[str, Any]:
+        """Whether the model knows the user, and their training hashtags with counts."""
+        counts = recommender.user_hashtag_counts(user)
+        return {"user": user, "known": recommender.checkpoint.user_position(user) >= 0,
+                "hashtags": [{"hashtag": h, "count": n} for h, n in counts.items()]}
+
+    @app.post("/recommend", openapi_extra=REQUEST_SCHEMA)
+    async def recommend(request: Request) -> JSONResponse:
+        """Suggestions for one clip: a multipart upload (`clip`, `user`, `caption`, `top`) or a
+        JSON body with `path` under --media-root. Answers one element of `phr recommend --json`."""
+        service = state["service"]
+        stages = Stages()
+        uploaded: Path | None = None
+        status, outcome = 500, "error"
+        started = time.perf_counter()
+        try:
+            content_type, _ = parse_options_header(request.headers.get("content-type"))
+            if content_type == b"multipart/form-data":
+                fields, uploaded = await read_upload(request, service.upload_dir, options.max_upload_bytes)
+                clip, name = uploaded, fields.pop("clip_name")
+            elif content_type == b"application/json":
+                fields = await read_json(request)
+                clip = inside_media_root(options.media_root, fields.get("path"))
+                name = str(fields["path"])
+            else:
+                raise RequestError(415, "send multipart/form-data (clip, user, caption, top) or JSON with path")
+            user, caption, top = form_values(fields, len(recommender.checkpoint.hashtags))
+            answer = await service.recommend(clip, name, user, caption, top, stages)
+            status, outcome = (422, str(answer["status"])) if answer["error"] else (200, str(answer["status"]))
+            log_request(status, outcome, answer.get("duration", 0.0), stages, started)
+            return JSONResponse(answer, status, headers={"Server-Timing": stages.header()})
+        except RequestError as error:
+            log_request(error.status, "refused", 0.0, stages, started)
+            return JSONResponse({"error": str(error)}, error.status)
+        except PhrError as error:
+            log_request(500, "failed", 0.0, stages, started)
+            return JSONResponse({"error": str(error)}, 500)
+        finally:
+            if uploaded is not None:
+                uploaded.unlink(missing_ok=True)
+
+    return app
+
+
+REQUEST_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["clip", "user"], "properties": {
+        "clip": {"type": "string", "format": "binary"}, "user": {"type": "string"},
+        "caption": {"type": "string"}, "top": {"type": "integer", "minimum": 1}}}},
+    "application/json": {"schema": {"type": "object", "required": ["path", "user"], "properties": {
+        "path": {"type": "string", "description": "a file under --media-root"}, "user": {"type": "string"},
+        "caption": {"type": "string"}, "top": {"type": "integer", "minimum": 1}}}},
+}}}
+
+
+def log_request(status: int, outcome: str, duration: float, stages: Stages, started: float) -> None:
+    log.info("%d %s clip %.1f s, decode %.0f ms, encode %.0f ms, score %.0f ms, total %.0f ms",
+             status, outcome, duration, 1000 * stages.decode, 1000 * stages.encode, 1000 * stages.score,
+             1000 * (time.perf_counter() - started))
+
+
+def form_values(fields: dict[str, Any], n_hashtags: int) -> tuple[str, str, int]:
+    """user, caption and top of a request, checked."""
+    user = fields.get("user")
+    if not isinstance(user, str) or not user:
+        raise RequestError(422, "missing field 'user'")
+    caption = fields.get("caption") or ""
+    if not isinstance(caption, str):
+        raise RequestError(422, "'caption' must be text")
+    try:
+        top = int(fields.get("top") or 10)
+    except (TypeError, ValueError):
+        raise RequestError(422, f"'top' must be a whole number, not {fields.get('top')!r}") from None
+    if top < 1:
+        raise RequestError(422, "'top' must be at least 1")
+    return user, caption, min(top, n_hashtags)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FIELD_LIMIT:
+            raise RequestError(413, f"a JSON body is limited to {FIELD_LIMIT} bytes")
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        raise RequestError(400, "the body is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise RequestError(400, "the JSON body must be an object")
+    return fields
+
+
+def inside_media_root(media_root: Path | None, given: Any) -> Path:
+    """`given` resolved (links followed, `..` removed) if it names a file under the media root."""
+    if media_root is None:
+        raise RequestError(403, "paths are not served: start the server with --media-root")
+    if not isinstance(given, str) or not given:
+        raise RequestError(422, "missing field 'path'")
+    root = media_root.resolve()
+    try:
+        resolved = (root / given).resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a link loop
+        raise RequestError(404, f"{given}: no such file under the media root") from None
+    if not resolved.is_relative_to(root):
+        raise RequestError(403, f"{given}: outside the media root")
+    if not resolved.is_file():
+        raise RequestError(404, f"{given}: not a file")
+    return resolved
+
+
+async def read_upload(request: Request, folder: Path, limit: int) -> tuple[dict[str, Any], Path]:
+    """Stream a multipart body: the `clip` part into a new private file in `folder` (at most
+    `limit` bytes, counted as it arrives), the other fields into memory. Returns the fields
+    (with "clip_name", the uploaded file's name) and the file."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + FIELD_LIMIT:
+        raise RequestError(413, f"the upload is larger than the {limit:,}-byte limit")
+    _, params = parse_options_header(request.headers.get("content-type"))
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise RequestError(400, "a multipart body without a boundary")
+    descriptor, name = tempfile.mkstemp(dir=folder, suffix=".upload")
+    path = Path(name)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            fields = await _parse_parts(request, boundary, file, limit)
+        if "clip_name" not in fields:
+            raise RequestError(422, "missing field 'clip' (the uploaded file)")
+        return fields, path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+async def _parse_parts(request: Request, boundary: bytes, file, limit: int) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    current: dict[str, Any] = {}
+    header: list[bytes] = [b"", b""]
+
+    def header_field(data: bytes, start: int, end: int) -> None:
+        header[0] += data[start:end]
+
+    def header_value(data: bytes, start: int, end: int) -> None:
+        header[1] += data[start:end]
+
+    def header_end() -> None:
+        if header[0].lower() == b"content-disposition":
+            _, params = parse_options_header(header[1])
+            current["name"] = params.get(b"name", b"").decode(errors="replace")
+            if b"filename" in params:
+                current["filename"] = params[b"filename"].decode(errors="replace")
+        header[0], header[1] = b"", b""
+
+    def part_begin() -> None:
+        current.clear()
+        current["size"], current["value"] = 0, b""
+
+    def part_data(data: bytes, start: int, end: int) -> None:
+        current["size"] += end - start
+        if current.get("name") == "clip":
+            if current["size"] > limit:
+                raise RequestError(413, f"the upload is larger than the {limit:,}-byte limit")
+            file.write(data[start:end])
+        elif current["size"] > FIELD_LIMIT:
+            raise RequestError(413, f"field {current.get('name')!r} is longer than {FIELD_LIMIT} bytes")
+        else:
+            current["value"] += data[start:end]
+
+    def part_end() -> None:
+        if current.get("name") == "clip":
+            fields["clip_name"] = current.get("filename") or "upload"
+        elif current.get("name"):
+            fields[current["name"]] = current["value"].decode(errors="replace")
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": part_begin, "on_part_data": part_data, "on_part_end": part_end,
+        "on_header_field": header_field, "on_header_value": header_value, "on_header_end": header_end,
+    })
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as error:
+        raise RequestError(400, f"a malformed multipart body ({' '.join(str(error).split())})") from None
+    return fields
+
+
+def run(recommender: Recommender, options: ServeOptions, checkpoint_path: Path) -> None:
+    """Serve until interrupted (uvicorn's signal handling; the service closes on the way out)."""
+    import uvicorn
+
+    uvicorn.run(create_app(recommender, options, checkpoint_path), host=options.host, port=options.port,
+                log_level="info", access_log=False)
+
