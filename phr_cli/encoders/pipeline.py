@@ -90,8 +90,9 @@ class Encoders:
                    for _ in clips]
         with_frames = [i for i, c in enumerate(clips) if c.frames is not None and len(c.frames)]
         if with_frames:
-            frames = np.concatenate([clips[i].frames for i in with_frames])
-            features = self.visual.embed_frames(frames, batch_size)
+            # Clips differ in size: each is preprocessed on its own, then encoded in batches.
+            images = torch.cat([self.visual.preprocess(clips[i].frames, batch_size) for i in with_frames])
+            features = self.visual.embed(images, batch_size)
             counts = [len(clips[i].frames) for i in with_frames]
             for i, chunk in zip(with_frames, torch.split(features, counts)):
                 results[i]["visual"] = chunk.mean(0).numpy()
