@@ -272,40 +272,54 @@ def _seek_keyframes(container, stream, duration, sampling, problems) -> list[av.
 def _read_audio(container, stream, sampling, problems) -> np.ndarray | None:
     """Mono float32 at `sampling.sample_rate`, mixed as VGGish's reference mixes: the mean of
     the channels at the native rate, then resampled. (libswresample's own downmix weighs
-    the channels: stereo came out sqrt(2) louder, 5.1 louder still.) The resampler is
-    libswresample's; bench/README.md measures it against resampy, the reference's."""
+    the channels: stereo came out sqrt(2) louder, 5.1 louder still.)"""
     to_float = av.AudioResampler(format="fltp")  # the decoded layout and rate, as planar float
-    to_mono_rate = av.AudioResampler(format="flt", layout="mono", rate=sampling.sample_rate)
-    limit = int(sampling.max_audio_seconds * sampling.sample_rate)
-    chunks: list[np.ndarray] = []
-    total = 0
+    limit = sampling.max_audio_seconds
+    mixed: list[np.ndarray] = []
+    rate, total = stream.rate or sampling.sample_rate, 0
 
-    def resample(planar: av.AudioFrame | None) -> None:
-        nonlocal total
-        mono = None
-        if planar is not None:
-            mixed = planar.to_ndarray().mean(axis=0, keepdims=True, dtype=np.float64)
-            mono = av.AudioFrame.from_ndarray(mixed.astype(np.float32), format="fltp", layout="mono")
-            mono.sample_rate = planar.sample_rate
-        for out in to_mono_rate.resample(mono):
-            chunks.append(out.to_ndarray().reshape(-1))
-            total += out.samples
+    def mix(planar: av.AudioFrame) -> None:
+        nonlocal rate, total
+        mixed.append(planar.to_ndarray().mean(axis=0, dtype=np.float64).astype(np.float32))
+        rate, total = planar.sample_rate, total + planar.samples
 
     try:
-        container.seek(0, stream=stream)
+        _rewind(container, stream)
         for frame in container.decode(stream):
-            frame.pts = None  # the resamplers keep their own timeline; gaps must not shift it
+            frame.pts = None  # the resampler keeps its own timeline; gaps must not shift it
             for planar in to_float.resample(frame):
-                resample(planar)
-            if total >= limit:
+                mix(planar)
+            if total >= limit * rate:
                 break
         for planar in to_float.resample(None):
-            resample(planar)
-        resample(None)
+            mix(planar)
     except av.FFmpegError as error:
-        problems.add(Status.TRUNCATED, f"audio decoding stopped at {total / sampling.sample_rate:.2f} s: "
-                     f"{_message(error)}")
-    if not chunks:
+        problems.add(Status.TRUNCATED, f"audio decoding stopped at {total / rate:.2f} s: {_message(error)}")
+    if not mixed:
         problems.add(Status.NO_AUDIO, "audio stream has no decodable samples")
         return None
-    return np.concatenate(chunks)[:limit].astype(np.float32, copy=False)
+    mono = _resample(np.concatenate(mixed)[: int(limit * rate)], rate, sampling.sample_rate)
+    return mono[: int(limit * sampling.sample_rate)]
+
+
+def _rewind(container, stream) -> None:
+    """Back to the stream's first packet. A seek to 0 is not enough: AAC in MP4 starts with
+    priming samples at a negative time, and a decoder started after them gave audio
+    shifted by 1,024 samples (an early time goes to the first packet instead)."""
+    try:
+        container.seek(-1, stream=stream)
+    except av.FFmpegError:  # a demuxer that refuses times before the start
+        container.seek(0, stream=stream)
+
+
+def _resample(mono: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """libswresample's resampling (bench/README.md measures it against resampy, the
+    reference's: they differ only in the top mel band), the whole signal as one frame.
+
+    One frame, alive until the resampler is flushed: frames made from arrays and dropped
+    while the resampler still held them came out as other samples (PyAV 18)."""
+    frame = av.AudioFrame.from_ndarray(mono[None, :], format="fltp", layout="mono")
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=target)
+    out = resampler.resample(frame) + resampler.resample(None)
+    return np.concatenate([part.to_ndarray().reshape(-1) for part in out]).astype(np.float32, copy=False)
