@@ -27,10 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
 
-from support import media  # noqa: E402
+from support import media
 
-from phr_cli import decode  # noqa: E402
-from phr_cli.decode import FrameSampling  # noqa: E402
+from phr_cli import decode
+from phr_cli.decode import FrameSampling
 
 
 def keyframe_pass(path: Path) -> list[float]:
@@ -86,9 +86,9 @@ def main() -> None:
         for keyframes in (1, 2, 3):
             path = media.write_clip(Path(scratch) / f"{keyframes}kf.mp4", args.seconds, size=(width, height),
                                     fps=args.fps, gop=-(-frames // keyframes), pattern="city", tone_hz=None)
-            key_seconds, times = best(args.repeat, lambda: keyframe_pass(path))
-            full_seconds, expected = best(args.repeat, lambda: full_decode(path, sampling.fallback_frames))
-            phr_seconds, got = best(args.repeat, lambda: phr_fallback(path, times, sampling))
+            key_seconds, times = best(args.repeat, lambda path=path: keyframe_pass(path))
+            full_seconds, expected = best(args.repeat, lambda path=path: full_decode(path, sampling.fallback_frames))
+            phr_seconds, got = best(args.repeat, lambda path=path, times=times: phr_fallback(path, times, sampling))
             same = len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
             print(f"{width}x{height}, {args.seconds:g} s, {len(times)} keyframe(s): keyframe pass "
                   f"{key_seconds * 1000:.0f} ms; full decode to the last time {full_seconds * 1000:.0f} ms "

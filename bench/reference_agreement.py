@@ -27,11 +27,11 @@ from torchvggish import vggish_input
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
 
-from support import media  # noqa: E402
+from support import media
 
-from phr_cli.decode import decode_clip  # noqa: E402
-from phr_cli.encoders.audio import AudioEncoder, log_mel_examples  # noqa: E402
-from phr_cli.encoders.visual import VisualEncoder  # noqa: E402
+from phr_cli.decode import decode_clip
+from phr_cli.encoders.audio import AudioEncoder, log_mel_examples
+from phr_cli.encoders.visual import VisualEncoder
 
 WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from support import media
 from torchvggish import vggish_input
 from torchvggish.torchvggish import VGG, make_layers
 
-from support import media
 from phr_cli.decode import FrameSampling, decode_clip
 from phr_cli.encoders.audio import AudioEncoder, log_mel_examples
 from phr_cli.encoders.visual import VisualEncoder

@@ -3,8 +3,8 @@ import os
 import av
 import numpy as np
 import pytest
-
 from support import media
+
 from phr_cli.decode import FrameSampling, decode_clip
 from phr_cli.statuses import Status
 
