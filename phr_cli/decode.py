@@ -235,7 +235,7 @@ def _decode_uniform(container, stream, duration, keyframe_times, sampling, probl
             packet = next(packets, None)
             if packet is None:
                 break
-            early = (targets and packet.pts is not None
+            early = (bool(targets) and packet.pts is not None
                      and float(packet.pts * stream.time_base) < target - 1e-6)
             context.skip_frame = "NONREF" if early else "DEFAULT"
             for frame in packet.decode():
