@@ -1,10 +1,12 @@
 """Decoding with PyAV: sampled video frames and 16 kHz mono audio from one file.
 
 Frames are keyframes (the decoder skips everything else, which is ~35x cheaper than a full
-decode); a clip with too few keyframes is decoded fully once and sampled uniformly; a long
-video, or one with a great many keyframes, is sampled by seeking. Frames are turned upright
-when the file carries a rotation (phones record portrait video that way). Each result
-carries a status and a one-line reason.
+decode); a clip with too few keyframes is sampled uniformly, decoding only what leads to
+each sampled time; a long video, or one with a great many keyframes, is sampled by seeking.
+Frames leave at their full size, RGB and upright (phones record portrait video with a
+rotation): the visual encoder resizes them with its weights' own transforms. Audio is mixed
+to mono as VGGish's reference does (the mean of the channels, at the native rate), then
+resampled. Each result carries a status and a one-line reason.
 
 `decode_guarded` is what worker processes run: it also enforces `DecodeLimits`, the guards
 against hostile files (pixel count, memory); the per-file time limit is enforced by the
@@ -34,8 +36,6 @@ class FrameSampling:
     long_video_seconds: float = 600.0  # longer videos are sampled by seeking
     max_keyframes: int = 256  # more keyframes (an all-intra file): sampled by seeking too
     max_audio_seconds: float = 600.0
-    resize_short_side: int = 232
-    crop: int = 224
     sample_rate: int = 16000
     min_audio_samples: int = 15600  # one VGGish example (0.975 s at 16 kHz)
 
@@ -71,7 +71,7 @@ def decode_guarded(path: Path, sampling: FrameSampling, limits: DecodeLimits) ->
 
 @dataclass
 class DecodedClip:
-    frames: np.ndarray | None  # (F, crop, crop, 3) uint8 RGB, None when no frame
+    frames: np.ndarray | None  # (F, H, W, 3) uint8 RGB at the upright frame's size, None when no frame
     audio: np.ndarray | None  # float32 mono at sampling.sample_rate, None when absent
     duration: float
     status: Status
@@ -149,19 +149,14 @@ def _duration(container: av.container.InputContainer) -> float:
     return max(durations, default=0.0)
 
 
-def _to_rgb(frame: av.VideoFrame, sampling: FrameSampling) -> np.ndarray:
-    """Resize the short side then centre-crop, as the ResNet50 IMAGENET1K_V2 transforms do."""
-    scale = sampling.resize_short_side / min(frame.width, frame.height)
-    width = max(sampling.crop, round(frame.width * scale))
-    height = max(sampling.crop, round(frame.height * scale))
-    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
-    top = (height - sampling.crop) // 2
-    left = (width - sampling.crop) // 2
-    crop = rgb[top : top + sampling.crop, left : left + sampling.crop]
-    # The display matrix's angle is counter-clockwise; the square centre crop of the upright
-    # frame is the crop of the stored frame, turned.
-    quarter_turns = round(frame.rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(crop, quarter_turns) if quarter_turns else crop)
+def _rgb(frames: list[av.VideoFrame]) -> np.ndarray:
+    """Frames as (F, H, W, 3) uint8 RGB, upright, at the first frame's size (a stream that
+    changes resolution midway is scaled to it; nothing else is resized here)."""
+    width, height = frames[0].width, frames[0].height
+    # The display matrix's angle is counter-clockwise; every frame of a stream shares it.
+    quarter_turns = round(frames[0].rotation / 90) % 4
+    rgb = np.stack([frame.to_ndarray(format="rgb24", width=width, height=height) for frame in frames])
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns, axes=(1, 2)) if quarter_turns else rgb)
 
 
 def _evenly(items: list, count: int) -> list:
@@ -174,21 +169,22 @@ def _evenly(items: list, count: int) -> list:
 def _sample_frames(container, stream, duration, sampling, problems):
     if duration > sampling.long_video_seconds:
         frames = _seek_keyframes(container, stream, duration, sampling, problems)
-        return (np.stack(frames) if frames else None), len(frames)
+        return (_rgb(frames) if frames else None), len(frames)
     keyframes = _decode_keyframes(container, stream, sampling, problems)
     if keyframes is None:  # too many to hold: sample them by time instead
         frames = _seek_keyframes(container, stream, duration, sampling, problems)
-        return (np.stack(frames) if frames else None), sampling.max_keyframes + 1
+        return (_rgb(frames) if frames else None), sampling.max_keyframes + 1
     n_keyframes = len(keyframes)
     if n_keyframes < sampling.min_keyframes:
-        uniform = _decode_uniform(container, stream, duration, sampling, problems)
+        times = [frame.time for frame in keyframes if frame.time is not None]
+        uniform = _decode_uniform(container, stream, duration, times, sampling, problems)
         if len(uniform) > n_keyframes:
             keyframes = uniform
     frames = _evenly(keyframes, sampling.max_frames)
     if not frames:
         problems.add(Status.CORRUPT, "no decodable video frame")
         return None, n_keyframes
-    return np.stack(frames), n_keyframes
+    return _rgb(frames), n_keyframes
 
 
 @contextmanager
@@ -201,45 +197,65 @@ def _keyframes_only(stream):
         stream.codec_context.skip_frame = "DEFAULT"
 
 
-def _decode_keyframes(container, stream, sampling, problems) -> list[np.ndarray] | None:
-    """Every keyframe, or None when there are more than `max_keyframes` (memory stays bounded)."""
-    frames: list[np.ndarray] = []
+def _decode_keyframes(container, stream, sampling, problems) -> list[av.VideoFrame] | None:
+    """Every keyframe, or None when there are more than `max_keyframes` (memory stays bounded).
+
+    Kept as decoded (YUV, about half the bytes of RGB) until the ones used are chosen."""
+    frames: list[av.VideoFrame] = []
     with _keyframes_only(stream):
         try:
             for frame in container.decode(stream):
                 if len(frames) == sampling.max_keyframes:
                     return None
-                frames.append(_to_rgb(frame, sampling))
+                frames.append(frame)
         except av.FFmpegError as error:
             problems.add(Status.TRUNCATED, f"video decoding stopped after {len(frames)} keyframes: {_message(error)}")
     return frames
 
 
-def _decode_uniform(container, stream, duration, sampling, problems) -> list[np.ndarray]:
-    """Full decode once, keeping the frame at each of `fallback_frames` evenly spaced times."""
+def _decode_uniform(container, stream, duration, keyframe_times, sampling, problems) -> list[av.VideoFrame]:
+    """At each of `fallback_frames` evenly spaced times, the frame a full decode shows there
+    (the first at or after it), decoding only what leads to it: from the last keyframe
+    before the time (seeking there when it lies ahead of the decoder), and skipping the
+    frames that no other frame refers to and that are shown before the time."""
     count = sampling.fallback_frames
+    context = stream.codec_context
     targets = [(i + 0.5) * duration / count for i in range(count)] if duration > 0 else []
-    frames: list[np.ndarray] = []
+    frames: list[av.VideoFrame] = []
+    reached = -np.inf  # how far the decoder has come, in seconds
+    packets = None
     try:
-        container.seek(0, stream=stream)
-        for frame in container.decode(stream):
-            time = frame.time if frame.time is not None else 0.0
-            if targets:
-                while len(frames) < count and time + 1e-6 >= targets[len(frames)]:
-                    frames.append(_to_rgb(frame, sampling))
-            else:  # unknown duration: the first frames it has
-                frames.append(_to_rgb(frame, sampling))
-            if len(frames) >= count:
+        while len(frames) < count:
+            target = targets[len(frames)] if targets else 0.0
+            start = max((t for t in keyframe_times if t <= target + 1e-6), default=0.0)
+            if packets is None or start > reached + 1e-6:
+                container.seek(round(start / stream.time_base), stream=stream, backward=True)
+                packets = container.demux(stream)
+                reached = start
+            packet = next(packets, None)
+            if packet is None:
                 break
+            early = (bool(targets) and packet.pts is not None
+                     and float(packet.pts * stream.time_base) < target - 1e-6)
+            context.skip_frame = "NONREF" if early else "DEFAULT"
+            for frame in packet.decode():
+                time = frame.time if frame.time is not None else 0.0
+                reached = max(reached, time)
+                if not targets:  # unknown duration: the first frames it has
+                    frames.append(frame)
+                while targets and len(frames) < count and time + 1e-6 >= targets[len(frames)]:
+                    frames.append(frame)
     except av.FFmpegError as error:
         if not frames:
             problems.add(Status.TRUNCATED, f"video decoding failed: {_message(error)}")
-    return frames
+    finally:
+        context.skip_frame = "DEFAULT"
+    return frames[:count]
 
 
-def _seek_keyframes(container, stream, duration, sampling, problems) -> list[np.ndarray]:
+def _seek_keyframes(container, stream, duration, sampling, problems) -> list[av.VideoFrame]:
     """For long videos: the keyframe at or before each of `max_frames` evenly spaced times."""
-    frames: list[np.ndarray] = []
+    frames: list[av.VideoFrame] = []
     with _keyframes_only(stream):
         try:
             for i in range(sampling.max_frames):
@@ -247,32 +263,63 @@ def _seek_keyframes(container, stream, duration, sampling, problems) -> list[np.
                 container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
                 frame = next(container.decode(stream), None)
                 if frame is not None:
-                    frames.append(_to_rgb(frame, sampling))
+                    frames.append(frame)
         except av.FFmpegError as error:
             problems.add(Status.TRUNCATED, f"seeking stopped after {len(frames)} frames: {_message(error)}")
     return frames
 
 
 def _read_audio(container, stream, sampling, problems) -> np.ndarray | None:
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling.sample_rate)
-    limit = int(sampling.max_audio_seconds * sampling.sample_rate)
-    chunks: list[np.ndarray] = []
-    total = 0
+    """Mono float32 at `sampling.sample_rate`, mixed as VGGish's reference mixes: the mean of
+    the channels at the native rate, then resampled. (libswresample's own downmix weighs
+    the channels: stereo came out sqrt(2) louder, 5.1 louder still.)"""
+    to_float = av.AudioResampler(format="fltp")  # the decoded layout and rate, as planar float
+    limit = sampling.max_audio_seconds
+    mixed: list[np.ndarray] = []
+    rate, total = stream.rate or sampling.sample_rate, 0
+
+    def mix(planar: av.AudioFrame) -> None:
+        nonlocal rate, total
+        mixed.append(planar.to_ndarray().mean(axis=0, dtype=np.float64).astype(np.float32))
+        rate, total = planar.sample_rate, total + planar.samples
+
     try:
-        container.seek(0, stream=stream)
+        _rewind(container, stream)
         for frame in container.decode(stream):
             frame.pts = None  # the resampler keeps its own timeline; gaps must not shift it
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-                total += out.samples
-            if total >= limit:
+            for planar in to_float.resample(frame):
+                mix(planar)
+            if total >= limit * rate:
                 break
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
+        for planar in to_float.resample(None):
+            mix(planar)
     except av.FFmpegError as error:
-        problems.add(Status.TRUNCATED, f"audio decoding stopped at {total / sampling.sample_rate:.2f} s: "
-                     f"{_message(error)}")
-    if not chunks:
+        problems.add(Status.TRUNCATED, f"audio decoding stopped at {total / rate:.2f} s: {_message(error)}")
+    if not mixed:
         problems.add(Status.NO_AUDIO, "audio stream has no decodable samples")
         return None
-    return np.concatenate(chunks)[:limit].astype(np.float32, copy=False)
+    mono = _resample(np.concatenate(mixed)[: int(limit * rate)], rate, sampling.sample_rate)
+    return mono[: int(limit * sampling.sample_rate)]
+
+
+def _rewind(container, stream) -> None:
+    """Back to the stream's first packet. A seek to 0 is not enough: AAC in MP4 starts with
+    priming samples at a negative time, and a decoder started after them gave audio
+    shifted by 1,024 samples (an early time goes to the first packet instead)."""
+    try:
+        container.seek(-1, stream=stream)
+    except av.FFmpegError:  # a demuxer that refuses times before the start
+        container.seek(0, stream=stream)
+
+
+def _resample(mono: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """libswresample's resampling (bench/README.md measures it against resampy, the
+    reference's: they differ only in the top mel band), the whole signal as one frame.
+
+    One frame, alive until the resampler is flushed: frames made from arrays and dropped
+    while the resampler still held them came out as other samples (PyAV 18)."""
+    frame = av.AudioFrame.from_ndarray(mono[None, :], format="fltp", layout="mono")
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=target)
+    out = resampler.resample(frame) + resampler.resample(None)
+    return np.concatenate([part.to_ndarray().reshape(-1) for part in out]).astype(np.float32, copy=False)

@@ -30,21 +30,19 @@ def test_features_are_2048_wide_and_batching_does_not_change_them(encoder):
     assert encoder.embed_frames(frames[:0]).shape == (0, 2048)
 
 
-def test_normalisation_matches_torchvision_preprocessing(encoder):
-    frames = np.random.default_rng(2).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
-    reference_net = torchvision.models.resnet50(weights=None)
-    reference_net.load_state_dict({k: v for k, v in encoder.network.state_dict().items()}, strict=False)
-    reference_net.fc = torch.nn.Identity()
-    normalize = torchvision.transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-    batch = normalize(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)
-    with torch.inference_mode():
-        expected = reference_net.eval()(batch)
-    torch.testing.assert_close(encoder.embed_frames(frames), expected, rtol=1e-4, atol=1e-4)
+def test_preprocessing_is_the_weights_own_transforms_frame_by_frame(encoder):
+    frames = np.random.default_rng(2).integers(0, 256, (3, 180, 320, 3), dtype=np.uint8)
+    transforms = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.transforms()
+    expected = torch.stack([transforms(torch.from_numpy(f).permute(2, 0, 1)) for f in frames])
+    batched = encoder.preprocess(frames, batch_size=2)
+    assert batched.shape == (3, 3, 224, 224)
+    torch.testing.assert_close(batched, expected, rtol=0, atol=1e-6)
 
 
 def test_weights_load_from_weights_dir_after_the_hash_check(tmp_path, monkeypatch, encoder):
     net = torchvision.models.resnet50(weights=None)
     path = tmp_path / registry.RESNET50_IMAGENET1K_V2.weights.file_name
+    assert path.name == "resnet50-11ad3fa6.pth"  # read from torchvision's enum
     torch.save(net.state_dict(), path)
     with pytest.raises(WeightsHashError, match="does not start with 11ad3fa6"):
         VisualEncoder("cpu", weights_dir=tmp_path)

@@ -120,6 +120,19 @@ def test_other_encoders_are_refused(tmp_path):
         StoreWriter(path, other, SAMPLING)
 
 
+def test_stores_made_before_the_reference_mix_and_preprocessing_are_refused(tmp_path):
+    from phr_cli.encoders.registry import DEFAULT_ENCODERS, FEATURES_REVISION
+
+    now = {m: {"spec": spec.to_dict(), "weights": "w"} for m, spec in DEFAULT_ENCODERS.items()}
+    before = {m: {"spec": {**entry["spec"], "version": entry["spec"]["version"].removesuffix(f"/{FEATURES_REVISION}")},
+                  "weights": "w"} for m, entry in now.items()}
+    path = tmp_path / "features.h5"
+    with StoreWriter(path, before, SAMPLING) as writer:
+        writer.add(**video("a", 1))
+    with pytest.raises(StoreError, match="other encoders"):
+        StoreWriter(path, now, SAMPLING)
+
+
 def test_unreadable_newer_and_missing_stores_explain_the_fix(tmp_path):
     with pytest.raises(StoreError, match="run `phr extract"):
         load_store(tmp_path / "none.h5")

@@ -92,9 +92,10 @@ class Encoders:
         frame_sets = {i: c.frames for i, c in enumerate(clips) if c.frames is not None and len(c.frames)}
         with_frames = list(frame_sets)
         if with_frames:
-            frames = np.concatenate(list(frame_sets.values()))
-            features = self.visual.embed_frames(frames, batch_size)
-            counts = [len(f) for f in frame_sets.values()]
+            # Clips differ in size: each is preprocessed on its own, then encoded in batches.
+            images = torch.cat([self.visual.preprocess(frame_sets[i], batch_size) for i in with_frames])
+            features = self.visual.embed(images, batch_size)
+            counts = [len(frame_sets[i]) for i in with_frames]
             for i, chunk in zip(with_frames, torch.split(features, counts)):
                 results[i]["visual"] = chunk.mean(0).numpy()
                 results[i]["n_frames"] = len(chunk)

@@ -2,12 +2,15 @@
 
 Like torchvision's weights enums, a spec is plain data that the store, the checkpoint
 and the missing-weights error all read; nothing else in phr hard-codes these facts.
-This module imports no torch so that the CLI starts fast.
+ResNet50's URL and preprocessing are read from torchvision's own enum, on first use of
+`RESNET50_IMAGENET1K_V2` or `DEFAULT_ENCODERS`: importing this module imports no torch,
+so that the CLI starts fast.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +31,15 @@ class WeightFile:
     url: str
     sha256_prefix: str
 
+    @classmethod
+    def from_url(cls, url: str) -> WeightFile:
+        """The file as torch hub names it: `<name>-<hex prefix of its SHA-256>.<ext>`."""
+        file_name = url.rsplit("/", 1)[-1]
+        found = re.search(r"-([a-f0-9]+)\.", file_name)  # torch.hub.HASH_REGEX
+        if found is None:
+            raise ValueError(f"{url}: no hash prefix in the file name")
+        return cls(file_name=file_name, url=url, sha256_prefix=found.group(1))
+
 
 @dataclass(frozen=True)
 class EncoderSpec:
@@ -42,30 +54,45 @@ class EncoderSpec:
         return asdict(self)
 
 
-RESNET50_IMAGENET1K_V2 = EncoderSpec(
-    name="resnet50",
-    modality="visual",
-    version="torchvision-IMAGENET1K_V2",
-    output_dim=2048,
-    weights=WeightFile(
-        file_name="resnet50-11ad3fa6.pth",
-        url="https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
-        sha256_prefix="11ad3fa6",
-    ),
-    preprocessing={
-        "resize_short_side": 232,
-        "center_crop": 224,
-        "interpolation": "bilinear",
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-        "pooling": "global average pool, then mean over sampled frames",
-    },
-)
+# Bumped whenever phr computes an encoder's features differently, so that a store made
+# before is refused ("other encoders") instead of mixing features of both kinds.
+# phr-2: channels averaged before resampling (VGGish's reference mix); frames
+# preprocessed by the weights' own transforms on the full frame.
+FEATURES_REVISION = "phr-2"
+
+# torchvision declares these weights: URL, hash prefix and transforms are read from it.
+RESNET50_WEIGHTS = "ResNet50_Weights.IMAGENET1K_V2"
+
+
+def _resnet50_spec() -> EncoderSpec:
+    from torchvision.models import get_weight
+
+    weights = get_weight(RESNET50_WEIGHTS)
+    transforms = weights.transforms()
+    return EncoderSpec(
+        name="resnet50",
+        modality="visual",
+        version=f"torchvision-{weights.name}/{FEATURES_REVISION}",
+        output_dim=2048,
+        weights=WeightFile.from_url(weights.url),
+        preprocessing={
+            # Applied on the full upright frame; what they do is recorded beside them.
+            "transforms": f"{RESNET50_WEIGHTS}.transforms()",
+            "resize_short_side": transforms.resize_size,
+            "center_crop": transforms.crop_size,
+            "interpolation": transforms.interpolation.value,
+            "antialias": transforms.antialias,
+            "mean": transforms.mean,
+            "std": transforms.std,
+            "pooling": "global average pool, then mean over sampled frames",
+        },
+    )
+
 
 VGGISH = EncoderSpec(
     name="vggish",
     modality="acoustic",
-    version="torchvggish-v0.1",
+    version=f"torchvggish-v0.1/{FEATURES_REVISION}",
     output_dim=128,
     weights=WeightFile(
         file_name="vggish-10086976.pth",
@@ -74,6 +101,7 @@ VGGISH = EncoderSpec(
     ),
     preprocessing={
         "sample_rate": 16000,
+        "mono_mix": "mean of the channels at the native rate, then resampled by libswresample",
         "window_samples": 400,
         "hop_samples": 160,
         "fft_length": 512,
@@ -104,9 +132,18 @@ MINILM_L6_V2 = EncoderSpec(
     },
 )
 
-DEFAULT_ENCODERS: dict[str, EncoderSpec] = {
-    spec.modality: spec for spec in (RESNET50_IMAGENET1K_V2, VGGISH, MINILM_L6_V2)
-}
+
+
+def __getattr__(name: str) -> Any:
+    """`RESNET50_IMAGENET1K_V2` and `DEFAULT_ENCODERS`, built from torchvision on first use."""
+    if name == "RESNET50_IMAGENET1K_V2":
+        globals()[name] = spec = _resnet50_spec()
+        return spec
+    if name == "DEFAULT_ENCODERS":
+        visual = __getattr__("RESNET50_IMAGENET1K_V2")
+        globals()[name] = encoders = {spec.modality: spec for spec in (visual, VGGISH, MINILM_L6_V2)}
+        return encoders
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class MissingWeightsError(PhrError):

@@ -1,7 +1,9 @@
 """The visual encoder: torchvision ResNet50, global-average-pooled 2048-d features per frame.
 
-Frames arrive already resized and cropped by the decoder (uint8 RGB, crop x crop), so the
-only preprocessing here is float conversion and ImageNet normalisation, done on the device.
+Frames arrive at their full size (uint8 RGB, upright). They are preprocessed by the
+weights' own declaration, `ResNet50_Weights.IMAGENET1K_V2.transforms()` (resize the short
+side with antialiasing, centre crop, ImageNet normalisation), on batched tensors on the
+encoder's device: the transform the pretrained weights were validated with.
 """
 
 from __future__ import annotations
@@ -32,13 +34,13 @@ class VisualEncoder:
         network.fc = torch.nn.Identity()  # keep the pooled 2048-d features
         # channels_last is faster for convolutions on both CPU and GPU.
         self.network = network.eval().to(self.device, memory_format=torch.channels_last)
-        preprocessing = spec.preprocessing
-        self.mean = torch.tensor(preprocessing["mean"], device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(preprocessing["std"], device=self.device).view(1, 3, 1, 1)
+        weights_name = spec.preprocessing["transforms"].removesuffix(".transforms()")
+        self.transforms = torchvision.models.get_weight(weights_name).transforms()
 
     @torch.inference_mode()
-    def embed_frames(self, frames: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-        """(N, H, W, 3) uint8 RGB frames -> (N, 2048) float32 features on the CPU."""
+    def preprocess(self, frames: np.ndarray, batch_size: int = 64) -> torch.Tensor:
+        """(N, H, W, 3) uint8 RGB frames of one size -> (N, 3, crop, crop) normalised float32
+        on the device, `batch_size` frames at a time (full frames are large)."""
         outputs = []
         pinned = self.device.type == "cuda"
         for start in range(0, len(frames), batch_size):
@@ -46,11 +48,22 @@ class VisualEncoder:
             if pinned:
                 batch = batch.pin_memory()
             batch = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-            batch = ((batch.float() / 255.0 - self.mean) / self.std).contiguous(
-                memory_format=torch.channels_last
-            )
-            with autocast(self.device, self.precision):
-                outputs.append(self.network(batch).float().cpu())
+            outputs.append(self.transforms(batch))
         if not outputs:
-            return torch.zeros((0, self.spec.output_dim))
+            crop = self.transforms.crop_size[0]
+            return torch.zeros((0, 3, crop, crop), device=self.device)
         return torch.cat(outputs)
+
+    @torch.inference_mode()
+    def embed(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """(N, 3, crop, crop) preprocessed images -> (N, 2048) float32 features on the CPU."""
+        outputs = [torch.zeros((0, self.spec.output_dim))]
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size].to(self.device)
+            with autocast(self.device, self.precision):
+                outputs.append(self.network(batch.contiguous(memory_format=torch.channels_last)).float().cpu())
+        return torch.cat(outputs)
+
+    def embed_frames(self, frames: np.ndarray, batch_size: int = 64) -> torch.Tensor:
+        """(N, H, W, 3) uint8 RGB frames of one size -> (N, 2048) float32 features on the CPU."""
+        return self.embed(self.preprocess(frames, batch_size), batch_size)

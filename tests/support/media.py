@@ -148,8 +148,12 @@ def _frames(p: Pattern, n: int, size: tuple[int, int], seed: int):
         yield np.clip(img, 0, 255).astype(np.uint8)
 
 
+#: channel count -> FFmpeg layout name
+LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
+
+
 def _audio(seconds: float, rate: int, channels: int, tone_hz: float, noise: float,
-           pulse_hz: float, crackle: float, seed: int) -> np.ndarray:
+           pulse_hz: float, crackle: float, seed: int, equal_channels: bool = False) -> np.ndarray:
     """Float32 samples (channels, n) in [-1, 1]: tone, gating, noise, clicks."""
     rng = np.random.default_rng(seed + 1)
     n = int(round(seconds * rate))
@@ -163,7 +167,7 @@ def _audio(seconds: float, rate: int, channels: int, tone_hz: float, noise: floa
         clicks = rng.random(n) < 30.0 / rate
         sig = sig + crackle * clicks * rng.uniform(-1, 1, n)
     out = np.repeat(sig[None, :], channels, 0)
-    if channels > 1:  # small inter-channel difference so stereo is really stereo
+    if channels > 1 and not equal_channels:  # small inter-channel difference so stereo is really stereo
         out[1:] *= 0.8
     return np.clip(out, -1, 1).astype(np.float32)
 
@@ -182,7 +186,7 @@ def _add_audio(out: av.container.OutputContainer, codec: str, rate: int, channel
     if codec == "vorbis":  # FFmpeg's native Vorbis encoder is stereo-only
         channels = 2
     stream = out.add_stream(codec, rate=rate)
-    stream.layout = "stereo" if channels == 2 else "mono"
+    stream.layout = LAYOUTS[channels]
     stream.codec_context.thread_count = 1
     if av.codec.Codec(codec, "w").experimental:  # e.g. FFmpeg's native vorbis encoder
         stream.codec_context.options = {"strict": "experimental"}
@@ -192,7 +196,7 @@ def _add_audio(out: av.container.OutputContainer, codec: str, rate: int, channel
 def _encode_audio(out: av.container.OutputContainer, stream, samples: np.ndarray,
                   rate: int) -> None:
     """Encode planar float samples (channels, n) in 1024-sample frames, then flush."""
-    layout = "stereo" if samples.shape[0] == 2 else "mono"
+    layout = LAYOUTS[samples.shape[0]]
     for start in range(0, samples.shape[1], 1024):
         chunk = np.ascontiguousarray(samples[:, start:start + 1024])
         frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
@@ -215,7 +219,7 @@ def write_clip(path: str | Path, seconds: float, *, size: tuple[int, int] = (160
                crackle: float = 0.0, sample_rate: int = 44100, channels: int = 1,
                gop: int | None = None, vcodec: str | None = None,
                acodec: str | None = None, faststart: bool = True,
-               seed: int = 0) -> Path:
+               seed: int = 0, equal_channels: bool = False) -> Path:
     """Write a synthetic video clip and return its path.
 
     ``round(seconds * fps)`` frames (at least one) of ``pattern`` (a ``Pattern`` or a
@@ -257,20 +261,21 @@ def write_clip(path: str | Path, seconds: float, *, size: tuple[int, int] = (160
         if audio is not None:
             stream, rate, chans = audio
             samples = _audio(n / fps, rate, chans, tone_hz, noise, pulse_hz,
-                             crackle, seed)
+                             crackle, seed, equal_channels)
             _encode_audio(out, stream, samples, rate)
     return path
 
 
 def write_audio_only(path: str | Path, seconds: float, *, tone_hz: float = 440.0,
                      noise: float = 0.0, sample_rate: int = 44100, channels: int = 1,
-                     seed: int = 0) -> Path:
-    """Write a file with one audio stream and no video (codec from ``AUDIO_CODECS``)."""
+                     seed: int = 0, equal_channels: bool = False) -> Path:
+    """Write a file with one audio stream and no video (codec from ``AUDIO_CODECS``);
+    ``channels`` and ``equal_channels`` as in ``write_clip``."""
     path = Path(path)
     codec = AUDIO_CODECS.get(path.suffix.lower(), "aac")
     with _open_out(path, True) as out:
         stream, rate, chans = _add_audio(out, codec, sample_rate, channels)
-        samples = _audio(seconds, rate, chans, tone_hz, noise, 0.0, 0.0, seed)
+        samples = _audio(seconds, rate, chans, tone_hz, noise, 0.0, 0.0, seed, equal_channels)
         _encode_audio(out, stream, samples, rate)
     return path
 
