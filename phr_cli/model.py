@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from phr_cli.aggregate import SparsePattern
 from phr_cli.errors import ConfigError
-from phr_cli.evidence import TagEvidence
+from phr_cli.evidence import EVIDENCE_TERMS, TagEvidence
 from phr_cli.graph import MODALITIES, Graph
 from phr_cli.neighbours import ContentIndex, content_vectors
 
@@ -630,6 +630,8 @@ class GCNPHR(nn.Module):
     """GCN-PHR. Build for training with `from_graph`; rebuilt from a checkpoint, the model holds
     no graph and serves the saved representations (see `propagate`)."""
 
+    part_scales: Tensor
+
     def __init__(self, config: ModelConfig, n_users: int, n_hashtags: int, modality_widths: dict[str, int],
                  n_items: int = 0) -> None:
         super().__init__()
@@ -650,6 +652,9 @@ class GCNPHR(nn.Module):
         # model starts as the count prior (a strong ranking), not as that prior plus the noise
         # of an untrained graph score, and lets the graph in as far as it helps (ReZero).
         self.graph_gate = nn.Parameter(torch.zeros(())) if config.evidence else None
+        # One scale per score part (`score_parts`), fitted on validation after training
+        # (`calibration.calibrate`); ones until then.
+        self.register_buffer("part_scales", torch.ones(1 + (len(EVIDENCE_TERMS) if config.evidence else 0)))
         self.evidence = (TagEvidence(n_users, n_items, n_hashtags, 0, 0, ContentIndex(item_width, 0, n_hashtags, 0),
                                      config.neighbours) if config.evidence else None)
         self._reset_parameters()
@@ -883,7 +888,7 @@ class GCNPHR(nn.Module):
                                                     self.item_offsets(items)))}
         if self.evidence is not None:
             parts.update(self.evidence.term_rows(users, items, self.content_vectors(features, masks)))
-        return parts
+        return {name: scale * part for scale, (name, part) in zip(self.part_scales, parts.items())}
 
     def score_posts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
                     features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:

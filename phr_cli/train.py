@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from phr_cli import __version__
+from phr_cli.calibration import calibrate
 from phr_cli.checkpoint import (
     CHECKPOINT_FORMAT,
     ModelScorer,
@@ -288,6 +289,17 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
                     progress(epoch, loss, metric, best["metric"])
             if stopped_early:
                 break
+
+        if payload.get("completed") and model.evidence is not None and "calibration" not in payload:
+            # The best epoch's weights, their parts scaled to the validation posts.
+            model.load_state_dict(best["state"])
+            model.eval()
+            result = calibrate(model, best["users"].to(device), best["hashtags"].to(device), graph.item_index,
+                               posts, validation, seed=config.seed)
+            payload["calibration"] = None if result is None else asdict(result)
+            payload["state_dict"] = _cpu_state(model)
+            if ranks.main:
+                save_checkpoint(payload, checkpoint_path)
 
     return _result(checkpoint_path, payload, device, validation, resumed_from=resumed_from)
 
