@@ -12,6 +12,7 @@ from phr_cli.store import (
     StoreError,
     StoreWriter,
     load_store,
+    merge_posts,
     parts_dir,
     summarize,
 )
@@ -190,3 +191,47 @@ def test_a_damaged_store_names_the_fix(tmp_path):
         del handle["videos/visual"]
     with pytest.raises(StoreError, match="damaged phr feature store .* move it away and run `phr extract` again"):
         load_store(path)
+
+
+def folder_posts(source: str, rows: list[tuple[str, str, str]]) -> PostRows:
+    """(path, user, hashtags) rows from one folder."""
+    n = len(rows)
+    return PostRows(video_key=[f"k{p}" if p else "" for p, _, _ in rows], path=[p for p, _, _ in rows],
+                    user=[u for _, u, _ in rows], caption=["c"] * n, hashtags=[t.split() for _, _, t in rows],
+                    status=["ok"] * n, source=[source] * n, text_embedding=np.zeros((n, 384), np.float32),
+                    textual=np.zeros((n, 100), np.float32), textual_mask=np.ones(n, bool))
+
+
+def test_merging_a_folder_keeps_the_others_and_updates_its_own_in_place():
+    stored = PostRows.concat(folder_posts("/a", [("1.mp4", "ana", "x"), ("2.mp4", "ben", "y")]),
+                             folder_posts("/b", [("3.mp4", "cem", "z")]))
+    again = folder_posts("/a", [("1.mp4", "ana", "x"), ("2.mp4", "ben", "y w"), ("4.mp4", "dia", "v")])
+    merged, changes = merge_posts(stored, again, "/a")
+    assert merged.path == ["1.mp4", "2.mp4", "4.mp4", "3.mp4"]  # /a where it was, /b kept
+    assert (changes.unchanged, changes.updated, changes.added, changes.removed, changes.kept) == (1, 1, 1, 0, 1)
+    fewer, changes = merge_posts(merged, folder_posts("/a", [("1.mp4", "ana", "x")]), "/a")
+    assert fewer.path == ["1.mp4", "3.mp4"] and changes.removed == 2
+    new_folder, changes = merge_posts(stored, folder_posts("/c", [("5.mp4", "eli", "u")]), "/c")
+    assert new_folder.path == ["1.mp4", "2.mp4", "3.mp4", "5.mp4"] and (changes.added, changes.kept) == (1, 3)
+
+
+def test_posts_of_a_store_without_recorded_folders_are_adopted_only_when_asked():
+    legacy = folder_posts("", [("1.mp4", "ana", "x")])
+    again = folder_posts("/a", [("1.mp4", "ana", "x")])
+    adopted, changes = merge_posts(legacy, again, "/a", adopt_unrecorded=True)
+    assert adopted.path == ["1.mp4"] and changes.updated == 1  # the folder is now recorded: a new id
+    kept, changes = merge_posts(legacy, again, "/a")
+    assert kept.path == ["1.mp4", "1.mp4"] and changes.kept == 1
+
+
+def test_post_ids_are_stable_and_tell_folders_and_content_apart(tmp_path):
+    one = folder_posts("/a", [("1.mp4", "ana", "x"), ("1.mp4", "ben", "x")])
+    assert len(set(one.post_ids().tolist())) == 2
+    assert one.post_ids().tolist() == folder_posts("/a", [("1.mp4", "ana", "x"), ("1.mp4", "ben", "x")]).post_ids().tolist()
+    assert one.post_ids()[0] != folder_posts("/b", [("1.mp4", "ana", "x")]).post_ids()[0]
+    assert one.post_ids()[0] != folder_posts("/a", [("1.mp4", "ana", "x y")]).post_ids()[0]
+    path = tmp_path / "features.h5"
+    with StoreWriter(path, ENCODERS, SAMPLING) as writer:
+        writer.finalize(one, None)
+    stored = load_store(path).posts
+    assert stored.source == ["/a", "/a"] and stored.post_ids().tolist() == one.post_ids().tolist()
