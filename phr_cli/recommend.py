@@ -9,6 +9,7 @@ average user.
 
 from __future__ import annotations
 
+import difflib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from phr_cli.devices import resolve_device
 from phr_cli.encoders.pipeline import Encoders, content_key
 from phr_cli.encoders.registry import EncoderMismatchError, random_weights_id
 from phr_cli.graph import PostData
-from phr_cli.posts import caption_without_hashtags, parse_hashtags
+from phr_cli.posts import caption_without_hashtags, normalize_user, parse_hashtags
 from phr_cli.statuses import Status
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, load_store
 
@@ -123,6 +124,7 @@ class Recommender:
     def recommend(self, clips: list[Path], user: str | None = None, caption: str = "",
                   top: int = 10, exclude_used: bool = False) -> list[ClipRecommendation]:
         checkpoint = self.checkpoint
+        user = normalize_user(user)
         position = checkpoint.user_position(user) if user else -1
         personalised = position >= 0
         results, features, masks, decoded = [], [], [], []
@@ -188,6 +190,10 @@ class Recommender:
                     break
         self.timings.score += time.perf_counter() - tick
         return results
+
+    def closest_users(self, user: str, count: int = 3) -> list[str]:
+        """Known user ids that look like `user` (a typo, another spelling), closest first."""
+        return difflib.get_close_matches(normalize_user(user) or "", self.checkpoint.users, n=count)
 
     def _encode_decoded(self, decoded, features, masks, results) -> None:
         """Encode the clips that had to be decoded, in one batch per encoder."""
