@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,10 +24,10 @@ from phr_cli.baselines import (
     UserPopularity,
     tune_beta,
 )
-from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint, posts_fingerprint
+from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint, select_trained_posts
 from phr_cli.encoders.registry import EncoderMismatchError
-from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate
-from phr_cli.graph import PostData, Split, build_graph, posts_from_store
+from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate, small_data_notices
+from phr_cli.graph import PostData, Split, build_graph
 from phr_cli.store import load_store
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity",
@@ -49,6 +49,7 @@ class Comparison:
     split: dict  # sizes, seed and unit of the split
     protocol: str
     seed: int
+    notices: list[str] = field(default_factory=list)  # what makes a figure less than it seems
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,12 +98,14 @@ def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: Pro
     if "content-only" in baselines and checkpoint.model_config.propagate:
         run("content-only", lambda: _content_only(posts, split, checkpoint, device),
             "GCN-PHR's scorer without graph messages, same training")
-    counts = methods[0].metrics["counts"] if methods else {}
+    counts = {**(methods[0].metrics["counts"] if methods else {}), "known_hashtags": graph.n_hashtags}
     return Comparison(
         methods=methods, counts=counts,
         split={"train": len(split.train), "validation": len(split.validation), "test": len(split.test),
                "seed": split.seed, "by": split.by},
         protocol=protocol, seed=seed,
+        notices=small_data_notices({"validation": len(validation), "test": len(test)}, graph.n_hashtags,
+                                   protocol),
     )
 
 
@@ -130,8 +133,7 @@ def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolNa
         raise EncoderMismatchError(f"{store_path} was built with other encoders than the store "
                          f"{checkpoint_path} was trained on ({provenance.store}); "
                          "evaluate on that store, or retrain on this one")
-    selected = posts_from_store(contents)
-    if posts_fingerprint(selected.posts) != provenance.posts_fingerprint:
-        raise CheckpointError(f"{store_path}: its posts changed since {checkpoint_path} was trained "
-                         "(the split would not match); retrain with `phr train`")
-    return compare(selected.posts, checkpoint.split, checkpoint, protocol, baselines, pitf, device, seed)
+    posts, notice = select_trained_posts(contents, checkpoint)
+    comparison = compare(posts, checkpoint.split, checkpoint, protocol, baselines, pitf, device, seed)
+    comparison.notices[:0] = [notice] if notice else []
+    return comparison

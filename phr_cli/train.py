@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,10 @@ from torch.nn.parallel import DistributedDataParallel
 from phr_cli import __version__
 from phr_cli.checkpoint import (
     CHECKPOINT_FORMAT,
+    CheckpointError,
     ModelScorer,
     Provenance,
+    load_checkpoint,
     posts_fingerprint,
     save_checkpoint,
     split_to_dict,
@@ -29,7 +31,7 @@ from phr_cli.checkpoint import (
 from phr_cli.config import TrainConfig
 from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
 from phr_cli.errors import DataError
-from phr_cli.evaluate import TestCases, build_cases, evaluate
+from phr_cli.evaluate import TestCases, build_cases, evaluate, small_data_notices
 from phr_cli.graph import Graph, PostData, Split, build_graph, posts_from_store, split_posts
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
 from phr_cli.store import load_store
@@ -348,6 +350,7 @@ class StoreTraining:
     n_posts: int
     skipped: dict[str, int]
     split_sizes: tuple[int, int, int]
+    notices: list[str] = field(default_factory=list)  # figures that mean little (too few posts)
 
 
 def _user_hashtags(posts: PostData) -> dict[str, list[str]]:
@@ -358,6 +361,28 @@ def _user_hashtags(posts: PostData) -> dict[str, list[str]]:
     return {user: sorted(tags) for user, tags in used.items()}
 
 
+def _refuse_overwriting(checkpoint_path: Path, model_config: ModelConfig, config: TrainConfig, split_by: str) -> None:
+    """A finished checkpoint is a result: one trained with other settings is never replaced silently."""
+    try:
+        existing = load_checkpoint(checkpoint_path) if Path(checkpoint_path).is_file() else None
+    except CheckpointError:  # not a checkpoint: training says so as before
+        return
+    if existing is None or not existing.completed:
+        return
+
+    def settings(model: ModelConfig, training: TrainConfig, by: str) -> dict[str, Any]:
+        kept = {k: v for k, v in asdict(training).items() if k not in RESUMABLE_CHANGES}
+        return {**asdict(model), **kept, "split_by": by}
+
+    saved = settings(existing.model_config, existing.train_config, existing.split.by)
+    wanted = settings(model_config, config, split_by)
+    changed = [f"{name} {saved.get(name)} → {value}" for name, value in wanted.items() if saved.get(name) != value]
+    if changed:
+        raise CheckpointError(f"{checkpoint_path}: a finished checkpoint trained with other settings "
+                              f"({', '.join(changed)}); write to another --checkpoint, or pass --overwrite "
+                              "to replace it")
+
+
 def train_from_store(
     store_path: Path,
     checkpoint_path: Path,
@@ -366,18 +391,24 @@ def train_from_store(
     split_by: str = "post",
     progress: ProgressCallback | None = None,
     resume: bool = True,
+    overwrite: bool = False,
 ) -> StoreTraining:
     """Read the store's trainable posts, split them 8:1:1 with the seed, train and checkpoint.
 
     The checkpoint's provenance records the store's encoders and text projection, so that
-    `recommend` encodes a new clip exactly as the store's videos were.
+    `recommend` encodes a new clip exactly as the store's videos were, and the ids of its
+    posts, so that `evaluate` finds them again in a store that grew. A finished checkpoint
+    of other settings is replaced only with `overwrite`.
     """
+    if not overwrite:
+        _refuse_overwriting(checkpoint_path, model_config, config, split_by)
     contents = load_store(store_path)
     selected = posts_from_store(contents)
     posts = selected.posts
     if len(posts) < 10:
+        left_out = ", ".join(f"{count} {why}" for why, count in selected.skipped.items() if count) or "none"
         raise DataError(f"{store_path}: only {len(posts)} trainable posts (with a user and a "
-                        f"hashtag); left out: {selected.skipped}")
+                        f"hashtag; at least 10 needed); left out: {left_out}")
     split = split_posts(posts, seed=config.seed, by=split_by)
     projection = contents.projection
     provenance = Provenance(
@@ -388,7 +419,9 @@ def train_from_store(
         text_projection_components=torch.as_tensor(projection.components),
         posts_fingerprint=posts_fingerprint(posts),
         user_hashtags=_user_hashtags(posts.subset(split.train)),
+        post_ids=torch.as_tensor(contents.posts.post_ids()[selected.store_rows]),
     )
     result = train(posts, split, model_config, config, checkpoint_path, provenance, progress, resume)
     return StoreTraining(result, len(posts), selected.skipped,
-                         (len(split.train), len(split.validation), len(split.test)))
+                         (len(split.train), len(split.validation), len(split.test)),
+                         small_data_notices({"validation": len(split.validation), "test": len(split.test)}))
