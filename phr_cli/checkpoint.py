@@ -22,9 +22,10 @@ from torch import Tensor
 from phr_cli.config import TrainConfig
 from phr_cli.errors import PhrError
 from phr_cli.files import atomic_file
-from phr_cli.graph import PostData, Split
+from phr_cli.graph import PostData, Split, StorePosts, posts_from_store
 from phr_cli.model import GCNPHR, ModelConfig
-from phr_cli.store import TextProjection
+from phr_cli.posts import normalize_user
+from phr_cli.store import StoreContents, TextProjection
 
 # /2: the default model's evidence terms and item IDs (state dict entries and config fields).
 CHECKPOINT_FORMAT = "phr-gcn-checkpoint/2"
@@ -51,6 +52,7 @@ class Provenance:
     text_projection_components: Tensor | None = None
     posts_fingerprint: str = ""  # `posts_fingerprint` of the posts the split indexes
     user_hashtags: dict[str, list[str]] = field(default_factory=dict)  # each user's training hashtags
+    post_ids: Tensor | None = None  # the store's `PostRows.post_ids` of the posts, in the split's order
 
     def to_dict(self) -> dict[str, Any]:
         """The on-disk form: plain values and tensors only (the safe unpickler's)."""
@@ -58,6 +60,8 @@ class Provenance:
             "store": self.store, "encoders": self.encoders, "sampling": self.sampling,
             "posts_fingerprint": self.posts_fingerprint, "user_hashtags": self.user_hashtags,
         }
+        if self.post_ids is not None:
+            saved["post_ids"] = self.post_ids
         if self.text_projection_mean is not None:
             saved["text_projection"] = {"mean": self.text_projection_mean,
                                         "components": self.text_projection_components}
@@ -75,6 +79,7 @@ class Provenance:
             text_projection_components=projection.get("components"),
             posts_fingerprint=saved.get("posts_fingerprint", ""),
             user_hashtags=saved.get("user_hashtags", {}),
+            post_ids=saved.get("post_ids"),
         )
 
     def text_projection(self) -> TextProjection:
@@ -120,6 +125,7 @@ class Checkpoint:
 
     def user_position(self, user: str) -> int:
         """The user's row in the representations, -1 for a user without training posts."""
+        user = normalize_user(user) or ""
         return self.users.index(user) if user in self.users else -1
 
 
@@ -214,6 +220,51 @@ def posts_fingerprint(posts: PostData) -> str:
     for user, item, tags in zip(posts.users, posts.items, posts.hashtags):
         digest.update(f"{user}\t{item}\t{' '.join(tags)}\n".encode())
     return digest.hexdigest()
+
+
+def select_trained_posts(contents: StoreContents, checkpoint: Checkpoint,
+                         checkpoint_path: Path | str = "the checkpoint") -> tuple[StorePosts, str]:
+    """The posts the checkpoint was trained on, in its split's order, from a store that may
+    have grown since (with their store rows and names); and a notice when the store holds
+    other posts too ('' when not).
+
+    The checkpoint's own text projection gives their textual features: adding posts
+    refits the store's.
+    """
+    selected = posts_from_store(contents)
+    provenance = checkpoint.provenance
+    if posts_fingerprint(selected.posts) == provenance.posts_fingerprint:
+        return selected, ""
+    if provenance.post_ids is None:  # a checkpoint from before post ids were recorded
+        raise CheckpointError(f"{contents.path}: its posts changed since {checkpoint_path} was trained "
+                              "(the split would not match); retrain with `phr train`")
+    assert contents.posts is not None  # posts_from_store checked it
+    position: dict[int, int] = {}
+    for index, post_id in enumerate(contents.posts.post_ids()[selected.store_rows].tolist()):
+        position.setdefault(post_id, index)
+    wanted = provenance.post_ids.tolist()
+    missing = sum(post_id not in position for post_id in wanted)
+    if missing:
+        raise CheckpointError(f"{contents.path}: its posts changed since {checkpoint_path} was trained: "
+                              f"{missing} of the {len(wanted)} posts the checkpoint was trained on are no "
+                              "longer in the store (removed, or edited and extracted again); retrain with "
+                              "`phr train`")
+    rows = np.array([position[post_id] for post_id in wanted], dtype=np.int64)
+    posts = selected.posts.subset(rows)
+    if posts_fingerprint(posts) != provenance.posts_fingerprint:
+        raise CheckpointError(f"{contents.path}: its posts changed since {checkpoint_path} was trained: "
+                              "the posts found by their ids differ from those the checkpoint was trained "
+                              "on; retrain with `phr train`")
+    store_rows = selected.store_rows[rows]
+    trained = provenance.text_projection()
+    if contents.projection is None or not (np.array_equal(trained.mean, contents.projection.mean) and
+                                           np.array_equal(trained.components, contents.projection.components)):
+        posts.features["textual"] = (trained.apply(contents.posts.text_embedding[store_rows])
+                                     * posts.masks["textual"][:, None]).astype(np.float32)
+    extra = len(selected.posts) - len(posts)
+    chosen = StorePosts(posts, store_rows, [selected.names[r] for r in rows], selected.skipped)
+    return chosen, (f"{contents.path} holds {extra} trainable post(s) added since the checkpoint was "
+                    f"trained; evaluating on the {len(posts)} it was trained on (retrain to use them all)")
 
 
 class ModelScorer:

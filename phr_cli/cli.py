@@ -202,7 +202,10 @@ def _quiet_libraries() -> None:
 def extract(
     videos: Path = typer.Argument(..., help="Folder of videos (searched recursively), with an "
                                  "optional posts.csv / posts.jsonl manifest or yt-dlp .info.json sidecars."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="The HDF5 feature store to create or extend."),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="The HDF5 feature store to create or add to "
+                               "(other folders' posts are kept; this folder's are updated)."),
+    replace: bool = typer.Option(False, "--replace", help="Start the store over with this folder's posts only "
+                                 "(stored videos are still reused)."),
     device: str = DeviceOption,
     workers: int | None = typer.Option(
         None, "--workers", min=0, help="Decoding processes (default: one per core; 0 decodes in-process). With "
@@ -249,6 +252,7 @@ def extract(
                              weights_dir=weights_dir, random_weights=random_weights,
                              feature_dtype="float16" if float16 else "float32", strict=strict,
                              limits=DecodeLimits(seconds_per_file=file_timeout), precision=precision.value,
+                             replace=replace,
                              ray=ray, ray_address=ray_address, ray_encoders=ray_encoders)
     err.print(f"reading posts under {printable(videos)}; store {printable(store)}", highlight=False)
     progress = PhaseProgress(
@@ -293,6 +297,12 @@ def extract(
         + (" with RANDOM encoder weights" if random_weights else ""),
         highlight=False,
     )
+    if not report.stopped_early:
+        changes = report.post_changes
+        out.print(f"posts: {changes.added} added, {changes.updated} updated, "
+                  f"{changes.unchanged} unchanged, {changes.removed} removed (this folder); "
+                  f"{changes.kept} kept (other folders)" + (" — started over (--replace)" if replace else ""),
+                  highlight=False, soft_wrap=True)
     if report.failures:
         fail(f"{len(report.failures)} file(s) failed" + (" (stopped by --strict)" if report.stopped_early else "")
              + f"; their status and reason are in {store}")
@@ -300,32 +310,103 @@ def extract(
 
 @app.command()
 def inspect(
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="The HDF5 feature store."),
+    path: Path | None = typer.Argument(None, help="A feature store, a checkpoint or a posts.csv / "
+                                          "posts.jsonl manifest (default: --store)."),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help="The HDF5 feature store (when no PATH is given)."),
+    failures: bool = typer.Option(False, "--failures", help="List only the files that failed."),
+    limit: int = typer.Option(20, "--limit", min=1, help="Rows a list shows (files, users, hashtags)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    """Summarise a feature store: statuses, users, hashtags, encoders and weights."""
-    from phr_cli.store import summarize
+    """Show what a store, checkpoint or manifest holds: files with status and reason, users, hashtags."""
+    from phr_cli.inspection import inspect_path
 
+    target = path or store
     try:
-        summary = summarize(store)
+        summary = inspect_path(target, limit, failures)
     except PhrError as error:
         fail(str(error))
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"phr store {store}", show_header=False)
+    {"store": _show_store, "checkpoint": _show_checkpoint, "manifest": _show_manifest}[summary["kind"]](summary)
+
+
+def _fields(title: str, rows: list[tuple[str, object]]) -> None:
+    table = Table(title=title, show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for name in ("phr_version", "updated", "videos", "posts", "users", "hashtags",
-                 "text_only_posts", "unmerged_segments"):
-        if name in summary:
-            table.add_row(name, str(summary[name]))
-    for name in ("video_statuses", "post_statuses"):
-        if name in summary:
-            table.add_row(name, ", ".join(f"{k} {v}" for k, v in summary[name].items()))
-    for modality, encoder in summary["encoders"].items():
-        table.add_row(f"{modality} encoder", f"{encoder['name']} ({encoder['version']}); weights {encoder['weights']}")
+    for name, value in rows:
+        table.add_row(name, printable(str(value)))
     out.print(table)
+
+
+def _counts(rows: list[list], total: int, columns: tuple[str, str]) -> None:
+    """A name -> count table; the header says when it shows only the top rows (--limit)."""
+    if not rows:
+        return
+    table = Table()
+    table.add_column(f"{columns[0]} (top {len(rows)} of {total})" if total > len(rows) else columns[0])
+    table.add_column(columns[1], justify="right")
+    for name, count in rows:
+        table.add_row(printable(str(name)), str(count))
+    out.print(table)
+
+
+def _show_store(summary: dict) -> None:
+    rows = [(name, summary[name]) for name in ("phr_version", "updated", "videos", "posts", "users", "hashtags",
+                                               "text_only_posts", "unmerged_segments") if name in summary]
+    rows += [(name, ", ".join(f"{k} {v}" for k, v in summary[name].items()))
+             for name in ("video_statuses", "post_statuses") if name in summary]
+    rows += [(f"{modality} encoder", f"{e['name']} ({e['version']}); weights {e['weights']}")
+             for modality, e in summary["encoders"].items()]
+    rows += [("folder", f"{folder}: {count} posts") for folder, count in summary.get("folders", [])]
+    _fields(f"phr store {printable(summary['store'])}", rows)
+    files = summary["files"]
+    if files:
+        table = Table(title=f"files (first {len(files)} of {summary['files_listed']})"
+                      if summary["files_listed"] > len(files) else "files")
+        for column in ("file", "status", "reason"):
+            table.add_column(column)
+        for file, status, reason in files:
+            table.add_row(printable(file), status, printable(reason))
+        out.print(table)
+    _counts(summary.get("top_users", []), summary.get("users", 0), ("user", "posts"))
+    _counts(summary.get("top_hashtags", []), summary.get("hashtags", 0), ("hashtag", "posts"))
+    if summary["failed_files"]:
+        out.print(f"{summary['failed_files']} file(s) failed (`phr inspect --failures` lists only those)",
+                  highlight=False)
+
+
+def _show_checkpoint(summary: dict) -> None:
+    split, provenance = summary["split"], summary["provenance"]
+    rows: list[tuple[str, object]] = [
+        ("model", ", ".join(f"{k} {v}" for k, v in summary["model_config"].items())),
+        ("training", ", ".join(f"{k} {v}" for k, v in summary["train_config"].items())),
+        ("split", f"by {split['by']}, seed {split['seed']}: train {split['train']}, "
+                  f"validation {split['validation']}, test {split['test']}"),
+        ("vocabulary", f"{summary['users']} users, {summary['hashtags']} hashtags, {summary['items']} items"),
+        ("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']} run (validation "
+                       f"{summary['train_config']['validation_metric']} {summary['best_metric']:.4f})"),
+        ("state", ("finished" if summary["completed"] else "interrupted: `phr train` resumes it")
+         + (", stopped early" if summary["stopped_early"] else "")),
+        ("trained on", provenance["store"] or "posts from no store"),
+    ]
+    rows += [(f"{modality} encoder", text) for modality, text in provenance["encoders"].items()]
+    if provenance["posts_recorded"] is not None:
+        rows.append(("posts recorded", provenance["posts_recorded"]))
+    _fields(f"phr checkpoint {summary['checkpoint']}", rows)
+
+
+def _show_manifest(summary: dict) -> None:
+    _fields(f"posts manifest {summary['manifest']}",
+            [(name, summary[name]) for name in ("posts", "text_only_posts", "users", "hashtags") if name in summary])
+    _counts(summary.get("top_users", []), summary.get("users", 0), ("user", "posts"))
+    _counts(summary.get("top_hashtags", []), summary.get("hashtags", 0), ("hashtag", "posts"))
+    problems = summary["problems"]
+    for problem in problems:
+        err.print(f"[yellow]problem:[/] {printable(problem)}", highlight=False, soft_wrap=True)
+    if summary.get("problem_count", len(problems)) > len(problems):
+        err.print(f"… and {summary['problem_count'] - len(problems)} more problems", highlight=False)
 
 
 @app.command()
@@ -371,6 +452,8 @@ def train(
                                      help="post: random posts; item: whole videos held out; "
                                      "time: the latest posts held out (every post needs a time)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished checkpoint trained with "
+                                   "other settings (refused without it)."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Training processes on this machine (torchrun, "
                               "DistributedDataParallel: gloo on CPU, NCCL with one GPU each)."),
     quiet: bool = QuietOption,
@@ -429,7 +512,8 @@ def train(
 
     try:
         with progress:
-            outcome = train_from_store(store, checkpoint, model_config, config, split_by.value, on_epoch, resume)
+            outcome = train_from_store(store, checkpoint, model_config, config, split_by.value, on_epoch, resume,
+                                       overwrite)
     except PhrError as error:
         fail(str(error))
     result = outcome.result
@@ -454,6 +538,8 @@ def train(
         highlight=False, soft_wrap=True,  # a path broken over two lines cannot be copied
     )
     out.print(f"training curve → {printable(curve_path(checkpoint))}", highlight=False, soft_wrap=True)
+    for notice in outcome.notices:
+        err.print(f"[yellow]warning:[/] {printable(notice)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -493,7 +579,10 @@ def recommend(
     ranked = [result for result in results if not result.error]
     if ranked and not ranked[0].personalised:
         who = f"user {user!r} has no training posts" if user else "no --user given"
-        err.print(f"{who}: content-based ranking for an average user", highlight=False)
+        close = recommender.closest_users(user) if user else []
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        err.print(f"{printable(who)}{printable(hint)}: content-based ranking for an average user", highlight=False,
+                  soft_wrap=True)
     if recommender.random_weights:
         err.print("note: visual/acoustic encoders use random weights, as the training store did",
                   highlight=False)
@@ -614,13 +703,17 @@ def evaluate(
             plot_comparison(comparison.to_dict(), plot)
     except PhrError as error:
         fail(str(error))
+    for notice in comparison.notices:
+        err.print(f"[yellow]warning:[/] {printable(notice)}", highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps(comparison.to_dict(), indent=2))
         return
     metrics = ("P@5", "R@5", "A@5", "P@10", "R@10", "A@10")
     protocols = ("sampled", "full") if protocol is Protocol.both else (protocol.value,)
     counts = comparison.counts
-    names = {"sampled": "paper protocol (ground truth + 1,000 sampled hashtags)",
+    known = counts.get("known_hashtags", 0)
+    names = {"sampled": "paper protocol (ground truth + 1,000 sampled hashtags)" if known > 1000 else
+             f"paper protocol (all {known} known hashtags: fewer than 1,000 to sample)",
              "full": "full ranking (every known hashtag)"}
     groups = ("all", "cold") if counts.get("cold_cases") else ("all",)
     for name in protocols:

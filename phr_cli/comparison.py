@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from phr_cli.baselines import (
 )
 from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from phr_cli.dataset import Dataset
-from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate
+from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate, small_data_notices
 from phr_cli.graph import PostData, Split, build_graph
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
@@ -49,6 +49,7 @@ class Comparison:
     split: dict  # sizes, seed and unit of the split
     protocol: str
     seed: int
+    notices: list[str] = field(default_factory=list)  # what makes a figure less than it seems
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,12 +102,14 @@ def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: Pro
     if "content-only" in baselines and checkpoint.model_config.propagate:
         run("content-only", lambda: _content_only(posts, split, checkpoint, device),
             "GCN-PHR's scorer without graph messages, same training")
-    counts = methods[0].metrics["counts"] if methods else {}
+    counts = {**(methods[0].metrics["counts"] if methods else {}), "known_hashtags": graph.n_hashtags}
     return Comparison(
         methods=methods, counts=counts,
         split={"train": len(split.train), "validation": len(split.validation), "test": len(split.test),
                "seed": split.seed, "by": split.by},
         protocol=protocol, seed=seed,
+        notices=small_data_notices({"validation": len(validation), "test": len(test)}, graph.n_hashtags,
+                                   protocol),
     )
 
 
@@ -129,4 +132,6 @@ def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolNa
     """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
     checkpoint = load_checkpoint(checkpoint_path)
     dataset = Dataset.for_checkpoint(store_path, checkpoint, checkpoint_path)
-    return compare(dataset.posts, dataset.split, checkpoint, protocol, baselines, pitf, device, seed)
+    comparison = compare(dataset.posts, dataset.split, checkpoint, protocol, baselines, pitf, device, seed)
+    comparison.notices[:0] = dataset.notices
+    return comparison

@@ -1,19 +1,21 @@
 """One store's dataset: its trainable posts and their split, as train, tune and evaluate use them.
 
 `Dataset.from_store` makes a new split (train, tune); `Dataset.for_checkpoint` takes the
-split a checkpoint was trained on and refuses a store whose encoders or posts changed
-since (evaluate). The graph and the validation/test cases follow from `posts` and `split`
+split a checkpoint was trained on and refuses a store whose encoders changed since, or
+that lost some of its posts; in a store that grew it finds the checkpoint's posts by their
+ids and says so in `notices` (evaluate). The graph and the validation/test cases follow from `posts` and `split`
 (`graph.build_graph`, `evaluate.build_cases`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from phr_cli.checkpoint import Checkpoint, CheckpointError, Provenance, posts_fingerprint
+from phr_cli.checkpoint import Checkpoint, Provenance, posts_fingerprint, select_trained_posts
 from phr_cli.encoders.registry import EncoderMismatchError
 from phr_cli.errors import DataError
 from phr_cli.graph import PostData, Split, posts_from_store, split_posts
@@ -30,6 +32,8 @@ class Dataset:
     names: list[str]  # each post as a message names it (its manifest line, else its path)
     skipped: dict[str, int]  # posts left out, by reason
     split: Split
+    store_rows: np.ndarray | None = None  # the /posts row of each post (None: not known)
+    notices: list[str] = field(default_factory=list)  # what the caller should be told (a grown store)
 
     @classmethod
     def from_store(cls, store_path: Path, split_by: str = "post", seed: int = 0) -> Dataset:
@@ -37,26 +41,27 @@ class Dataset:
         contents = load_store(store_path)
         selected = posts_from_store(contents)
         if len(selected.posts) < MIN_POSTS:
+            left_out = ", ".join(f"{count} {why}" for why, count in selected.skipped.items() if count) or "none"
             raise DataError(f"{store_path}: only {len(selected.posts)} trainable posts (with a user and a "
-                            f"hashtag); left out: {selected.skipped}")
+                            f"hashtag; at least {MIN_POSTS} needed); left out: {left_out}")
         split = split_posts(selected.posts, seed=seed, by=split_by, names=selected.names)
-        return cls(Path(store_path), contents, selected.posts, selected.names, selected.skipped, split)
+        return cls(Path(store_path), contents, selected.posts, selected.names, selected.skipped, split,
+                   selected.store_rows)
 
     @classmethod
     def for_checkpoint(cls, store_path: Path, checkpoint: Checkpoint, checkpoint_path: Path) -> Dataset:
-        """The store's posts with the checkpoint's split, if they are the posts it was trained on."""
+        """The posts the checkpoint was trained on, with its split: the store's posts, or, in a
+        store that grew since, those of its posts the checkpoint recorded (`notices` says so;
+        `checkpoint.select_trained_posts`)."""
         contents = load_store(store_path)
         provenance = checkpoint.provenance
         if contents.attributes.get("encoders") != provenance.encoders:
             raise EncoderMismatchError(f"{store_path} was built with other encoders than the store "
                                        f"{checkpoint_path} was trained on ({provenance.store}); "
                                        "evaluate on that store, or retrain on this one")
-        selected = posts_from_store(contents)
-        if posts_fingerprint(selected.posts) != provenance.posts_fingerprint:
-            raise CheckpointError(f"{store_path}: its posts changed since {checkpoint_path} was trained "
-                                  "(the split would not match); retrain with `phr train`")
+        selected, notice = select_trained_posts(contents, checkpoint, checkpoint_path)
         return cls(Path(store_path), contents, selected.posts, selected.names, selected.skipped,
-                   checkpoint.split)
+                   checkpoint.split, selected.store_rows, [notice] if notice else [])
 
     @property
     def split_sizes(self) -> tuple[int, int, int]:
@@ -77,6 +82,8 @@ class Dataset:
             text_projection_components=torch.as_tensor(projection.components),
             posts_fingerprint=posts_fingerprint(self.posts),
             user_hashtags=_user_hashtags(self.posts.subset(self.split.train)),
+            post_ids=None if self.store_rows is None or self.contents.posts is None
+            else torch.as_tensor(self.contents.posts.post_ids()[self.store_rows]),
         )
 
 

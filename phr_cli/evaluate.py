@@ -310,3 +310,20 @@ def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: Protoc
             groups[group] = {"cases": size, **({n: totals[n] / size for n in names} if size else {})}
         result[p] = groups
     return result
+
+
+MIN_RELIABLE_CASES = 30  # below this a metric moves by ≥ 1/30 with one case: not a figure to compare
+
+
+def small_data_notices(cases: dict[str, int], n_hashtags: int | None = None, protocol: ProtocolName = "both",
+                       n_negatives: int = 1000) -> list[str]:
+    """Warnings for figures that mean little: `cases` maps a set's name ("validation",
+    "test") to its number of cases; the sampled protocol with fewer hashtags than its
+    negatives ranks every hashtag, like the full one."""
+    notices = [f"only {count} {name} case(s): its metrics are too noisy to compare methods or epochs "
+               f"(fewer than {MIN_RELIABLE_CASES}); add posts"
+               for name, count in cases.items() if count < MIN_RELIABLE_CASES]
+    if n_hashtags is not None and protocol != "full" and n_hashtags <= n_negatives:
+        notices.append(f"only {n_hashtags} known hashtags, not more than the {n_negatives:,} sampled "
+                       "negatives: the paper protocol ranks all of them (the same as the full ranking)")
+    return notices

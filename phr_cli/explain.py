@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from phr_cli.checkpoint import Checkpoint, CheckpointError, posts_fingerprint
-from phr_cli.graph import build_graph, posts_from_store
+from phr_cli.checkpoint import Checkpoint, CheckpointError, select_trained_posts
+from phr_cli.graph import build_graph
 from phr_cli.model import GCNPHR
 from phr_cli.store import StoreContents
 
@@ -65,10 +65,8 @@ class Explainer:
     """The per-user and per-hashtag evidence of a checkpoint, built once from its store."""
 
     def __init__(self, checkpoint: Checkpoint, contents: StoreContents, model: GCNPHR) -> None:
-        selected = posts_from_store(contents)
-        if posts_fingerprint(selected.posts) != checkpoint.provenance.posts_fingerprint:
-            raise CheckpointError(f"{contents.path}: its posts changed since the checkpoint was trained; "
-                                  "explanations need the training posts (retrain with `phr train`)")
+        # In a store that grew since training: the checkpoint's own posts, found by their ids.
+        selected, _ = select_trained_posts(contents, checkpoint)
         train = selected.posts.subset(checkpoint.split.train)
         graph = build_graph(train)
         if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:
@@ -103,7 +101,7 @@ class Explainer:
     def _item_names(contents: StoreContents, store_rows: np.ndarray, items: list[str],
                     item_index: dict[str, int]) -> list[str]:
         table = contents.posts
-        assert table is not None  # posts_from_store checked it
+        assert table is not None  # select_trained_posts checked it
         names = [""] * len(item_index)
         for row, item in zip(store_rows, items):
             slot = item_index[item]

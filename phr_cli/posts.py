@@ -75,6 +75,14 @@ def normalize_hashtag(tag: str) -> str:
     return "_".join(unicodedata.normalize("NFKC", tag).lstrip().lstrip("#").lower().split())
 
 
+def normalize_user(user: object) -> str | None:
+    """A user id as phr compares it: NFC, trimmed (an NFD 'zoë' or ' alice' is the same user);
+    None when nothing is left."""
+    if user is None:
+        return None
+    return unicodedata.normalize("NFC", str(user)).strip() or None
+
+
 def parse_hashtags(text: str) -> list[str]:
     """Hashtags in a caption, normalised, without duplicates, in order of appearance."""
     found = HASHTAG_PATTERN.findall(unicodedata.normalize("NFKC", text))
@@ -147,7 +155,11 @@ def read_posts(root: Path) -> PostSet:
     root = Path(root)
     if not root.is_dir():
         raise NotAFolderError(f"{root}: not a folder of videos")
-    manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
+    manifests = [root / n for n in MANIFEST_NAMES if (root / n).is_file()]
+    if len(manifests) > 1:
+        raise ManifestError(f"{root}: both {' and '.join(m.name for m in manifests)} are here; "
+                            "phr reads one manifest a folder: merge them into one")
+    manifest = manifests[0] if manifests else None
     posts = read_manifest(manifest, root) if manifest else []
     notices = _shared_videos(posts)
     named = {p.video.resolve() for p in posts if p.video is not None}
@@ -243,7 +255,7 @@ def _manifest_post(row: dict, path: Path, line: int, root: Path) -> Post:
         raise ManifestError(f"{where}: time {row.get('time')!r} is neither ISO 8601 "
                             "(2024-05-01T12:00:00+02:00) nor Unix seconds") from None
     caption = str(row.get("caption") or "")
-    user = str(row["user"]).strip() if row.get("user") not in (None, "") else None
+    user = normalize_user(row.get("user"))
     video_field = str(row.get("video") or "").strip()
     video = None
     if video_field:
@@ -252,7 +264,7 @@ def _manifest_post(row: dict, path: Path, line: int, root: Path) -> Post:
             raise ManifestError(f"{where}: video path {video_field!r} is outside {root}")
     return Post(
         video=video,
-        user=user or None,
+        user=user,
         caption=caption,
         hashtags=post_hashtags(caption, tags),
         source=f"{path.name}:{line}",
@@ -271,11 +283,11 @@ def read_sidecar(video: Path, root: Path) -> Post:
         info = json.loads(sidecar.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ManifestError(f"{sidecar}: unreadable yt-dlp info JSON ({error})") from None
-    user = info.get("uploader_id") or info.get("uploader")
+    user = normalize_user(info.get("uploader_id") or info.get("uploader"))
     caption = str(info.get("description") or "")
     return Post(
         video=video,
-        user=str(user) if user else None,
+        user=user,
         caption=caption,
         hashtags=post_hashtags(caption, info.get("tags")),
         source="sidecar",

@@ -9,6 +9,7 @@ average user.
 
 from __future__ import annotations
 
+import difflib
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,7 @@ from phr_cli.encoders.registry import EncoderMismatchError, random_weights_id
 from phr_cli.errors import PhrError
 from phr_cli.explain import Because, Explainer
 from phr_cli.graph import PostData
-from phr_cli.posts import caption_without_hashtags, parse_hashtags
+from phr_cli.posts import caption_without_hashtags, normalize_user, parse_hashtags
 from phr_cli.statuses import Status
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, load_store
 
@@ -169,6 +170,7 @@ class Recommender:
     def user_hashtag_counts(self, user: str) -> dict[str, int | None]:
         """The user's training hashtags with their number of posts, most used first (counts
         are None when the store, hence the posts, cannot be read)."""
+        user = normalize_user(user) or ""
         self.load_store(explain=True)
         position = self.checkpoint.user_position(user)
         if position < 0:
@@ -176,6 +178,10 @@ class Recommender:
         if self._explainer is None:
             return dict.fromkeys(sorted(self.user_hashtags.get(user, ())))
         return {self.checkpoint.hashtags[c]: n for c, n in self._explainer.user_counts(position).items()}
+
+    def closest_users(self, user: str, count: int = 3) -> list[str]:
+        """Known user ids that look like `user` (a typo, another spelling), closest first."""
+        return difflib.get_close_matches(normalize_user(user) or "", self.checkpoint.users, n=count)
 
     def look_up(self, clip: Path, caption: str = "") -> PreparedClip:
         """The clip with the store's features if the store holds it, with the status that
@@ -250,6 +256,7 @@ class Recommender:
         """The clip's top hashtags for `user`, with their reasons when `explain`."""
         tick = time.perf_counter()
         checkpoint = self.checkpoint
+        user = normalize_user(user)
         position = checkpoint.user_position(user) if user else -1
         assert clip.status is not None, "rank a clip after looking it up and decoding it"
         result = ClipRecommendation(clip.clip, clip.status, clip.notices, user, position >= 0)

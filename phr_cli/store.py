@@ -7,7 +7,9 @@ Layout of `features.h5`:
   /posts    one row per post: video key ('' when text-only), path, user, caption,
             hashtags (space-joined), status, text_embedding (M,384), textual (M,100),
             textual_mask, time (Unix seconds, NaN when unknown) and source (where the
-            metadata came from, e.g. "posts.jsonl:12"); the last two since format 2
+            metadata came from, e.g. "posts.jsonl:12"); the last two since format 2;
+            folder (the resolved folder the post was extracted from; '' in stores written
+            before it was recorded, read as such)
   /text_projection  mean (384,), components (100,384), explained_variance_ratio
   attributes: format version, phr version, encoders (JSON: specs and weight hashes),
             frame sampling (JSON), feature dtype
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -108,11 +111,48 @@ class PostRows:
     textual_mask: np.ndarray  # (M,) bool
     time: np.ndarray | None = None  # (M,) float64 Unix seconds, NaN when unknown; None: all unknown
     source: list[str] | None = None  # "posts.jsonl:12", "sidecar", ...; None: all unknown
+    folder: list[str] | None = None  # the resolved folder each post came from; None: unrecorded ('')
 
     def __post_init__(self) -> None:
         rows = len(self.user)
         self.time = np.full(rows, np.nan) if self.time is None else np.asarray(self.time, dtype=np.float64)
         self.source = [""] * rows if self.source is None else list(self.source)
+        self.folder = [""] * rows if self.folder is None else list(self.folder)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def rows(self, picks: list[int]) -> PostRows:
+        """The rows `picks`, in that order."""
+        index = np.asarray(picks, dtype=np.int64)
+        assert self.time is not None
+        return PostRows(**{name: [getattr(self, name)[i] for i in picks] for name in _POST_LISTS},
+                        text_embedding=self.text_embedding[index], textual=self.textual[index],
+                        textual_mask=self.textual_mask[index], time=self.time[index])
+
+    @staticmethod
+    def concat(first: PostRows, second: PostRows) -> PostRows:
+        assert first.time is not None and second.time is not None
+        return PostRows(**{name: getattr(first, name) + getattr(second, name) for name in _POST_LISTS},
+                        text_embedding=np.concatenate([first.text_embedding, second.text_embedding]),
+                        textual=np.concatenate([first.textual, second.textual]),
+                        textual_mask=np.concatenate([first.textual_mask, second.textual_mask]),
+                        time=np.concatenate([first.time, second.time]))
+
+    def post_ids(self) -> np.ndarray:
+        """A stable 64-bit id a post: its folder, file, video content, user, caption and
+        hashtags. Re-extracting an unchanged post gives the same id; a checkpoint records
+        the ids of its posts to find them again in a store that grew."""
+        assert self.folder is not None
+        ids = np.empty(len(self), dtype=np.int64)
+        for row, fields in enumerate(zip(self.folder, self.path, self.video_key, self.user, self.caption)):
+            text = "\0".join((*fields, " ".join(self.hashtags[row])))
+            ids[row] = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little",
+                                      signed=True)
+        return ids
+
+
+_POST_LISTS = ("video_key", "path", "user", "caption", "hashtags", "status", "source", "folder")
 
 
 @dataclass
@@ -235,7 +275,7 @@ def _read_videos(group: h5py.Group) -> VideoRows:
 
 
 def _write_posts(group: h5py.Group, posts: PostRows) -> None:
-    for column in ("video_key", "path", "user", "caption", "status", "source"):
+    for column in ("video_key", "path", "user", "caption", "status", "source", "folder"):
         group.create_dataset(column, data=np.array(getattr(posts, column), dtype=object), dtype=STRING)
     joined = [" ".join(tags) for tags in posts.hashtags]
     group.create_dataset("hashtags", data=np.array(joined, dtype=object), dtype=STRING)
@@ -262,6 +302,7 @@ def _read_posts(group: h5py.Group) -> PostRows:
         textual_mask=group["textual_mask"][()],
         time=group["time"][()] if "time" in group else None,
         source=_strings(group["source"]) if "source" in group else None,
+        folder=_strings(group["folder"]) if "folder" in group else None,
     )
 
 
@@ -271,8 +312,19 @@ def _open_readable(path: Path) -> h5py.File:
     except FileNotFoundError:  # only a segment can go (merged by a writer); load_store rereads
         raise _Vanished(path) from None
     except OSError as error:
-        raise StoreError(f"{path}: not a readable phr feature store ({error}); "
-                         "delete it and run `phr extract` again") from None
+        try:
+            with open(path, "rb") as raw:
+                head = raw.read(4)
+        except OSError:  # unreadable (permissions, a folder): said by the message below
+            head = b""
+        if head == b"PK\x03\x04":  # torch.save's zip: what `phr train` writes
+            raise StoreError(f"{path} is a PyTorch file (a phr checkpoint?), not a feature store; "
+                             "pass it as --checkpoint, and a store from `phr extract` as --store") from None
+        if path.suffix in (".csv", ".jsonl"):
+            raise StoreError(f"{path} is a posts manifest, not a feature store; `phr extract "
+                             f"{path.parent}` reads it into one") from None
+        raise StoreError(f"{path}: not a readable phr feature store ({error}); if it is a damaged "
+                         "store, move it away and run `phr extract` again") from None
 
 
 def _attributes(handle: h5py.File, path: Path) -> dict:
@@ -456,6 +508,13 @@ class StoreWriter:
                 return {}
             return dict(zip(_strings(handle["posts/caption"]), handle["posts/text_embedding"][()]))
 
+    def stored_posts(self) -> PostRows | None:
+        """The last finalized /posts table (None before the first finalize)."""
+        if not self.path.exists():
+            return None
+        with _open_readable(self.path) as handle, _damage_explained(self.path, "move it away and rerun"):
+            return _read_posts(handle["posts"]) if "posts" in handle else None
+
     def add(self, **values) -> None:
         self.pending.append(**values)
 
@@ -509,8 +568,11 @@ class StoreWriter:
         handle.attrs["feature_dtype"] = self.attributes["feature_dtype"]
         handle.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
-    def finalize(self, posts: PostRows, projection: TextProjection | None) -> None:
+    def finalize(self, posts: PostRows, projection: TextProjection | None,
+                 only_keys: set[str] | None = None) -> None:
         """Merge everything into the main file, sorted by key so that reruns give equal files.
+
+        With `only_keys`, the videos of other keys are left out (starting a store over).
 
         The merge streams: it reads the key columns, then copies features a block of keys
         at a time, so its memory does not grow with the number of videos.
@@ -522,7 +584,7 @@ class StoreWriter:
         first: dict[str, int] = {}  # key -> its first stored row; the first copy wins
         for index, key in enumerate(stored[0]):
             first.setdefault(key, index)
-        chosen = [first[key] for key in sorted(first)]
+        chosen = [first[key] for key in sorted(first) if only_keys is None or key in only_keys]
         columns = VideoRows(**{name: [values[i] for i in chosen] for name, values in zip(_SMALL_COLUMNS, stored)})
         dtype = self.attributes["feature_dtype"]
 
@@ -598,3 +660,61 @@ def summarize(path: Path) -> dict:
             text_only_posts=sum(1 for k in posts.video_key if not k),
         )
     return summary
+
+
+@dataclass
+class PostChanges:
+    """What adding a folder's posts did to the /posts table."""
+
+    added: int = 0  # posts the table did not have
+    updated: int = 0  # the same file (or text) by the same user, with other content
+    unchanged: int = 0
+    removed: int = 0  # the folder's earlier posts it no longer has
+    kept: int = 0  # other folders' posts
+
+
+def _slot(posts: PostRows, row: int) -> tuple[str, str, str]:
+    """What a post is about, whatever its content: its file and user (a text-only post: its caption)."""
+    return posts.path[row], posts.user[row], "" if posts.path[row] else posts.caption[row]
+
+
+def merge_posts(stored: PostRows | None, new: PostRows, folder: str,
+                adopt_unrecorded: bool = False) -> tuple[PostRows, PostChanges]:
+    """The /posts table after extracting the folder `folder` again: its earlier posts give way
+    to `new` (in their place), every other folder's are kept. Posts of a store written before
+    folders were recorded (folder '') count as this folder's when `adopt_unrecorded`.
+
+    `new.textual` is returned as given: the caller refits the text projection on the result.
+    """
+    if stored is None or not len(stored):
+        return new, PostChanges(added=len(new))
+    assert stored.folder is not None
+    mine = {folder, ""} if adopt_unrecorded else {folder}
+    earlier = [row for row in range(len(stored)) if stored.folder[row] in mine]
+    old_ids, old_slots = Counter(stored.rows(earlier).post_ids().tolist()), \
+        Counter(_slot(stored, row) for row in earlier)
+    changes = PostChanges(kept=len(stored) - len(earlier))
+    for row, post_id in enumerate(new.post_ids().tolist()):
+        slot = _slot(new, row)
+        if old_ids[post_id] > 0:
+            old_ids[post_id] -= 1
+            old_slots[slot] -= 1
+            changes.unchanged += 1
+        elif old_slots[slot] > 0:
+            old_slots[slot] -= 1
+            changes.updated += 1
+        else:
+            changes.added += 1
+    changes.removed = len(earlier) - changes.unchanged - changes.updated
+    # Folders stay in the order they were first added: an unchanged rerun leaves the table equal.
+    stored_folders = stored.folder
+    folders = list(dict.fromkeys(folder if f in mine else f for f in stored_folders))
+    merged: PostRows | None = None
+    for each in folders:
+        block = new if each == folder else \
+            stored.rows([row for row in range(len(stored)) if stored_folders[row] == each])
+        merged = block if merged is None else PostRows.concat(merged, block)
+    if folder not in folders:
+        merged = new if merged is None else PostRows.concat(merged, new)
+    assert merged is not None  # the stored table had rows, hence folders
+    return merged, changes

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ from phr_cli import __version__
 from phr_cli.calibration import calibrate
 from phr_cli.checkpoint import (
     CHECKPOINT_FORMAT,
+    CheckpointError,
     ModelScorer,
     Provenance,
+    load_checkpoint,
     read_checkpoint_file,
     save_checkpoint,
     split_to_dict,
@@ -31,7 +33,7 @@ from phr_cli.config import TrainConfig
 from phr_cli.dataset import Dataset
 from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
 from phr_cli.errors import DataError
-from phr_cli.evaluate import TestCases, build_cases, evaluate
+from phr_cli.evaluate import TestCases, build_cases, evaluate, small_data_notices
 from phr_cli.graph import Graph, PostData, Split, build_graph
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
 
@@ -421,6 +423,31 @@ class StoreTraining:
     n_posts: int
     skipped: dict[str, int]
     split_sizes: tuple[int, int, int]
+    notices: list[str] = field(default_factory=list)  # figures that mean little (too few posts)
+
+
+def _refuse_overwriting(checkpoint_path: Path, model_config: ModelConfig, config: TrainConfig, split_by: str) -> None:
+    """A finished checkpoint is a result: one trained with other settings is never replaced silently."""
+    try:
+        existing = load_checkpoint(checkpoint_path) if Path(checkpoint_path).is_file() else None
+    except CheckpointError:  # not a checkpoint: training says so as before
+        return
+    if existing is None or not existing.completed:
+        return
+
+    def settings(model: ModelConfig, training: TrainConfig, by: str) -> dict[str, Any]:
+        kept = {k: v for k, v in asdict(training).items() if k not in RESUMABLE_CHANGES}
+        return {**asdict(model), **kept, "split_by": by}
+
+    saved = settings(existing.model_config, existing.train_config, existing.split.by)
+    wanted = settings(model_config, config, split_by)
+    if model_config.item_id_dropout is None:  # a default training resolves (and the checkpoint records)
+        wanted.pop("item_id_dropout", None)
+    changed = [f"{name} {saved.get(name)} → {value}" for name, value in wanted.items() if saved.get(name) != value]
+    if changed:
+        raise CheckpointError(f"{checkpoint_path}: a finished checkpoint trained with other settings "
+                              f"({', '.join(changed)}); write to another --checkpoint, or pass --overwrite "
+                              "to replace it")
 
 
 def train_from_store(
@@ -431,13 +458,20 @@ def train_from_store(
     split_by: str = "post",
     progress: ProgressCallback | None = None,
     resume: bool = True,
+    overwrite: bool = False,
 ) -> StoreTraining:
     """Read the store's trainable posts, split them 8:1:1 with the seed, train and checkpoint.
 
     The checkpoint's provenance records the store's encoders and text projection, so that
-    `recommend` encodes a new clip exactly as the store's videos were.
+    `recommend` encodes a new clip exactly as the store's videos were, and the ids of its
+    posts, so that `evaluate` finds them again in a store that grew. A finished checkpoint
+    of other settings is replaced only with `overwrite`.
     """
+    if not overwrite:
+        _refuse_overwriting(checkpoint_path, model_config, config, split_by)
     dataset = Dataset.from_store(store_path, split_by, config.seed)
     result = train(dataset.posts, dataset.split, model_config, config, checkpoint_path, dataset.provenance(),
                    progress, resume)
-    return StoreTraining(result, len(dataset.posts), dataset.skipped, dataset.split_sizes)
+    _, n_validation, n_test = dataset.split_sizes
+    return StoreTraining(result, len(dataset.posts), dataset.skipped, dataset.split_sizes,
+                         small_data_notices({"validation": n_validation, "test": n_test}))

@@ -178,3 +178,84 @@ def test_post_times_and_manifest_lines_reach_the_store(tmp_path):
     posts = load_store(tmp_path / "features.h5").posts
     np.testing.assert_array_equal(posts.time, [1714521600.0, np.nan, 1714608000.0])
     assert posts.source == ["posts.jsonl:1", "posts.jsonl:2", "posts.jsonl:3"]
+
+
+def write_manifest(root: Path, rows: list[str]) -> Path:
+    root.mkdir(exist_ok=True)
+    (root / "posts.csv").write_text("video,user,caption,hashtags\n" + "".join(r + "\n" for r in rows),
+                                    encoding="utf-8")
+    return root
+
+
+def posts_of(store: Path) -> list[tuple[str, str, str]]:
+    posts = load_store(store).posts
+    return sorted(zip(posts.user, posts.caption, (" ".join(t) for t in posts.hashtags)))
+
+
+def test_a_store_is_only_added_to_and_a_folder_extracted_again_is_updated(tmp_path):
+    first = write_manifest(tmp_path / "first", [",ana,sea one,sea", ",ben,sea two,sea", ",ana,fire,fire"])
+    second = write_manifest(tmp_path / "second", ["a.mp4,cem,a clip,clip", ",dia,words,text"])
+    media.write_clip(second / "a.mp4", 1.2, size=(64, 48))
+    store = tmp_path / "s.h5"
+    extract(first, store, OPTIONS)
+    report = extract(second, store, OPTIONS)
+    changes = report.post_changes
+    assert (changes.added, changes.kept, changes.updated, changes.removed) == (2, 3, 0, 0)
+    assert [u for u, _, _ in posts_of(store)] == ["ana", "ana", "ben", "cem", "dia"]
+    stored = load_store(store).posts
+    assert set(stored.folder) == {str(first.resolve()), str(second.resolve())}
+    assert set(stored.source) == {"posts.csv:2", "posts.csv:3", "posts.csv:4"}  # each post's manifest line
+
+    # An edited manifest takes effect: one post retagged, one gone, one new; the video is reused.
+    write_manifest(second, ["a.mp4,cem,a clip,clip video", ",eli,new words,text"])
+    again = extract(second, store, OPTIONS)
+    changes = again.post_changes
+    assert (changes.added, changes.updated, changes.unchanged, changes.removed, changes.kept) == (1, 1, 0, 1, 3)
+    assert again.extracted == 0 and again.reused == 1
+    assert posts_of(store) == [("ana", "fire", "fire"), ("ana", "sea one", "sea"), ("ben", "sea two", "sea"),
+                               ("cem", "a clip", "clip video"), ("eli", "new words", "text")]
+    unchanged = extract(first, store, OPTIONS).post_changes
+    assert (unchanged.unchanged, unchanged.added, unchanged.kept) == (3, 0, 2)
+
+
+def test_replace_starts_the_store_over(tmp_path):
+    first = write_manifest(tmp_path / "first", [",ana,sea one,sea"])
+    second = write_manifest(tmp_path / "second", ["a.mp4,cem,a clip,clip"])
+    media.write_clip(second / "a.mp4", 1.2, size=(64, 48))
+    store = tmp_path / "s.h5"
+    extract(second, store, OPTIONS)
+    extract(first, store, OPTIONS)
+    report = extract(first, store, ExtractOptions(**{**vars(OPTIONS), "replace": True}))
+    assert report.post_changes.kept == 0
+    contents = load_store(store)
+    assert contents.posts.user == ["ana"] and contents.videos.key == []  # no post uses the clip now
+
+
+def test_an_empty_folder_is_an_error_that_leaves_the_store_untouched(tmp_path):
+    root = write_manifest(tmp_path / "posts", [",ana,sea one,sea"])
+    store = tmp_path / "s.h5"
+    extract(root, store, OPTIONS)
+    before = store.read_bytes()
+    runner = CliRunner()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "unrelated").mkdir()
+    (tmp_path / "unrelated" / "notes.txt").write_text("no videos here")
+    for folder in (tmp_path / "empty", tmp_path / "unrelated", write_manifest(tmp_path / "header-only", [])):
+        result = runner.invoke(app, ["extract", str(folder), "--store", str(store), "--random-weights",
+                                     "--workers", "0", "--device", "cpu"])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert lines[-1].startswith("error: ") and "unchanged" in lines[-1] and "Traceback" not in result.output
+    assert store.read_bytes() == before
+
+
+def test_the_summary_says_what_was_added_updated_and_kept(tmp_path):
+    first = write_manifest(tmp_path / "first", [",ana,sea one,sea", ",ben,sea two,sea"])
+    second = write_manifest(tmp_path / "second", [",cem,fire,fire"])
+    store = tmp_path / "s.h5"
+    runner = CliRunner()
+    args = ["--store", str(store), "--random-weights", "--workers", "0", "--device", "cpu"]
+    assert runner.invoke(app, ["extract", str(first), *args]).exit_code == 0
+    result = runner.invoke(app, ["extract", str(second), *args])
+    assert result.exit_code == 0, result.output
+    assert "1 added, 0 updated, 0 unchanged, 0 removed (this folder); 2 kept (other folders)" in result.stdout

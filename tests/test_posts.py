@@ -1,4 +1,5 @@
 import json
+import unicodedata
 
 import pytest
 
@@ -6,6 +7,7 @@ from phr_cli.posts import (
     ManifestError,
     caption_without_hashtags,
     find_videos,
+    normalize_user,
     parse_hashtags,
     read_posts,
     split_hashtag_field,
@@ -125,3 +127,29 @@ def test_sidecar_time_is_the_timestamp_else_the_upload_date(tmp_path, info, expe
     (tmp_path / "clip.info.json").write_text(json.dumps({"uploader": "Maker", **info}))
     (post,) = read_posts(tmp_path).posts
     assert post.time == expected
+
+
+NFD_ZOE = unicodedata.normalize("NFD", "zoë")
+
+
+def test_user_ids_are_normalised_like_hashtags_in_manifests_and_sidecars(tmp_path):
+    assert NFD_ZOE != "zoë" and normalize_user(NFD_ZOE) == "zoë" and normalize_user(" alice ") == "alice"
+    assert normalize_user("  ") is None and normalize_user(None) is None
+    csv_dir, jsonl_dir, sidecar_dir = (tmp_path / name for name in ("csv", "jsonl", "sidecar"))
+    for folder in (csv_dir, jsonl_dir, sidecar_dir):
+        folder.mkdir()
+    (csv_dir / "posts.csv").write_text(f"video,user,caption\n,{NFD_ZOE},a #x\n, alice ,b #y\n", encoding="utf-8")
+    (jsonl_dir / "posts.jsonl").write_text(json.dumps({"user": NFD_ZOE, "caption": "a #x"}) + "\n"
+                                           + json.dumps({"user": " alice", "caption": "b #y"}) + "\n")
+    (sidecar_dir / "a.mp4").write_bytes(b"x")
+    (sidecar_dir / "a.info.json").write_text(json.dumps({"uploader_id": f" {NFD_ZOE} ", "description": "#x"}))
+    assert [p.user for p in read_posts(csv_dir).posts] == ["zoë", "alice"]
+    assert [p.user for p in read_posts(jsonl_dir).posts] == ["zoë", "alice"]
+    assert [p.user for p in read_posts(sidecar_dir).posts] == ["zoë"]
+
+
+def test_two_manifests_in_one_folder_are_an_error_naming_both(tmp_path):
+    (tmp_path / "posts.csv").write_text("video,user,caption\n,ana,a #x\n")
+    (tmp_path / "posts.jsonl").write_text(json.dumps({"user": "ben", "caption": "b #y"}) + "\n")
+    with pytest.raises(ManifestError, match="both posts.csv and posts.jsonl"):
+        read_posts(tmp_path)

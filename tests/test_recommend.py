@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import copy
 import json
+import unicodedata
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from conftest import FAST_SAMPLING
+from phr_cli.checkpoint import Checkpoint
 from phr_cli.cli import app
 from phr_cli.config import TrainConfig
 from phr_cli.extract import ExtractOptions, extract
@@ -316,3 +319,20 @@ def test_cli_encoder_mismatch_is_one_line(cli, checkpoint, corpus):
     [error] = error_lines(result.stderr)
     assert "the visual encoder here" in error and "Traceback" not in result.output
     assert result.stdout == ""
+
+
+def test_user_ids_are_normalised_when_looked_up(recommender, corpus):
+    clip = corpus / "new" / "fire.mp4"
+    [plain] = recommender.recommend([clip], USER, top=N_HASHTAGS)
+    [spaced] = recommender.recommend([clip], f" {USER} ", top=N_HASHTAGS)
+    assert spaced.personalised and ranking(spaced) == ranking(plain)
+    nfd = unicodedata.normalize("NFD", "zoë")
+    assert Checkpoint.user_position(SimpleNamespace(users=["ana", "zoë"]), nfd) == 1
+
+
+def test_cli_unknown_user_gets_the_closest_known_ids(cli, corpus):
+    result = cli(corpus / "new" / "city.mp4", "--user", "anna")
+    assert result.exit_code == 0, result.output
+    notices = [line for line in result.stderr.splitlines() if "content-based ranking" in line]
+    assert notices == ["user 'anna' has no training posts (did you mean 'ana'?): content-based ranking "
+                       "for an average user"]

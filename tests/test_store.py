@@ -12,6 +12,7 @@ from phr_cli.store import (
     StoreError,
     StoreWriter,
     load_store,
+    merge_posts,
     parts_dir,
     summarize,
 )
@@ -223,3 +224,65 @@ def test_post_times_and_sources_round_trip_and_a_format_1_store_reads_without_th
     old = load_store(path)
     assert old.attributes["format_version"] == 1
     assert np.isnan(old.posts.time).all() and old.posts.source == ["", ""]
+
+
+def folder_posts(folder: str, rows: list[tuple[str, str, str]]) -> PostRows:
+    """(path, user, hashtags) rows from one folder."""
+    n = len(rows)
+    return PostRows(video_key=[f"k{p}" if p else "" for p, _, _ in rows], path=[p for p, _, _ in rows],
+                    user=[u for _, u, _ in rows], caption=["c"] * n, hashtags=[t.split() for _, _, t in rows],
+                    status=["ok"] * n, folder=[folder] * n, text_embedding=np.zeros((n, 384), np.float32),
+                    textual=np.zeros((n, 100), np.float32), textual_mask=np.ones(n, bool))
+
+
+def test_merging_a_folder_keeps_the_others_and_updates_its_own_in_place():
+    stored = PostRows.concat(folder_posts("/a", [("1.mp4", "ana", "x"), ("2.mp4", "ben", "y")]),
+                             folder_posts("/b", [("3.mp4", "cem", "z")]))
+    again = folder_posts("/a", [("1.mp4", "ana", "x"), ("2.mp4", "ben", "y w"), ("4.mp4", "dia", "v")])
+    merged, changes = merge_posts(stored, again, "/a")
+    assert merged.path == ["1.mp4", "2.mp4", "4.mp4", "3.mp4"]  # /a where it was, /b kept
+    assert (changes.unchanged, changes.updated, changes.added, changes.removed, changes.kept) == (1, 1, 1, 0, 1)
+    fewer, changes = merge_posts(merged, folder_posts("/a", [("1.mp4", "ana", "x")]), "/a")
+    assert fewer.path == ["1.mp4", "3.mp4"] and changes.removed == 2
+    new_folder, changes = merge_posts(stored, folder_posts("/c", [("5.mp4", "eli", "u")]), "/c")
+    assert new_folder.path == ["1.mp4", "2.mp4", "3.mp4", "5.mp4"] and (changes.added, changes.kept) == (1, 3)
+
+
+def test_posts_of_a_store_without_recorded_folders_are_adopted_only_when_asked():
+    legacy = folder_posts("", [("1.mp4", "ana", "x")])
+    again = folder_posts("/a", [("1.mp4", "ana", "x")])
+    adopted, changes = merge_posts(legacy, again, "/a", adopt_unrecorded=True)
+    assert adopted.path == ["1.mp4"] and changes.updated == 1  # the folder is now recorded: a new id
+    kept, changes = merge_posts(legacy, again, "/a")
+    assert kept.path == ["1.mp4", "1.mp4"] and changes.kept == 1
+
+
+def test_post_ids_are_stable_and_tell_folders_and_content_apart(tmp_path):
+    one = folder_posts("/a", [("1.mp4", "ana", "x"), ("1.mp4", "ben", "x")])
+    assert len(set(one.post_ids().tolist())) == 2
+    same = folder_posts("/a", [("1.mp4", "ana", "x"), ("1.mp4", "ben", "x")])
+    assert one.post_ids().tolist() == same.post_ids().tolist()
+    assert one.post_ids()[0] != folder_posts("/b", [("1.mp4", "ana", "x")]).post_ids()[0]
+    assert one.post_ids()[0] != folder_posts("/a", [("1.mp4", "ana", "x y")]).post_ids()[0]
+    path = tmp_path / "features.h5"
+    with StoreWriter(path, ENCODERS, SAMPLING) as writer:
+        writer.finalize(one, None)
+    stored = load_store(path).posts
+    assert stored.folder == ["/a", "/a"] and stored.post_ids().tolist() == one.post_ids().tolist()
+
+
+def test_merging_keeps_each_posts_time_and_manifest_line_and_a_store_without_folders_reads_them_empty(tmp_path):
+    stored = folder_posts("/a", [("1.mp4", "ana", "x"), ("2.mp4", "ben", "y")])
+    stored.time, stored.source = np.array([1.0, np.nan]), ["posts.csv:2", "posts.csv:3"]
+    other = folder_posts("/b", [("3.mp4", "cem", "z")])
+    other.time, other.source = np.array([3.0]), ["sidecar"]
+    merged, _ = merge_posts(stored, other, "/b")
+    assert merged.folder == ["/a", "/a", "/b"] and merged.source == ["posts.csv:2", "posts.csv:3", "sidecar"]
+    np.testing.assert_array_equal(merged.time, [1.0, np.nan, 3.0])
+    path = tmp_path / "features.h5"
+    with StoreWriter(path, ENCODERS, SAMPLING) as writer:
+        writer.finalize(merged, None)
+    with h5py.File(path, "a") as handle:  # what phr wrote before folders were recorded
+        del handle["posts/folder"]
+    old = load_store(path).posts
+    assert old.folder == ["", "", ""] and old.source == ["posts.csv:2", "posts.csv:3", "sidecar"]

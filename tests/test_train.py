@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from phr_cli.baselines import GlobalPopularity, UserPopularity
 from phr_cli.checkpoint import CheckpointError, Provenance, load_checkpoint
+from phr_cli.cli import app
 from phr_cli.config import TrainConfig
 from phr_cli.errors import DataError
 from phr_cli.evaluate import build_cases, evaluate
@@ -269,3 +271,57 @@ def test_the_time_split_from_a_store_holds_out_the_latest_posts(tmp_path):
     store = write_text_store(tmp_path / "untimed.h5", posts, times)
     with pytest.raises(DataError, match=r"^2 posts have no time \(posts.jsonl:5, posts.jsonl:10\); the time split"):
         train_from_store(store, tmp_path / "untimed.pt", ModelConfig(dim=8), FAST, split_by="time")
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory) -> Path:
+    from reliability.reliability_data import write_text_posts
+
+    root = write_text_posts(tmp_path_factory.mktemp("small") / "posts", users=3, posts_per_user=4)
+    store = root.parent / "features.h5"
+    result = CliRunner().invoke(app, ["extract", str(root), "--store", str(store), "--random-weights",
+                                      "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return store
+
+
+def train_cli(store: Path, checkpoint: Path, *options: str):
+    return CliRunner().invoke(app, ["train", "--store", str(store), "--checkpoint", str(checkpoint),
+                                    "--epochs", "2", "--device", "cpu", *options])
+
+
+def test_a_tiny_validation_set_is_reported_with_a_warning(small_store, tmp_path):
+    result = train_cli(small_store, tmp_path / "m.pt", "--dim", "8")
+    assert result.exit_code == 0, result.output
+    assert "warning: only 1 validation case(s)" in result.stderr and "fewer than 30" in result.stderr
+
+
+def test_other_settings_never_silently_overwrite_a_finished_checkpoint(small_store, tmp_path):
+    path = tmp_path / "m.pt"
+    assert train_cli(small_store, path, "--dim", "8").exit_code == 0
+    finished = path.read_bytes()
+    refused = train_cli(small_store, path, "--dim", "16")
+    assert refused.exit_code == 1
+    message = refused.output.strip().splitlines()[-1]
+    assert message.startswith("error: ") and "dim 8 → 16" in message and "--overwrite" in message
+    assert path.read_bytes() == finished
+    assert train_cli(small_store, path, "--dim", "8", "--epochs", "3").exit_code == 0  # same settings: resumes
+    replaced = train_cli(small_store, path, "--dim", "16", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert load_checkpoint(path).model_config.dim == 16
+
+
+def test_too_few_posts_is_one_plain_line(tmp_path):
+    from reliability.reliability_data import write_text_posts
+
+    root = write_text_posts(tmp_path / "posts", users=1, posts_per_user=3)
+    with (root / "posts.csv").open("a") as manifest:
+        manifest.write(",,no user here,topic0\n")
+    store = tmp_path / "features.h5"
+    CliRunner().invoke(app, ["extract", str(root), "--store", str(store), "--random-weights", "--workers", "0",
+                             "--device", "cpu"])
+    result = train_cli(store, tmp_path / "m.pt")
+    assert result.exit_code == 1
+    message = result.output.strip().splitlines()[-1]
+    assert "only 3 trainable posts" in message and "left out: 1 no user" in message
+    assert "{" not in message

@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from phr_cli.decode import DecodeLimits, FrameSampling
+from phr_cli.errors import DataError
 from phr_cli.statuses import Status
+from phr_cli.store import PostChanges
+
+
+class NothingToExtractError(DataError):
+    """A folder without videos or posts: extracting it would add nothing to the store."""
 
 
 @dataclass
@@ -27,6 +33,7 @@ class ExtractOptions:
     ray: bool = False  # decode and encode on a Ray cluster (see phr_cli.extract.ray)
     ray_address: str | None = None  # cluster to join; None: $RAY_ADDRESS, else a local one
     ray_encoders: int | None = None  # encoder actors; None: one per cluster GPU, else one
+    replace: bool = False  # start the store over: drop other folders' posts and unused videos
 
 
 @dataclass
@@ -53,6 +60,7 @@ class ExtractReport:
     write_seconds: float = 0.0  # waiting for the segment writer (which runs beside encoding), and the final merge
     text_seconds: float = 0.0
     stopped_early: bool = False
+    post_changes: PostChanges = field(default_factory=PostChanges)  # what the /posts table gained and kept
 
     @property
     def videos_per_second(self) -> float:

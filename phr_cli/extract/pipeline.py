@@ -19,10 +19,17 @@ import numpy as np
 
 from phr_cli.encoders.pipeline import EncodedVideo, Encoders, content_key
 from phr_cli.extract.local import encode_locally
-from phr_cli.extract.options import ExtractOptions, ExtractReport, PhaseCallback, ProgressCallback, VideoOutcome
-from phr_cli.posts import Post, PostSet, read_posts
+from phr_cli.extract.options import (
+    ExtractOptions,
+    ExtractReport,
+    NothingToExtractError,
+    PhaseCallback,
+    ProgressCallback,
+    VideoOutcome,
+)
+from phr_cli.posts import MANIFEST_NAMES, Post, PostSet, caption_without_hashtags, read_posts
 from phr_cli.statuses import FAILED_STATUSES, Status
-from phr_cli.store import PostRows, StoreLock, StoreWriter
+from phr_cli.store import TEXTUAL_DIM, PostRows, StoreLock, StoreWriter, merge_posts
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +58,8 @@ def extract(
     on_progress: ProgressCallback | None = None,
     on_phase: PhaseCallback | None = None,
 ) -> ExtractReport:
-    """Extract every new video under root into the store; see the module docstring.
+    """Extract every new video under root into the store, keeping other folders' posts
+    (all of them replaced with `options.replace`); see the module docstring.
 
     `on_phase(name, total)` announces each step ("loading encoders", "extracting" with the
     number of videos to encode, ...) so that the long ones before the first video show."""
@@ -59,6 +67,10 @@ def extract(
     started = time.perf_counter()
     root = Path(root)
     post_set = read_posts(root)
+    if not post_set.posts:  # before the lock: the store is not touched
+        found = "its manifest lists no posts" if any((root / n).is_file() for n in MANIFEST_NAMES) \
+            else "no video files and no posts.csv / posts.jsonl"
+        raise NothingToExtractError(f"{root}: {found}; nothing to add to {store_path}, which is unchanged")
     from phr_cli.devices import check_device_name, resolve_device
 
     # With Ray the encoder actors pick their own device; this process only embeds captions.
@@ -130,19 +142,21 @@ def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions
         if not report.stopped_early:
             on_phase("embedding captions", None)
             tick = time.perf_counter()
-            posts, projection = _post_rows(post_set, keys, problems, writer, encoders)
+            posts, projection, report.post_changes = _post_rows(post_set, keys, problems, writer, encoders,
+                                                                options.replace)
             report.text_seconds = time.perf_counter() - tick
             on_phase("writing the store", None)
             tick = time.perf_counter()
-            writer.finalize(posts, projection)
+            writer.finalize(posts, projection, set(posts.video_key) if options.replace else None)
             report.write_seconds += time.perf_counter() - tick
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, VideoOutcome],
-               writer: StoreWriter, encoders: Encoders):
-    """The /posts table: one row a post, with its text embedded and projected."""
+               writer: StoreWriter, encoders: Encoders, replace: bool):
+    """The /posts table: the stored one with this folder's posts in place of its earlier
+    ones, every text embedded and projected by a projection fitted on all of them."""
     from phr_cli.encoders.text import fit_projection
 
     status_of = writer.statuses()
@@ -156,11 +170,6 @@ def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, Vi
     width = encoders.textual.spec.output_dim
     embedding = np.stack([cached[t] if t else np.zeros(width, np.float32) for t in texts]) \
         if texts else np.zeros((0, width), np.float32)
-    has_text = np.array([bool(t) for t in texts], dtype=bool)
-    distinct = sorted({t for t in texts if t})
-    projection = fit_projection(np.stack([cached[t] for t in distinct]) if distinct
-                                else np.zeros((0, width), np.float32))
-    textual = projection.apply(embedding) * has_text[:, None]
 
     def status(post: Post) -> Status:
         if post.video is None:
@@ -169,7 +178,8 @@ def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, Vi
             return problems[post.video].status
         return Status(status_of[keys[post.video]])
 
-    posts = PostRows(
+    folder = post_set.root.resolve()
+    new = PostRows(
         video_key=[keys.get(p.video, "") if p.video else "" for p in post_set.posts],
         path=[p.relpath or "" for p in post_set.posts],
         user=[p.user or "" for p in post_set.posts],
@@ -177,9 +187,24 @@ def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, Vi
         hashtags=[p.hashtags for p in post_set.posts],
         status=[status(p) for p in post_set.posts],
         text_embedding=embedding,
-        textual=textual.astype(np.float32),
-        textual_mask=has_text,
+        textual=np.zeros((len(texts), TEXTUAL_DIM), np.float32),  # projected below, with every folder's
+        textual_mask=np.array([bool(t) for t in texts], dtype=bool),
         time=np.array([np.nan if p.time is None else p.time for p in post_set.posts], dtype=np.float64),
         source=[p.source for p in post_set.posts],
+        folder=[str(folder)] * len(post_set.posts),
     )
-    return posts, projection
+    stored = None if replace else writer.stored_posts()
+    # A store written before folders were recorded came from one folder: this one, when
+    # the files it names are here.
+    adopt = stored is not None and any(
+        not f and p and (folder / p).is_file() for f, p in zip(stored.folder or [], stored.path))
+    posts, changes = merge_posts(stored, new, str(folder), adopt_unrecorded=adopt)
+
+    all_texts = [caption_without_hashtags(caption) for caption in posts.caption]
+    first_row = {t: row for row, t in reversed(list(enumerate(all_texts))) if t}
+    projection = fit_projection(np.stack([posts.text_embedding[first_row[t]] for t in sorted(first_row)])
+                                if first_row else np.zeros((0, width), np.float32))
+    has_text = np.array([bool(t) for t in all_texts], dtype=bool)
+    posts.textual = (projection.apply(posts.text_embedding) * has_text[:, None]).astype(np.float32)
+    posts.textual_mask = has_text
+    return posts, projection, changes

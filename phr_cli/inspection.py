@@ -1,0 +1,129 @@
+"""`phr inspect PATH`: what a file is, and what is in it.
+
+A feature store (files with their status and reason, users, hashtags), a checkpoint
+(configuration, split, best epoch, provenance) or a manifest (rows, users, hashtags,
+problems); anything else is named for what it is, never called a damaged store.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from phr_cli.errors import PhrError
+from phr_cli.posts import MANIFEST_NAMES, ManifestError, read_manifest
+from phr_cli.statuses import FAILED_STATUSES, Status
+from phr_cli.store import load_store, summarize
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"  # torch.save's format
+
+
+class InspectError(PhrError):
+    """A path `phr inspect` cannot summarise; the message says what it is."""
+
+
+def kind_of(path: Path) -> str:
+    """"store", "checkpoint" or "manifest", from the file's first bytes and name."""
+    path = Path(path)
+    if path.is_dir():
+        raise InspectError(f"{path} is a folder; `phr extract {path}` makes a feature store of its posts, "
+                           "which `phr inspect --store STORE` then shows")
+    if not path.exists() and not Path(str(path) + ".parts").is_dir():
+        raise InspectError(f"{path}: no such file")
+    head = HDF5_SIGNATURE  # only segments of an interrupted first extract: a store
+    if path.is_file():
+        with open(path, "rb") as handle:
+            head = handle.read(len(HDF5_SIGNATURE))
+    if head.startswith(HDF5_SIGNATURE):
+        return "store"
+    if head.startswith(ZIP_SIGNATURE):
+        return "checkpoint"
+    if path.name in MANIFEST_NAMES or path.suffix in (".csv", ".jsonl"):
+        return "manifest"
+    raise InspectError(f"{path} is not a phr feature store, checkpoint or posts manifest "
+                       "(posts.csv / posts.jsonl)")
+
+
+def _top(counts: Counter, limit: int) -> list[list[Any]]:
+    return [[name, count] for name, count in counts.most_common(limit)]
+
+
+def inspect_store(path: Path, limit: int = 20, failures_only: bool = False) -> dict[str, Any]:
+    """`summarize` plus the files (status, reason), and the most frequent users and hashtags."""
+    summary = summarize(path)
+    contents = load_store(path)
+    files = {p: (s, r) for p, s, r in zip(contents.videos.path, contents.videos.status, contents.videos.reason)}
+    posts = contents.posts
+    if posts is not None:
+        for p, status in zip(posts.path, posts.status):
+            if status == Status.MISSING:
+                files.setdefault(p, (status, "file not found"))
+    listed = [[p, s, r] for p, (s, r) in sorted(files.items()) if not failures_only or s in FAILED_STATUSES]
+    summary.update(kind="store", files=listed[:limit], files_listed=len(listed),
+                   failed_files=sum(s in FAILED_STATUSES for s, _ in files.values()))
+    if posts is not None:
+        summary.update(top_users=_top(Counter(u for u in posts.user if u), limit),
+                       top_hashtags=_top(Counter(h for tags in posts.hashtags for h in tags), limit),
+                       folders=sorted(Counter(s or "(not recorded)" for s in posts.folder or []).items()))
+    return summary
+
+
+def inspect_checkpoint(path: Path) -> dict[str, Any]:
+    from phr_cli.checkpoint import load_checkpoint  # torch: only for checkpoints
+
+    checkpoint = load_checkpoint(path)
+    provenance = checkpoint.provenance
+    return {
+        "kind": "checkpoint",
+        "checkpoint": str(path),
+        "model_config": asdict(checkpoint.model_config),
+        "train_config": asdict(checkpoint.train_config),
+        "split": {"by": checkpoint.split.by, "seed": checkpoint.split.seed, "train": len(checkpoint.split.train),
+                  "validation": len(checkpoint.split.validation), "test": len(checkpoint.split.test)},
+        "users": len(checkpoint.users),
+        "hashtags": len(checkpoint.hashtags),
+        "items": len(checkpoint.items),
+        "best_epoch": checkpoint.best_epoch,
+        "best_metric": checkpoint.best_metric,
+        "epochs_run": len(checkpoint.history),
+        "completed": checkpoint.completed,
+        "stopped_early": checkpoint.stopped_early,
+        "provenance": {
+            "store": provenance.store,
+            "encoders": {m: f"{e['spec']['name']} ({e['spec']['version']}); weights {e['weights']}"
+                         for m, e in provenance.encoders.items()},
+            "posts_recorded": None if provenance.post_ids is None else len(provenance.post_ids),
+        },
+    }
+
+
+def inspect_manifest(path: Path, limit: int = 20) -> dict[str, Any]:
+    """Rows, users and hashtags of a manifest, and its problems (a line that cannot be
+    read, a video that is not there)."""
+    summary: dict[str, Any] = {"kind": "manifest", "manifest": str(path)}
+    try:
+        posts = read_manifest(Path(path), Path(path).parent)
+    except ManifestError as error:
+        return {**summary, "posts": 0, "problems": [str(error)]}
+    problems = [f"{post.source}: {post.relpath}: file not found" for post in posts
+                if post.video is not None and not post.video.exists()]
+    problems += [f"{post.source}: no user (the post can serve recommend, not train)" for post in posts if not post.user]
+    problems += [f"{post.source}: no hashtag" for post in posts if not post.hashtags]
+    users = Counter(p.user for p in posts if p.user)
+    hashtags = Counter(h for p in posts for h in p.hashtags)
+    return {**summary, "posts": len(posts), "text_only_posts": sum(p.video is None for p in posts),
+            "users": len(users), "hashtags": len(hashtags), "top_users": _top(users, limit),
+            "top_hashtags": _top(hashtags, limit), "problems": problems[:limit], "problem_count": len(problems)}
+
+
+def inspect_path(path: Path, limit: int = 20, failures_only: bool = False) -> dict[str, Any]:
+    kind = kind_of(path)
+    if kind == "store":
+        return inspect_store(path, limit, failures_only)
+    if kind == "checkpoint":
+        return inspect_checkpoint(path)
+    return inspect_manifest(path, limit)
+
