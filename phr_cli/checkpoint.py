@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ def read_checkpoint_file(path: Path) -> Any:
         raise CheckpointError(f"{path}: no checkpoint; run `phr train --checkpoint {path}` first") from None
     # Another file, or a torn one: unpickling garbage raises any of these (a text file, KeyError).
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError,
-            TypeError, AttributeError) as error:
+            TypeError, AttributeError, struct.error) as error:
         raise CheckpointError(f"{path} is not a readable phr checkpoint ({type(error).__name__}); "
                               "train one with `phr train`") from None
 

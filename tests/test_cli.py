@@ -205,11 +205,11 @@ def test_version_and_short_help():
 
 
 def test_ctrl_c_is_one_line_and_exit_130(workdir, monkeypatch):
-    def interrupted(path):
+    def interrupted(*arguments):
         raise KeyboardInterrupt
 
     monkeypatch.chdir(workdir)
-    monkeypatch.setattr("phr_cli.store.summarize", interrupted)
+    monkeypatch.setattr("phr_cli.inspection.inspect_path", interrupted)
     result = CliRunner().invoke(app, ["inspect"])
     assert result.exit_code == 130
     assert result.stderr.strip() == "interrupted; work so far kept"
