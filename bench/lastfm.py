@@ -52,8 +52,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--variant", default="full")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--variant", default="full", help="full (the default model), paper, or an attention "
+                        "ablation (no_attention, no_user_guidance, no_hashtag_guidance)")
     parser.add_argument("--pitf-epochs", type=int, default=200)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -68,7 +69,8 @@ def main() -> None:
         checkpoint = args.work / f"gcn-phr-{split_by}.pt"
         outcome = train_from_store(
             store, checkpoint,
-            ModelConfig(dim=args.dim, variant=args.variant),
+            (ModelConfig.paper(dim=args.dim) if args.variant == "paper"
+             else ModelConfig(dim=args.dim, variant=args.variant)),
             TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device),
             split_by=split_by)
         history = outcome.result.history
