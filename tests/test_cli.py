@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import get_args
 
+import numpy as np
 import pytest
 import torch
 import typer
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 from phr_cli import __version__, cli
 from phr_cli.cli import app
 
-COMMANDS = ("extract", "inspect", "train", "recommend", "evaluate")
+COMMANDS = ("extract", "inspect", "train", "recommend", "evaluate", "tune", "serve")
 # What each command is given besides the hostile options: nothing that would start real work.
 MISSING = "missing-folder/missing.mp4"
 BASE = {
@@ -30,6 +31,8 @@ BASE = {
     "train": ["train"],
     "recommend": ["recommend", MISSING],
     "evaluate": ["evaluate"],
+    "tune": ["tune"],
+    "serve": ["serve"],  # no checkpoint in the work folder: it refuses before binding a port
 }
 ODD_VALUES = ["", "0", "-1", "-0", "nan", "inf", "-inf", "1e999", "99999999999999999999", "1.5", "gpu",
               "cuda", "cuda:7", "cuda:-1", "CPU", "auto ", "-", "/", "/dev/null", ".", "a\nb", "é",
@@ -154,7 +157,7 @@ def test_cuda_without_cuda_is_one_line_on_every_command(command, workdir, monkey
     ("extract", "--precision", "fp8"),
     ("train", "--fusion", "avg"),
     ("train", "--variant", "none"),
-    ("train", "--split-by", "time"),
+    ("train", "--split-by", "date"),
     ("train", "--lr", "0"),
     ("train", "--l2", "-1e-4"),
     ("train", "--epochs", "0"),
@@ -190,8 +193,10 @@ def test_choices_are_the_library_s():
         ModelConfig(video_messages=messages.value)  # raises on a value the model does not know
     from test_train import planted_posts
 
+    posts = planted_posts()
+    posts.times = np.arange(len(posts), dtype=np.float64)  # the time split needs a time per post
     for unit in cli.SplitBy:
-        split_posts(planted_posts(), seed=0, by=unit.value)
+        split_posts(posts, seed=0, by=unit.value)
 
 
 def test_version_and_short_help():

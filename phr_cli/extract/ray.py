@@ -17,6 +17,7 @@ Imported only when `--ray` is given: Ray is an optional extra (`pip install 'phr
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Generator
 from dataclasses import fields
@@ -106,7 +107,7 @@ def encode_on_ray(todo: dict[str, Path], options: ExtractOptions, fingerprint: d
         return  # a rerun with nothing new needs no cluster
     joined_here = not ray.is_initialized()
     if joined_here:
-        ray.init(address=options.ray_address, logging_level="WARNING")
+        ray.init(address=options.ray_address, logging_level=logging.WARNING)
     context = ray.data.DataContext.get_current()
     previous_settings = {name: getattr(context, name, None) for name in DATA_SETTINGS}
     try:
@@ -119,7 +120,8 @@ def encode_on_ray(todo: dict[str, Path], options: ExtractOptions, fingerprint: d
         # Reserving memory also keeps Ray Data from fusing decoding into the encoder actors
         # (it fuses stages that ask for the same resources), where it would run serially.
         clips = ray.data.from_items(items, override_num_blocks=len(items)).map(
-            _decode_row, fn_kwargs={"sampling": options.sampling, "limits": options.limits}, num_cpus=1,
+            _decode_row,  # type: ignore[arg-type]  # its other arguments come through fn_kwargs
+            fn_kwargs={"sampling": options.sampling, "limits": options.limits}, num_cpus=1,
             memory=DECODE_MEMORY_BYTES, concurrency=options.workers or None)
         # About batch_size frames per encoder call, as on one machine.
         videos_per_call = max(1, options.batch_size // options.sampling.max_frames)
