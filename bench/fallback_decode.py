@@ -39,20 +39,6 @@ def keyframe_pass(path: Path) -> list[float]:
         return [frame.time for frame in container.decode(stream)]
 
 
-def full_decode(path: Path, count: int) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        duration = container.duration / av.time_base
-        targets = [(i + 0.5) * duration / count for i in range(count)]
-        picked = []
-        for frame in container.decode(stream):
-            while len(picked) < count and frame.time + 1e-6 >= targets[len(picked)]:
-                picked.append(frame)
-            if len(picked) == count:
-                break
-        return [frame.to_ndarray(format="rgb24") for frame in picked]
-
-
 def phr_fallback(path: Path, keyframe_times: list[float], sampling: FrameSampling) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -86,7 +72,8 @@ def main() -> None:
             path = media.write_clip(Path(scratch) / f"{keyframes}kf.mp4", args.seconds, size=(width, height),
                                     fps=args.fps, gop=-(-frames // keyframes), pattern="city", tone_hz=None)
             key_seconds, times = best(args.repeat, lambda path=path: keyframe_pass(path))
-            full_seconds, expected = best(args.repeat, lambda path=path: full_decode(path, sampling.fallback_frames))
+            full_seconds, expected = best(args.repeat,
+                lambda path=path: list(media.full_decode_uniform(path, sampling.fallback_frames)))
             phr_seconds, got = best(args.repeat, lambda path=path, times=times: phr_fallback(path, times, sampling))
             same = len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
             print(f"{width}x{height}, {args.seconds:g} s, {len(times)} keyframe(s): keyframe pass "

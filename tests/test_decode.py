@@ -1,6 +1,5 @@
 import os
 
-import av
 import numpy as np
 import pytest
 
@@ -46,25 +45,12 @@ def test_frames_keep_their_full_size_for_the_encoders_transforms(tmp_path):
     assert decode_clip(path).frames.shape[1:] == (120, 320, 3)
 
 
-def full_decode_uniform(path, count):
-    """The uniform samples as a full decode picks them: the first frame at or after each time."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        duration = container.duration / av.time_base
-        targets = [(i + 0.5) * duration / count for i in range(count)]
-        picked = []
-        for frame in container.decode(stream):
-            while len(picked) < count and frame.time + 1e-6 >= targets[len(picked)]:
-                picked.append(frame.to_ndarray(format="rgb24"))
-        return np.stack(picked)
-
-
 @pytest.mark.parametrize("gop", [None, 40, 30])  # 1, 3 and 4 keyframes (B-frames on)
 def test_uniform_fallback_seeks_yet_picks_the_frames_a_full_decode_picks(tmp_path, gop):
     path = media.write_clip(tmp_path / "clip.mp4", 4.0, fps=25, gop=gop, size=(96, 64), pattern="city")
     clip = decode_clip(path, FrameSampling(min_keyframes=5, fallback_frames=8))
     assert len(clip.frames) == 8
-    np.testing.assert_array_equal(clip.frames, full_decode_uniform(path, 8))
+    np.testing.assert_array_equal(clip.frames, media.full_decode_uniform(path, 8))
 
 
 def test_no_audio_too_short_and_audio_only(tmp_path):

@@ -447,3 +447,20 @@ def write_corrupted_middle(src: str | Path, dst: str | Path, start: float, lengt
     dst = Path(dst)
     dst.write_bytes(bytes(data))
     return dst
+
+
+def full_decode_uniform(path: Path, count: int) -> np.ndarray:
+    """The uniform fallback's frames as a full decode picks them, (count, H, W, 3) RGB: the
+    first frame at or after each of count evenly spaced times (the reference the seeking
+    fallback must equal, in tests and in bench/fallback_decode.py)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        duration = container.duration / av.time_base
+        targets = [(i + 0.5) * duration / count for i in range(count)]
+        picked = []
+        for frame in container.decode(stream):
+            while len(picked) < count and frame.time + 1e-6 >= targets[len(picked)]:
+                picked.append(frame.to_ndarray(format="rgb24"))
+            if len(picked) == count:
+                break
+        return np.stack(picked)
