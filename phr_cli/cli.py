@@ -637,6 +637,7 @@ def serve(
     from phr_cli.recommend import Recommender
     from phr_cli.serve import ServeOptions, run
 
+    _check_device(device)
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no checkpoint; run `phr train --checkpoint {checkpoint}` first")
     _quiet_libraries()
@@ -762,6 +763,7 @@ def tune(
     from phr_cli.tune import OBJECTIVE
     from phr_cli.tune import tune as run_tune
 
+    _check_device(device)
     if trials is None and timeout is None:
         trials = 20
     try:
