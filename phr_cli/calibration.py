@@ -8,8 +8,9 @@ baselines get this from validation (β of the mix is tuned there); the model get
 same way, with one scale per score part fitted to validation posts.
 
 The fit is a listwise softmax loss over every known hashtag, convex in the scales, on one
-half of the validation cases; the scales are kept only if the other half's P@5 does not
-drop. Five numbers fitted on thousands of cases: the validation figures stay meaningful.
+half of the validation cases; the scales are kept only if the other half's P@5 rises, and
+only with enough validation cases for that to mean something. Five numbers fitted on
+thousands of cases: the validation figures stay meaningful.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from phr_cli.evaluate import TestCases, ranking_metrics
 from phr_cli.graph import PostData
 from phr_cli.model import GCNPHR
 
-# Validation cases read for the fit (each costs parts x hashtags floats).
+# Validation cases read for the fit (each costs parts x hashtags floats), and the fewest
+# worth fitting on: each half then holds 100 cases, enough for P@5 to tell a change from noise.
 MAX_CASES = 4096
+MIN_CASES = 200
 FIT_STEPS = 200
 
 
@@ -57,8 +60,8 @@ def _precision(parts: dict[str, Tensor], scales: Tensor, relevant: list[np.ndarr
 def calibrate(model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, item_index: dict[str, int],
               posts: PostData, cases: TestCases, seed: int = 0) -> Calibration | None:
     """Fit `model.part_scales` on validation cases (see the module docstring); None when the
-    model has a single part or there are too few cases to hold half out."""
-    if model.evidence is None or len(cases) < 20:
+    model has a single part or fewer than MIN_CASES validation cases."""
+    if model.evidence is None or len(cases) < MIN_CASES:
         return None
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(cases))[:MAX_CASES]
@@ -86,7 +89,7 @@ def calibrate(model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, item_index
     check_relevant = [cases.relevant[r] for r in check_rows]
     before = _precision(check_parts, torch.ones_like(fitted), check_relevant, seed)
     after = _precision(check_parts, fitted, check_relevant, seed)
-    kept = bool(torch.isfinite(fitted).all()) and after >= before
+    kept = bool(torch.isfinite(fitted).all()) and after > before
     if kept:
         model.part_scales.copy_(fitted)
     return Calibration(dict(zip(fit_parts, fitted.tolist())), before, after, kept)

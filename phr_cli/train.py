@@ -266,6 +266,17 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
             stopped_early = bad_epochs >= config.patience and epoch < config.epochs
             history.append({"epoch": epoch, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started,
                             "train_seconds": trained - started})
+            completed = stopped_early or epoch == config.epochs
+            current = _cpu_state(model)
+            if completed and model.evidence is not None:
+                # The best epoch's weights, their parts scaled to the validation posts; saved
+                # with the last epoch, so that a kill cannot leave a finished, uncalibrated run.
+                model.load_state_dict(best["state"])
+                model.eval()
+                result = calibrate(model, best["users"].to(device), best["hashtags"].to(device), graph.item_index,
+                                   posts, validation, seed=config.seed)
+                payload["calibration"] = None if result is None else asdict(result)
+                best["state"] = _cpu_state(model)
             payload.update(
                 state_dict=best["state"],
                 user_representations=best["users"],
@@ -273,12 +284,12 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
                 best_epoch=best["epoch"],
                 best_metric=best["metric"],
                 history=history,
-                completed=stopped_early or epoch == config.epochs,
+                completed=completed,
                 stopped_early=stopped_early,
                 resume={
                     "epoch": epoch,
                     "bad_epochs": bad_epochs,
-                    "model": _cpu_state(model),
+                    "model": current,
                     "optimizer": optimizer.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
@@ -291,17 +302,6 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
                     progress(epoch, loss, metric, best["metric"])
             if stopped_early:
                 break
-
-        if payload.get("completed") and model.evidence is not None and "calibration" not in payload:
-            # The best epoch's weights, their parts scaled to the validation posts.
-            model.load_state_dict(best["state"])
-            model.eval()
-            result = calibrate(model, best["users"].to(device), best["hashtags"].to(device), graph.item_index,
-                               posts, validation, seed=config.seed)
-            payload["calibration"] = None if result is None else asdict(result)
-            payload["state_dict"] = _cpu_state(model)
-            if ranks.main:
-                save_checkpoint(payload, checkpoint_path)
 
     return _result(checkpoint_path, payload, device, validation, resumed_from=resumed_from)
 
