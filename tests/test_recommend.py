@@ -43,7 +43,12 @@ USER = "ana"
 # below held for 15 of the training seeds 0-15, with the model's defaults for 5 of seeds 0-7.
 # negative_slope 0.01 leaves many units dead on random-weight features; summed video
 # messages (Eq. 6 as printed) give scores of ~1,000 that drown the users' signal.
-MODEL = ModelConfig(dim=32, negative_slope=0.2, video_messages="mean")
+# The count evidence and item IDs are off here: on 36 clips a user's history counts differ by
+# chance as much as the planted content does, and with item IDs the topic ranking flipped in
+# some runs. This file tests what recommend does with a model's scores (topic from content,
+# personal hashtags, explanations), not the default model's balance of history against
+# content, which test_train and the Last.fm bench measure.
+MODEL = ModelConfig(dim=32, negative_slope=0.2, video_messages="mean", evidence=False, item_ids=False)
 TRAINING = TrainConfig(
     epochs=50, batch_size=32, lr=3e-3, l2=0.0, patience=50, device="cpu",
     # With 12 hashtags, one negative a positive rarely pits a user's personal hashtag
