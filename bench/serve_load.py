@@ -10,9 +10,9 @@ Starts `phr serve` on 127.0.0.1 (a free port) as a subprocess and waits for /hea
 in one run: `--cold` fresh `phr recommend CLIP --json` processes (the per-clip cost without
 a server); `--warm` sequential uploads (one client: a clip's latency on a warm server);
 and `--requests` uploads from `--clients` concurrent clients, stopped after
-`--max-seconds`. Clips are fresh synthetic 3 s clips like the samples (new to the store, so
-every request is decoded and encoded). Latencies are split into decode, encode and score
-(graph + scoring + explanations) from the server's Server-Timing header; the server's RSS
+`--max-seconds`. Clips are fresh synthetic clips like the samples (3 s; `--clip-seconds`),
+new to the store, so every request is decoded and encoded. Latencies are split into decode,
+encode and score (graph + scoring + explanations) from the server's Server-Timing header; the server's RSS
 (VmRSS, decoding workers not included) is read after request 100 and after the last.
 """
 
@@ -124,12 +124,14 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=20, help="sequential uploads (one client)")
     parser.add_argument("--cold", type=int, default=3, help="fresh `phr recommend` processes")
     parser.add_argument("--clips", type=int, default=8, help="distinct synthetic clips, cycled")
+    parser.add_argument("--clip-seconds", type=float, default=3.0,
+                        help="length of each synthetic clip (shorter: more requests per minute on a CPU)")
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="phr-serve-bench-"))
-    clips = [media.write_clip(scratch / f"clip{i}.mp4", 3.0, pattern=["ocean", "fire", "city"][i % 3],
+    clips = [media.write_clip(scratch / f"clip{i}.mp4", args.clip_seconds, pattern=["ocean", "fire", "city"][i % 3],
                               tone_hz=110.0 + 50 * i, noise=0.15, seed=5000 + i) for i in range(args.clips)]
     users = load_checkpoint(args.checkpoint).users
     phr = phr_command()
@@ -166,7 +168,8 @@ def main() -> None:
         server.wait(timeout=60)
 
     warm_p50 = statistics.median(total for total, _ in warm)
-    print(f"machine: {os.cpu_count()} CPUs; device {args.device}; clips of 3 s; server ready after {ready:.1f} s")
+    print(f"machine: {os.cpu_count()} CPUs; device {args.device}; clips of {args.clip_seconds:g} s; "
+          f"server ready after {ready:.1f} s")
     print(f"cold `phr recommend` process per clip: median {statistics.median(cold):.2f} s (n={len(cold)})")
     report(f"warm serve, 1 client, n={len(warm)}", warm)
     print(f"warm vs cold: {statistics.median(cold) / warm_p50:.1f}x faster (median cold process / p50 warm)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +101,7 @@ class Recommender:
         self.device = resolve_device(device)  # a torch.device from the CLI stays as it is
         self.scorer = self.checkpoint.scorer(self.device)
         self.fingerprint: dict = provenance.encoders
-        self.sampling = FrameSampling(**provenance.sampling)
+        self.sampling = _recorded_sampling(provenance.sampling, checkpoint_path)
         self.projection = provenance.text_projection()
         self.user_hashtags: dict[str, set[str]] = {
             user: set(tags) for user, tags in provenance.user_hashtags.items()}
@@ -318,6 +318,16 @@ class Recommender:
                 self.decode(clip)
         self.encode(prepared)
         return [self.rank(clip, user, top, exclude_used, explain) for clip in prepared]
+
+
+def _recorded_sampling(record: dict, checkpoint_path: Path) -> FrameSampling:
+    """The frame sampling the checkpoint's store was extracted with, if this phr decodes
+    that way: a new clip must be decoded as its training videos were."""
+    if set(record) != {f.name for f in fields(FrameSampling)}:
+        raise EncoderMismatchError(
+            f"{checkpoint_path} was trained on a store decoded by another phr version (frame sampling "
+            f"{sorted(record)}); re-extract the videos with this phr and retrain")
+    return FrameSampling(**record)
 
 
 def _content_key(clip: Path) -> tuple[str | None, DecodedClip | None]:

@@ -326,6 +326,18 @@ def test_cli_encoder_mismatch_is_one_line(cli, checkpoint, corpus):
     assert result.stdout == ""
 
 
+def test_cli_refuses_a_checkpoint_from_a_store_decoded_otherwise(cli, checkpoint, corpus):
+    # A store extracted by an older phr records a frame sampling with other fields.
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    raw["metadata"]["sampling"]["crop"] = 224
+    older = corpus / "older-sampling.pt"
+    torch.save(raw, older)
+    result = cli(corpus / "new" / "ocean.mp4", "--user", USER, checkpoint_path=older)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [error] = error_lines(result.stderr)
+    assert f"{older} was trained on a store decoded by another phr version" in error
+
+
 def test_user_ids_are_normalised_when_looked_up(recommender, corpus):
     clip = corpus / "new" / "fire.mp4"
     [plain] = recommender.recommend([clip], USER, top=N_HASHTAGS)
