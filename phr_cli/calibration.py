@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from phr_cli.checkpoint import ModelScorer
 from phr_cli.evaluate import TestCases, ranking_metrics
 from phr_cli.graph import PostData
-from phr_cli.model import GCNPHR
 
 # Validation cases read for the fit (each costs parts x hashtags floats), and the fewest
 # worth fitting on: each half then holds 100 cases, enough for P@5 to tell a change from noise.
@@ -40,16 +40,10 @@ class Calibration:
     kept: bool
 
 
-def _parts(model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, item_index: dict[str, int],
-           posts: PostData, cases: TestCases, rows: np.ndarray) -> dict[str, Tensor]:
-    device = user_reps.device
-    picked = posts.subset(cases.rows[rows])
-    features = {m: torch.as_tensor(np.asarray(f, dtype=np.float32), device=device) for m, f in picked.features.items()}
-    masks = {m: torch.as_tensor(np.asarray(k, dtype=bool), device=device) for m, k in picked.masks.items()}
-    items = torch.as_tensor([item_index.get(item, -1) for item in picked.items], dtype=torch.long, device=device)
-    users = torch.as_tensor(cases.users[rows], dtype=torch.long, device=device)
-    with torch.no_grad():
-        return model.score_parts(user_reps, hashtag_reps, users, items, features, masks)
+def _parts(scorer: ModelScorer, posts: PostData, cases: TestCases, rows: np.ndarray) -> dict[str, Tensor]:
+    """Each score part (cases, hashtags) of the chosen validation cases."""
+    chunks = list(scorer.parts(cases.users[rows], posts.subset(cases.rows[rows])))
+    return {name: torch.cat([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 
 def _precision(parts: dict[str, Tensor], scales: Tensor, relevant: list[np.ndarray], seed: int) -> float:
@@ -57,18 +51,18 @@ def _precision(parts: dict[str, Tensor], scales: Tensor, relevant: list[np.ndarr
     return ranking_metrics(scores, relevant, ks=(5,), rng=np.random.default_rng(seed))["P@5"]
 
 
-def calibrate(model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, item_index: dict[str, int],
-              posts: PostData, cases: TestCases, seed: int = 0) -> Calibration | None:
-    """Fit `model.part_scales` on validation cases (see the module docstring); None when the
+def calibrate(scorer: ModelScorer, posts: PostData, cases: TestCases, seed: int = 0) -> Calibration | None:
+    """Fit the scorer's `model.part_scales` on validation cases (see the module docstring); None when the
     model has a single part or fewer than MIN_CASES validation cases."""
+    model = scorer.model
     if model.evidence is None or len(cases) < MIN_CASES:
         return None
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(cases))[:MAX_CASES]
     fit_rows, check_rows = chosen[: len(chosen) // 2], chosen[len(chosen) // 2:]
     model.part_scales.fill_(1.0)
-    fit_parts = _parts(model, user_reps, hashtag_reps, item_index, posts, cases, fit_rows)
-    check_parts = _parts(model, user_reps, hashtag_reps, item_index, posts, cases, check_rows)
+    fit_parts = _parts(scorer, posts, cases, fit_rows)
+    check_parts = _parts(scorer, posts, cases, check_rows)
     stacked = torch.stack(list(fit_parts.values()))  # (parts, cases, hashtags)
     targets = torch.zeros(stacked.shape[1:], device=stacked.device)
     for row, relevant in enumerate(cases.relevant[r] for r in fit_rows):

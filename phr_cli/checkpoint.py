@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,11 +279,11 @@ class ModelScorer:
         self.rows_per_chunk = rows_per_chunk
 
     @torch.no_grad()
-    def score(self, users: np.ndarray, posts: PostData) -> Tensor:
-        """(len(posts), n_hashtags) on the model's device; users[b] is the graph user index, -1 when cold."""
+    def parts(self, users: np.ndarray, posts: PostData) -> Iterator[dict[str, Tensor]]:
+        """The named score parts (`GCNPHR.score_parts`) of every hashtag for posts, one chunk
+        of rows_per_chunk posts at a time; users[b] is the graph user index, -1 when cold."""
         device = self.user_reps.device
         users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=device)
-        blocks = []
         for start in range(0, len(posts), self.rows_per_chunk):
             chunk = slice(start, start + self.rows_per_chunk)
             features = {m: torch.as_tensor(np.asarray(f[chunk], dtype=np.float32), device=device)
@@ -291,6 +292,9 @@ class ModelScorer:
                      for m, k in posts.masks.items()}
             items = torch.as_tensor([self.item_index.get(item, -1) for item in posts.items[chunk]],
                                     dtype=torch.long, device=device)
-            blocks.append(self.model.score_posts(self.user_reps, self.hashtag_reps, users_t[chunk], items,
-                                                 features, masks))
+            yield self.model.score_parts(self.user_reps, self.hashtag_reps, users_t[chunk], items, features, masks)
+
+    def score(self, users: np.ndarray, posts: PostData) -> Tensor:
+        """(len(posts), n_hashtags) on the model's device: the sum of the parts."""
+        blocks = [torch.stack(list(parts.values())).sum(dim=0) for parts in self.parts(users, posts)]
         return torch.cat(blocks) if blocks else self.hashtag_reps.new_zeros(0, len(self.hashtag_reps))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from phr_cli.neighbours import ContentIndex, SizedByState
+from phr_cli.neighbours import ContentIndex, SizedByState, gather_ranges
 
 EVIDENCE_TERMS = ("user history", "item history", "popularity", "similar items")
 
@@ -67,11 +67,8 @@ class SparseCounts(SizedByState):
         known = (rows >= 0).nonzero().squeeze(1)
         if len(known) == 0 or len(self.keys) == 0:
             return out
-        first = torch.searchsorted(self.keys, rows[known] * self.n_columns)
-        last = torch.searchsorted(self.keys, (rows[known] + 1) * self.n_columns)
-        lengths = last - first
-        owner = torch.repeat_interleave(torch.arange(len(known), device=rows.device), lengths)
-        entries = first[owner] + torch.arange(len(owner), device=rows.device) - (lengths.cumsum(0) - lengths)[owner]
+        owner, entries = gather_ranges(torch.searchsorted(self.keys, rows[known] * self.n_columns),
+                                       torch.searchsorted(self.keys, (rows[known] + 1) * self.n_columns))
         out[known[owner], self.keys[entries] % self.n_columns] = self.values[entries]
         return out
 

@@ -190,10 +190,15 @@ class ItemEncoder(nn.Module):
         ]
         return torch.cat(columns, dim=1)
 
+    def standardised(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Standardised (B, D) vectors, missing blocks not yet filled, and the (B, M) masks."""
+        vectors = torch.cat([self.standardise(m, torch.as_tensor(features[m])) for m in self.widths], dim=1)
+        mask_matrix = torch.stack([torch.as_tensor(masks[m]).to(vectors.device, torch.bool) for m in self.widths],
+                                  dim=1)
+        return vectors, mask_matrix
+
     def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
-        vectors = torch.cat([self.standardise(m, features[m]) for m in self.widths], dim=1)
-        mask_matrix = torch.stack([masks[m].to(vectors.device, torch.bool) for m in self.widths], dim=1)
-        return self.fill_missing(vectors, mask_matrix)
+        return self.fill_missing(*self.standardised(features, masks))
 
 
 @dataclass
@@ -812,10 +817,7 @@ class GCNPHR(nn.Module):
 
     def encode_items(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
         """v_k for arbitrary items: (B, D), standardised, learned vectors where a modality is missing."""
-        return self.item_encoder(
-            {m: torch.as_tensor(features[m]) for m in self.item_encoder.widths},
-            {m: torch.as_tensor(masks[m]) for m in self.item_encoder.widths},
-        )
+        return self.item_encoder(features, masks)
 
     def graph_item_vectors(self, items: Tensor) -> Tensor:
         """v_k (B, D) of graph items by index."""
@@ -861,18 +863,16 @@ class GCNPHR(nn.Module):
         known = (items >= 0).unsqueeze(1)
         return torch.where(known, self.item_embedding(items.clamp(min=0)), 0.0)
 
-    def content_vectors(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
-        """The similarity vectors (`neighbours.content_vectors`) of arbitrary items."""
-        return content_vectors([
-            (self.item_encoder.standardise(m, torch.as_tensor(features[m])),
-             torch.as_tensor(masks[m]).to(self.item_encoder.missing[m].device, torch.bool))
-            for m in self.item_encoder.widths])
+    def similarity_vectors(self, standardised: Tensor, mask_matrix: Tensor) -> Tensor:
+        """The vectors (`neighbours.content_vectors`) that find similar items, from standardised
+        (B, D) item vectors and their (B, M) modality masks."""
+        return content_vectors([(standardised[:, start:stop], mask_matrix[:, m])
+                                for m, (_, start, stop) in enumerate(self.item_encoder.blocks())])
 
     def graph_content_vectors(self) -> Tensor:
         """The similarity vectors of every graph item."""
         assert self.graph is not None
-        return content_vectors([(self.graph.items[:, start:stop], self.graph.item_masks[:, m])
-                                for m, (_, start, stop) in enumerate(self.item_encoder.blocks())])
+        return self.similarity_vectors(self.graph.items, self.graph.item_masks)
 
     @torch.no_grad()
     def score_parts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
@@ -883,11 +883,12 @@ class GCNPHR(nn.Module):
         users (B,) are graph user ids (-1: cold), items (B,) graph item ids (-1: new
         content); features and masks describe the posts' content per modality.
         """
-        vectors = self.encode_items(features, masks)
+        standardised, mask_matrix = self.item_encoder.standardised(features, masks)
+        vectors = self.item_encoder.fill_missing(standardised, mask_matrix)
         parts = {"graph": self.gated(self.score_all(self.user_rows(user_reps, users), vectors, hashtag_reps,
                                                     self.item_offsets(items)))}
         if self.evidence is not None:
-            parts.update(self.evidence.term_rows(users, items, self.content_vectors(features, masks)))
+            parts.update(self.evidence.term_rows(users, items, self.similarity_vectors(standardised, mask_matrix)))
         return {name: scale * part for scale, (name, part) in zip(self.part_scales, parts.items())}
 
     def score_posts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,

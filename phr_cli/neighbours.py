@@ -33,6 +33,15 @@ def content_vectors(blocks: list[tuple[Tensor, Tensor]]) -> Tensor:
     return torch.cat(scaled, dim=1)
 
 
+def gather_ranges(starts: Tensor, stops: Tensor) -> tuple[Tensor, Tensor]:
+    """The entries of the ranges [starts[r], stops[r]) of a CSR table, concatenated in
+    order: each entry's range r and its position in the table."""
+    lengths = stops - starts
+    owner = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
+    first_of_owner = (lengths.cumsum(0) - lengths)[owner]
+    return owner, starts[owner] + torch.arange(len(owner), device=lengths.device) - first_of_owner
+
+
 def _unit_rows(vectors: Tensor) -> Tensor:
     return vectors / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
@@ -131,11 +140,8 @@ class ContentIndex(SizedByState):
         if items.numel() == 0:
             return shares
         # Gather the neighbours' CSR rows: one entry per (query, neighbour, hashtag).
-        starts, stops = self.share_starts[items], self.share_starts[items + 1]
-        lengths = (stops - starts).reshape(-1)
-        entry_owner = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
-        offsets = torch.arange(len(entry_owner), device=lengths.device) - (lengths.cumsum(0) - lengths)[entry_owner]
-        entries = starts.reshape(-1)[entry_owner] + offsets
+        entry_owner, entries = gather_ranges(self.share_starts[items].reshape(-1),
+                                             self.share_starts[items + 1].reshape(-1))
         rows = entry_owner // items.shape[1]
         values = self.share_values[entries] * weights.reshape(-1)[entry_owner]
         shares.index_put_((rows, self.share_hashtags[entries]), values, accumulate=True)

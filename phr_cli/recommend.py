@@ -291,15 +291,13 @@ class Recommender:
         if self._explainer is None:
             result.notices.append(f"no explanations: {self.explain_problem}")
             return
-        model, device = self.scorer.model, self.scorer.user_reps.device
-        features = {m: torch.as_tensor(f, device=device) for m, f in posts.features.items()}
-        masks = {m: torch.as_tensor(k, device=device) for m, k in posts.masks.items()}
+        device = self.scorer.user_reps.device
         columns = [self.hashtag_column[s.hashtag] for s in result.suggestions]
         with torch.no_grad():
-            item = model.encode_items(features, masks)[0]
-            item_ids = torch.tensor([self.scorer.item_index.get(posts.items[0], -1)], device=device)
-            parts = model.score_parts(self.scorer.user_reps, self.scorer.hashtag_reps,
-                                      torch.tensor([position], device=device), item_ids, features, masks)
+            item = self.scorer.model.encode_items(
+                {m: torch.as_tensor(f, device=device) for m, f in posts.features.items()},
+                {m: torch.as_tensor(k, device=device) for m, k in posts.masks.items()})[0]
+        [parts] = self.scorer.parts(np.array([position]), posts)
         part_values = {name: part[0, columns].cpu().numpy() for name, part in parts.items()}
         reasons = self._explainer.explain(position, item, part_values, columns)
         for suggestion, because in zip(result.suggestions, reasons):

@@ -185,8 +185,10 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
     if graph.n_hashtags < 2 or len(graph.triples) == 0:
         raise DataError("training posts need at least two distinct hashtags")
     validation = build_cases(posts, split.validation, graph)
-    if model_config.item_id_dropout is None:
-        model_config = replace(model_config, item_id_dropout=new_item_share(posts, split.validation, graph))
+    id_dropout = model_config.item_id_dropout
+    if id_dropout is None:
+        id_dropout = new_item_share(posts, split.validation, graph)
+        model_config = replace(model_config, item_id_dropout=id_dropout)
     sampler = NegativeSampler(graph.triples, graph.n_hashtags, config.hard_negatives)
     ks = _metric_ks(config.validation_metric)
 
@@ -196,7 +198,7 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
         model = GCNPHR.from_graph(model_config, graph).to(device)
         if model.evidence is not None:
             model.evidence.prepare_training()
-        step = BatchScores(model, config.step_propagation)
+        step = BatchScores(model, config.step_propagation, id_dropout)
         if ranks.distributed:
             # Some parameters (a missing modality's vector) may sit out a batch.
             step = DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None,
@@ -273,8 +275,8 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
                 # with the last epoch, so that a kill cannot leave a finished, uncalibrated run.
                 model.load_state_dict(best["state"])
                 model.eval()
-                result = calibrate(model, best["users"].to(device), best["hashtags"].to(device), graph.item_index,
-                                   posts, validation, seed=config.seed)
+                result = calibrate(ModelScorer(model, best["users"].to(device), best["hashtags"].to(device),
+                                               graph.item_index), posts, validation, seed=config.seed)
                 payload["calibration"] = None if result is None else asdict(result)
                 best["state"] = _cpu_state(model)
             payload.update(
@@ -338,10 +340,11 @@ def _result(
 class BatchScores(nn.Module):
     """A training step's scores as a module's forward, which DistributedDataParallel wraps."""
 
-    def __init__(self, model: GCNPHR, step_propagation: str) -> None:
+    def __init__(self, model: GCNPHR, step_propagation: str, item_id_dropout: float) -> None:
         super().__init__()
         self.model = model
         self.step_propagation = step_propagation
+        self.item_id_dropout = item_id_dropout  # the model config's, once `train` resolved it
 
     def forward(self, users: Tensor, items: Tensor, hashtags: Tensor) -> Tensor:
         """Scores (B, n) of hashtags (B, n) for training posts (users, items: (B,)); column 0
@@ -349,8 +352,7 @@ class BatchScores(nn.Module):
         model = self.model
         # Item-ID dropout: these posts are scored without their item's ID and history, from
         # content alone, as a new video is.
-        dropout = model.config.item_id_dropout
-        keep_ids = torch.rand(len(items), device=items.device) >= (0.5 if dropout is None else dropout)
+        keep_ids = torch.rand(len(items), device=items.device) >= self.item_id_dropout
         if self.step_propagation == "batch":
             user_rows, hashtag_rows = model.propagate_for(users, hashtags)
             scores = model.score_graph_triples(user_rows, items, hashtag_rows, keep_ids)

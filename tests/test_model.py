@@ -402,7 +402,7 @@ def test_batch_step_equals_the_full_graph_step(config, batch_size, aggregation):
             user_reps, hashtag_reps = model.propagate()
             user_rows, hashtag_rows = user_reps[users], hashtag_reps[hashtags]
         torch.manual_seed(2)  # the same item-ID dropout draws for both
-        scores = BatchScores(model, "batch" if fast else "full")(users, items, hashtags)
+        scores = BatchScores(model, "batch" if fast else "full", item_id_dropout=0.5)(users, items, hashtags)
         loss = bpr_loss(scores[:, 0], scores[:, 1:]) + 1e-2 * model.embedding_l2(users, hashtags)
         gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
         return [user_rows, hashtag_rows, scores, loss], gradients
