@@ -5,12 +5,15 @@ each were new (counts leave the post out). How much each part should count at de
 depends on what the held-out posts look like, which training posts cannot show: a time
 split brings many users with no history, an item split only new videos. The popularity
 baselines get this from validation (β of the mix is tuned there); the model gets it the
-same way, with one scale per score part fitted to validation posts.
+same way, with one scale per score part chosen on validation posts.
 
-The fit is a listwise softmax loss over every known hashtag, convex in the scales, on one
-half of the validation cases; the scales are kept only if the other half's P@5 rises, and
-only with enough validation cases for that to mean something. Five numbers fitted on
-thousands of cases: the validation figures stay meaningful.
+The scales maximise the validation metric itself (P@5 by default), by coordinate search
+over multiplicative steps on one half of the validation cases; they are kept only if the
+other half's metric rises too, and only with enough validation cases for that to mean
+something. A smooth surrogate (a listwise softmax loss, convex in the scales) was tried
+first: on Last.fm's time split it chose scales whose P@5 was 12 % below the search's,
+because the likelihood spreads weight over every hashtag while P@5 only asks for the
+right five on top, which can hinge on a part that merely breaks ties (popularity).
 """
 
 from __future__ import annotations
@@ -25,19 +28,23 @@ from phr_cli.checkpoint import ModelScorer
 from phr_cli.evaluate import TestCases, ranking_metrics
 from phr_cli.graph import PostData
 
-# Validation cases read for the fit (each costs parts x hashtags floats), and the fewest
-# worth fitting on: each half then holds 100 cases, enough for P@5 to tell a change from noise.
+# Validation cases read for the search (each costs parts x hashtags floats), and the fewest
+# worth searching on: each half then holds 100 cases, enough for P@5 to tell a change from noise.
 MAX_CASES = 4096
 MIN_CASES = 200
-FIT_STEPS = 200
+# Each round tries every part's scale times each step (a scale at 0 tries each step as a
+# value instead); a step is taken when the metric rises. Three rounds settle on Last.fm.
+STEPS = (0.0, 0.1, 0.3, 0.6, 1.5, 3.0, 10.0)
+ROUNDS = 3
 
 
 @dataclass
 class Calibration:
     scales: dict[str, float]
-    held_out_before: float  # P@5 of the held-out half before
-    held_out_after: float  # and with the fitted scales
+    held_out_before: float  # the metric on the held-out half before
+    held_out_after: float  # and with the chosen scales
     kept: bool
+    metric: str = "P@5"
 
 
 def _parts(scorer: ModelScorer, posts: PostData, cases: TestCases, rows: np.ndarray) -> dict[str, Tensor]:
@@ -46,44 +53,44 @@ def _parts(scorer: ModelScorer, posts: PostData, cases: TestCases, rows: np.ndar
     return {name: torch.cat([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 
-def _precision(parts: dict[str, Tensor], scales: Tensor, relevant: list[np.ndarray], seed: int) -> float:
-    scores = sum(scale * part for scale, part in zip(scales, parts.values()))
-    return ranking_metrics(scores, relevant, ks=(5,), rng=np.random.default_rng(seed))["P@5"]
+def _metric(parts: Tensor, scales: Tensor, relevant: list[np.ndarray], metric: str, seed: int) -> float:
+    scores = torch.einsum("p,pch->ch", scales, parts)
+    k = int(metric.split("@")[1])
+    return ranking_metrics(scores, relevant, ks=(k,), rng=np.random.default_rng(seed))[metric]
 
 
-def calibrate(scorer: ModelScorer, posts: PostData, cases: TestCases, seed: int = 0) -> Calibration | None:
-    """Fit the scorer's `model.part_scales` on validation cases (see the module docstring); None when the
-    model has a single part or fewer than MIN_CASES validation cases."""
+def _search(parts: Tensor, relevant: list[np.ndarray], metric: str, seed: int) -> Tensor:
+    """Scales (parts,) that maximise the metric on these cases, from all ones."""
+    scales = torch.ones(len(parts), device=parts.device)
+    best = _metric(parts, scales, relevant, metric, seed)
+    for _ in range(ROUNDS):
+        for part in range(len(parts)):
+            for step in STEPS:
+                trial = scales.clone()
+                trial[part] = scales[part] * step if scales[part] != 0 else step
+                value = _metric(parts, trial, relevant, metric, seed)
+                if value > best:
+                    best, scales = value, trial
+    return scales
+
+
+def calibrate(scorer: ModelScorer, posts: PostData, cases: TestCases, metric: str = "P@5",
+              seed: int = 0) -> Calibration | None:
+    """Choose the scorer's `model.part_scales` on validation cases (see the module
+    docstring); None when the model has a single part or fewer than MIN_CASES cases."""
     model = scorer.model
     if model.evidence is None or len(cases) < MIN_CASES:
         return None
-    rng = np.random.default_rng(seed)
-    chosen = rng.permutation(len(cases))[:MAX_CASES]
+    chosen = np.random.default_rng(seed).permutation(len(cases))[:MAX_CASES]
     fit_rows, check_rows = chosen[: len(chosen) // 2], chosen[len(chosen) // 2:]
     model.part_scales.fill_(1.0)
     fit_parts = _parts(scorer, posts, cases, fit_rows)
-    check_parts = _parts(scorer, posts, cases, check_rows)
-    stacked = torch.stack(list(fit_parts.values()))  # (parts, cases, hashtags)
-    targets = torch.zeros(stacked.shape[1:], device=stacked.device)
-    for row, relevant in enumerate(cases.relevant[r] for r in fit_rows):
-        targets[row, torch.as_tensor(relevant, device=stacked.device)] = 1.0 / len(relevant)
-
-    scales = torch.ones(len(fit_parts), device=stacked.device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([scales], lr=0.5, max_iter=FIT_STEPS, line_search_fn="strong_wolfe")
-
-    def loss() -> Tensor:
-        optimizer.zero_grad()
-        logits = torch.einsum("p,pch->ch", scales, stacked)
-        value = -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
-        value.backward()
-        return value
-
-    optimizer.step(loss)
-    fitted = scales.detach()
+    scales = _search(torch.stack(list(fit_parts.values())), [cases.relevant[r] for r in fit_rows], metric, seed)
+    check_parts = torch.stack(list(_parts(scorer, posts, cases, check_rows).values()))
     check_relevant = [cases.relevant[r] for r in check_rows]
-    before = _precision(check_parts, torch.ones_like(fitted), check_relevant, seed)
-    after = _precision(check_parts, fitted, check_relevant, seed)
-    kept = bool(torch.isfinite(fitted).all()) and after > before
+    before = _metric(check_parts, torch.ones_like(scales), check_relevant, metric, seed)
+    after = _metric(check_parts, scales, check_relevant, metric, seed)
+    kept = after > before
     if kept:
-        model.part_scales.copy_(fitted)
-    return Calibration(dict(zip(fit_parts, fitted.tolist())), before, after, kept)
+        model.part_scales.copy_(scales)
+    return Calibration(dict(zip(fit_parts, scales.tolist())), before, after, kept, metric)

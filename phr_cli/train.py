@@ -276,7 +276,8 @@ def _train(posts: PostData, split: Split, model_config: ModelConfig, config: Tra
                 model.load_state_dict(best["state"])
                 model.eval()
                 result = calibrate(ModelScorer(model, best["users"].to(device), best["hashtags"].to(device),
-                                               graph.item_index), posts, validation, seed=config.seed)
+                                               graph.item_index), posts, validation,
+                                   metric=config.validation_metric, seed=config.seed)
                 payload["calibration"] = None if result is None else asdict(result)
                 best["state"] = _cpu_state(model)
             payload.update(
