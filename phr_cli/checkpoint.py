@@ -30,7 +30,7 @@ from phr_cli.posts import normalize_user
 from phr_cli.store import StoreContents, TextProjection
 
 # /2: the default model's evidence terms and item IDs (state dict entries and config fields).
-CHECKPOINT_FORMAT = "phr-gcn-checkpoint/2"
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/3"
 
 
 class CheckpointError(PhrError):
@@ -281,7 +281,8 @@ class ModelScorer:
     @torch.no_grad()
     def parts(self, users: np.ndarray, posts: PostData) -> Iterator[dict[str, Tensor]]:
         """The named score parts (`GCNPHR.score_parts`) of every hashtag for posts, one chunk
-        of rows_per_chunk posts at a time; users[b] is the graph user index, -1 when cold."""
+        of rows_per_chunk posts at a time; users[b] is the graph user index, -1 when cold.
+        A post's time (posts.times) weighs the user's past uses of each hashtag by recency."""
         device = self.user_reps.device
         users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=device)
         for start in range(0, len(posts), self.rows_per_chunk):
@@ -292,7 +293,10 @@ class ModelScorer:
                      for m, k in posts.masks.items()}
             items = torch.as_tensor([self.item_index.get(item, -1) for item in posts.items[chunk]],
                                     dtype=torch.long, device=device)
-            yield self.model.score_parts(self.user_reps, self.hashtag_reps, users_t[chunk], items, features, masks)
+            times = None if posts.times is None else torch.as_tensor(posts.times[chunk], dtype=torch.float64,
+                                                                     device=device)
+            yield self.model.score_parts(self.user_reps, self.hashtag_reps, users_t[chunk], items, features, masks,
+                                         times)
 
     def score(self, users: np.ndarray, posts: PostData) -> Tensor:
         """(len(posts), n_hashtags) on the model's device: the sum of the parts."""

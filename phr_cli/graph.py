@@ -116,6 +116,8 @@ class Graph:
     item_features: dict[str, np.ndarray]  # modality -> (n_items, width)
     item_masks: dict[str, np.ndarray]  # modality -> (n_items,)
     triples: np.ndarray  # (T, 3) int64 columns user, hashtag, item
+    # (T,) Unix seconds of each triple's latest post (NaN: unknown); None when no post has a time.
+    triple_times: np.ndarray | None = None
     user_index: dict[str, int] = field(init=False)
     hashtag_index: dict[str, int] = field(init=False)
     item_index: dict[str, int] = field(init=False)
@@ -160,7 +162,13 @@ def build_graph(train: PostData) -> Graph:
             first_row[item_index[item]] = row
         for tag in tags:
             triples.append((user_index[user], hashtag_index[tag], item_index[item]))
-    triple_array = np.unique(np.asarray(triples, dtype=np.int64).reshape(-1, 3), axis=0)
+    triple_array, triple_of = np.unique(np.asarray(triples, dtype=np.int64).reshape(-1, 3), axis=0,
+                                        return_inverse=True)
+    triple_times = None
+    if train.times is not None and len(triple_array):
+        post_times = np.repeat(np.asarray(train.times, dtype=np.float64), [len(tags) for tags in train.hashtags])
+        triple_times = np.full(len(triple_array), np.nan)
+        np.fmax.at(triple_times, triple_of.reshape(-1), post_times)
     return Graph(
         users=users,
         hashtags=hashtags,
@@ -168,6 +176,7 @@ def build_graph(train: PostData) -> Graph:
         item_features={m: f[first_row] for m, f in train.features.items()},
         item_masks={m: k[first_row] for m, k in train.masks.items()},
         triples=triple_array,
+        triple_times=triple_times,
     )
 
 

@@ -660,7 +660,7 @@ class GCNPHR(nn.Module):
         # One scale per score part (`score_parts`), fitted on validation after training
         # (`calibration.calibrate`); ones until then.
         self.register_buffer("part_scales", torch.ones(1 + (len(EVIDENCE_TERMS) if config.evidence else 0)))
-        self.evidence = (TagEvidence(n_users, n_items, n_hashtags, 0, 0, ContentIndex(item_width, 0, n_hashtags, 0),
+        self.evidence = (TagEvidence(n_users, n_items, n_hashtags, 0, 0, 0, ContentIndex(item_width, 0, n_hashtags, 0),
                                      config.neighbours) if config.evidence else None)
         self._reset_parameters()
 
@@ -691,7 +691,8 @@ class GCNPHR(nn.Module):
             assert model.graph is not None
             model.evidence = TagEvidence.fit(
                 model.graph.triples(), graph.n_users, graph.n_items, graph.n_hashtags,
-                model.graph_content_vectors(), config.neighbours)
+                model.graph_content_vectors(), config.neighbours,
+                None if graph.triple_times is None else torch.as_tensor(graph.triple_times))
         return model
 
     def attach_graph(self, graph: Graph) -> None:
@@ -876,19 +877,22 @@ class GCNPHR(nn.Module):
 
     @torch.no_grad()
     def score_parts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
-                    features: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+                    features: dict[str, Tensor], masks: dict[str, Tensor], times: Tensor | None = None
+                    ) -> dict[str, Tensor]:
         """The score of every hashtag (B, H) for posts, as named parts that sum to it: "graph"
         (Eq. 9-10 on the propagated representations) and, with evidence, its terms.
 
         users (B,) are graph user ids (-1: cold), items (B,) graph item ids (-1: new
-        content); features and masks describe the posts' content per modality.
+        content); features and masks describe the posts' content per modality; times (B,)
+        are the posts' Unix seconds (NaN or None: unknown; a new upload's is now).
         """
         standardised, mask_matrix = self.item_encoder.standardised(features, masks)
         vectors = self.item_encoder.fill_missing(standardised, mask_matrix)
         parts = {"graph": self.gated(self.score_all(self.user_rows(user_reps, users), vectors, hashtag_reps,
                                                     self.item_offsets(items)))}
         if self.evidence is not None:
-            parts.update(self.evidence.term_rows(users, items, self.similarity_vectors(standardised, mask_matrix)))
+            parts.update(self.evidence.term_rows(users, items, self.similarity_vectors(standardised, mask_matrix),
+                                                 times))
         return {name: scale * part for scale, (name, part) in zip(self.part_scales, parts.items())}
 
     def score_posts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,

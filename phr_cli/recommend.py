@@ -267,6 +267,7 @@ class Recommender:
             users=[user or ""], items=[clip.key], hashtags=[[]],
             features={m: clip.features[m][None] for m in ("visual", "acoustic", "textual")},
             masks={m: np.array([clip.masks[m]]) for m in ("visual", "acoustic", "textual")},
+            times=np.array([time.time()]),  # posted now: the user's recent hashtags count most
         )
         [row] = self.scorer.score(np.array([position]), posts).cpu().numpy()
         excluded = set(parse_hashtags(clip.caption))
