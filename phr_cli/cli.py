@@ -433,6 +433,8 @@ def train(
                                                  "ID and history; default: the share of validation posts "
                                                  "with a new item."),
     neighbours: int = typer.Option(20, min=1, help="Content neighbours of the similar-items evidence."),
+    recency: bool = typer.Option(True, "--recency/--no-recency", help="Weigh the user's past hashtags by how "
+                                 "recent they are, beside their counts (an evidence term)."),
     hard_negatives: float = typer.Option(0.5, "--hard-negatives", min=0.0, max=1.0,
                                          help="Share of negatives drawn from the user's and the item's "
                                          "own hashtags."),
@@ -484,7 +486,8 @@ def train(
         model_config = make_config(dim=dim, layers=layers, fusion=fusion.value,
                                    variant="full" if variant is Variant.paper else variant.value,
                                    propagate=not content_only, video_messages=video_messages.value,
-                                   item_id_dropout=item_id_dropout, neighbours=neighbours, **chosen)
+                                   item_id_dropout=item_id_dropout, neighbours=neighbours, recency=recency,
+                                   **chosen)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
                              weight_decay=weight_decay, negatives=negatives, patience=patience,
                              seed=seed, device=device, hard_negatives=hard_negatives)

@@ -108,9 +108,10 @@ class TagEvidence(nn.Module):
     hashtag_counts: Tensor
 
     def __init__(self, n_users: int, n_items: int, n_hashtags: int, user_entries: int, item_entries: int,
-                 use_entries: int, index: ContentIndex, neighbours: int) -> None:
+                 use_entries: int, index: ContentIndex, neighbours: int, recency: bool = True) -> None:
         super().__init__()
         self.neighbours = neighbours
+        self.recency_term = recency  # False: no "recent use" term (an ablation)
         self.user_counts = SparseCounts(n_hashtags, user_entries)
         self.item_counts = SparseCounts(n_hashtags, item_entries)
         self.register_buffer("hashtag_counts", torch.zeros(n_hashtags))
@@ -129,9 +130,14 @@ class TagEvidence(nn.Module):
         self._training_shares: list[SparseCounts] = []
         self._post_days: list[SparseCounts] = []
 
+    @staticmethod
+    def terms(recency: bool = True) -> tuple[str, ...]:
+        """The names of the prior's terms, in order."""
+        return EVIDENCE_TERMS if recency else EVIDENCE_TERMS[:-1]
+
     @classmethod
     def fit(cls, triples: Tensor, n_users: int, n_items: int, n_hashtags: int, item_vectors: Tensor,
-            neighbours: int, triple_times: Tensor | None = None) -> TagEvidence:
+            neighbours: int, triple_times: Tensor | None = None, recency: bool = True) -> TagEvidence:
         """From the training triples (T, 3: user, hashtag, item), the items' content vectors
         and the triples' times (T,) in Unix seconds (NaN or None: unknown)."""
         users, hashtags, items = triples.unbind(1)
@@ -141,7 +147,7 @@ class TagEvidence(nn.Module):
         user_counts = SparseCounts.of_pairs(users, hashtags, n_hashtags)
         item_counts = SparseCounts.of_pairs(items, hashtags, n_hashtags)
         evidence = cls(n_users, n_items, n_hashtags, len(user_counts.keys), len(item_counts.keys), len(triples),
-                       index, neighbours)
+                       index, neighbours, recency)
         evidence.user_counts.load_state_dict(user_counts.state_dict())
         evidence.item_counts.load_state_dict(item_counts.state_dict())
         evidence.uses.load_state_dict(SparseCounts.of_entries(users, hashtags, days, n_hashtags).state_dict())
@@ -180,13 +186,15 @@ class TagEvidence(nn.Module):
     def _combine(self, weights: Tensor, user: Tensor, item: Tensor, popularity: Tensor, similar: Tensor,
                  recent: Tensor, bias: Tensor) -> dict[str, Tensor]:
         """Each weighted term (B, n); the bias is counted with popularity."""
-        return {
+        terms = {
             "user history": weights[..., 0] * user.log1p(),
             "item history": weights[..., 1] * item.log1p(),
             "popularity": weights[..., 2] * popularity.log1p() + bias,
             "similar items": weights[..., 3] * similar,
-            "recent use": weights[..., 4] * recent.log1p(),
         }
+        if self.recency_term:
+            terms["recent use"] = weights[..., 4] * recent.log1p()
+        return terms
 
     def _use_weights(self, entries: Tensor, days: Tensor) -> Tensor:
         """Each use's weight (see the module docstring) at the times (one per entry) of the posts scored."""

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from phr_cli.aggregate import SparsePattern
 from phr_cli.errors import ConfigError
-from phr_cli.evidence import EVIDENCE_TERMS, TagEvidence
+from phr_cli.evidence import TagEvidence
 from phr_cli.graph import MODALITIES, Graph
 from phr_cli.neighbours import ContentIndex, content_vectors
 
@@ -75,6 +75,7 @@ class ModelConfig:
     # content neighbours' posts say, which the paper's equations cannot count) ...
     evidence: bool = True
     neighbours: int = 20  # content neighbours of its similar-items term
+    recency: bool = True  # its "recent use" term: the user's past hashtags weighed by recency
     # ... and an ID embedding for each item seen in training, added to W^v v_k, so that
     # what others tagged the same item shapes its vector. For this share of training posts
     # the item's ID and its history are dropped: they are scored as a new video is. None:
@@ -659,9 +660,10 @@ class GCNPHR(nn.Module):
         self.graph_gate = nn.Parameter(torch.zeros(())) if config.evidence else None
         # One scale per score part (`score_parts`), fitted on validation after training
         # (`calibration.calibrate`); ones until then.
-        self.register_buffer("part_scales", torch.ones(1 + (len(EVIDENCE_TERMS) if config.evidence else 0)))
+        self.register_buffer("part_scales", torch.ones(1 + (len(TagEvidence.terms(config.recency))
+                                                            if config.evidence else 0)))
         self.evidence = (TagEvidence(n_users, n_items, n_hashtags, 0, 0, 0, ContentIndex(item_width, 0, n_hashtags, 0),
-                                     config.neighbours) if config.evidence else None)
+                                     config.neighbours, config.recency) if config.evidence else None)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -692,7 +694,7 @@ class GCNPHR(nn.Module):
             model.evidence = TagEvidence.fit(
                 model.graph.triples(), graph.n_users, graph.n_items, graph.n_hashtags,
                 model.graph_content_vectors(), config.neighbours,
-                None if graph.triple_times is None else torch.as_tensor(graph.triple_times))
+                None if graph.triple_times is None else torch.as_tensor(graph.triple_times), config.recency)
         return model
 
     def attach_graph(self, graph: Graph) -> None:

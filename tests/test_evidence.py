@@ -91,3 +91,13 @@ def test_a_training_post_leaves_its_own_use_out():
                                      on_post=torch.tensor([[True, False]]))
     assert scores[0, 0].item() == pytest.approx(math.log1p(31.0 ** -0.5), rel=1e-5)
     assert scores[0, 1].item() == pytest.approx(0.0)
+
+
+def test_without_the_recency_term_there_is_no_recent_use_part():
+    triples, times = random_triples(seed=3)
+    vectors = torch.randn(N_ITEMS, 3, generator=torch.Generator().manual_seed(0))
+    evidence = TagEvidence.fit(triples, N_USERS, N_ITEMS, N_HASHTAGS, vectors, neighbours=2, triple_times=times,
+                               recency=False)
+    terms = evidence.term_rows(torch.arange(N_USERS), torch.full((N_USERS,), -1), torch.randn(N_USERS, 3),
+                               times=torch.full((N_USERS,), 100 * DAY, dtype=torch.float64))
+    assert tuple(terms) == TagEvidence.terms(recency=False) == TagEvidence.terms()[:-1]
