@@ -77,7 +77,7 @@ def main() -> None:
         per_epoch = sum(h["seconds"] for h in history) / max(len(history), 1)
         print(f"lastfm train split={split_by}: {len(history)} epochs, {per_epoch:.2f} s/epoch on "
               f"{outcome.result.device}, best epoch {outcome.result.best_epoch} "
-              f"(validation R@10 {outcome.result.best_metric:.4f})")
+              f"(validation {TrainConfig().validation_metric} {outcome.result.best_metric:.4f})")
         comparison = evaluate_store(store, checkpoint, "both", device=resolve_device(args.device),
                                     pitf=PITFConfig(epochs=args.pitf_epochs, device=args.device))
         counts = comparison.counts

@@ -61,6 +61,7 @@ SEARCH_SPACE: dict[str, Suggest] = {
     "batch_size": choice(256, 1024, 4096),
     "hard_negatives": uniform(0.0, 0.9),
     "neighbours": choice(5, 10, 20, 50),
+    "recency": choice(False, True),
 }
 
 _MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig))
