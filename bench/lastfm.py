@@ -1,6 +1,7 @@
 """GCN-PHR against the baselines on real personalised tagging data: HetRec 2011 Last.fm 2K.
 
-    python bench/lastfm.py ../shared/datasets/lastfm-2k [--work DIR] [--epochs N] [--splits post item time]
+    python bench/lastfm.py ../shared/datasets/lastfm-2k [--work DIR] [--epochs N] [--patience N]
+        [--splits post item time]
 
 Each (user, artist) pair becomes a text-only post (caption = the artist's name, hashtags =
 the user's tags for it) written to a posts.jsonl manifest; then the product's own code
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("bench_work/lastfm"))
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--patience", type=int, default=5, help="epochs without a validation gain before stopping")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -71,7 +73,8 @@ def main() -> None:
             store, checkpoint,
             (ModelConfig.paper(dim=args.dim) if args.variant == "paper"
              else ModelConfig(dim=args.dim, variant=args.variant)),
-            TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device),
+            TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                        device=args.device),
             split_by=split_by)
         history = outcome.result.history
         per_epoch = sum(h["seconds"] for h in history) / max(len(history), 1)
