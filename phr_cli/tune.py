@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from phr_cli.train import StoreTraining, train, train_from_store
 
 OBJECTIVE = "P@5"  # validation, full ranking of every known hashtag
 
-Suggest = Callable[[optuna.Trial, str], Any]
+Suggest = Callable[[optuna.trial.BaseTrial, str], Any]
 
 
 def choice(*values: Any) -> Suggest:
@@ -77,6 +78,22 @@ def configurations(trial: optuna.Trial, model_base: ModelConfig, train_base: Tra
         raise ConfigError(f"tune's search space names no configuration field: {', '.join(sorted(unknown))}")
     return (replace(model_base, **{k: v for k, v in drawn.items() if k in _MODEL_FIELDS}),
             replace(train_base, **{k: v for k, v in drawn.items() if k in _TRAIN_FIELDS}))
+
+
+def base_point(model_base: ModelConfig, train_base: TrainConfig) -> dict[str, Any]:
+    """The base configurations' values of the SEARCH_SPACE fields that lie inside the space
+    (a field whose base value lies outside is left to the sampler)."""
+    values = {**asdict(model_base), **asdict(train_base)}
+    point = {}
+    for name, suggest in SEARCH_SPACE.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Optuna warns of a number outside a range
+            try:
+                suggest(optuna.trial.FixedTrial({name: values[name]}), name)
+            except (ValueError, UserWarning):
+                continue
+        point[name] = values[name]
+    return point
 
 
 def study_path(checkpoint: Path) -> Path:
@@ -134,11 +151,15 @@ def tune(
         pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     )
     _check_same_task(study, database, store_path, split_by, train_base)
+    before = len(study.trials)
+    if not study.trials:
+        # The first trial is the base configuration (phr's defaults): tuning then never
+        # returns something worse on validation than not tuning at all.
+        study.enqueue_trial(base_point(model_base, train_base))
     dataset = Dataset.from_store(store_path, split_by, train_base.seed)  # read once, for every trial
     provenance = dataset.provenance()
     # A resumed study draws new points, not the first session's again.
-    study.sampler = optuna.samplers.TPESampler(seed=train_base.seed + len(study.trials))
-    before = len(study.trials)
+    study.sampler = optuna.samplers.TPESampler(seed=train_base.seed + before)
 
     with tempfile.TemporaryDirectory(prefix="phr-tune-") as scratch:
         def objective(trial: optuna.Trial) -> float:

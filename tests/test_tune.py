@@ -13,7 +13,7 @@ from phr_cli.checkpoint import load_checkpoint
 from phr_cli.config import TrainConfig
 from phr_cli.errors import ConfigError
 from phr_cli.model import ModelConfig
-from phr_cli.tune import SEARCH_SPACE, configurations, tune
+from phr_cli.tune import SEARCH_SPACE, base_point, configurations, tune
 from support.stores import write_text_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,6 +33,13 @@ def small_space(monkeypatch):
     """Small models keep each trial quick; the full table is checked on its own."""
     monkeypatch.setattr("phr_cli.tune.SEARCH_SPACE", {**SMALL_SPACE, "dim": lambda trial, name:
                                                       trial.suggest_categorical(name, (8, 16))})
+
+
+def test_the_base_point_is_every_default_inside_the_space():
+    point = base_point(ModelConfig(), TrainConfig())
+    assert set(point) == set(SEARCH_SPACE)  # the defaults all lie inside the search space
+    assert point["dim"] == 64 and point["recency"] is True and point["hard_negatives"] == 0.5
+    assert "lr" not in base_point(ModelConfig(), replace(TrainConfig(), lr=1.0))
 
 
 def test_every_searched_name_is_a_field_of_one_configuration():
@@ -61,6 +68,9 @@ def test_tune_writes_the_best_configuration_trains_it_and_resumes_the_study(stor
                  on_trial=lambda number, state, value, best: seen.append((number, state, value, best)))
     assert first.trials_run == 2 and first.trials_complete == 2
     assert [s[:2] for s in seen] == [(0, "complete"), (1, "complete")]
+    study = optuna.load_study(study_name="phr-tune", storage=f"sqlite:///{tmp_path / 'model.pt.tune.db'}")
+    # The first trial is the base configuration, where the space holds its values (not dim 64 here).
+    assert study.trials[0].params == {"lr": BASE.lr, "negatives": BASE.negatives, "dim": study.trials[0].params["dim"]}
     assert first.best_value == max(s[2] for s in seen) == seen[-1][3]
 
     record = json.loads(first.best_path.read_text())
