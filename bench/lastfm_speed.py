@@ -60,6 +60,8 @@ def time_steps(graph: Graph, batch_size: int, n_steps: int) -> dict[str, tuple[f
         config = TrainConfig(batch_size=batch_size, device="cpu", **train_options)
         torch.manual_seed(0)
         model = GCNPHR.from_graph(model_config, graph)
+        if model.evidence is not None:
+            model.evidence.prepare_training()
         scores = BatchScores(model, config.step_propagation, item_id_dropout=0.5)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=config.adam == "fused",
                                      foreach=config.adam == "foreach")
