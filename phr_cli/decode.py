@@ -16,6 +16,7 @@ pool that runs it (see `extract.local.decode_in_pool`).
 from __future__ import annotations
 
 import resource
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +68,21 @@ def decode_guarded(path: Path, sampling: FrameSampling, limits: DecodeLimits) ->
     except MemoryError:
         return DecodedClip(None, None, 0.0, Status.CORRUPT,
                            f"decoding needed more than the {limits.memory_bytes >> 20} MiB allowed")
+
+
+def timed_out(limits: DecodeLimits) -> DecodedClip:
+    """What a file whose decoding ran past `limits.seconds_per_file` gets."""
+    return DecodedClip(None, None, 0.0, Status.TIMED_OUT,
+                       f"decoding took longer than {limits.seconds_per_file:g} s (--file-timeout)")
+
+
+def decode_in_time(path: Path, sampling: FrameSampling, limits: DecodeLimits) -> DecodedClip:
+    """`decode_guarded` for a worker pool that stops a decoder past the time limit. The
+    pool's watchdog looks only every tenth of a second or so, so a decode that ends past
+    the limit before it looks is timed out here: the limit holds whatever the watchdog's timing."""
+    started = time.monotonic()
+    decoded = decode_guarded(path, sampling, limits)
+    return timed_out(limits) if time.monotonic() - started > limits.seconds_per_file else decoded
 
 
 @dataclass

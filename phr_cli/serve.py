@@ -148,7 +148,7 @@ class Service:
             decoded = await asyncio.get_running_loop().run_in_executor(
                 self.files, decode.decode_guarded, path, sampling, self.limits)
         else:
-            future = self.pool.schedule(decode.decode_guarded, args=(path, sampling, self.limits),
+            future = self.pool.schedule(decode.decode_in_time, args=(path, sampling, self.limits),
                                         timeout=self.limits.seconds_per_file)
             await asyncio.wait([asyncio.wrap_future(future)])  # a failure becomes the clip's status below
             decoded = _pool_result(future, self.limits)

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from phr_cli.decode import FrameSampling, decode_clip
+from phr_cli.decode import DecodeLimits, FrameSampling, decode_clip, decode_in_time
 from phr_cli.statuses import Status
 from support import media
 
@@ -90,3 +90,12 @@ def test_permission_denied_is_unreadable(tmp_path):
 def test_unicode_and_space_in_path(tmp_path):
     path = media.write_clip(tmp_path / "été à la plage.mp4", 1.2, size=(96, 64))
     assert decode_clip(path).status == Status.OK
+
+
+def test_a_decode_that_ends_past_the_time_limit_is_timed_out(tmp_path):
+    # A pool's watchdog may look too late to stop a quick decode; the limit holds anyway.
+    clip = media.write_clip(tmp_path / "clip.mp4", 1.2, pattern="ocean", tone_hz=220.0, size=(64, 48), seed=1)
+    late = decode_in_time(clip, FrameSampling(), DecodeLimits(seconds_per_file=1e-9))
+    assert late.status == Status.TIMED_OUT and late.frames is None
+    assert "decoding took longer than 1e-09 s (--file-timeout)" == late.reason
+    assert decode_in_time(clip, FrameSampling(), DecodeLimits()).status == Status.OK

@@ -70,7 +70,7 @@ def decode_in_pool(paths: dict[str, Path], workers: int, sampling: FrameSampling
 
     def submit_next() -> None:
         for key, path in items:
-            future = pool.schedule(decode.decode_guarded, args=(path, sampling, limits),
+            future = pool.schedule(decode.decode_in_time, args=(path, sampling, limits),
                                    timeout=limits.seconds_per_file)
             running[future] = (key, path)
             return
@@ -94,9 +94,7 @@ def _pool_result(future: futures.Future, limits: DecodeLimits) -> DecodedClip:
     try:
         return future.result()
     except TimeoutError:
-        return DecodedClip(None, None, 0.0, Status.TIMED_OUT,
-                           f"decoding took longer than {limits.seconds_per_file:g} s "
-                           "(--file-timeout); the decoder was stopped")
+        return decode.timed_out(limits)
     except pebble.ProcessExpired as error:
         cause = (f"signal {signal.Signals(-error.exitcode).name}" if error.exitcode < 0
                  else f"exit code {error.exitcode}")

@@ -51,8 +51,8 @@ def test_same_seed_same_split_checkpoint_and_recommendations(store, tmp_path):
     for part in ("train", "validation", "test"):
         np.testing.assert_array_equal(getattr(a.split, part), getattr(b.split, part))
     assert a.state_dict.keys() == b.state_dict.keys()
-    for name in a.state_dict:
-        assert torch.equal(a.state_dict[name], b.state_dict[name]), name
+    for name in a.state_dict:  # bit for bit; unknown post times are NaN in both
+        torch.testing.assert_close(a.state_dict[name], b.state_dict[name], rtol=0, atol=0, equal_nan=True, msg=name)
     assert [h["metric"] for h in a.history] == [h["metric"] for h in b.history]
     assert recommend(store, first) == recommend(store, second)
 

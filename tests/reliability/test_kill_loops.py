@@ -157,8 +157,8 @@ def _kill_train_loop(text_store: Path, tmp_path: Path, kills: int, seed: int, ep
     resumed, reference = load_checkpoint(checkpoint), load_checkpoint(clean)
     assert resumed.completed and resumed.best_epoch == reference.best_epoch
     assert [h["metric"] for h in resumed.history] == [h["metric"] for h in reference.history]
-    for name, tensor in reference.state_dict.items():
-        assert torch.equal(resumed.state_dict[name], tensor), name
+    for name, tensor in reference.state_dict.items():  # bit for bit; unknown post times are NaN in both
+        torch.testing.assert_close(resumed.state_dict[name], tensor, rtol=0, atol=0, equal_nan=True, msg=name)
     return killed
 
 
