@@ -86,15 +86,19 @@ class SparseCounts(SizedByState):
         found = (self.keys[at] == keys) & (rows >= 0)
         return torch.where(found, self.values[at], 0.0)
 
+    def row_entries(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """The entries of the rows (a row of -1 has none): for each, its position in rows and
+        its position in the table."""
+        known = (rows >= 0).nonzero().squeeze(1)
+        owner, entries = gather_ranges(torch.searchsorted(self.keys, rows[known] * self.n_columns),
+                                       torch.searchsorted(self.keys, (rows[known] + 1) * self.n_columns))
+        return known[owner], entries
+
     def dense_rows(self, rows: Tensor) -> Tensor:
         """(len(rows), n_columns) counts; zeros for a row of -1."""
         out = self.values.new_zeros(len(rows), self.n_columns)
-        known = (rows >= 0).nonzero().squeeze(1)
-        if len(known) == 0 or len(self.keys) == 0:
-            return out
-        owner, entries = gather_ranges(torch.searchsorted(self.keys, rows[known] * self.n_columns),
-                                       torch.searchsorted(self.keys, (rows[known] + 1) * self.n_columns))
-        out[known[owner], self.keys[entries] % self.n_columns] = self.values[entries]
+        at, entries = self.row_entries(rows)
+        out[at, self.keys[entries] % self.n_columns] = self.values[entries]
         return out
 
 
@@ -214,14 +218,9 @@ class TagEvidence(nn.Module):
     def recency_rows(self, users: Tensor, days: Tensor) -> Tensor:
         """r_ij(t) (B, n_hashtags) of every hashtag for users (B,) (-1: cold, zeros) at times days (B,)."""
         out = self.uses.values.new_zeros(len(users), self.uses.n_columns)
-        known = (users >= 0).nonzero().squeeze(1)
-        if len(known) == 0 or len(self.uses.keys) == 0:
-            return out
-        n_columns = self.uses.n_columns
-        owner, entries = gather_ranges(torch.searchsorted(self.uses.keys, users[known] * n_columns),
-                                       torch.searchsorted(self.uses.keys, (users[known] + 1) * n_columns))
-        out.index_put_((known[owner], self.uses.keys[entries] % n_columns),
-                       self._use_weights(entries, days[known][owner]), accumulate=True)
+        at, entries = self.uses.row_entries(users)
+        out.index_put_((at, self.uses.keys[entries] % self.uses.n_columns), self._use_weights(entries, days[at]),
+                       accumulate=True)
         return out
 
     def score_training(self, users: Tensor, items: Tensor, hashtags: Tensor, on_post: Tensor,
