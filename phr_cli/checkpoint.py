@@ -23,7 +23,7 @@ from torch import Tensor
 
 from phr_cli.config import TrainConfig
 from phr_cli.errors import PhrError
-from phr_cli.files import atomic_file
+from phr_cli.files import atomic_file, interrupt_after
 from phr_cli.graph import PostData, Split, StorePosts, posts_from_store
 from phr_cli.model import GCNPHR, ModelConfig
 from phr_cli.posts import normalize_user
@@ -181,10 +181,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """Write a checkpoint's payload (as `train` builds it) atomically."""
+    """Write a checkpoint's payload (as `train` builds it) atomically; a Ctrl-C during the
+    write lands once the new checkpoint is in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_file(path) as temporary:
+        with interrupt_after(), atomic_file(path) as temporary:
             with open(temporary, "wb") as handle:
                 torch.save(payload, handle)
     except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 
 def sha256_of(path: Path) -> str:
@@ -48,3 +51,27 @@ def atomic_file(path: Path) -> Iterator[Path]:
         fsync_dir(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block has ended, then
+    deliver it to the handler that was there before. A write that must not be cut short (a
+    checkpoint: torch turns an interrupt inside its writer into a RuntimeError that reads as
+    a failed write) finishes first, and the interrupt then keeps it. Signal handlers belong
+    to the main thread; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        signal.raise_signal(signal.SIGINT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from phr_cli.baselines import GlobalPopularity, UserPopularity
-from phr_cli.checkpoint import CheckpointError, Provenance, load_checkpoint
+from phr_cli.checkpoint import CheckpointError, Provenance, load_checkpoint, save_checkpoint
 from phr_cli.cli import app
 from phr_cli.config import TrainConfig
 from phr_cli.errors import DataError
@@ -244,6 +245,24 @@ def test_metadata_must_load_safely(data, tmp_path):
     posts, split = data
     with pytest.raises(TypeError, match="ndarray"):
         train(posts, split, SMALL_MODEL, SMALL, tmp_path / "model.pt", Provenance(encoders={"pca": np.zeros(3)}))
+
+
+def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path, monkeypatch):
+    """torch turns an interrupt inside its writer into a RuntimeError; held until the write
+    ends, a Ctrl-C keeps the new checkpoint and stays an interrupt (exit 130, not "cannot
+    write")."""
+    path = tmp_path / "model.pt"
+    real_save = torch.save
+
+    def interrupted_save(payload, handle):
+        signal.raise_signal(signal.SIGINT)
+        real_save(payload, handle)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"epoch": torch.tensor(3)}, path)
+    assert torch.load(path)["epoch"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
