@@ -30,7 +30,7 @@ from phr_cli.posts import normalize_user
 from phr_cli.store import StoreContents, TextProjection
 
 # /2: the default model's evidence terms and item IDs (state dict entries and config fields).
-CHECKPOINT_FORMAT = "phr-gcn-checkpoint/3"
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/4"
 
 
 class CheckpointError(PhrError):

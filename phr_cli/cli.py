@@ -435,6 +435,9 @@ def train(
     neighbours: int = typer.Option(20, min=1, help="Content neighbours of the similar-items evidence."),
     recency: bool = typer.Option(True, "--recency/--no-recency", help="Weigh the user's past hashtags by how "
                                  "recent they are, beside their counts (an evidence term)."),
+    similar_posts: bool = typer.Option(True, "--similar-posts/--no-similar-posts", help="Weigh the user's "
+                                       "past hashtags by how alike their items' tags are to this item's "
+                                       "(an evidence term)."),
     hard_negatives: float = typer.Option(0.5, "--hard-negatives", min=0.0, max=1.0,
                                          help="Share of negatives drawn from the user's and the item's "
                                          "own hashtags."),
@@ -487,7 +490,7 @@ def train(
                                    variant="full" if variant is Variant.paper else variant.value,
                                    propagate=not content_only, video_messages=video_messages.value,
                                    item_id_dropout=item_id_dropout, neighbours=neighbours, recency=recency,
-                                   **chosen)
+                                   similar_posts=similar_posts, **chosen)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
                              weight_decay=weight_decay, negatives=negatives, patience=patience,
                              seed=seed, device=device, hard_negatives=hard_negatives)

@@ -10,7 +10,7 @@ of the hashtags users put on new posts are ones they used before. The evidence t
 that knowledge as a learned log-linear prior:
 
     prior(i, k, j, t) = w_u log(1 + n_ij) + w_k log(1 + n_kj) + w_g log(1 + n_j) + w_n s_kj
-                        + w_r log(1 + r_ij(t)) + b_j
+                        + w_r log(1 + r_ij(t)) + w_p log(1 + p_ikj) + b_j
 
 n_ij counts user i's training posts with hashtag j, n_kj the training posts of item k with
 j, n_j all training posts with j, s_kj the share of j on k's nearest training items by
@@ -19,7 +19,13 @@ user i's uses of j by how close in time it is to the post, (1 + |t - t_use| in d
 the base-level activation of ACT-R's memory model, with its customary decay 0.5, which
 Kowald et al. (2014, "Long time no see") found to predict tag reuse beyond counts. A new
 upload's t is now, so recent habits count more than old ones; where either time is
-unknown a use counts 1, as in n_ij. Each weight is a global
+unknown a use counts 1, as in n_ij. p_ikj sums, over user i's own uses of j, how alike the
+used item's hashtag profile is to item k's (cosine, negatives as 0): the hashtags a user put
+on items tagged like this one (item-based collaborative filtering inside one user's
+history). An item's profile is what others tagged it, or, for a new video, its content
+neighbours' shares s_k; profiles are compared in the space of the leading singular vectors
+of the training items' profiles (PROFILE_WIDTH), so that a checkpoint holds a small table
+per item, not each item's row over every hashtag. Each weight is a global
 value plus a learned offset of the user and one of the hashtag: some users tag from habit
 and others describe the item; some hashtags are personal ("seen live") and others
 describe content ("rock"). While training, counts
@@ -32,9 +38,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from phr_cli.neighbours import ContentIndex, SizedByState, gather_ranges
+from phr_cli.neighbours import ContentIndex, SizedByState, gather_ranges, unit_rows
 
-EVIDENCE_TERMS = ("user history", "item history", "popularity", "similar items", "recent use")
+EVIDENCE_TERMS = ("user history", "item history", "popularity", "similar items", "recent use", "similar own posts")
+# Optional terms, each switched off by its ModelConfig flag (an ablation).
+OPTIONAL_TERMS = ("recent use", "similar own posts")
+# Width of the item profiles compared by "similar own posts": exact (the identity) for at
+# most this many hashtags; on Last.fm's 2,131 a width of 64 loses .001 of P@5 against exact.
+PROFILE_WIDTH = 64
 # ACT-R's base-level decay, on time differences in days.
 RECENCY_DECAY = 0.5
 SECONDS_PER_DAY = 86400.0
@@ -94,6 +105,12 @@ class SparseCounts(SizedByState):
                                        torch.searchsorted(self.keys, (rows[known] + 1) * self.n_columns))
         return known[owner], entries
 
+    def matmul(self, dense: Tensor, n_rows: int) -> Tensor:
+        """(n_rows, width): this table as an (n_rows, n_columns) matrix times dense (n_columns, width)."""
+        indices = torch.stack([self.keys // self.n_columns, self.keys % self.n_columns])
+        matrix = torch.sparse_coo_tensor(indices, self.values, (n_rows, self.n_columns), check_invariants=False)
+        return torch.sparse.mm(matrix, dense)
+
     def dense_rows(self, rows: Tensor) -> Tensor:
         """(len(rows), n_columns) counts; zeros for a row of -1."""
         out = self.values.new_zeros(len(rows), self.n_columns)
@@ -102,7 +119,7 @@ class SparseCounts(SizedByState):
         return out
 
 
-class TagEvidence(nn.Module):
+class TagEvidence(SizedByState):
     """The learned count prior of the default model (see the module docstring).
 
     Weights start at 1 (user and item history, similar items) and 0.1 (popularity): the
@@ -110,38 +127,53 @@ class TagEvidence(nn.Module):
     """
 
     hashtag_counts: Tensor
+    use_items: Tensor
+    profile_basis: Tensor
+    item_profiles: Tensor
 
     def __init__(self, n_users: int, n_items: int, n_hashtags: int, user_entries: int, item_entries: int,
-                 use_entries: int, index: ContentIndex, neighbours: int, recency: bool = True) -> None:
+                 use_entries: int, index: ContentIndex, neighbours: int, recency: bool = True,
+                 similar_posts: bool = True) -> None:
         super().__init__()
         self.neighbours = neighbours
-        self.recency_term = recency  # False: no "recent use" term (an ablation)
+        self.active_terms = TagEvidence.terms(recency, similar_posts)
         self.user_counts = SparseCounts(n_hashtags, user_entries)
         self.item_counts = SparseCounts(n_hashtags, item_entries)
         self.register_buffer("hashtag_counts", torch.zeros(n_hashtags))
         # Every training use of a hashtag by a user (one per distinct user, hashtag, item),
         # keyed user * n_hashtags + hashtag, with its post's time in days (NaN: unknown).
         self.uses = SparseCounts(n_hashtags, use_entries)
+        self.register_buffer("use_items", torch.zeros(use_entries, dtype=torch.long))  # each use's item
+        # Item profiles (n_items, width): each training item's hashtag counts times the basis.
+        width = min(n_hashtags, PROFILE_WIDTH)
+        self.register_buffer("profile_basis", torch.eye(n_hashtags, width))
+        self.register_buffer("item_profiles", torch.zeros(n_items, width))
         self.index = index
-        self.weights = nn.Parameter(torch.tensor([1.0, 1.0, 0.1, 1.0, 0.0]))
+        self.weights = nn.Parameter(torch.tensor([1.0, 1.0, 0.1, 1.0, 0.0, 0.0]))
         self.user_weights = nn.Parameter(torch.zeros(n_users, len(EVIDENCE_TERMS)))
         self.hashtag_weights = nn.Parameter(torch.zeros(n_hashtags, len(EVIDENCE_TERMS)))
         self.bias = nn.Parameter(torch.zeros(n_hashtags))
         # The training items' neighbour shares, each item left out of its own neighbours;
         # computed by `prepare_training` on the model's device, never saved (in a list, so
-        # that it is no submodule of the state dict); and each training post's time in days,
-        # keyed user * n_items + item, from `fit`.
+        # that it is no submodule of the state dict); each training post's time in days,
+        # keyed user * n_items + item, from `fit`; each training item's profile as a new
+        # video's (its neighbours' shares) and each training post's item profile without
+        # the post's own hashtags (in the order of the post table's keys).
         self._training_shares: list[SparseCounts] = []
         self._post_days: list[SparseCounts] = []
+        self._neighbour_profiles: list[Tensor] = []
+        self._post_profiles: list[Tensor] = []
 
     @staticmethod
-    def terms(recency: bool = True) -> tuple[str, ...]:
+    def terms(recency: bool = True, similar_posts: bool = True) -> tuple[str, ...]:
         """The names of the prior's terms, in order."""
-        return EVIDENCE_TERMS if recency else EVIDENCE_TERMS[:-1]
+        off = {"recent use": not recency, "similar own posts": not similar_posts}
+        return tuple(term for term in EVIDENCE_TERMS if not off.get(term, False))
 
     @classmethod
     def fit(cls, triples: Tensor, n_users: int, n_items: int, n_hashtags: int, item_vectors: Tensor,
-            neighbours: int, triple_times: Tensor | None = None, recency: bool = True) -> TagEvidence:
+            neighbours: int, triple_times: Tensor | None = None, recency: bool = True,
+            similar_posts: bool = True) -> TagEvidence:
         """From the training triples (T, 3: user, hashtag, item), the items' content vectors
         and the triples' times (T,) in Unix seconds (NaN or None: unknown)."""
         users, hashtags, items = triples.unbind(1)
@@ -151,10 +183,14 @@ class TagEvidence(nn.Module):
         user_counts = SparseCounts.of_pairs(users, hashtags, n_hashtags)
         item_counts = SparseCounts.of_pairs(items, hashtags, n_hashtags)
         evidence = cls(n_users, n_items, n_hashtags, len(user_counts.keys), len(item_counts.keys), len(triples),
-                       index, neighbours, recency)
+                       index, neighbours, recency, similar_posts)
         evidence.user_counts.load_state_dict(user_counts.state_dict())
         evidence.item_counts.load_state_dict(item_counts.state_dict())
         evidence.uses.load_state_dict(SparseCounts.of_entries(users, hashtags, days, n_hashtags).state_dict())
+        # of_entries' order (a stable sort of the same keys), so use_items lines up with uses.
+        evidence.use_items.copy_(items[(users * n_hashtags + hashtags).argsort(stable=True)])
+        evidence.profile_basis = cls._profile_basis(item_counts, n_items, n_hashtags).to(triples.device)
+        evidence.item_profiles = item_counts.matmul(evidence.profile_basis, n_items)
         posts, first = torch.unique(users * n_items + items, return_inverse=True)
         post_days = torch.full((len(posts),), torch.nan, device=days.device).scatter_reduce(
             0, first, days, "amax", include_self=False)
@@ -162,8 +198,26 @@ class TagEvidence(nn.Module):
         evidence.hashtag_counts.copy_(torch.bincount(hashtags, minlength=n_hashtags).float())
         return evidence
 
+    @staticmethod
+    def _profile_basis(item_counts: SparseCounts, n_items: int, n_hashtags: int) -> Tensor:
+        """(n_hashtags, width): the leading right singular vectors of the items' unit hashtag
+        profiles, or the identity when there are few hashtags. Computed on the CPU with its
+        own seed: the same basis every run, and the caller's random stream untouched."""
+        if n_hashtags <= PROFILE_WIDTH or n_items <= PROFILE_WIDTH:
+            return torch.eye(n_hashtags)
+        keys, values = item_counts.keys.cpu(), item_counts.values.cpu()
+        rows = keys // n_hashtags
+        norms = torch.zeros(n_items).index_add_(0, rows, values.pow(2)).sqrt()
+        unit = torch.sparse_coo_tensor(torch.stack([rows, keys % n_hashtags]), values / norms[rows],
+                                       (n_items, n_hashtags), is_coalesced=True, check_invariants=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _, _, basis = torch.svd_lowrank(unit, q=PROFILE_WIDTH, niter=4)
+        return basis.contiguous()
+
     def prepare_training(self, block: int = 4096) -> None:
-        """Neighbour shares of every training item, itself excluded (a sparse table)."""
+        """Neighbour shares of every training item, itself excluded (a sparse table); each
+        item's profile from them; and each training post's item profile without the post."""
         rows, columns, values = [], [], []
         n_items = len(self.index.vectors)
         for start in range(0, n_items, block):
@@ -178,6 +232,22 @@ class TagEvidence(nn.Module):
         order = keys.argsort()
         table.keys, table.values = keys[order], torch.cat(values)[order]
         self._training_shares = [table]
+        self._neighbour_profiles = [table.matmul(self.profile_basis, n_items)]
+        # A post's own hashtags (its uses: user, hashtag, item) leave its item's profile.
+        n_hashtags = len(self.hashtag_counts)
+        post_keys = self._post_days[0].keys
+        users = self.uses.keys // n_hashtags
+        own_post = torch.searchsorted(post_keys, users * n_items + self.use_items)
+        own = torch.zeros(len(post_keys), self.profile_basis.shape[1], device=post_keys.device).index_add_(
+            0, own_post, self.profile_basis[self.uses.keys % n_hashtags])
+        item_uses = torch.zeros(n_items, device=own.device).index_add_(
+            0, self.item_counts.keys // n_hashtags, self.item_counts.values)
+        post_uses = torch.zeros(len(post_keys), device=own.device).index_add_(
+            0, own_post, torch.ones(len(own_post), device=own.device))
+        others = item_uses[post_keys % n_items] - post_uses
+        # Exact zeros where nobody else tagged the item (not the rounding of a subtraction).
+        self._post_profiles = [torch.where((others > 0).unsqueeze(1), self.item_profiles[post_keys % n_items] - own,
+                                           0.0)]
 
     def _term_weights(self, users: Tensor, hashtags: Tensor) -> Tensor:
         """(B, n, terms) weights of hashtags (B, n) or (n,) for users (B,) (-1: cold, no offset)."""
@@ -188,16 +258,18 @@ class TagEvidence(nn.Module):
         return self.weights + hashtag_part + user_part.unsqueeze(1)
 
     def _combine(self, weights: Tensor, user: Tensor, item: Tensor, popularity: Tensor, similar: Tensor,
-                 recent: Tensor, bias: Tensor) -> dict[str, Tensor]:
-        """Each weighted term (B, n); the bias is counted with popularity."""
-        terms = {
-            "user history": weights[..., 0] * user.log1p(),
-            "item history": weights[..., 1] * item.log1p(),
-            "popularity": weights[..., 2] * popularity.log1p() + bias,
-            "similar items": weights[..., 3] * similar,
-        }
-        if self.recency_term:
-            terms["recent use"] = weights[..., 4] * recent.log1p()
+                 recent: Tensor | None, own_similar: Tensor | None, bias: Tensor) -> dict[str, Tensor]:
+        """Each active weighted term (B, n); the bias is counted with popularity. An
+        inactive term's values are None."""
+        values = {"user history": user.log1p(), "item history": item.log1p(), "popularity": popularity.log1p(),
+                  "similar items": similar, "recent use": None if recent is None else recent.log1p(),
+                  "similar own posts": None if own_similar is None else own_similar.log1p()}
+        terms = {}
+        for name in self.active_terms:
+            value = values[name]
+            assert value is not None, f"{name} is active but was not computed"
+            terms[name] = weights[..., EVIDENCE_TERMS.index(name)] * value
+        terms["popularity"] = terms["popularity"] + bias
         return terms
 
     def _use_weights(self, entries: Tensor, days: Tensor) -> Tensor:
@@ -205,10 +277,14 @@ class TagEvidence(nn.Module):
         weights = (1.0 + (days - self.uses.values[entries]).abs()).pow(-RECENCY_DECAY)
         return torch.nan_to_num(weights, nan=1.0)
 
+    def _use_keys(self, users: Tensor, hashtags: Tensor) -> Tensor:
+        """Keys (B, n) of the uses table for users (B,) and hashtags (B, n); -1 for a cold user."""
+        return torch.where((users >= 0).unsqueeze(1), users.clamp(min=0).unsqueeze(1) * self.uses.n_columns + hashtags,
+                           -1)
+
     def recency(self, users: Tensor, hashtags: Tensor, days: Tensor) -> Tensor:
         """r_ij(t) (B, n) of hashtags (B, n) for users (B,) (-1: cold, 0) at times days (B,)."""
-        keys = torch.where((users >= 0).unsqueeze(1), users.clamp(min=0).unsqueeze(1) * self.uses.n_columns + hashtags,
-                           -1)
+        keys = self._use_keys(users, hashtags)
         owner, entries = self.uses.ranges(keys)
         total = self.uses.values.new_zeros(keys.numel())
         row_days = days.unsqueeze(1).expand_as(keys).reshape(-1)
@@ -223,6 +299,37 @@ class TagEvidence(nn.Module):
                        accumulate=True)
         return out
 
+    def _profile_similarity(self, entries: Tensor, profiles: Tensor) -> Tensor:
+        """max(0, cosine) of each use's item profile with the scored item's unit profile (one per entry)."""
+        used = unit_rows(self.item_profiles.index_select(0, self.use_items[entries]))
+        return (used * profiles).sum(dim=1).clamp(min=0.0)
+
+    def similar_posts(self, users: Tensor, hashtags: Tensor, profiles: Tensor, skip_items: Tensor) -> Tensor:
+        """p_ikj (B, n) of hashtags (B, n) for users (B,) (-1: cold, 0) and the scored items'
+        unit profiles (B, width); a use of skip_items[b] (the post being scored) is left out."""
+        keys = self._use_keys(users, hashtags)
+        owner, entries = self.uses.ranges(keys)
+        row = owner // keys.shape[1]
+        similarity = torch.where(self.use_items[entries] == skip_items[row], 0.0,
+                                 self._profile_similarity(entries, profiles[row]))
+        return similarity.new_zeros(keys.numel()).index_add_(0, owner, similarity).view(keys.shape)
+
+    def similar_posts_rows(self, users: Tensor, profiles: Tensor) -> Tensor:
+        """p_ikj (B, n_hashtags) of every hashtag for users (B,) (-1: cold, zeros) and the
+        scored items' unit profiles (B, width)."""
+        out = self.item_profiles.new_zeros(len(users), self.uses.n_columns)
+        at, entries = self.uses.row_entries(users)
+        out.index_put_((at, self.uses.keys[entries] % self.uses.n_columns),
+                       self._profile_similarity(entries, profiles[at]), accumulate=True)
+        return out
+
+    @staticmethod
+    def _unit_profiles(own: Tensor, use_own: Tensor, fallback: Tensor) -> Tensor:
+        """Each scored item's unit profile: its own (B, width) where use_own (B,) and it has
+        one (an item nobody else tagged has none), else the fallback (its neighbours')."""
+        usable = use_own & own.ne(0).any(dim=1)
+        return unit_rows(torch.where(usable.unsqueeze(1), own, fallback))
+
     def score_training(self, users: Tensor, items: Tensor, hashtags: Tensor, on_post: Tensor,
                        known_items: Tensor | None = None) -> Tensor:
         """Prior (B, n) of hashtags (B, n) for training posts (users, items: (B,) graph ids);
@@ -231,16 +338,24 @@ class TagEvidence(nn.Module):
         assert self._training_shares and self._post_days, "fit() and prepare_training() first"
         leave_out = on_post.to(self.hashtag_counts.dtype)
         item_rows = items if known_items is None else torch.where(known_items, items, -1)
-        # The post's own use is as close in time as can be: weight 1 (NaN times also count 1).
-        days = self._post_days[0].lookup(users, items)
+        recent = own_similar = None
+        if "recent use" in self.active_terms:
+            # The post's own use is as close in time as can be: weight 1 (NaN times also count 1).
+            days = self._post_days[0].lookup(users, items)
+            recent = (self.recency(users, hashtags, days) - leave_out).clamp(min=0.0)
+        if "similar own posts" in self.active_terms:
+            post = torch.searchsorted(self._post_days[0].keys, users * len(self.item_profiles) + items)
+            profiles = self._unit_profiles(self._post_profiles[0][post],
+                                           torch.ones_like(users, dtype=torch.bool) if known_items is None
+                                           else known_items, self._neighbour_profiles[0][items])
+            own_similar = self.similar_posts(users, hashtags, profiles, skip_items=items)
         terms = self._combine(
             self._term_weights(users, hashtags),
             self.user_counts.lookup(users.unsqueeze(1), hashtags) - leave_out,
             (self.item_counts.lookup(item_rows.unsqueeze(1), hashtags) - leave_out).clamp(min=0.0),
             self.hashtag_counts[hashtags] - leave_out,
             self._training_shares[0].lookup(items.unsqueeze(1), hashtags),
-            (self.recency(users, hashtags, days) - leave_out).clamp(min=0.0),
-            self.bias[hashtags],
+            recent, own_similar, self.bias[hashtags],
         )
         return torch.stack(list(terms.values())).sum(dim=0)
 
@@ -254,7 +369,13 @@ class TagEvidence(nn.Module):
         queries = self.index.reduce(content)
         # A post of an item seen in training finds that item first: leave it out, as in training.
         similar = self.index.hashtag_shares(queries, self.neighbours, exclude=items)
+        recent = self.recency_rows(users, days) if "recent use" in self.active_terms else None
+        own_similar = None
+        if "similar own posts" in self.active_terms:
+            profiles = self._unit_profiles(self.item_profiles[items.clamp(min=0)], items >= 0,
+                                           similar @ self.profile_basis)
+            own_similar = self.similar_posts_rows(users, profiles)
         all_hashtags = torch.arange(len(self.hashtag_counts), device=users.device)
         return self._combine(self._term_weights(users, all_hashtags), self.user_counts.dense_rows(users),
                              self.item_counts.dense_rows(items), self.hashtag_counts.unsqueeze(0), similar,
-                             self.recency_rows(users, days), self.bias.unsqueeze(0))
+                             recent, own_similar, self.bias.unsqueeze(0))

@@ -76,6 +76,7 @@ class ModelConfig:
     evidence: bool = True
     neighbours: int = 20  # content neighbours of its similar-items term
     recency: bool = True  # its "recent use" term: the user's past hashtags weighed by recency
+    similar_posts: bool = True  # its "similar own posts" term: the user's hashtags on items tagged alike
     # ... and an ID embedding for each item seen in training, added to W^v v_k, so that
     # what others tagged the same item shapes its vector. For this share of training posts
     # the item's ID and its history are dropped: they are scored as a new video is. None:
@@ -660,10 +661,11 @@ class GCNPHR(nn.Module):
         self.graph_gate = nn.Parameter(torch.zeros(())) if config.evidence else None
         # One scale per score part (`score_parts`), fitted on validation after training
         # (`calibration.calibrate`); ones until then.
-        self.register_buffer("part_scales", torch.ones(1 + (len(TagEvidence.terms(config.recency))
-                                                            if config.evidence else 0)))
+        terms = TagEvidence.terms(config.recency, config.similar_posts)
+        self.register_buffer("part_scales", torch.ones(1 + (len(terms) if config.evidence else 0)))
         self.evidence = (TagEvidence(n_users, n_items, n_hashtags, 0, 0, 0, ContentIndex(item_width, 0, n_hashtags, 0),
-                                     config.neighbours, config.recency) if config.evidence else None)
+                                     config.neighbours, config.recency, config.similar_posts)
+                         if config.evidence else None)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -694,7 +696,8 @@ class GCNPHR(nn.Module):
             model.evidence = TagEvidence.fit(
                 model.graph.triples(), graph.n_users, graph.n_items, graph.n_hashtags,
                 model.graph_content_vectors(), config.neighbours,
-                None if graph.triple_times is None else torch.as_tensor(graph.triple_times), config.recency)
+                None if graph.triple_times is None else torch.as_tensor(graph.triple_times), config.recency,
+                config.similar_posts)
         return model
 
     def attach_graph(self, graph: Graph) -> None:

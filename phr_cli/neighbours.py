@@ -42,7 +42,7 @@ def gather_ranges(starts: Tensor, stops: Tensor) -> tuple[Tensor, Tensor]:
     return owner, starts[owner] + torch.arange(len(owner), device=lengths.device) - first_of_owner
 
 
-def _unit_rows(vectors: Tensor) -> Tensor:
+def unit_rows(vectors: Tensor) -> Tensor:
     return vectors / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
@@ -107,7 +107,7 @@ class ContentIndex(SizedByState):
 
     def reduce(self, vectors: Tensor) -> Tensor:
         """Index coordinates (unit rows) of content vectors."""
-        return _unit_rows((vectors.to(self.mean) - self.mean) @ self.components)
+        return unit_rows((vectors.to(self.mean) - self.mean) @ self.components)
 
     def nearest(self, queries: Tensor, k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Cosine similarities (B, k) and item ids (B, k) of each reduced query's k nearest

@@ -63,6 +63,7 @@ SEARCH_SPACE: dict[str, Suggest] = {
     "hard_negatives": uniform(0.0, 0.9),
     "neighbours": choice(5, 10, 20, 50),
     "recency": choice(False, True),
+    "similar_posts": choice(False, True),
 }
 
 _MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig))

@@ -41,7 +41,7 @@ def scorer_and_cases():
     model.eval()
     assert model.evidence is not None
     with torch.no_grad():  # a prior that trusts popularity far more than the user's history
-        model.evidence.weights.copy_(torch.tensor([0.05, 1.0, 3.0, 1.0, 0.0]))
+        model.evidence.weights.copy_(torch.tensor([0.05, 1.0, 3.0, 1.0, 0.0, 0.0]))
     validation = planted_posts(2 * MIN_CASES, seed=1, with_common=False)
     scorer = ModelScorer(model, *model.propagate(), item_index=graph.item_index)
     return scorer, validation, graph

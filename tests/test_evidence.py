@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from phr_cli.evidence import SECONDS_PER_DAY, SparseCounts, TagEvidence
+from phr_cli.evidence import PROFILE_WIDTH, SECONDS_PER_DAY, SparseCounts, TagEvidence
 
 N_USERS, N_HASHTAGS, N_ITEMS = 4, 5, 6
 DAY = SECONDS_PER_DAY
@@ -86,11 +86,58 @@ def test_a_training_post_leaves_its_own_use_out():
     evidence = fitted(triples, times)
     evidence.prepare_training()
     with torch.no_grad():
-        evidence.weights.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0]))
+        evidence.weights.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
     scores = evidence.score_training(torch.tensor([0]), torch.tensor([0]), torch.tensor([[0, 1]]),
                                      on_post=torch.tensor([[True, False]]))
     assert scores[0, 0].item() == pytest.approx(math.log1p(31.0 ** -0.5), rel=1e-5)
     assert scores[0, 1].item() == pytest.approx(0.0)
+
+
+def reference_similar_posts(triples, user: int, hashtag: int, profile: np.ndarray) -> float:
+    """Σ over the user's uses of the hashtag of max(0, cos(the used item's hashtag counts, profile))."""
+    counts = np.zeros((N_ITEMS, N_HASHTAGS))
+    for _, j, k in triples.tolist():
+        counts[k, j] += 1
+    total = 0.0
+    for u, j, k in triples.tolist():
+        if u == user and j == hashtag:
+            total += max(0.0, counts[k] @ profile / (np.linalg.norm(counts[k]) * np.linalg.norm(profile)))
+    return total
+
+
+def test_similar_own_posts_weighs_each_use_by_how_alike_its_item_is():
+    """A seen item's profile is its hashtag counts; a new one's, its content neighbours' shares."""
+    triples, times = random_triples(seed=4, n=60)
+    evidence = fitted(triples, times)
+    with torch.no_grad():
+        evidence.weights.zero_()
+        evidence.weights[5] = 1.0
+    users, items = torch.tensor([0, 1, 2, 3, -1, 2]), torch.tensor([0, 3, -1, 5, 1, -1])
+    content = torch.randn(len(users), 3, generator=torch.Generator().manual_seed(1))
+    terms = evidence.term_rows(users, items, content)
+    shares = evidence.index.hashtag_shares(evidence.index.reduce(content), 2, exclude=items)
+    item_counts = evidence.item_counts.dense_rows(items)
+    for b, (user, item) in enumerate(zip(users.tolist(), items.tolist())):
+        profile = (item_counts[b] if item >= 0 else shares[b]).numpy()
+        for hashtag in range(N_HASHTAGS):
+            expected = 0.0 if user < 0 else reference_similar_posts(triples, user, hashtag, profile)
+            assert terms["similar own posts"][b, hashtag].item() == pytest.approx(math.log1p(expected), abs=1e-5)
+
+
+def test_a_training_post_leaves_itself_out_of_similar_own_posts():
+    # User 0 tagged item 0 with #0 and item 1 with #0 and #1; user 1 tagged item 0 with #1.
+    # Scoring user 0's post of item 0: item 0 is profiled by user 1's #1 alone, item 1's
+    # profile (#0, #1) is at cosine 1/√2 from it, and the post's own use of #0 is left out.
+    triples = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 1, 1], [1, 1, 0]])
+    evidence = fitted(triples, None)
+    evidence.prepare_training()
+    with torch.no_grad():
+        evidence.weights.zero_()
+        evidence.weights[5] = 1.0
+    scores = evidence.score_training(torch.tensor([0]), torch.tensor([0]), torch.tensor([[0, 1, 2]]),
+                                     on_post=torch.tensor([[True, False, False]]))
+    expected = [math.log1p(2 ** -0.5), math.log1p(2 ** -0.5), 0.0]
+    torch.testing.assert_close(scores[0], torch.tensor(expected))
 
 
 def test_without_the_recency_term_there_is_no_recent_use_part():
@@ -100,4 +147,25 @@ def test_without_the_recency_term_there_is_no_recent_use_part():
                                recency=False)
     terms = evidence.term_rows(torch.arange(N_USERS), torch.full((N_USERS,), -1), torch.randn(N_USERS, 3),
                                times=torch.full((N_USERS,), 100 * DAY, dtype=torch.float64))
-    assert tuple(terms) == TagEvidence.terms(recency=False) == TagEvidence.terms()[:-1]
+    assert tuple(terms) == TagEvidence.terms(recency=False)
+    assert "recent use" not in terms and "similar own posts" in terms
+
+
+def test_item_profiles_keep_their_cosines_in_the_reduced_basis():
+    """With more hashtags than PROFILE_WIDTH, profiles live in the leading singular vectors:
+    items drawn from a few topics keep their cosines there; the basis is the same every fit."""
+    rng = np.random.default_rng(5)
+    n_users, n_items, n_hashtags = 30, 200, 3 * PROFILE_WIDTH
+    topics = rng.random((8, n_hashtags)) < 0.05
+    item_topic = rng.integers(8, size=n_items)
+    triples = np.unique([(rng.integers(n_users), j, k) for k in range(n_items)
+                         for j in np.flatnonzero(topics[item_topic[k]])], axis=0)
+    vectors = torch.randn(n_items, 3, generator=torch.Generator().manual_seed(0))
+    evidence = TagEvidence.fit(torch.as_tensor(triples), n_users, n_items, n_hashtags, vectors, neighbours=2)
+    assert evidence.profile_basis.shape == (n_hashtags, PROFILE_WIDTH)
+    exact = evidence.item_counts.dense_rows(torch.arange(n_items))
+    exact = exact / exact.norm(dim=1, keepdim=True)
+    reduced = evidence.item_profiles / evidence.item_profiles.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(reduced @ reduced.T, exact @ exact.T, atol=1e-4, rtol=0)
+    again = TagEvidence.fit(torch.as_tensor(triples), n_users, n_items, n_hashtags, vectors, neighbours=2)
+    assert torch.equal(again.profile_basis, evidence.profile_basis)

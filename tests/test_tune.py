@@ -52,11 +52,11 @@ def test_every_searched_name_is_a_field_of_one_configuration():
 def test_a_trial_changes_exactly_the_searched_fields():
     params = {"dim": 128, "layers": 2, "dropout": 0.25, "residual": True, "lr": 0.01, "l2": 1e-5,
               "weight_decay": 1e-4, "negatives": 4, "batch_size": 256, "hard_negatives": 0.25, "neighbours": 10,
-              "recency": False}
+              "recency": False, "similar_posts": False}
     assert set(params) == set(SEARCH_SPACE)
     model, train = configurations(optuna.trial.FixedTrial(params), ModelConfig(variant="no_attention"), BASE)
     assert model == ModelConfig(variant="no_attention", dim=128, layers=2, dropout=0.25, residual=True, neighbours=10,
-                                recency=False)
+                                recency=False, similar_posts=False)
     assert train == replace(BASE, lr=0.01, l2=1e-5, weight_decay=1e-4, negatives=4, batch_size=256,
                             hard_negatives=0.25)
 
