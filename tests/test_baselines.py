@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 
 from phr_cli.baselines import (
@@ -116,6 +117,24 @@ def test_pitf_learns_planted_user_and_item_tags() -> None:
     assert losses[-1] < losses[0]
     pitf, popular = (full_recall(s, posts, split.test, graph) for s in (model, GlobalPopularity(graph)))
     assert pitf > popular + 0.2
+
+
+def test_pitf_stops_when_validation_stops_rising_and_keeps_the_best_factors() -> None:
+    posts, _ = planted_posts(seed=2)
+    graph = build_graph(posts.subset(split_posts(posts, seed=0).train))
+    model = PITF(graph, PITFConfig(dim=4, epochs=50, check_every=1, patience=2, seed=0))
+    scores, seen = iter([0.1, 0.3, 0.2, 0.25, 0.4]), []
+
+    def validation(fitted: PITF) -> float:
+        seen.append([p.detach().clone() for p in fitted.parameters()])
+        return next(scores)
+
+    losses = model.fit(validation=validation)
+    # Epoch 2 is the best; epochs 3 and 4 are two checks without a better one: stop there.
+    assert len(losses) == 4 and model.best_epoch == 2
+    assert model.checks == [(1, 0.1), (2, 0.3), (3, 0.2), (4, 0.25)]
+    assert all(torch.equal(p, kept) for p, kept in zip(model.parameters(), seen[1]))
+    assert not torch.equal(model.user_factors, seen[3][0])
 
 
 def test_pitf_maps_the_content_of_new_items() -> None:
