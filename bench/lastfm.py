@@ -57,7 +57,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--variant", default="full", help="full (the default model), paper, or an attention "
                         "ablation (no_attention, no_user_guidance, no_hashtag_guidance)")
-    parser.add_argument("--pitf-epochs", type=int, default=200)
+    parser.add_argument("--pitf-epochs", type=int, default=200, help="at most; PITF stops when validation P@5 "
+                        "stops rising")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 

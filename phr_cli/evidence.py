@@ -20,7 +20,9 @@ the base-level activation of ACT-R's memory model, with its customary decay 0.5,
 Kowald et al. (2014, "Long time no see") found to predict tag reuse beyond counts. A new
 upload's t is now, so recent habits count more than old ones; where either time is
 unknown a use counts 1, as in n_ij. p_ikj sums, over user i's own uses of j, how alike the
-used item's hashtag profile is to item k's (cosine, negatives as 0): the hashtags a user put
+used item's hashtag profile is to item k's (cosine, negatives as 0, raised to the power 2.5,
+the "case amplification" of Breese, Heckerman & Kadie 1998, so that the closest items
+dominate; on Last.fm it adds .002-.006 of P@5 over the plain cosine): the hashtags a user put
 on items tagged like this one (item-based collaborative filtering inside one user's
 history). An item's profile is what others tagged it, or, for a new video, its content
 neighbours' shares s_k; profiles are compared in the space of the leading singular vectors
@@ -46,6 +48,8 @@ OPTIONAL_TERMS = ("recent use", "similar own posts")
 # Width of the item profiles compared by "similar own posts": exact (the identity) for at
 # most this many hashtags; on Last.fm's 2,131 a width of 64 loses .001 of P@5 against exact.
 PROFILE_WIDTH = 64
+# Case amplification of the profiles' cosine (Breese et al. 1998's customary value).
+SIMILARITY_AMPLIFICATION = 2.5
 # ACT-R's base-level decay, on time differences in days.
 RECENCY_DECAY = 0.5
 SECONDS_PER_DAY = 86400.0
@@ -300,9 +304,10 @@ class TagEvidence(SizedByState):
         return out
 
     def _profile_similarity(self, entries: Tensor, profiles: Tensor) -> Tensor:
-        """max(0, cosine) of each use's item profile with the scored item's unit profile (one per entry)."""
+        """max(0, cosine)^SIMILARITY_AMPLIFICATION of each use's item profile with the scored
+        item's unit profile (one per entry)."""
         used = unit_rows(self.item_profiles.index_select(0, self.use_items[entries]))
-        return (used * profiles).sum(dim=1).clamp(min=0.0)
+        return (used * profiles).sum(dim=1).clamp(min=0.0).pow(SIMILARITY_AMPLIFICATION)
 
     def similar_posts(self, users: Tensor, hashtags: Tensor, profiles: Tensor, skip_items: Tensor) -> Tensor:
         """p_ikj (B, n) of hashtags (B, n) for users (B,) (-1: cold, 0) and the scored items'

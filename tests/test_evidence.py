@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from phr_cli.evidence import PROFILE_WIDTH, SECONDS_PER_DAY, SparseCounts, TagEvidence
+from phr_cli.evidence import PROFILE_WIDTH, SECONDS_PER_DAY, SIMILARITY_AMPLIFICATION, SparseCounts, TagEvidence
 
 N_USERS, N_HASHTAGS, N_ITEMS = 4, 5, 6
 DAY = SECONDS_PER_DAY
@@ -94,14 +94,15 @@ def test_a_training_post_leaves_its_own_use_out():
 
 
 def reference_similar_posts(triples, user: int, hashtag: int, profile: np.ndarray) -> float:
-    """Σ over the user's uses of the hashtag of max(0, cos(the used item's hashtag counts, profile))."""
+    """Σ over the user's uses of the hashtag of max(0, cos(the used item's hashtag counts, profile))^2.5."""
     counts = np.zeros((N_ITEMS, N_HASHTAGS))
     for _, j, k in triples.tolist():
         counts[k, j] += 1
     total = 0.0
     for u, j, k in triples.tolist():
         if u == user and j == hashtag:
-            total += max(0.0, counts[k] @ profile / (np.linalg.norm(counts[k]) * np.linalg.norm(profile)))
+            cosine = counts[k] @ profile / (np.linalg.norm(counts[k]) * np.linalg.norm(profile))
+            total += max(0.0, cosine) ** SIMILARITY_AMPLIFICATION
     return total
 
 
@@ -127,7 +128,8 @@ def test_similar_own_posts_weighs_each_use_by_how_alike_its_item_is():
 def test_a_training_post_leaves_itself_out_of_similar_own_posts():
     # User 0 tagged item 0 with #0 and item 1 with #0 and #1; user 1 tagged item 0 with #1.
     # Scoring user 0's post of item 0: item 0 is profiled by user 1's #1 alone, item 1's
-    # profile (#0, #1) is at cosine 1/√2 from it, and the post's own use of #0 is left out.
+    # profile (#0, #1) is at cosine 1/√2 from it (amplified: 2^-1.25), and the post's own
+    # use of #0 is left out.
     triples = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 1, 1], [1, 1, 0]])
     evidence = fitted(triples, None)
     evidence.prepare_training()
@@ -136,7 +138,7 @@ def test_a_training_post_leaves_itself_out_of_similar_own_posts():
         evidence.weights[5] = 1.0
     scores = evidence.score_training(torch.tensor([0]), torch.tensor([0]), torch.tensor([[0, 1, 2]]),
                                      on_post=torch.tensor([[True, False, False]]))
-    expected = [math.log1p(2 ** -0.5), math.log1p(2 ** -0.5), 0.0]
+    expected = [math.log1p(2 ** -1.25), math.log1p(2 ** -1.25), 0.0]
     torch.testing.assert_close(scores[0], torch.tensor(expected))
 
 
