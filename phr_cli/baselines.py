@@ -265,8 +265,8 @@ class PITF:
             total = torch.zeros((), dtype=torch.float64, device=self.device)
             for start in range(0, len(order), config.batch_size):
                 batch = order_t[start : start + config.batch_size]
-                loss = self._loss(all_users[batch], all_items[batch], all_tags[batch],
-                                  negatives[start : start + config.batch_size])
+                loss = self._loss(all_users.index_select(0, batch), all_items.index_select(0, batch),
+                                  all_tags.index_select(0, batch), negatives[start : start + config.batch_size])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -292,18 +292,21 @@ class PITF:
 
     def _loss(self, users: torch.Tensor, items: torch.Tensor, positives: torch.Tensor,
               negatives: torch.Tensor) -> torch.Tensor:
-        user = self.user_factors[users]
-        item = self.item_factors[items]
-        mapped = self.item_content[items] @ self.content_weight + self.content_bias
-        user_gap = self.user_tag_factors[positives] - self.user_tag_factors[negatives]
-        item_gap = self.item_tag_factors[positives] - self.item_tag_factors[negatives]
+        # index_select, not [ ]: on a CPU its backward (an index_add) is much faster than index_put's.
+        user = self.user_factors.index_select(0, users)
+        item = self.item_factors.index_select(0, items)
+        mapped = self.item_content.index_select(0, items) @ self.content_weight + self.content_bias
+        user_positive, user_negative, item_positive, item_negative = (
+            factors.index_select(0, tags) for factors in (self.user_tag_factors, self.item_tag_factors)
+            for tags in (positives, negatives))
+        user_gap = user_positive - user_negative
+        item_gap = item_positive - item_negative
         user_term = (user * user_gap).sum(dim=1)
         # The mapped path trains the content map only: its loss sees the PITF factors as
         # constants, so seen items are scored exactly as by PITF alone.
         bpr = -F.logsigmoid(user_term + (item * item_gap).sum(dim=1)).mean() \
             - F.logsigmoid(user_term.detach() + (mapped * item_gap.detach()).sum(dim=1)).mean()
-        used = [user, item, self.user_tag_factors[positives], self.user_tag_factors[negatives],
-                self.item_tag_factors[positives], self.item_tag_factors[negatives]]
+        used = [user, item, user_positive, user_negative, item_positive, item_negative]
         penalty = sum(f.pow(2).sum() for f in used) / len(users) + self.content_weight.pow(2).sum()
         return bpr + self.config.l2 * penalty
 
