@@ -246,8 +246,11 @@ def test_sigint_during_training_keeps_the_finished_epochs(text_store, tmp_path):
     command = [sys.executable, "-m", "phr_cli", "train", "--store", str(text_store), "--checkpoint",
                str(checkpoint), "--device", "cpu", "--dim", "8", "--epochs", "100000", "--patience", "100000"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # As from a terminal: a test run started in the background inherits SIGINT ignored, and
+    # Python then installs no handler for it.
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True, text=True)
+                               start_new_session=True, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     waited = time.monotonic()
     while not checkpoint.exists() and time.monotonic() - waited < 120 and process.poll() is None:
         time.sleep(0.2)

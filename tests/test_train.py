@@ -247,7 +247,7 @@ def test_metadata_must_load_safely(data, tmp_path):
         train(posts, split, SMALL_MODEL, SMALL, tmp_path / "model.pt", Provenance(encoders={"pca": np.zeros(3)}))
 
 
-def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path, monkeypatch):
+def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path, monkeypatch, request):
     """torch turns an interrupt inside its writer into a RuntimeError; held until the write
     ends, a Ctrl-C keeps the new checkpoint and stays an interrupt (exit 130, not "cannot
     write")."""
@@ -259,6 +259,9 @@ def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path, monkeypatch):
         real_save(payload, handle)
 
     monkeypatch.setattr(torch, "save", interrupted_save)
+    # Python's own handler, as in a terminal (a test run started in the background ignores SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"epoch": torch.tensor(3)}, path)
     assert torch.load(path)["epoch"] == 3
