@@ -29,7 +29,8 @@ from phr_cli.model import GCNPHR, ModelConfig
 from phr_cli.posts import normalize_user
 from phr_cli.store import StoreContents, TextProjection
 
-# /2: the default model's evidence terms and item IDs (state dict entries and config fields).
+# /2: the default model's evidence terms and item IDs (state dict entries and config fields);
+# /3: the evidence's timed uses; /4: its "similar own posts" tables and config field.
 CHECKPOINT_FORMAT = "phr-gcn-checkpoint/4"
 
 

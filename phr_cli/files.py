@@ -59,8 +59,9 @@ def interrupt_after() -> Iterator[None]:
     deliver it to the handler that was there before. A write that must not be cut short (a
     checkpoint: torch turns an interrupt inside its writer into a RuntimeError that reads as
     a failed write) finishes first, and the interrupt then keeps it. Signal handlers belong
-    to the main thread; elsewhere the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
+    to the main thread, and a handler installed outside Python cannot be put back: there
+    the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
         yield
         return
     received: list[int] = []
