@@ -43,8 +43,6 @@ from torch import Tensor, nn
 from phr_cli.neighbours import ContentIndex, SizedByState, gather_ranges, unit_rows
 
 EVIDENCE_TERMS = ("user history", "item history", "popularity", "similar items", "recent use", "similar own posts")
-# Optional terms, each switched off by its ModelConfig flag (an ablation).
-OPTIONAL_TERMS = ("recent use", "similar own posts")
 # Width of the item profiles compared by "similar own posts": exact (the identity) for at
 # most this many hashtags; on Last.fm's 2,131 a width of 64 loses .001 of P@5 against exact.
 PROFILE_WIDTH = 64
