@@ -124,8 +124,9 @@ class SparseCounts(SizedByState):
 class TagEvidence(SizedByState):
     """The learned count prior of the default model (see the module docstring).
 
-    Weights start at 1 (user and item history, similar items) and 0.1 (popularity): the
-    model starts as a popularity mix, a strong ranking, and training moves it from there.
+    Weights start at 1 (user and item history, similar items), 0.1 (popularity) and 0
+    (recent use, similar own posts): the model starts as a popularity mix, a strong
+    ranking, and training moves it from there.
     """
 
     hashtag_counts: Tensor
