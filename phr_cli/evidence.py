@@ -37,6 +37,8 @@ the weights would learn that a post's own hashtags are always among the counted 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
@@ -121,6 +123,15 @@ class SparseCounts(SizedByState):
         return out
 
 
+class PairUses(NamedTuple):
+    """The uses (entries of `TagEvidence.uses`) of each (user, hashtag) pair of a (B, n) block."""
+
+    shape: torch.Size  # (B, n)
+    owner: Tensor  # each use's pair, flat index into the block
+    row: Tensor  # each use's row b
+    entries: Tensor  # each use's position in the table
+
+
 class TagEvidence(SizedByState):
     """The learned count prior of the default model (see the module docstring).
 
@@ -190,10 +201,11 @@ class TagEvidence(SizedByState):
         evidence.user_counts.load_state_dict(user_counts.state_dict())
         evidence.item_counts.load_state_dict(item_counts.state_dict())
         evidence.uses.load_state_dict(SparseCounts.of_entries(users, hashtags, days, n_hashtags).state_dict())
-        # of_entries' order (a stable sort of the same keys), so use_items lines up with uses.
-        evidence.use_items.copy_(items[(users * n_hashtags + hashtags).argsort(stable=True)])
-        evidence.profile_basis = cls._profile_basis(item_counts, n_items, n_hashtags).to(triples.device)
-        evidence.item_profiles = item_counts.matmul(evidence.profile_basis, n_items)
+        if similar_posts:
+            # of_entries' order (a stable sort of the same keys), so use_items lines up with uses.
+            evidence.use_items.copy_(items[(users * n_hashtags + hashtags).argsort(stable=True)])
+            evidence.profile_basis = cls._profile_basis(item_counts, n_items, n_hashtags).to(triples.device)
+            evidence.item_profiles = item_counts.matmul(evidence.profile_basis, n_items)
         posts, first = torch.unique(users * n_items + items, return_inverse=True)
         post_days = torch.full((len(posts),), torch.nan, device=days.device).scatter_reduce(
             0, first, days, "amax", include_self=False)
@@ -235,6 +247,8 @@ class TagEvidence(SizedByState):
         order = keys.argsort()
         table.keys, table.values = keys[order], torch.cat(values)[order]
         self._training_shares = [table]
+        if "similar own posts" not in self.active_terms:
+            return
         self._neighbour_profiles = [table.matmul(self.profile_basis, n_items)]
         # A post's own hashtags (its uses: user, hashtag, item) leave its item's profile.
         n_hashtags = len(self.hashtag_counts)
@@ -243,11 +257,9 @@ class TagEvidence(SizedByState):
         own_post = torch.searchsorted(post_keys, users * n_items + self.use_items)
         own = torch.zeros(len(post_keys), self.profile_basis.shape[1], device=post_keys.device).index_add_(
             0, own_post, self.profile_basis[self.uses.keys % n_hashtags])
-        item_uses = torch.zeros(n_items, device=own.device).index_add_(
-            0, self.item_counts.keys // n_hashtags, self.item_counts.values)
-        post_uses = torch.zeros(len(post_keys), device=own.device).index_add_(
-            0, own_post, torch.ones(len(own_post), device=own.device))
-        others = item_uses[post_keys % n_items] - post_uses
+        item_uses = torch.bincount(self.item_counts.keys // n_hashtags, weights=self.item_counts.values,
+                                   minlength=n_items)
+        others = item_uses[post_keys % n_items] - torch.bincount(own_post, minlength=len(post_keys))
         # Exact zeros where nobody else tagged the item (not the rounding of a subtraction).
         self._post_profiles = [torch.where((others > 0).unsqueeze(1), self.item_profiles[post_keys % n_items] - own,
                                            0.0)]
@@ -280,19 +292,23 @@ class TagEvidence(SizedByState):
         weights = (1.0 + (days - self.uses.values[entries]).abs()).pow(-RECENCY_DECAY)
         return torch.nan_to_num(weights, nan=1.0)
 
-    def _use_keys(self, users: Tensor, hashtags: Tensor) -> Tensor:
-        """Keys (B, n) of the uses table for users (B,) and hashtags (B, n); -1 for a cold user."""
-        return torch.where((users >= 0).unsqueeze(1), users.clamp(min=0).unsqueeze(1) * self.uses.n_columns + hashtags,
+    def pair_uses(self, users: Tensor, hashtags: Tensor) -> PairUses:
+        """The uses of hashtags (B, n) by users (B,) (-1: cold, none), for `recency` and
+        `similar_posts` (one range search for both)."""
+        keys = torch.where((users >= 0).unsqueeze(1), users.clamp(min=0).unsqueeze(1) * self.uses.n_columns + hashtags,
                            -1)
-
-    def recency(self, users: Tensor, hashtags: Tensor, days: Tensor) -> Tensor:
-        """r_ij(t) (B, n) of hashtags (B, n) for users (B,) (-1: cold, 0) at times days (B,)."""
-        keys = self._use_keys(users, hashtags)
         owner, entries = self.uses.ranges(keys)
-        total = self.uses.values.new_zeros(keys.numel())
-        row_days = days.unsqueeze(1).expand_as(keys).reshape(-1)
-        total.index_add_(0, owner, self._use_weights(entries, row_days[owner]))
-        return total.view(keys.shape)
+        return PairUses(keys.shape, owner, owner // keys.shape[1], entries)
+
+    @staticmethod
+    def _sum_per_pair(uses: PairUses, values: Tensor) -> Tensor:
+        """(B, n): values (one per use) summed over each pair's uses."""
+        return values.new_zeros(uses.shape.numel()).index_add_(0, uses.owner, values).view(uses.shape)
+
+    def recency(self, users: Tensor, hashtags: Tensor, days: Tensor, uses: PairUses | None = None) -> Tensor:
+        """r_ij(t) (B, n) of hashtags (B, n) for users (B,) (-1: cold, 0) at times days (B,)."""
+        uses = uses or self.pair_uses(users, hashtags)
+        return self._sum_per_pair(uses, self._use_weights(uses.entries, days[uses.row]))
 
     def recency_rows(self, users: Tensor, days: Tensor) -> Tensor:
         """r_ij(t) (B, n_hashtags) of every hashtag for users (B,) (-1: cold, zeros) at times days (B,)."""
@@ -308,15 +324,14 @@ class TagEvidence(SizedByState):
         used = unit_rows(self.item_profiles.index_select(0, self.use_items[entries]))
         return (used * profiles).sum(dim=1).clamp(min=0.0).pow(SIMILARITY_AMPLIFICATION)
 
-    def similar_posts(self, users: Tensor, hashtags: Tensor, profiles: Tensor, skip_items: Tensor) -> Tensor:
+    def similar_posts(self, users: Tensor, hashtags: Tensor, profiles: Tensor, skip_items: Tensor,
+                      uses: PairUses | None = None) -> Tensor:
         """p_ikj (B, n) of hashtags (B, n) for users (B,) (-1: cold, 0) and the scored items'
         unit profiles (B, width); a use of skip_items[b] (the post being scored) is left out."""
-        keys = self._use_keys(users, hashtags)
-        owner, entries = self.uses.ranges(keys)
-        row = owner // keys.shape[1]
-        similarity = torch.where(self.use_items[entries] == skip_items[row], 0.0,
-                                 self._profile_similarity(entries, profiles[row]))
-        return similarity.new_zeros(keys.numel()).index_add_(0, owner, similarity).view(keys.shape)
+        uses = uses or self.pair_uses(users, hashtags)
+        similarity = torch.where(self.use_items[uses.entries] == skip_items[uses.row], 0.0,
+                                 self._profile_similarity(uses.entries, profiles[uses.row]))
+        return self._sum_per_pair(uses, similarity)
 
     def similar_posts_rows(self, users: Tensor, profiles: Tensor) -> Tensor:
         """p_ikj (B, n_hashtags) of every hashtag for users (B,) (-1: cold, zeros) and the
@@ -343,16 +358,18 @@ class TagEvidence(SizedByState):
         leave_out = on_post.to(self.hashtag_counts.dtype)
         item_rows = items if known_items is None else torch.where(known_items, items, -1)
         recent = own_similar = None
+        # Every training post is in the post table: its row there, and its hashtags' uses.
+        post = torch.searchsorted(self._post_days[0].keys, users * len(self.index.vectors) + items)
+        uses = self.pair_uses(users, hashtags)
         if "recent use" in self.active_terms:
             # The post's own use is as close in time as can be: weight 1 (NaN times also count 1).
-            days = self._post_days[0].lookup(users, items)
-            recent = (self.recency(users, hashtags, days) - leave_out).clamp(min=0.0)
+            days = self._post_days[0].values[post]
+            recent = (self.recency(users, hashtags, days, uses) - leave_out).clamp(min=0.0)
         if "similar own posts" in self.active_terms:
-            post = torch.searchsorted(self._post_days[0].keys, users * len(self.item_profiles) + items)
             profiles = self._unit_profiles(self._post_profiles[0][post],
                                            torch.ones_like(users, dtype=torch.bool) if known_items is None
                                            else known_items, self._neighbour_profiles[0][items])
-            own_similar = self.similar_posts(users, hashtags, profiles, skip_items=items)
+            own_similar = self.similar_posts(users, hashtags, profiles, skip_items=items, uses=uses)
         terms = self._combine(
             self._term_weights(users, hashtags),
             self.user_counts.lookup(users.unsqueeze(1), hashtags) - leave_out,
