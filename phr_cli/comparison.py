@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,12 +69,13 @@ def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: Pro
     validation = build_cases(posts, split.validation, graph)
     methods: list[MethodResult] = []
 
-    def run(name: str, make_scorer, note: str | Callable[[], str] = "") -> None:
-        """Time and evaluate one method; a callable note is read once its scorer is made."""
+    def run(name: str, make_scorer, note: str | Callable[[Any], str] = "") -> None:
+        """Time and evaluate one method; a callable note is given the scorer once it is made."""
         started = time.perf_counter()
         scorer: Scorer = make_scorer()
         metrics = evaluate(scorer, posts, test, protocol=protocol, seed=seed)
-        methods.append(MethodResult(name, metrics, note() if callable(note) else note, time.perf_counter() - started))
+        methods.append(MethodResult(name, metrics, note(scorer) if callable(note) else note,
+                                    time.perf_counter() - started))
 
     run("GCN-PHR" if checkpoint.model_config.propagate else "GCN-PHR (content-only)",
         lambda: checkpoint.scorer(device),
@@ -95,17 +97,16 @@ def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: Pro
     if "PITF" in baselines:
         config = pitf or PITFConfig(device=device)
 
-        fitted = PITF(graph, config)
-
         def fitted_pitf() -> PITF:
+            model = PITF(graph, config)
             # Selected on validation P@5, as β, k and GCN-PHR's epoch are (none without validation posts).
-            fitted.fit(validation=(lambda model: evaluate(model, posts, validation, protocol="full", ks=(5,),
-                                                          seed=seed)["full"]["all"]["P@5"]) if len(validation)
-                       else None)
-            return fitted
+            model.fit(validation=(lambda fitting: evaluate(fitting, posts, validation, protocol="full", ks=(5,),
+                                                           seed=seed)["full"]["all"]["P@5"]) if len(validation)
+                      else None)
+            return model
 
-        run("PITF", fitted_pitf, lambda: f"k = {config.dim}, epoch {fitted.best_epoch} of at most {config.epochs} "
-            "(validation P@5)")
+        run("PITF", fitted_pitf, lambda model: f"k = {config.dim}, epoch {model.best_epoch} of at most "
+            f"{config.epochs} (validation P@5)")
     if "content-only" in baselines and checkpoint.model_config.propagate:
         run("content-only", lambda: _content_only(posts, split, checkpoint, device),
             "GCN-PHR's scorer without graph messages, same training")
