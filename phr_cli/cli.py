@@ -446,7 +446,7 @@ def train(
                                        "by the node's number of groups) or sum (Eq. 6 as printed)."),
     epochs: int = typer.Option(50, min=1, help="Maximum epochs."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1, help="BPR triples per step."),
-    lr: float = typer.Option(1e-3, callback=finite(0, inclusive=False), help="Adam learning rate."),
+    lr: float = typer.Option(3e-3, callback=finite(0, inclusive=False), help="Adam learning rate."),
     l2: float = typer.Option(1e-4, callback=finite(0), help="λ of Eq. 11 on the batch's ID embeddings."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", callback=finite(0),
                                        help="Adam weight decay (the paper's code used 0.1)."),
