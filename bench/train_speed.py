@@ -33,6 +33,7 @@ from synthetic_store import default_store_path, write_synthetic_store  # noqa: E
 from phr_cli.checkpoint import load_checkpoint  # noqa: E402
 from phr_cli.comparison import compare  # noqa: E402
 from phr_cli.config import STEP_PROPAGATIONS, TrainConfig  # noqa: E402
+from phr_cli.dataset import SplitPosts  # noqa: E402
 from phr_cli.devices import resolve_device  # noqa: E402
 from phr_cli.graph import build_graph, posts_from_store  # noqa: E402
 from phr_cli.model import ModelConfig  # noqa: E402
@@ -125,7 +126,7 @@ def main() -> None:
         return
     for protocol in ("sampled", "full"):
         reset_gpu_peak(device)
-        comparison = compare(posts, saved.split, saved, protocol=protocol, baselines=(), device=device)
+        comparison = compare(SplitPosts(posts, saved.split), saved, protocol=protocol, baselines=(), device=device)
         model = comparison.methods[0]
         metrics = model.metrics[protocol]["all"]
         print(f"evaluate protocol={protocol} {tag}: {comparison.counts['cases']} test cases in "

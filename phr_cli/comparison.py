@@ -28,9 +28,8 @@ from phr_cli.baselines import (
     tune_content_neighbours,
 )
 from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from phr_cli.dataset import Dataset
-from phr_cli.evaluate import ProtocolName, Scorer, build_cases, evaluate, small_data_notices
-from phr_cli.graph import PostData, Split, build_graph
+from phr_cli.dataset import Dataset, SplitPosts
+from phr_cli.evaluate import ProtocolName, Scorer, evaluate, small_data_notices
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
              "PITF", "content-only")
@@ -57,16 +56,15 @@ class Comparison:
         return asdict(self)
 
 
-def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: ProtocolName = "both",
+def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "both",
             baselines: tuple[str, ...] = BASELINES, pitf: PITFConfig | None = None,
             device: torch.device = torch.device("cpu"), seed: int = 0) -> Comparison:
-    """Evaluate the checkpoint's model and the named baselines on split.test."""
-    graph = build_graph(posts.subset(split.train))
+    """Evaluate the checkpoint's model and the named baselines on data's test cases."""
+    posts, split, graph = data.posts, data.split, data.graph
     if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:
         raise CheckpointError("the posts differ from those the checkpoint was trained on; "
                          "evaluate with the store it was trained on, or retrain")
-    test = build_cases(posts, split.test, graph)
-    validation = build_cases(posts, split.validation, graph)
+    test, validation = data.test, data.validation
     methods: list[MethodResult] = []
 
     def run(name: str, make_scorer, note: str | Callable[[Any], str] = "") -> None:
@@ -108,7 +106,7 @@ def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: Pro
         run("PITF", fitted_pitf, lambda model: f"k = {config.dim}, epoch {model.best_epoch} of at most "
             f"{config.epochs} (validation P@5)")
     if "content-only" in baselines and checkpoint.model_config.propagate:
-        run("content-only", lambda: _content_only(posts, split, checkpoint, device),
+        run("content-only", lambda: _content_only(data, checkpoint, device),
             "GCN-PHR's scorer without graph messages, same training")
     counts = {**(methods[0].metrics["counts"] if methods else {}), "known_hashtags": graph.n_hashtags}
     return Comparison(
@@ -121,7 +119,7 @@ def compare(posts: PostData, split: Split, checkpoint: Checkpoint, protocol: Pro
     )
 
 
-def _content_only(posts: PostData, split: Split, checkpoint: Checkpoint, device: torch.device) -> Scorer:
+def _content_only(data: SplitPosts, checkpoint: Checkpoint, device: torch.device) -> Scorer:
     # This baseline is a training run (the checkpoint's own configuration, no graph
     # messages): the one place evaluation needs the training loop, imported only here.
     from phr_cli.train import train
@@ -130,7 +128,7 @@ def _content_only(posts: PostData, split: Split, checkpoint: Checkpoint, device:
     train_config = replace(checkpoint.train_config, device=str(device))  # the config holds a name
     with tempfile.TemporaryDirectory(prefix="phr-content-only-") as scratch:
         path = Path(scratch) / "content-only.pt"
-        train(posts, split, model_config, train_config, path, resume=False)
+        train(data, model_config, train_config, path, resume=False)
         return load_checkpoint(path).scorer(device)
 
 
@@ -140,6 +138,6 @@ def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolNa
     """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
     checkpoint = load_checkpoint(checkpoint_path)
     dataset = Dataset.for_checkpoint(store_path, checkpoint, checkpoint_path)
-    comparison = compare(dataset.posts, dataset.split, checkpoint, protocol, baselines, pitf, device, seed)
+    comparison = compare(dataset, checkpoint, protocol, baselines, pitf, device, seed)
     comparison.notices[:0] = dataset.notices
     return comparison

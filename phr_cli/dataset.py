@@ -1,15 +1,18 @@
-"""One store's dataset: its trainable posts and their split, as train, tune and evaluate use them.
+"""The dataset as train, tune and evaluate use it: posts → split → training graph → cases.
 
-`Dataset.from_store` makes a new split (train, tune); `Dataset.for_checkpoint` takes the
-split a checkpoint was trained on and refuses a store whose encoders changed since, or
-that lost some of its posts; in a store that grew it finds the checkpoint's posts by their
-ids and says so in `notices` (evaluate). The graph and the validation/test cases follow from `posts` and `split`
-(`graph.build_graph`, `evaluate.build_cases`).
+`SplitPosts` holds posts and their split, and builds what follows from them once, when
+first asked: the graph of the training posts (`graph.build_graph`) and the validation and
+test cases scored against it (`evaluate.build_cases`). `Dataset` is one store's: its
+trainable posts. `Dataset.from_store` makes a new split (train, tune);
+`Dataset.for_checkpoint` takes the split a checkpoint was trained on and refuses a store
+whose encoders changed since, or that lost some of its posts; in a store that grew it finds
+the checkpoint's posts by their ids and says so in `notices` (evaluate).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +21,42 @@ import torch
 from phr_cli.checkpoint import Checkpoint, Provenance, posts_fingerprint, select_trained_posts
 from phr_cli.encoders.registry import EncoderMismatchError
 from phr_cli.errors import DataError
-from phr_cli.graph import PostData, Split, posts_from_store, split_posts
+from phr_cli.evaluate import TestCases, build_cases
+from phr_cli.graph import Graph, PostData, Split, build_graph, posts_from_store, split_posts
 from phr_cli.store import StoreContents, load_store
 
 MIN_POSTS = 10  # fewer cannot fill an 8:1:1 split
 
 
 @dataclass
-class Dataset:
+class SplitPosts:
+    """Posts, their split, and (built once, when first read) the training graph and the cases."""
+
+    posts: PostData
+    split: Split
+
+    @cached_property
+    def graph(self) -> Graph:
+        """The graph of the training posts: the users, hashtags and items a model knows."""
+        return build_graph(self.posts.subset(self.split.train))
+
+    @cached_property
+    def validation(self) -> TestCases:
+        return build_cases(self.posts, self.split.validation, self.graph)
+
+    @cached_property
+    def test(self) -> TestCases:
+        return build_cases(self.posts, self.split.test, self.graph)
+
+
+@dataclass
+class Dataset(SplitPosts):
+    """One store's trainable posts (a user, a hashtag, readable content) and their split."""
+
     store_path: Path
     contents: StoreContents
-    posts: PostData  # the store's trainable posts (a user, a hashtag, readable content)
     names: list[str]  # each post as a message names it (its manifest line, else its path)
     skipped: dict[str, int]  # posts left out, by reason
-    split: Split
     store_rows: np.ndarray | None = None  # the /posts row of each post (None: not known)
     notices: list[str] = field(default_factory=list)  # what the caller should be told (a grown store)
 
@@ -45,7 +70,7 @@ class Dataset:
             raise DataError(f"{store_path}: only {len(selected.posts)} trainable posts (with a user and a "
                             f"hashtag; at least {MIN_POSTS} needed); left out: {left_out}")
         split = split_posts(selected.posts, seed=seed, by=split_by, names=selected.names)
-        return cls(Path(store_path), contents, selected.posts, selected.names, selected.skipped, split,
+        return cls(selected.posts, split, Path(store_path), contents, selected.names, selected.skipped,
                    selected.store_rows)
 
     @classmethod
@@ -60,8 +85,8 @@ class Dataset:
                                        f"{checkpoint_path} was trained on ({provenance.store}); "
                                        "evaluate on that store, or retrain on this one")
         selected, notice = select_trained_posts(contents, checkpoint, checkpoint_path)
-        return cls(Path(store_path), contents, selected.posts, selected.names, selected.skipped,
-                   checkpoint.split, selected.store_rows, [notice] if notice else [])
+        return cls(selected.posts, checkpoint.split, Path(store_path), contents, selected.names, selected.skipped,
+                   selected.store_rows, [notice] if notice else [])
 
     @property
     def split_sizes(self) -> tuple[int, int, int]:

@@ -30,11 +30,11 @@ from phr_cli.checkpoint import (
     split_to_dict,
 )
 from phr_cli.config import TrainConfig
-from phr_cli.dataset import Dataset
+from phr_cli.dataset import Dataset, SplitPosts
 from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
 from phr_cli.errors import DataError
-from phr_cli.evaluate import TestCases, build_cases, evaluate, small_data_notices
-from phr_cli.graph import Graph, PostData, Split, build_graph
+from phr_cli.evaluate import TestCases, evaluate, small_data_notices
+from phr_cli.graph import Graph, PostData
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
 
 # Settings that may change between an interrupted run and its resumption.
@@ -153,8 +153,7 @@ def _resumable(raw: dict[str, Any], expected: dict[str, Any]) -> bool:
 
 
 def train(
-    posts: PostData,
-    split: Split,
+    data: SplitPosts,
     model_config: ModelConfig,
     config: TrainConfig,
     checkpoint_path: Path,
@@ -162,7 +161,7 @@ def train(
     progress: ProgressCallback | None = None,
     resume: bool = True,
 ) -> TrainResult:
-    """Train on `split.train`, select the epoch on `split.validation`, checkpoint every epoch.
+    """Train on data's training graph, select the epoch on its validation cases, checkpoint every epoch.
 
     `progress(epoch, loss, metric, best_metric)` is called after each epoch (epoch 1-based,
     best_metric the best validation value so far). With `resume`, a checkpoint of the same
@@ -172,19 +171,18 @@ def train(
     metadata = (provenance or Provenance()).to_dict()  # refuses what would not load safely, early
     ranks, device = join(config.device)
     try:
-        return _train(posts, split, model_config, config, Path(checkpoint_path), metadata, progress,
-                      resume, ranks, device)
+        return _train(data, model_config, config, Path(checkpoint_path), metadata, progress, resume, ranks, device)
     finally:
         leave(ranks)
 
 
-def _train(posts: PostData, split: Split, model_config: ModelConfig, config: TrainConfig,
+def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
            checkpoint_path: Path, metadata: dict[str, Any], progress: ProgressCallback | None,
            resume: bool, ranks: Ranks, device: torch.device) -> TrainResult:
-    graph = build_graph(posts.subset(split.train))
+    posts, split, graph = data.posts, data.split, data.graph
     if graph.n_hashtags < 2 or len(graph.triples) == 0:
         raise DataError("training posts need at least two distinct hashtags")
-    validation = build_cases(posts, split.validation, graph)
+    validation = data.validation
     id_dropout = model_config.item_id_dropout
     if id_dropout is None:
         id_dropout = new_item_share(posts, split.validation, graph)
@@ -473,8 +471,7 @@ def train_from_store(
     if not overwrite:
         _refuse_overwriting(checkpoint_path, model_config, config, split_by)
     dataset = Dataset.from_store(store_path, split_by, config.seed)
-    result = train(dataset.posts, dataset.split, model_config, config, checkpoint_path, dataset.provenance(),
-                   progress, resume)
+    result = train(dataset, model_config, config, checkpoint_path, dataset.provenance(), progress, resume)
     _, n_validation, n_test = dataset.split_sizes
     return StoreTraining(result, len(dataset.posts), dataset.skipped, dataset.split_sizes,
                          small_data_notices({"validation": n_validation, "test": n_test}))

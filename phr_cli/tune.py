@@ -173,7 +173,7 @@ def tune(
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-            result = train(dataset.posts, dataset.split, model_config, train_config,
+            result = train(dataset, model_config, train_config,
                            Path(scratch) / f"trial-{trial.number}.pt", provenance, report, resume=False)
             value = result.best_metric
             if math.isnan(value):

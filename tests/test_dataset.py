@@ -9,10 +9,11 @@ from test_train import planted_posts
 
 from phr_cli.checkpoint import CheckpointError, load_checkpoint
 from phr_cli.config import TrainConfig
-from phr_cli.dataset import Dataset
+from phr_cli.dataset import Dataset, SplitPosts
 from phr_cli.encoders.registry import EncoderMismatchError
 from phr_cli.errors import DataError
-from phr_cli.graph import split_posts
+from phr_cli.evaluate import build_cases
+from phr_cli.graph import build_graph, split_posts
 from phr_cli.model import ModelConfig
 from phr_cli.train import train_from_store
 from support.stores import write_text_store
@@ -30,6 +31,22 @@ def test_a_store_dataset_splits_its_posts_and_records_training_hashtags_only(tmp
     used = dataset.provenance().user_hashtags
     trained = {tag for row in dataset.split.train for tag in posts.hashtags[row]}
     assert set().union(*used.values()) == trained
+
+
+def test_split_posts_build_the_training_graph_and_the_cases_once():
+    posts = planted_posts(n_users=6, posts_per_user=5)
+    split = split_posts(posts, seed=1, by="post")
+    data = SplitPosts(posts, split)
+    graph = build_graph(posts.subset(split.train))
+    assert data.graph is data.graph  # built on first read, then kept
+    assert (data.graph.users, data.graph.hashtags, data.graph.items) == (graph.users, graph.hashtags, graph.items)
+    np.testing.assert_array_equal(data.graph.triples, graph.triples)
+    for cases, rows in ((data.validation, split.validation), (data.test, split.test)):
+        expected = build_cases(posts, rows, graph)
+        np.testing.assert_array_equal(cases.rows, expected.rows)
+        np.testing.assert_array_equal(cases.users, expected.users)
+        assert [r.tolist() for r in cases.relevant] == [r.tolist() for r in expected.relevant]
+    assert data.test is data.test
 
 
 def test_too_few_posts_are_refused(tmp_path):

@@ -15,6 +15,7 @@ from phr_cli.baselines import GlobalPopularity, UserPopularity
 from phr_cli.checkpoint import CheckpointError, Provenance, load_checkpoint, save_checkpoint
 from phr_cli.cli import app
 from phr_cli.config import TrainConfig
+from phr_cli.dataset import SplitPosts
 from phr_cli.errors import DataError
 from phr_cli.evaluate import build_cases, evaluate
 from phr_cli.graph import PostData, build_graph, split_posts
@@ -78,7 +79,7 @@ FAST = TrainConfig(epochs=60, batch_size=128, lr=3e-3, patience=60, device="cpu"
 def trained(data, tmp_path_factory):
     posts, split = data
     path = tmp_path_factory.mktemp("train") / "model.pt"
-    result = train(posts, split, ModelConfig(dim=64), FAST, path, PROVENANCE)
+    result = train(SplitPosts(posts, split), ModelConfig(dim=64), FAST, path, PROVENANCE)
     return result, path
 
 
@@ -149,19 +150,19 @@ def assert_same_state(first: dict[str, torch.Tensor], second: dict[str, torch.Te
 def uninterrupted(data, tmp_path_factory):
     posts, split = data
     path = tmp_path_factory.mktemp("reference") / "model.pt"
-    train(posts, split, SMALL_MODEL, SMALL, path)
+    train(SplitPosts(posts, split), SMALL_MODEL, SMALL, path)
     return path
 
 
 def test_same_seed_gives_the_same_checkpoint(data, uninterrupted, tmp_path):
     posts, split = data
-    train(posts, split, SMALL_MODEL, SMALL, tmp_path / "again.pt")
+    train(SplitPosts(posts, split), SMALL_MODEL, SMALL, tmp_path / "again.pt")
     numbers, state = state_of(tmp_path / "again.pt")
     reference_numbers, reference_state = state_of(uninterrupted)
     assert numbers == reference_numbers
     assert_same_state(state, reference_state)
 
-    train(posts, split, SMALL_MODEL, replace(SMALL, seed=4), tmp_path / "other.pt")
+    train(SplitPosts(posts, split), SMALL_MODEL, replace(SMALL, seed=4), tmp_path / "other.pt")
     assert state_of(tmp_path / "other.pt")[0] != reference_numbers
 
 
@@ -174,11 +175,11 @@ def test_resume_continues_at_the_next_epoch(data, uninterrupted, tmp_path):
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        train(posts, split, SMALL_MODEL, SMALL, path, progress=interrupt_after_two)
+        train(SplitPosts(posts, split), SMALL_MODEL, SMALL, path, progress=interrupt_after_two)
     assert len(load_checkpoint(path).history) == 2
 
     seen = []
-    result = train(posts, split, SMALL_MODEL, SMALL, path, progress=lambda epoch, *_: seen.append(epoch))
+    result = train(SplitPosts(posts, split), SMALL_MODEL, SMALL, path, progress=lambda epoch, *_: seen.append(epoch))
     assert seen == [3, 4] and result.resumed_from_epoch == 2
     # Resumed, the run ends exactly where an uninterrupted one does.
     numbers, state = state_of(path)
@@ -191,7 +192,7 @@ def test_batch_steps_train_as_full_graph_steps(data, uninterrupted, tmp_path):
     """The default step (receptive field of the batch) and the plain full-graph step are
     the same maths: four epochs end at the same weights, within float rounding."""
     posts, split = data
-    result = train(posts, split, SMALL_MODEL, replace(SMALL, step_propagation="full"), tmp_path / "full.pt")
+    result = train(SplitPosts(posts, split), SMALL_MODEL, replace(SMALL, step_propagation="full"), tmp_path / "full.pt")
     assert all(epoch["train_seconds"] <= epoch["seconds"] for epoch in result.history)
     numbers, state = state_of(tmp_path / "full.pt")
     reference_numbers, reference_state = state_of(uninterrupted)
@@ -205,9 +206,9 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(data, tmp_path):
     posts, split = data
     path = tmp_path / "model.pt"
     one_epoch = replace(SMALL, epochs=1)
-    train(posts, split, SMALL_MODEL, one_epoch, path)
+    train(SplitPosts(posts, split), SMALL_MODEL, one_epoch, path)
     seen = []
-    result = train(posts, split, SMALL_MODEL, replace(one_epoch, lr=1e-2), path,
+    result = train(SplitPosts(posts, split), SMALL_MODEL, replace(one_epoch, lr=1e-2), path,
                    progress=lambda epoch, *_: seen.append(epoch))
     assert seen == [1] and result.resumed_from_epoch is None
     assert load_checkpoint(path).train_config.lr == 1e-2
@@ -217,10 +218,10 @@ def test_early_stopping_keeps_the_best_epoch_and_is_final(data, tmp_path):
     posts, split = data
     path = tmp_path / "model.pt"
     frozen = replace(SMALL, lr=0.0, patience=2, epochs=10)  # validation can never improve
-    result = train(posts, split, SMALL_MODEL, frozen, path)
+    result = train(SplitPosts(posts, split), SMALL_MODEL, frozen, path)
     assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
     seen = []
-    again = train(posts, split, SMALL_MODEL, frozen, path, progress=lambda epoch, *_: seen.append(epoch))
+    again = train(SplitPosts(posts, split), SMALL_MODEL, frozen, path, progress=lambda epoch, *_: seen.append(epoch))
     assert seen == [] and again.best_epoch == 1 and again.stopped_early
 
 
@@ -244,7 +245,8 @@ def test_negatives_are_never_on_the_post():
 def test_metadata_must_load_safely(data, tmp_path):
     posts, split = data
     with pytest.raises(TypeError, match="ndarray"):
-        train(posts, split, SMALL_MODEL, SMALL, tmp_path / "model.pt", Provenance(encoders={"pca": np.zeros(3)}))
+        train(SplitPosts(posts, split), SMALL_MODEL, SMALL, tmp_path / "model.pt",
+              Provenance(encoders={"pca": np.zeros(3)}))
 
 
 def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path, monkeypatch, request):
