@@ -59,9 +59,9 @@ def _metric(parts: Tensor, scales: Tensor, relevant: list[np.ndarray], metric: s
     return ranking_metrics(scores, relevant, ks=(k,), rng=np.random.default_rng(seed))[metric]
 
 
-def _search(parts: Tensor, relevant: list[np.ndarray], metric: str, seed: int) -> Tensor:
-    """Scales (parts,) that maximise the metric on these cases, from all ones."""
-    scales = torch.ones(len(parts), device=parts.device)
+def _search(parts: Tensor, relevant: list[np.ndarray], metric: str, seed: int, start: Tensor) -> Tensor:
+    """Scales (parts,) that maximise the metric on these cases, from `start`."""
+    scales = start.clone()
     best = _metric(parts, scales, relevant, metric, seed)
     for _ in range(ROUNDS):
         for part in range(len(parts)):
@@ -77,20 +77,24 @@ def _search(parts: Tensor, relevant: list[np.ndarray], metric: str, seed: int) -
 def calibrate(scorer: ModelScorer, posts: PostData, cases: TestCases, metric: str = "P@5",
               seed: int = 0) -> Calibration | None:
     """Choose the scorer's `model.part_scales` on validation cases (see the module
-    docstring); None when the model has a single part or fewer than MIN_CASES cases."""
+    docstring), starting from the model as trained (`GCNPHR.trained_part_scales`: PITF's
+    factors, fitted beside it, at 0); None when the model has a single part or fewer than
+    MIN_CASES cases, and then the model keeps its trained scales."""
     model = scorer.model
+    start = model.trained_part_scales()
+    model.part_scales.copy_(start)
     if model.evidence is None or len(cases) < MIN_CASES:
         return None
     chosen = np.random.default_rng(seed).permutation(len(cases))[:MAX_CASES]
     fit_rows, check_rows = chosen[: len(chosen) // 2], chosen[len(chosen) // 2:]
-    model.part_scales.fill_(1.0)
+    model.part_scales.fill_(1.0)  # the parts as they are, each scaled below
     fit_parts = _parts(scorer, posts, cases, fit_rows)
-    scales = _search(torch.stack(list(fit_parts.values())), [cases.relevant[r] for r in fit_rows], metric, seed)
+    scales = _search(torch.stack(list(fit_parts.values())), [cases.relevant[r] for r in fit_rows], metric, seed,
+                     start)
     check_parts = torch.stack(list(_parts(scorer, posts, cases, check_rows).values()))
     check_relevant = [cases.relevant[r] for r in check_rows]
-    before = _metric(check_parts, torch.ones_like(scales), check_relevant, metric, seed)
+    before = _metric(check_parts, start, check_relevant, metric, seed)
     after = _metric(check_parts, scales, check_relevant, metric, seed)
     kept = after > before
-    if kept:
-        model.part_scales.copy_(scales)
+    model.part_scales.copy_(scales if kept else start)
     return Calibration(dict(zip(fit_parts, scales.tolist())), before, after, kept, metric)

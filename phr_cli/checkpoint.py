@@ -30,8 +30,9 @@ from phr_cli.posts import normalize_user
 from phr_cli.store import StoreContents, TextProjection
 
 # /2: the default model's evidence terms and item IDs (state dict entries and config fields);
-# /3: the evidence's timed uses; /4: its "similar own posts" tables and config field.
-CHECKPOINT_FORMAT = "phr-gcn-checkpoint/4"
+# /3: the evidence's timed uses; /4: its "similar own posts" tables and config field; /5: PITF's
+# factors as a score part (`factors.TagFactors`) and config field.
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/5"
 
 
 class CheckpointError(PhrError):
@@ -112,6 +113,7 @@ class Checkpoint:
     completed: bool
     stopped_early: bool
     provenance: Provenance
+    pitf_epoch: int | None = None  # the epoch of the PITF fit behind the model's factors (None: none)
 
     def model(self, device: torch.device = torch.device("cpu")) -> GCNPHR:
         """The best epoch's model in eval mode, serving the saved representations (no graph needed)."""
@@ -178,6 +180,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         completed=raw["completed"],
         stopped_early=raw["stopped_early"],
         provenance=Provenance.from_dict(raw["metadata"]),
+        pitf_epoch=raw.get("pitf_epoch"),
     )
 
 

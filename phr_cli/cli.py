@@ -438,6 +438,8 @@ def train(
     similar_posts: bool = typer.Option(True, "--similar-posts/--no-similar-posts", help="Weigh the user's "
                                        "past hashtags by how alike their items' tags are to this item's "
                                        "(an evidence term)."),
+    factors: bool = typer.Option(True, "--factors/--no-factors", help="Fit PITF once the model is trained "
+                                 "and add its score as one more calibrated part (with the evidence)."),
     hard_negatives: float = typer.Option(0.5, "--hard-negatives", min=0.0, max=1.0,
                                          help="Share of negatives drawn from the user's and the item's "
                                          "own hashtags."),
@@ -490,7 +492,7 @@ def train(
                                    variant="full" if variant is Variant.paper else variant.value,
                                    propagate=not content_only, video_messages=video_messages.value,
                                    item_id_dropout=item_id_dropout, neighbours=neighbours, recency=recency,
-                                   similar_posts=similar_posts, **chosen)
+                                   similar_posts=similar_posts, factors=factors, **chosen)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
                              weight_decay=weight_decay, negatives=negatives, patience=patience,
                              seed=seed, device=device, hard_negatives=hard_negatives)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from phr_cli.aggregate import SparsePattern
 from phr_cli.errors import ConfigError
 from phr_cli.evidence import TagEvidence
+from phr_cli.factors import FACTORS, TagFactors
 from phr_cli.graph import MODALITIES, Graph
 from phr_cli.neighbours import ContentIndex, content_vectors
 
@@ -84,11 +85,16 @@ class ModelConfig:
     # held-out posts (which stand for the deployment) bring new content.
     item_ids: bool = True
     item_id_dropout: float | None = None
+    # ... and, with the evidence, PITF's factors as one more score part, fitted once the
+    # model is trained (`factors.TagFactors`): the latent tastes the model's own parts,
+    # stopped early with the evidence, learn far less of.
+    factors: bool = True
 
     @classmethod
     def paper(cls, **changes: object) -> ModelConfig:
         """GCN-PHR exactly as the paper's equations: no self-loop, no evidence, no item IDs."""
-        return cls(**{"residual": False, "evidence": False, "item_ids": False, **changes})  # type: ignore[arg-type]
+        return cls(**{"residual": False, "evidence": False, "item_ids": False, "factors": False,  # type: ignore[arg-type]
+                      **changes})
 
     @property
     def form(self) -> str:
@@ -659,14 +665,22 @@ class GCNPHR(nn.Module):
         # model starts as the count prior (a strong ranking), not as that prior plus the noise
         # of an untrained graph score, and lets the graph in as far as it helps (ReZero).
         self.graph_gate = nn.Parameter(torch.zeros(())) if config.evidence else None
-        # One scale per score part (`score_parts`), fitted on validation after training
-        # (`calibration.calibrate`); ones until then.
-        terms = TagEvidence.terms(config.recency, config.similar_posts)
-        self.register_buffer("part_scales", torch.ones(1 + (len(terms) if config.evidence else 0)))
         self.evidence = (TagEvidence(n_users, n_items, n_hashtags, 0, 0, 0, ContentIndex(item_width, 0, n_hashtags, 0),
                                      config.neighbours, config.recency, config.similar_posts)
                          if config.evidence else None)
+        self.factors = (TagFactors(n_users, n_items, n_hashtags, self.item_encoder.widths)
+                        if config.evidence and config.factors else None)
+        # One scale per score part (`score_parts`), fitted on validation after training
+        # (`calibration.calibrate`); the trained model's until then.
+        self.register_buffer("part_scales", self.trained_part_scales())
         self._reset_parameters()
+
+    def trained_part_scales(self) -> Tensor:
+        """The part scales of the model as trained, before calibration: ones, and 0 for PITF's
+        factors, which enter only at the scale calibration finds for them on validation."""
+        n_terms = len(self.evidence.active_terms) if self.evidence is not None else 0
+        return torch.tensor([1.0] * (1 + n_terms) + [0.0] * (self.factors is not None),
+                            device=self.user_embedding.weight.device)
 
     def _reset_parameters(self) -> None:
         nn.init.normal_(self.user_embedding.weight, std=self.config.init_std)
@@ -885,7 +899,8 @@ class GCNPHR(nn.Module):
                     features: dict[str, Tensor], masks: dict[str, Tensor], times: Tensor | None = None
                     ) -> dict[str, Tensor]:
         """The score of every hashtag (B, H) for posts, as named parts that sum to it: "graph"
-        (Eq. 9-10 on the propagated representations) and, with evidence, its terms.
+        (Eq. 9-10 on the propagated representations) and, with evidence, its terms and
+        PITF's "factors".
 
         users (B,) are graph user ids (-1: cold), items (B,) graph item ids (-1: new
         content); features and masks describe the posts' content per modality; times (B,)
@@ -898,6 +913,8 @@ class GCNPHR(nn.Module):
         if self.evidence is not None:
             parts.update(self.evidence.term_rows(users, items, self.similarity_vectors(standardised, mask_matrix),
                                                  times))
+        if self.factors is not None:
+            parts[FACTORS] = self.factors.score_rows(users, items, features, masks)
         return {name: scale * part for scale, (name, part) in zip(self.part_scales, parts.items())}
 
     def score_posts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from phr_cli import __version__
+from phr_cli.baselines import PITF, PITFConfig
 from phr_cli.calibration import calibrate
 from phr_cli.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -34,7 +35,7 @@ from phr_cli.dataset import Dataset, SplitPosts
 from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
 from phr_cli.errors import DataError
 from phr_cli.evaluate import TestCases, evaluate, small_data_notices
-from phr_cli.graph import Graph, PostData
+from phr_cli.graph import MODALITIES, Graph, PostData
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
 
 # Settings that may change between an interrupted run and its resumption.
@@ -269,10 +270,15 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
             completed = stopped_early or epoch == config.epochs
             current = _cpu_state(model)
             if completed and model.evidence is not None:
-                # The best epoch's weights, their parts scaled to the validation posts; saved
-                # with the last epoch, so that a kill cannot leave a finished, uncalibrated run.
+                # The best epoch's weights, PITF's factors beside them, their parts scaled to
+                # the validation posts; saved with the last epoch, so that a kill cannot leave
+                # a finished, uncalibrated run.
                 model.load_state_dict(best["state"])
                 model.eval()
+                if model.factors is not None:
+                    pitf = fit_pitf(data, model, device, config.seed)
+                    model.factors.load_fitted(pitf)
+                    payload["pitf_epoch"] = pitf.best_epoch
                 result = calibrate(ModelScorer(model, best["users"].to(device), best["hashtags"].to(device),
                                                graph.item_index), posts, validation,
                                    metric=config.validation_metric, seed=config.seed)
@@ -318,6 +324,19 @@ def _restore(
     if device.type == "cuda" and state["cuda_rng"] is not None:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
     rng.bit_generator.state = state["numpy_rng"]
+
+
+def fit_pitf(data: SplitPosts, model: GCNPHR, device: torch.device, seed: int) -> PITF:
+    """PITF on data's training graph, as `phr evaluate` fits the baseline (its epoch chosen on
+    validation P@5 when there are validation cases), its content map over the model's modalities."""
+    graph = data.graph
+    present = [m for m in MODALITIES if m in graph.item_features and np.asarray(graph.item_masks[m]).any()]
+    pitf = PITF(graph, PITFConfig(device=device, seed=seed,
+                                  modalities="present" if list(model.item_encoder.widths) == present else "all"))
+    validation = data.validation
+    pitf.fit(validation=(lambda fitting: evaluate(fitting, data.posts, validation, protocol="full", ks=(5,),
+                                                  seed=seed)["full"]["all"]["P@5"]) if len(validation) else None)
+    return pitf
 
 
 def _result(
