@@ -23,6 +23,7 @@ from torch import Tensor
 
 from phr_cli.config import TrainConfig
 from phr_cli.errors import PhrError
+from phr_cli.factors import FittedFactors
 from phr_cli.files import atomic_file, interrupt_after
 from phr_cli.graph import PostData, Split, StorePosts, posts_from_store
 from phr_cli.model import GCNPHR, ModelConfig
@@ -122,6 +123,14 @@ class Checkpoint:
         model.to(device).eval()
         model.save_representations(self.user_representations, self.hashtag_representations)
         return model
+
+    def fitted_factors(self) -> FittedFactors | None:
+        """The PITF fit behind the model's factors part (None: the model has none)."""
+        if self.pitf_epoch is None:
+            return None
+        prefix = "factors."
+        return FittedFactors({k[len(prefix):]: v for k, v in self.state_dict.items() if k.startswith(prefix)},
+                             self.pitf_epoch)
 
     def scorer(self, device: torch.device = torch.device("cpu")) -> ModelScorer:
         """The best epoch's model as an `evaluate.Scorer`."""

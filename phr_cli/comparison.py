@@ -158,7 +158,8 @@ def _content_only(data: SplitPosts, checkpoint: Checkpoint, device: torch.device
     train_config = replace(checkpoint.train_config, device=str(device))  # the config holds a name
     with tempfile.TemporaryDirectory(prefix="phr-content-only-") as scratch:
         path = Path(scratch) / "content-only.pt"
-        train(data, model_config, train_config, path, resume=False)
+        # The checkpoint's PITF fit is on these posts with this seed: taken, not fitted again.
+        train(data, model_config, train_config, path, resume=False, factors=checkpoint.fitted_factors())
         return load_checkpoint(path).scorer(device)
 
 

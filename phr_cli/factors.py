@@ -15,6 +15,7 @@ present modality standardised with the training items' statistics and a presence
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
     from phr_cli.baselines import PITF
 
 FACTORS = "factors"  # the score part's name
+
+
+@dataclass
+class FittedFactors:
+    """A PITF fit as a checkpoint keeps it: TagFactors' state and the epoch PITF chose."""
+
+    state: dict[str, Tensor]
+    epoch: int
 
 
 class TagFactors(nn.Module):

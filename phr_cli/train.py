@@ -35,6 +35,7 @@ from phr_cli.dataset import Dataset, SplitPosts
 from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
 from phr_cli.errors import DataError
 from phr_cli.evaluate import TestCases, evaluate, small_data_notices
+from phr_cli.factors import FittedFactors
 from phr_cli.graph import MODALITIES, Graph, PostData
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
 
@@ -161,25 +162,28 @@ def train(
     provenance: Provenance | None = None,
     progress: ProgressCallback | None = None,
     resume: bool = True,
+    factors: FittedFactors | None = None,
 ) -> TrainResult:
     """Train on data's training graph, select the epoch on its validation cases, checkpoint every epoch.
 
     `progress(epoch, loss, metric, best_metric)` is called after each epoch (epoch 1-based,
     best_metric the best validation value so far). With `resume`, a checkpoint of the same
     data, split and configuration (epochs and device may differ) continues at its next epoch.
-    `provenance` is saved as it is (none: an empty record).
+    `provenance` is saved as it is (none: an empty record). A model with PITF's factors
+    takes `factors` (a fit on the same posts with the same seed) instead of fitting PITF.
     """
     metadata = (provenance or Provenance()).to_dict()  # refuses what would not load safely, early
     ranks, device = join(config.device)
     try:
-        return _train(data, model_config, config, Path(checkpoint_path), metadata, progress, resume, ranks, device)
+        return _train(data, model_config, config, Path(checkpoint_path), metadata, progress, resume, ranks, device,
+                      factors)
     finally:
         leave(ranks)
 
 
 def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
            checkpoint_path: Path, metadata: dict[str, Any], progress: ProgressCallback | None,
-           resume: bool, ranks: Ranks, device: torch.device) -> TrainResult:
+           resume: bool, ranks: Ranks, device: torch.device, factors: FittedFactors | None) -> TrainResult:
     posts, split, graph = data.posts, data.split, data.graph
     if graph.n_hashtags < 2 or len(graph.triples) == 0:
         raise DataError("training posts need at least two distinct hashtags")
@@ -275,7 +279,10 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
                 # a finished, uncalibrated run.
                 model.load_state_dict(best["state"])
                 model.eval()
-                if model.factors is not None:
+                if model.factors is not None and factors is not None:
+                    model.factors.load_state_dict(factors.state)
+                    payload["pitf_epoch"] = factors.epoch
+                elif model.factors is not None:
                     pitf = fit_pitf(data, model, device, config.seed)
                     model.factors.load_fitted(pitf)
                     payload["pitf_epoch"] = pitf.best_epoch

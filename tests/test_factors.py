@@ -69,7 +69,19 @@ def test_training_fits_the_factors_and_evaluate_reuses_them_as_the_pitf_baseline
     scorer = FactorScorer(model, data.graph.item_index)
     assert scorer.score(data.test.users[:3], posts.subset(data.test.rows[:3])).shape == (3, data.graph.n_hashtags)
 
+    # The content-only baseline's training takes the checkpoint's fit rather than fitting again.
+    content_only = compare(data, checkpoint, "full", baselines=("content-only",))
+    assert [m.name for m in content_only.methods] == ["GCN-PHR", "content-only"]
+    fitted_factors = checkpoint.fitted_factors()
+    assert fitted_factors is not None and fitted_factors.epoch == checkpoint.pitf_epoch
+    again = tmp_path / "content-only.pt"
+    train(data, replace(ModelConfig(dim=8), propagate=False), config, again, factors=fitted_factors)
+    reloaded = load_checkpoint(again)
+    assert reloaded.pitf_epoch == checkpoint.pitf_epoch
+    for name, value in fitted_factors.state.items():
+        assert torch.equal(reloaded.state_dict[f"factors.{name}"], value)
+
     without = replace(ModelConfig(dim=8), factors=False)
     train(data, without, config, tmp_path / "plain.pt")
     plain = load_checkpoint(tmp_path / "plain.pt")
-    assert plain.pitf_epoch is None and plain.model().factors is None
+    assert plain.pitf_epoch is None and plain.model().factors is None and plain.fitted_factors() is None
