@@ -290,6 +290,13 @@ class PITF:
                     parameter.copy_(kept)
         return losses
 
+    def fit_on_validation(self, posts: PostData, validation: TestCases, seed: int = 0) -> PITF:
+        """`fit` with its epoch chosen on validation P@5 (full ranking; ties broken with the
+        seed), as every method's setting is chosen; all epochs without validation cases."""
+        self.fit(validation=(lambda fitting: evaluate(fitting, posts, validation, protocol="full", ks=(5,),
+                                                      seed=seed)["full"]["all"]["P@5"]) if len(validation) else None)
+        return self
+
     def _loss(self, users: torch.Tensor, items: torch.Tensor, positives: torch.Tensor,
               negatives: torch.Tensor) -> torch.Tensor:
         # index_select, not [ ]: on a CPU its backward (an index_add) is much faster than index_put's.

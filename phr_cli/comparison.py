@@ -106,15 +106,8 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
     elif "PITF" in baselines:
         config = pitf or PITFConfig(device=device)
 
-        def fitted_pitf() -> PITF:
-            model = PITF(graph, config)
-            # Selected on validation P@5, as β, k and GCN-PHR's epoch are (none without validation posts).
-            model.fit(validation=(lambda fitting: evaluate(fitting, posts, validation, protocol="full", ks=(5,),
-                                                           seed=seed)["full"]["all"]["P@5"]) if len(validation)
-                      else None)
-            return model
-
-        run("PITF", fitted_pitf, lambda model: f"k = {config.dim}, epoch {model.best_epoch} of at most "
+        run("PITF", lambda: PITF(graph, config).fit_on_validation(posts, validation, seed),
+            lambda model: f"k = {config.dim}, epoch {model.best_epoch} of at most "
             f"{config.epochs} (validation P@5)")
     if "content-only" in baselines and checkpoint.model_config.propagate:
         run("content-only", lambda: _content_only(data, checkpoint, device),

@@ -338,12 +338,9 @@ def fit_pitf(data: SplitPosts, model: GCNPHR, device: torch.device, seed: int) -
     validation P@5 when there are validation cases), its content map over the model's modalities."""
     graph = data.graph
     present = [m for m in MODALITIES if m in graph.item_features and np.asarray(graph.item_masks[m]).any()]
-    pitf = PITF(graph, PITFConfig(device=device, seed=seed,
-                                  modalities="present" if list(model.item_encoder.widths) == present else "all"))
-    validation = data.validation
-    pitf.fit(validation=(lambda fitting: evaluate(fitting, data.posts, validation, protocol="full", ks=(5,),
-                                                  seed=seed)["full"]["all"]["P@5"]) if len(validation) else None)
-    return pitf
+    config = PITFConfig(device=device, seed=seed,
+                        modalities="present" if list(model.item_encoder.widths) == present else "all")
+    return PITF(graph, config).fit_on_validation(data.posts, data.validation, seed)
 
 
 def _result(
