@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -123,6 +123,11 @@ class Checkpoint:
         model.to(device).eval()
         model.save_representations(self.user_representations, self.hashtag_representations)
         return model
+
+    def factor_scorer(self, device: torch.device = torch.device("cpu")) -> FactorScorer:
+        """The model's PITF factors alone as an `evaluate.Scorer`: the PITF fit behind them."""
+        model = self.model(device)
+        return FactorScorer(model, *model.propagate(), item_index={item: i for i, item in enumerate(self.items)})
 
     def fitted_factors(self) -> FittedFactors | None:
         """The PITF fit behind the model's factors part (None: the model has none)."""
@@ -283,6 +288,16 @@ def select_trained_posts(contents: StoreContents, checkpoint: Checkpoint,
                     f"trained; evaluating on the {len(posts)} it was trained on (retrain to use them all)")
 
 
+class PostTensors(NamedTuple):
+    """A chunk of posts as `GCNPHR.score_parts` reads them."""
+
+    users: Tensor  # graph ids, -1: cold
+    items: Tensor  # graph ids, -1: new content
+    features: dict[str, Tensor]
+    masks: dict[str, Tensor]
+    times: Tensor | None  # Unix seconds, NaN: unknown
+
+
 class ModelScorer:
     """GCN-PHR as an `evaluate.Scorer`: scores of every known hashtag for each post."""
 
@@ -292,27 +307,44 @@ class ModelScorer:
         self.item_index = item_index  # training items by key: a post of one of them gets its ID and counts
         self.rows_per_chunk = rows_per_chunk
 
+    def _chunks(self, users: np.ndarray, posts: PostData) -> Iterator[PostTensors]:
+        """The posts as tensors on the model's device, rows_per_chunk posts at a time."""
+        device = self.user_reps.device
+        users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=device)
+        for start in range(0, len(posts), self.rows_per_chunk):
+            chunk = slice(start, start + self.rows_per_chunk)
+            yield PostTensors(
+                users_t[chunk],
+                torch.as_tensor([self.item_index.get(item, -1) for item in posts.items[chunk]],
+                                dtype=torch.long, device=device),
+                {m: torch.as_tensor(np.asarray(f[chunk], dtype=np.float32), device=device)
+                 for m, f in posts.features.items()},
+                {m: torch.as_tensor(np.asarray(k[chunk], dtype=bool), device=device) for m, k in posts.masks.items()},
+                None if posts.times is None else torch.as_tensor(posts.times[chunk], dtype=torch.float64,
+                                                                 device=device))
+
     @torch.no_grad()
     def parts(self, users: np.ndarray, posts: PostData) -> Iterator[dict[str, Tensor]]:
         """The named score parts (`GCNPHR.score_parts`) of every hashtag for posts, one chunk
         of rows_per_chunk posts at a time; users[b] is the graph user index, -1 when cold.
         A post's time (posts.times) weighs the user's past uses of each hashtag by recency."""
-        device = self.user_reps.device
-        users_t = torch.as_tensor(np.asarray(users, dtype=np.int64), device=device)
-        for start in range(0, len(posts), self.rows_per_chunk):
-            chunk = slice(start, start + self.rows_per_chunk)
-            features = {m: torch.as_tensor(np.asarray(f[chunk], dtype=np.float32), device=device)
-                        for m, f in posts.features.items()}
-            masks = {m: torch.as_tensor(np.asarray(k[chunk], dtype=bool), device=device)
-                     for m, k in posts.masks.items()}
-            items = torch.as_tensor([self.item_index.get(item, -1) for item in posts.items[chunk]],
-                                    dtype=torch.long, device=device)
-            times = None if posts.times is None else torch.as_tensor(posts.times[chunk], dtype=torch.float64,
-                                                                     device=device)
-            yield self.model.score_parts(self.user_reps, self.hashtag_reps, users_t[chunk], items, features, masks,
-                                         times)
+        for chunk in self._chunks(users, posts):
+            yield self.model.score_parts(self.user_reps, self.hashtag_reps, *chunk)
+
 
     def score(self, users: np.ndarray, posts: PostData) -> Tensor:
         """(len(posts), n_hashtags) on the model's device: the sum of the parts."""
         blocks = [torch.stack(list(parts.values())).sum(dim=0) for parts in self.parts(users, posts)]
+        return torch.cat(blocks) if blocks else self.hashtag_reps.new_zeros(0, len(self.hashtag_reps))
+
+
+class FactorScorer(ModelScorer):
+    """The model's PITF factors part alone (`factors.TagFactors`, unscaled) as an `evaluate.Scorer`."""
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray, posts: PostData) -> Tensor:
+        factors = self.model.factors
+        assert factors is not None, "the model has no factors part"
+        blocks = [factors.score_rows(chunk.users, chunk.items, chunk.features, chunk.masks)
+                  for chunk in self._chunks(users, posts)]
         return torch.cat(blocks) if blocks else self.hashtag_reps.new_zeros(0, len(self.hashtag_reps))

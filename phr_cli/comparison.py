@@ -15,9 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 
 from phr_cli.baselines import (
     PITF,
@@ -32,8 +30,6 @@ from phr_cli.baselines import (
 from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from phr_cli.dataset import Dataset, SplitPosts
 from phr_cli.evaluate import ProtocolName, Scorer, evaluate, small_data_notices
-from phr_cli.graph import PostData
-from phr_cli.model import GCNPHR
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
              "PITF", "content-only")
@@ -100,7 +96,7 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
             and checkpoint.train_config.seed == seed == PITFConfig().seed:
         # The model's factors are this very baseline, fitted by `phr train` on the same
         # graph, validation cases and seeds (`train.fit_pitf`): scored, not fitted again.
-        run("PITF", lambda: FactorScorer(checkpoint.model(device), graph.item_index),
+        run("PITF", lambda: checkpoint.factor_scorer(device),
             f"k = {PITFConfig().dim}, epoch {checkpoint.pitf_epoch} of at most {PITFConfig().epochs} "
             "(validation P@5; the checkpoint's own fit)")
     elif "PITF" in baselines:
@@ -121,25 +117,6 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
         notices=small_data_notices({"validation": len(validation), "test": len(test)}, graph.n_hashtags,
                                    protocol),
     )
-
-
-class FactorScorer:
-    """The model's PITF factors alone as an `evaluate.Scorer`."""
-
-    def __init__(self, model: GCNPHR, item_index: dict[str, int]) -> None:
-        assert model.factors is not None
-        self.factors, self.item_index = model.factors, item_index
-        self.device = model.part_scales.device
-
-    @torch.no_grad()
-    def score(self, users: np.ndarray, posts: PostData) -> Tensor:
-        def tensor(values: np.ndarray, dtype: torch.dtype) -> Tensor:
-            return torch.as_tensor(np.asarray(values), dtype=dtype, device=self.device)
-
-        items = [self.item_index.get(item, -1) for item in posts.items]
-        return self.factors.score_rows(tensor(users, torch.long), tensor(np.asarray(items), torch.long),
-                                       {m: tensor(f, torch.float32) for m, f in posts.features.items()},
-                                       {m: tensor(k, torch.bool) for m, k in posts.masks.items()})
 
 
 def _content_only(data: SplitPosts, checkpoint: Checkpoint, device: torch.device) -> Scorer:

@@ -11,7 +11,7 @@ from test_train import planted_posts
 
 from phr_cli.baselines import PITF, PITFConfig
 from phr_cli.checkpoint import load_checkpoint
-from phr_cli.comparison import FactorScorer, compare
+from phr_cli.comparison import compare
 from phr_cli.config import TrainConfig
 from phr_cli.dataset import SplitPosts
 from phr_cli.factors import FACTORS, TagFactors
@@ -66,7 +66,7 @@ def test_training_fits_the_factors_and_evaluate_reuses_them_as_the_pitf_baseline
     assert reused_pitf.note.split(" of ")[0] == fitted_pitf.note.split(" of ")[0]  # the same epoch
     for name in ("P@5", "R@5", "A@5"):
         assert reused_pitf.metrics["full"]["all"][name] == pytest.approx(fitted_pitf.metrics["full"]["all"][name])
-    scorer = FactorScorer(model, data.graph.item_index)
+    scorer = checkpoint.factor_scorer()
     assert scorer.score(data.test.users[:3], posts.subset(data.test.rows[:3])).shape == (3, data.graph.n_hashtags)
 
     # The content-only baseline's training takes the checkpoint's fit rather than fitting again.
