@@ -290,10 +290,11 @@ class PITF:
                     parameter.copy_(kept)
         return losses
 
-    def fit_on_validation(self, posts: PostData, validation: TestCases, seed: int = 0) -> PITF:
+    def fit_on_validation(self, posts: PostData, validation: TestCases, seed: int = 0,
+                          on_epoch: Callable[[int, float], None] | None = None) -> PITF:
         """`fit` with its epoch chosen on validation P@5 (full ranking; ties broken with the
         seed), as every method's setting is chosen; all epochs without validation cases."""
-        self.fit(validation=(lambda fitting: evaluate(fitting, posts, validation, protocol="full", ks=(5,),
+        self.fit(on_epoch, validation=(lambda fitting: evaluate(fitting, posts, validation, protocol="full", ks=(5,),
                                                       seed=seed)["full"]["all"]["P@5"]) if len(validation) else None)
         return self
 

@@ -518,10 +518,16 @@ def train(
         else:
             progress.update(task, completed=epoch, scores=scores)
 
+    def on_finishing(step: str, done: int, total: int | None) -> None:
+        if done == 0:  # PITF's fit may stop early (on validation): its count then ends below the total
+            progress.phase(task, f"{step} …", total, scores="")
+        else:
+            progress.update(task, completed=done)
+
     try:
         with progress:
             outcome = train_from_store(store, checkpoint, model_config, config, split_by.value, on_epoch, resume,
-                                       overwrite)
+                                       overwrite, on_finishing)
     except PhrError as error:
         fail(str(error))
     result = outcome.result

@@ -78,7 +78,10 @@ class PhaseProgress(Progress):
               **fields: Any) -> None:
         """Start a phase: its name, a fresh clock and speed, where it stands (`completed`,
         `fields`) and its total (None: unknown, which blanks the count and the ETA; rich's
-        own `update` cannot unset a total)."""
+        own `update` cannot unset a total). A log first gets the last state of the phase
+        that ends, whatever the interval."""
+        if self._log and self._unlogged:
+            self.log_line(task_id)
         self.reset(task_id, description=description, completed=completed, **fields)
         with self._lock:
             self._tasks[task_id].total = total

@@ -43,6 +43,12 @@ from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
 RESUMABLE_CHANGES = ("epochs", "device", "step_propagation", "adam")
 
 ProgressCallback = Callable[[int, float, float, float], None]
+# After the epochs, a model with evidence fits PITF's factors and calibrates its parts, which
+# can take minutes on a large store: finishing(step, done, total) reports each step as it
+# starts (done 0) and PITF's fit after each of its epochs (total None: not counted).
+FinishingCallback = Callable[[str, int, int | None], None]
+FITTING_FACTORS = "fitting PITF's factors"
+CALIBRATING = "calibrating on validation"
 
 
 @dataclass
@@ -163,27 +169,31 @@ def train(
     progress: ProgressCallback | None = None,
     resume: bool = True,
     factors: FittedFactors | None = None,
+    finishing: FinishingCallback | None = None,
 ) -> TrainResult:
     """Train on data's training graph, select the epoch on its validation cases, checkpoint every epoch.
 
-    `progress(epoch, loss, metric, best_metric)` is called after each epoch (epoch 1-based,
-    best_metric the best validation value so far). With `resume`, a checkpoint of the same
+    `progress(epoch, loss, metric, best_metric)` is called after each epoch is saved (epoch
+    1-based, best_metric the best validation value so far); the last epoch of a model with
+    evidence is reported before the steps that follow it, and saved with them. With `resume`, a checkpoint of the same
     data, split and configuration (epochs and device may differ) continues at its next epoch.
     `provenance` is saved as it is (none: an empty record). A model with PITF's factors
     takes `factors` (a fit on the same posts with the same seed) instead of fitting PITF.
+    `finishing` reports the steps after the epochs (see FinishingCallback).
     """
     metadata = (provenance or Provenance()).to_dict()  # refuses what would not load safely, early
     ranks, device = join(config.device)
     try:
         return _train(data, model_config, config, Path(checkpoint_path), metadata, progress, resume, ranks, device,
-                      factors)
+                      factors, finishing or (lambda step, done, total: None))
     finally:
         leave(ranks)
 
 
 def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
            checkpoint_path: Path, metadata: dict[str, Any], progress: ProgressCallback | None,
-           resume: bool, ranks: Ranks, device: torch.device, factors: FittedFactors | None) -> TrainResult:
+           resume: bool, ranks: Ranks, device: torch.device, factors: FittedFactors | None,
+           finishing: FinishingCallback) -> TrainResult:
     posts, split, graph = data.posts, data.split, data.graph
     if graph.n_hashtags < 2 or len(graph.triples) == 0:
         raise DataError("training posts need at least two distinct hashtags")
@@ -273,7 +283,11 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
                             "train_seconds": trained - started})
             completed = stopped_early or epoch == config.epochs
             current = _cpu_state(model)
-            if completed and model.evidence is not None:
+            finishes = completed and model.evidence is not None
+            if finishes and ranks.main and progress is not None:
+                # The last epoch shows before the steps after it, which report through `finishing`.
+                progress(epoch, loss, metric, best["metric"])
+            if finishes:
                 # The best epoch's weights, PITF's factors beside them, their parts scaled to
                 # the validation posts; saved with the last epoch, so that a kill cannot leave
                 # a finished, uncalibrated run.
@@ -283,9 +297,10 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
                     model.factors.load_state_dict(factors.state)
                     payload["pitf_epoch"] = factors.epoch
                 elif model.factors is not None:
-                    pitf = fit_pitf(data, model, device, config.seed)
+                    pitf = fit_pitf(data, model, device, config.seed, finishing)
                     model.factors.load_fitted(pitf)
                     payload["pitf_epoch"] = pitf.best_epoch
+                finishing(CALIBRATING, 0, None)
                 result = calibrate(ModelScorer(model, best["users"].to(device), best["hashtags"].to(device),
                                                graph.item_index), posts, validation,
                                    metric=config.validation_metric, seed=config.seed)
@@ -312,7 +327,7 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
             )
             if ranks.main:  # every rank holds the same weights and decisions; one writes them
                 save_checkpoint(payload, checkpoint_path)
-                if progress is not None:
+                if progress is not None and not finishes:
                     progress(epoch, loss, metric, best["metric"])
             if stopped_early:
                 break
@@ -333,14 +348,17 @@ def _restore(
     rng.bit_generator.state = state["numpy_rng"]
 
 
-def fit_pitf(data: SplitPosts, model: GCNPHR, device: torch.device, seed: int) -> PITF:
+def fit_pitf(data: SplitPosts, model: GCNPHR, device: torch.device, seed: int, finishing: FinishingCallback) -> PITF:
     """PITF on data's training graph, as `phr evaluate` fits the baseline (its epoch chosen on
     validation P@5 when there are validation cases), its content map over the model's modalities."""
     graph = data.graph
     present = [m for m in MODALITIES if m in graph.item_features and np.asarray(graph.item_masks[m]).any()]
     config = PITFConfig(device=device, seed=seed,
                         modalities="present" if list(model.item_encoder.widths) == present else "all")
-    return PITF(graph, config).fit_on_validation(data.posts, data.validation, seed)
+    finishing(FITTING_FACTORS, 0, config.epochs)
+    return PITF(graph, config).fit_on_validation(
+        data.posts, data.validation, seed, on_epoch=lambda epoch, loss: finishing(FITTING_FACTORS, epoch + 1,
+                                                                                  config.epochs))
 
 
 def _result(
@@ -483,6 +501,7 @@ def train_from_store(
     progress: ProgressCallback | None = None,
     resume: bool = True,
     overwrite: bool = False,
+    finishing: FinishingCallback | None = None,
 ) -> StoreTraining:
     """Read the store's trainable posts, split them 8:1:1 with the seed, train and checkpoint.
 
@@ -494,7 +513,8 @@ def train_from_store(
     if not overwrite:
         _refuse_overwriting(checkpoint_path, model_config, config, split_by)
     dataset = Dataset.from_store(store_path, split_by, config.seed)
-    result = train(dataset, model_config, config, checkpoint_path, dataset.provenance(), progress, resume)
+    result = train(dataset, model_config, config, checkpoint_path, dataset.provenance(), progress, resume,
+                   finishing=finishing)
     _, n_validation, n_test = dataset.split_sizes
     return StoreTraining(result, len(dataset.posts), dataset.skipped, dataset.split_sizes,
                          small_data_notices({"validation": n_validation, "test": n_test}))

@@ -270,6 +270,7 @@ def test_train_reports_epochs_without_nan_and_draws_its_curve(text_store, tmp_pa
     assert result.exit_code == 0, result.output
     assert "nan" not in result.output.lower()
     assert "epoch" in result.stderr and "3/3" in result.stderr  # the log's plain progress lines
+    assert "fitting PITF's factors …" in result.stderr  # the default model's steps after the epochs
     curve = tmp_path / "model-curve.png"
     assert f"training curve → {curve}" in result.stdout
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,7 +17,7 @@ from phr_cli.dataset import SplitPosts
 from phr_cli.factors import FACTORS, TagFactors
 from phr_cli.graph import build_graph, split_posts
 from phr_cli.model import ModelConfig
-from phr_cli.train import train
+from phr_cli.train import CALIBRATING, FITTING_FACTORS, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -49,9 +49,18 @@ def test_training_fits_the_factors_and_evaluate_reuses_them_as_the_pitf_baseline
     posts = planted_posts(n_users=12, posts_per_user=8)
     data = SplitPosts(posts, split_posts(posts, seed=0))
     config = TrainConfig(epochs=2, batch_size=64, patience=2, device="cpu")
-    train(data, ModelConfig(dim=8), config, tmp_path / "model.pt")
+    finishing: list[tuple[str, int, int | None]] = []
+    train(data, ModelConfig(dim=8), config, tmp_path / "model.pt",
+          finishing=lambda *step: finishing.append(step))
     checkpoint = load_checkpoint(tmp_path / "model.pt")
     assert checkpoint.pitf_epoch is not None
+    # The steps after the epochs are reported: PITF's fit epoch by epoch (up to where it
+    # stopped on validation), then the calibration.
+    pitf_epochs = PITFConfig().epochs
+    assert finishing[0] == (FITTING_FACTORS, 0, pitf_epochs) and finishing[-1] == (CALIBRATING, 0, None)
+    counted = [done for step, done, total in finishing[1:-1] if step == FITTING_FACTORS and total == pitf_epochs]
+    assert len(counted) == len(finishing) - 2 and counted == list(range(1, len(counted) + 1))
+    assert checkpoint.pitf_epoch <= len(counted) <= pitf_epochs
     model = checkpoint.model()
     assert model.factors is not None and model.factors.user.abs().sum() > 0
     # Too few validation cases to calibrate on: the factors stay out (scale 0), the rest as trained.

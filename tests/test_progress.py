@@ -33,6 +33,21 @@ def test_a_log_gets_one_plain_line_per_phase_and_update():
     assert "\x1b[" not in log.getvalue() and "━" not in log.getvalue()  # plain: no colours, no bars
 
 
+def test_a_log_keeps_the_last_state_of_each_phase_between_its_intervals():
+    log = io.StringIO()
+    progress = PhaseProgress(TextColumn("{task.description}"), CountColumn(),
+                             console=Console(file=log, force_terminal=False, width=200), every=3600.0)
+    task = progress.add_task("reading …", total=None)
+    with progress:
+        progress.phase(task, "epoch", 5)
+        for done in (1, 2, 3):
+            progress.update(task, completed=done)
+        progress.phase(task, "fitting …", 10)
+        progress.update(task, completed=4)
+    assert log.getvalue().splitlines() == ["reading …", "epoch  0/5", "epoch  3/5", "fitting …   0/10",
+                                           "fitting …   4/10"]
+
+
 def test_quiet_shows_nothing():
     log = io.StringIO()
     extract_like(Console(file=log, force_terminal=False), quiet=True)
