@@ -510,9 +510,7 @@ def train(
     metric_name = config.validation_metric
 
     def on_epoch(epoch: int, loss: float, metric: float, best: float) -> None:
-        validation = "no validation set" if math.isnan(metric) else \
-            f"val {metric_name} {metric:.4f}  best {best:.4f}"
-        scores = f"loss {loss:.4f}  {validation}"
+        scores = _epoch_scores(loss, metric, best, metric_name)
         if progress.tasks[task].total is None:  # the first epoch (or the first after resuming)
             progress.phase(task, "epoch", epochs, completed=epoch, scores=scores)
         else:
@@ -554,6 +552,12 @@ def train(
     out.print(f"training curve → {printable(curve_path(checkpoint))}", highlight=False, soft_wrap=True)
     for notice in outcome.notices:
         err.print(f"[yellow]warning:[/] {printable(notice)}", highlight=False, soft_wrap=True)
+
+
+def _epoch_scores(loss: float, metric: float, best: float, metric_name: str) -> str:
+    """An epoch's loss and validation metric as progress shows them."""
+    validation = "no validation set" if math.isnan(metric) else f"val {metric_name} {metric:.4f}  best {best:.4f}"
+    return f"loss {loss:.4f}  {validation}"
 
 
 @app.command()
@@ -794,8 +798,18 @@ def tune(
         best_shown = f"{best:.4f}" if best is not None else "–"
         err.print(f"trial {number}: {shown} (best {best_shown})", highlight=False)
 
+    # The final training can take as long as a trial: one line per epoch and per step after them.
+    def on_epoch(epoch: int, loss: float, metric: float, best: float) -> None:
+        err.print(f"best configuration, epoch {epoch}: {_epoch_scores(loss, metric, best, OBJECTIVE)}",
+                  highlight=False)
+
+    def on_finishing(step: str, done: int, total: int | None) -> None:
+        if done == 0:
+            err.print(f"best configuration: {step} …", highlight=False)
+
     try:
-        result = run_tune(store, checkpoint, ModelConfig(), train_base, split_by, trials, timeout, on_trial)
+        result = run_tune(store, checkpoint, ModelConfig(), train_base, split_by, trials, timeout, on_trial,
+                          progress=on_epoch, finishing=on_finishing)
     except PhrError as error:
         fail(str(error))
     training = result.training.result

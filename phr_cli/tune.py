@@ -25,7 +25,7 @@ from phr_cli.config import TrainConfig
 from phr_cli.dataset import Dataset
 from phr_cli.errors import ConfigError, DataError
 from phr_cli.model import ModelConfig
-from phr_cli.train import StoreTraining, train, train_from_store
+from phr_cli.train import FinishingCallback, ProgressCallback, StoreTraining, train, train_from_store
 
 OBJECTIVE = "P@5"  # validation, full ranking of every known hashtag
 
@@ -132,12 +132,15 @@ def tune(
     timeout: float | None = None,
     on_trial: TrialCallback | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
+    progress: ProgressCallback | None = None,
+    finishing: FinishingCallback | None = None,
 ) -> TuneResult:
     """Run `trials` more trials and/or for `timeout` seconds, then train the best configuration.
 
     `on_trial(number, state, value, best)` follows each finished trial (state "complete" or
     "pruned"; value None when pruned). The default pruner is Optuna's median pruner after
-    five complete trials and one epoch.
+    five complete trials and one epoch. `progress` and `finishing` follow the final training
+    as `train.train` reports it.
     """
     if trials is None and timeout is None:
         raise ConfigError("give tune a budget: a number of trials, a timeout, or both")
@@ -214,7 +217,8 @@ def tune(
     }
     best_file = best_path(checkpoint_path)
     best_file.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    training = train_from_store(store_path, checkpoint_path, model_config, train_config, split_by)
+    training = train_from_store(store_path, checkpoint_path, model_config, train_config, split_by, progress,
+                                finishing=finishing)
     return TuneResult(
         study_path=database,
         best_path=best_file,

@@ -120,6 +120,7 @@ def test_cli_tune_prints_each_trial_and_the_trained_best(store, tmp_path, small_
     assert result.exit_code == 0, result.output
     printed = " ".join(result.output.split())  # rich wraps long lines at the console's width
     assert "trial 0: validation P@5" in printed
+    assert "best configuration, epoch 1: loss" in printed  # the final training shows its epochs
     # ... and folds a path longer than the width
     assert "1 trials run" in printed and f"{checkpoint}.tune.json" in "".join(result.output.split())
     assert checkpoint.is_file()
