@@ -28,12 +28,14 @@ from phr_cli.files import atomic_file, interrupt_after
 from phr_cli.graph import PostData, Split, StorePosts, posts_from_store
 from phr_cli.model import GCNPHR, ModelConfig
 from phr_cli.posts import normalize_user
+from phr_cli.rerank import Reranker
 from phr_cli.store import StoreContents, TextProjection
 
 # /2: the default model's evidence terms and item IDs (state dict entries and config fields);
 # /3: the evidence's timed uses; /4: its "similar own posts" tables and config field; /5: PITF's
-# factors as a score part (`factors.TagFactors`) and config field.
-CHECKPOINT_FORMAT = "phr-gcn-checkpoint/5"
+# factors as a score part (`factors.TagFactors`) and config field; /6: the re-ranker
+# (`rerank.Reranker`) and config field.
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/6"
 
 
 class CheckpointError(PhrError):
@@ -115,6 +117,7 @@ class Checkpoint:
     stopped_early: bool
     provenance: Provenance
     pitf_epoch: int | None = None  # the epoch of the PITF fit behind the model's factors (None: none)
+    reranker: Reranker | None = None  # the second stage fitted on validation (None: none, or not kept)
 
     def model(self, device: torch.device = torch.device("cpu")) -> GCNPHR:
         """The best epoch's model in eval mode, serving the saved representations (no graph needed)."""
@@ -138,9 +141,10 @@ class Checkpoint:
                              self.pitf_epoch)
 
     def scorer(self, device: torch.device = torch.device("cpu")) -> ModelScorer:
-        """The best epoch's model as an `evaluate.Scorer`."""
+        """The best epoch's model, re-ranker included, as an `evaluate.Scorer`."""
         model = self.model(device)
-        return ModelScorer(model, *model.propagate(), item_index={item: i for i, item in enumerate(self.items)})
+        return ModelScorer(model, *model.propagate(), item_index={item: i for i, item in enumerate(self.items)},
+                           reranker=self.reranker)
 
     def user_position(self, user: str) -> int:
         """The user's row in the representations, -1 for a user without training posts."""
@@ -195,6 +199,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         stopped_early=raw["stopped_early"],
         provenance=Provenance.from_dict(raw["metadata"]),
         pitf_epoch=raw.get("pitf_epoch"),
+        reranker=None if raw.get("reranker") is None else Reranker.from_dict(raw["reranker"]),
     )
 
 
@@ -302,10 +307,11 @@ class ModelScorer:
     """GCN-PHR as an `evaluate.Scorer`: scores of every known hashtag for each post."""
 
     def __init__(self, model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, item_index: dict[str, int],
-                 rows_per_chunk: int = 256) -> None:
+                 rows_per_chunk: int = 256, reranker: Reranker | None = None) -> None:
         self.model, self.user_reps, self.hashtag_reps = model, user_reps, hashtag_reps
         self.item_index = item_index  # training items by key: a post of one of them gets its ID and counts
         self.rows_per_chunk = rows_per_chunk
+        self.reranker = reranker
 
     def _chunks(self, users: np.ndarray, posts: PostData) -> Iterator[PostTensors]:
         """The posts as tensors on the model's device, rows_per_chunk posts at a time."""
@@ -332,9 +338,21 @@ class ModelScorer:
             yield self.model.score_parts(self.user_reps, self.hashtag_reps, *chunk)
 
 
+    @torch.no_grad()
+    def scored_chunks(self, users: np.ndarray, posts: PostData) -> Iterator[tuple[PostTensors, dict[str, Tensor],
+                                                                                   Tensor]]:
+        """Each chunk of posts, its unscaled parts and their calibrated total (B, H)."""
+        for chunk in self._chunks(users, posts):
+            parts = self.model.unscaled_parts(self.user_reps, self.hashtag_reps, *chunk)
+            total = torch.stack([scale * part for scale, part in zip(self.model.part_scales, parts.values())]).sum(0)
+            yield chunk, parts, total
+
     def score(self, users: np.ndarray, posts: PostData) -> Tensor:
-        """(len(posts), n_hashtags) on the model's device: the sum of the parts."""
-        blocks = [torch.stack(list(parts.values())).sum(dim=0) for parts in self.parts(users, posts)]
+        """(len(posts), n_hashtags) on the model's device: the sum of the parts, each post's
+        leading hashtags ranked again by the re-ranker if there is one."""
+        blocks = [total if self.reranker is None else
+                  self.reranker.rescore(self.model, parts, total, chunk.users, chunk.items)
+                  for chunk, parts, total in self.scored_chunks(users, posts)]
         return torch.cat(blocks) if blocks else self.hashtag_reps.new_zeros(0, len(self.hashtag_reps))
 
 

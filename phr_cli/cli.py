@@ -440,6 +440,9 @@ def train(
                                        "(an evidence term)."),
     factors: bool = typer.Option(True, "--factors/--no-factors", help="Fit PITF once the model is trained "
                                  "and add its score as one more calibrated part (with the evidence)."),
+    rerank: bool = typer.Option(True, "--rerank/--no-rerank", help="Re-rank each post's leading hashtags "
+                                "with gradient-boosted trees fitted on the validation posts (with the "
+                                "evidence; kept only if held-out validation P@5 rises)."),
     hard_negatives: float = typer.Option(0.5, "--hard-negatives", min=0.0, max=1.0,
                                          help="Share of negatives drawn from the user's and the item's "
                                          "own hashtags."),
@@ -492,7 +495,7 @@ def train(
                                    variant="full" if variant is Variant.paper else variant.value,
                                    propagate=not content_only, video_messages=video_messages.value,
                                    item_id_dropout=item_id_dropout, neighbours=neighbours, recency=recency,
-                                   similar_posts=similar_posts, factors=factors, **chosen)
+                                   similar_posts=similar_posts, factors=factors, rerank=rerank, **chosen)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
                              weight_decay=weight_decay, negatives=negatives, patience=patience,
                              seed=seed, device=device, hard_negatives=hard_negatives)

@@ -89,12 +89,15 @@ class ModelConfig:
     # model is trained (`factors.TagFactors`): the latent tastes the model's own parts,
     # stopped early with the evidence, learn far less of.
     factors: bool = True
+    # ... and, with the evidence, a second stage that re-ranks each post's leading hashtags
+    # by gradient-boosted trees fitted on the validation posts (`rerank.Reranker`).
+    rerank: bool = True
 
     @classmethod
     def paper(cls, **changes: object) -> ModelConfig:
         """GCN-PHR exactly as the paper's equations: no self-loop, no evidence, no item IDs."""
         return cls(**{"residual": False, "evidence": False, "item_ids": False, "factors": False,  # type: ignore[arg-type]
-                      **changes})
+                      "rerank": False, **changes})
 
     @property
     def form(self) -> str:
@@ -900,12 +903,19 @@ class GCNPHR(nn.Module):
                     ) -> dict[str, Tensor]:
         """The score of every hashtag (B, H) for posts, as named parts that sum to it: "graph"
         (Eq. 9-10 on the propagated representations) and, with evidence, its terms and
-        PITF's "factors".
+        PITF's "factors", each at its scale (`part_scales`).
 
         users (B,) are graph user ids (-1: cold), items (B,) graph item ids (-1: new
         content); features and masks describe the posts' content per modality; times (B,)
         are the posts' Unix seconds (NaN or None: unknown; a new upload's is now).
         """
+        parts = self.unscaled_parts(user_reps, hashtag_reps, users, items, features, masks, times)
+        return {name: scale * part for scale, (name, part) in zip(self.part_scales, parts.items())}
+
+    def unscaled_parts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
+                       features: dict[str, Tensor], masks: dict[str, Tensor], times: Tensor | None = None
+                       ) -> dict[str, Tensor]:
+        """`score_parts` before their scales."""
         standardised, mask_matrix = self.item_encoder.standardised(features, masks)
         vectors = self.item_encoder.fill_missing(standardised, mask_matrix)
         parts = {"graph": self.gated(self.score_all(self.user_rows(user_reps, users), vectors, hashtag_reps,
@@ -915,7 +925,7 @@ class GCNPHR(nn.Module):
                                                  times))
         if self.factors is not None:
             parts[FACTORS] = self.factors.score_rows(users, items, features, masks)
-        return {name: scale * part for scale, (name, part) in zip(self.part_scales, parts.items())}
+        return parts
 
     def score_posts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
                     features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:

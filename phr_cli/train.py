@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from phr_cli import __version__
 from phr_cli.baselines import PITF, PITFConfig
-from phr_cli.calibration import calibrate
+from phr_cli.calibration import MIN_CASES, calibrate
 from phr_cli.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -38,6 +38,7 @@ from phr_cli.evaluate import TestCases, evaluate, small_data_notices
 from phr_cli.factors import FittedFactors
 from phr_cli.graph import MODALITIES, Graph, PostData
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
+from phr_cli.rerank import fit_reranker
 
 # Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "device", "step_propagation", "adam")
@@ -49,6 +50,7 @@ ProgressCallback = Callable[[int, float, float, float], None]
 FinishingCallback = Callable[[str, int, int | None], None]
 FITTING_FACTORS = "fitting PITF's factors"
 CALIBRATING = "calibrating on validation"
+RERANKING = "fitting the re-ranker on validation"
 
 
 @dataclass
@@ -301,10 +303,15 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
                     model.factors.load_fitted(pitf)
                     payload["pitf_epoch"] = pitf.best_epoch
                 finishing(CALIBRATING, 0, None)
-                result = calibrate(ModelScorer(model, best["users"].to(device), best["hashtags"].to(device),
-                                               graph.item_index), posts, validation,
-                                   metric=config.validation_metric, seed=config.seed)
+                scorer = ModelScorer(model, best["users"].to(device), best["hashtags"].to(device), graph.item_index)
+                result = calibrate(scorer, posts, validation, metric=config.validation_metric, seed=config.seed)
                 payload["calibration"] = None if result is None else asdict(result)
+                if model_config.rerank:
+                    finishing(RERANKING, 0, None)
+                    reranker, reranking = fit_reranker(scorer, posts, validation, graph, config.validation_metric,
+                                                       config.seed, MIN_CASES)
+                    payload["reranker"] = None if reranker is None else reranker.to_dict()
+                    payload["reranking"] = None if reranking is None else asdict(reranking)
                 best["state"] = _cpu_state(model)
             payload.update(
                 state_dict=best["state"],

@@ -176,9 +176,10 @@ def tune(
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-            # A trial's value is its best epoch's validation P@5, which PITF's factors (fitted
-            # after the last epoch) do not change: trials skip that fit, the final training has it.
-            result = train(dataset, replace(model_config, factors=False), train_config,
+            # A trial's value is its best epoch's validation P@5, which PITF's factors and the
+            # re-ranker (fitted after the last epoch) do not change: trials skip those fits, the
+            # final training has them.
+            result = train(dataset, replace(model_config, factors=False, rerank=False), train_config,
                            Path(scratch) / f"trial-{trial.number}.pt", provenance, report, resume=False)
             value = result.best_metric
             if math.isnan(value):
