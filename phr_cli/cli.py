@@ -553,6 +553,11 @@ def train(
         highlight=False, soft_wrap=True,  # a path broken over two lines cannot be copied
     )
     out.print(f"training curve → {printable(curve_path(checkpoint))}", highlight=False, soft_wrap=True)
+    reranking = result.reranking
+    if reranking is not None:
+        verdict = "kept" if reranking["kept"] else "left out (the calibrated model ranks as well)"
+        out.print(f"re-ranker: {verdict}; held-out validation {reranking['metric']} "
+                  f"{reranking['held_out_before']:.4f} → {reranking['held_out_after']:.4f}", highlight=False)
     for notice in outcome.notices:
         err.print(f"[yellow]warning:[/] {printable(notice)}", highlight=False, soft_wrap=True)
 

@@ -65,6 +65,9 @@ class TrainResult:
     device: str
     n_validation_cases: int
     n_validation_dropped: int  # validation posts left without a hashtag known to training
+    # How the re-ranker was chosen (`rerank.Reranking` as a dict); None: not fitted (too few
+    # validation cases, or a model without it).
+    reranking: dict[str, Any] | None = None
 
 
 class NegativeSampler:
@@ -381,6 +384,7 @@ def _result(
         device=str(device),
         n_validation_cases=len(validation),
         n_validation_dropped=validation.n_dropped_cases,
+        reranking=payload.get("reranking"),
     )
 
 

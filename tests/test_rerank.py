@@ -108,7 +108,7 @@ def test_training_records_the_reranker_and_a_checkpoint_scores_with_the_one_it_h
     config = TrainConfig(epochs=2, batch_size=256, patience=2, device="cpu")
     steps: list[str] = []
     path = tmp_path / "model.pt"
-    train(data, ModelConfig(dim=8), config, path, finishing=lambda step, *_: steps.append(step))
+    result = train(data, ModelConfig(dim=8), config, path, finishing=lambda step, *_: steps.append(step))
     assert steps[-1] == RERANKING
     # On these planted posts the calibrated model is as good as trees make it: fitted on
     # one half of validation, they do not raise the other's P@5, and are left out.
@@ -116,6 +116,7 @@ def test_training_records_the_reranker_and_a_checkpoint_scores_with_the_one_it_h
     record = raw["reranking"]
     assert record["cases"] == len(data.validation) and not record["kept"]
     assert record["held_out_after"] <= record["held_out_before"] and raw["reranker"] is None
+    assert result.reranking == record
     checkpoint = load_checkpoint(path)
     assert checkpoint.reranker is None
     users, rows = data.test.users, posts.subset(data.test.rows)
