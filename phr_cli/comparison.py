@@ -78,7 +78,7 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
     run("GCN-PHR" if checkpoint.model_config.propagate else "GCN-PHR (content-only)",
         lambda: checkpoint.scorer(device),
         f"best epoch {checkpoint.best_epoch}, {checkpoint.model_config.variant}, "
-        f"fusion {checkpoint.model_config.fusion}")
+        f"fusion {checkpoint.model_config.fusion}" + (", re-ranked" if checkpoint.reranker is not None else ""))
     if "global popularity" in baselines:
         run("global popularity", lambda: GlobalPopularity(graph))
     if "user popularity" in baselines:
