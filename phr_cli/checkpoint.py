@@ -337,7 +337,6 @@ class ModelScorer:
         for chunk in self._chunks(users, posts):
             yield self.model.score_parts(self.user_reps, self.hashtag_reps, *chunk)
 
-
     @torch.no_grad()
     def scored_chunks(self, users: np.ndarray, posts: PostData) -> Iterator[tuple[PostTensors, dict[str, Tensor],
                                                                                    Tensor]]:

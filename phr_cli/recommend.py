@@ -28,6 +28,7 @@ from phr_cli.errors import PhrError
 from phr_cli.explain import Because, Explainer
 from phr_cli.graph import PostData
 from phr_cli.posts import caption_without_hashtags, normalize_user, parse_hashtags
+from phr_cli.rerank import RERANKER_PART
 from phr_cli.statuses import Status
 from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, load_store
 
@@ -300,6 +301,9 @@ class Recommender:
                 {m: torch.as_tensor(k, device=device) for m, k in posts.masks.items()})[0]
         [parts] = self.scorer.parts(np.array([position]), posts)
         part_values = {name: part[0, columns].cpu().numpy() for name, part in parts.items()}
+        if self.scorer.reranker is not None:  # what the trees moved: the parts then add up to the score
+            calibrated = sum(part_values.values())
+            part_values[RERANKER_PART] = np.array([s.score for s in result.suggestions], np.float32) - calibrated
         reasons = self._explainer.explain(position, item, part_values, columns)
         for suggestion, because in zip(result.suggestions, reasons):
             suggestion.because = because

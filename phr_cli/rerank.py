@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import lightgbm
 import numpy as np
 import torch
 from torch import Tensor
@@ -30,6 +29,8 @@ from torch import Tensor
 from phr_cli.graph import Graph
 
 if TYPE_CHECKING:
+    import lightgbm
+
     from phr_cli.checkpoint import ModelScorer
     from phr_cli.evaluate import TestCases
     from phr_cli.graph import PostData
@@ -45,6 +46,8 @@ CANDIDATES = 50
 BOOSTING = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 100,
             "deterministic": True, "force_row_wise": True, "verbose": -1}
 ROUNDS = 300
+# The name of what the trees add to the calibrated total, where a score is explained by parts.
+RERANKER_PART = "re-ranker"
 # Beside each score part (unscaled) and the calibrated total, what describes the candidate.
 CONTEXT = ("total", "rank", "below the first", "cold user", "user's posts", "user's hashtags per post",
            "user's distinct hashtags", "user's posts with it", "share of the user's posts with it",
@@ -54,7 +57,8 @@ CONTEXT = ("total", "rank", "below the first", "cold user", "user's posts", "use
 
 @dataclass
 class CountsOfTraining:
-    """Per user and per item counts of the training posts, which the evidence does not keep."""
+    """Per user and per item counts of the training posts, as the trees read them (the
+    evidence keeps (user, hashtag) and (item, hashtag) counts, not posts per user or item)."""
 
     user_posts: Tensor  # (n_users,)
     user_uses: Tensor  # (n_users,) (post, hashtag) pairs
@@ -116,12 +120,18 @@ class Reranker:
     counts: CountsOfTraining
 
     def __post_init__(self) -> None:
+        import lightgbm  # here, not at the top: every command that reads a checkpoint imports this module
+
         self._booster = lightgbm.Booster(model_str=self.trees)
+        self._counts_on: dict[torch.device, CountsOfTraining] = {}
 
     def rescore(self, model: GCNPHR, parts: dict[str, Tensor], total: Tensor, users: Tensor,
                 items: Tensor) -> Tensor:
         """The total (B, H) with each post's candidates ranked by the trees, above the rest."""
-        top, features = candidate_features(model, self.counts.to(total.device), parts, total, users, items)
+        assert list(parts) + list(CONTEXT) == self.features, "the trees were fitted on other score parts"
+        if total.device not in self._counts_on:
+            self._counts_on[total.device] = self.counts.to(total.device)
+        top, features = candidate_features(model, self._counts_on[total.device], parts, total, users, items)
         predicted = torch.as_tensor(
             self._booster.predict(features.reshape(-1, features.shape[-1]).cpu().numpy(), raw_score=True),
             dtype=total.dtype, device=total.device).view(top.shape)
@@ -151,15 +161,21 @@ class Reranking:
 
 
 def fit_trees(features: np.ndarray, labels: np.ndarray, seed: int) -> lightgbm.Booster:
+    import lightgbm
+
     data = lightgbm.Dataset(features.reshape(-1, features.shape[-1]), labels.reshape(-1), free_raw_data=True)
     return lightgbm.train({**BOOSTING, "seed": seed, "num_threads": torch.get_num_threads()}, data,
                           num_boost_round=ROUNDS)
 
 
-def _precision(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Mean precision at k of the candidates ranked by scores (cases, N); ties by position."""
-    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return float(np.take_along_axis(labels, best, axis=1).sum(axis=1).mean() / k)
+def _metric(scores: np.ndarray, hits: np.ndarray, n_relevant: np.ndarray, metric: str) -> float:
+    """P@K, R@K or A@K (as `evaluate.ranking_metrics` defines them) of the candidates ranked
+    by scores (cases, N), ties by position; n_relevant (cases,) counts each case's hashtags."""
+    name, k = metric.split("@")
+    best = np.argsort(-scores, axis=1, kind="stable")[:, : int(k)]
+    found = np.take_along_axis(hits, best, axis=1).sum(axis=1)
+    per_case = {"P": found / int(k), "R": found / n_relevant, "A": (found > 0).astype(np.float64)}[name]
+    return float(per_case.mean())
 
 
 class CandidateTable(NamedTuple):
@@ -179,27 +195,30 @@ def candidate_table(scorer: ModelScorer, posts: PostData, cases: TestCases, coun
         candidate_blocks.append(top.cpu().numpy())
         names = list(parts)
     candidates = np.concatenate(candidate_blocks)
-    hits = np.stack([np.isin(row, relevant) for row, relevant in zip(candidates, cases.relevant)]).astype(np.float32)
+    hits = np.stack([np.isin(row, relevant) for row, relevant in zip(candidates, cases.relevant)]).astype(np.float64)
     return CandidateTable(np.concatenate(feature_blocks), hits, names + list(CONTEXT))
 
 
 def fit_reranker(scorer: ModelScorer, posts: PostData, cases: TestCases, graph: Graph, metric: str = "P@5",
                  seed: int = 0, min_cases: int = 200) -> tuple[Reranker | None, Reranking | None]:
     """Trees fitted on the validation cases' candidates under the scorer's calibrated model
-    (see the module docstring); (None, None) with fewer than min_cases cases."""
+    (see the module docstring); (None, None) with fewer than min_cases cases (the caller's
+    `calibration.MIN_CASES`)."""
     if len(cases) < min_cases:
         return None, None
     counts = CountsOfTraining.of_graph(graph)
     table, hits, names = candidate_table(scorer, posts, cases, counts)
-    k = int(metric.split("@")[1])
+    # Calibration's seeded permutation: the half checked here holds none of the cases the
+    # calibration was fitted on, so neither stage has seen it.
     order = np.random.default_rng(seed).permutation(len(cases))
     fit_rows, check_rows = order[: len(order) // 2], order[len(order) // 2:]
     held_out = fit_trees(table[fit_rows], hits[fit_rows], seed)
     checked = table[check_rows]
+    n_relevant = np.array([len(cases.relevant[row]) for row in check_rows], dtype=np.float64)
     as_calibrated = -np.arange(hits.shape[1], dtype=np.float64)[None].repeat(len(check_rows), 0)
-    before = _precision(as_calibrated, hits[check_rows], k)
-    predicted = np.asarray(held_out.predict(checked.reshape(-1, checked.shape[-1])))
-    after = _precision(predicted.reshape(len(check_rows), -1), hits[check_rows], k)
+    before = _metric(as_calibrated, hits[check_rows], n_relevant, metric)
+    predicted = np.asarray(held_out.predict(checked.reshape(-1, checked.shape[-1]), raw_score=True))
+    after = _metric(predicted.reshape(len(check_rows), -1), hits[check_rows], n_relevant, metric)
     record = Reranking(before, after, after > before, len(cases), metric)
     if not record.kept:
         return None, record

@@ -44,9 +44,10 @@ from phr_cli.rerank import fit_reranker
 RESUMABLE_CHANGES = ("epochs", "device", "step_propagation", "adam")
 
 ProgressCallback = Callable[[int, float, float, float], None]
-# After the epochs, a model with evidence fits PITF's factors and calibrates its parts, which
-# can take minutes on a large store: finishing(step, done, total) reports each step as it
-# starts (done 0) and PITF's fit after each of its epochs (total None: not counted).
+# After the epochs, a model with evidence fits PITF's factors, calibrates its parts and fits
+# its re-ranker, which can take minutes on a large store: finishing(step, done, total)
+# reports each step as it starts (done 0) and PITF's fit after each of its epochs (total
+# None: not counted).
 FinishingCallback = Callable[[str, int, int | None], None]
 FITTING_FACTORS = "fitting PITF's factors"
 CALIBRATING = "calibrating on validation"
@@ -309,7 +310,7 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
                 scorer = ModelScorer(model, best["users"].to(device), best["hashtags"].to(device), graph.item_index)
                 result = calibrate(scorer, posts, validation, metric=config.validation_metric, seed=config.seed)
                 payload["calibration"] = None if result is None else asdict(result)
-                if model_config.rerank:
+                if model_config.rerank and ranks.main:  # only the main rank saves the checkpoint
                     finishing(RERANKING, 0, None)
                     reranker, reranking = fit_reranker(scorer, posts, validation, graph, config.validation_metric,
                                                        config.seed, MIN_CASES)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -27,11 +28,14 @@ from conftest import FAST_SAMPLING
 from phr_cli.checkpoint import load_checkpoint
 from phr_cli.cli import app as cli_app
 from phr_cli.config import TrainConfig
+from phr_cli.dataset import Dataset
 from phr_cli.errors import ConfigError
+from phr_cli.evaluate import build_cases
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.graph import posts_from_store
 from phr_cli.model import ModelConfig
 from phr_cli.recommend import ClipRecommendation, Recommender
+from phr_cli.rerank import RERANKER_PART, CountsOfTraining, Reranker, candidate_table, fit_trees
 from phr_cli.serve import ServeOptions, create_app
 from phr_cli.store import load_store
 from phr_cli.train import train_from_store
@@ -303,3 +307,21 @@ def test_concurrent_uploads_under_uvicorn_share_batches(recommender, checkpoint,
     assert responses[32].status_code == 200
     assert sum(batches) == 32 and max(batches) > 1  # clips that arrived together shared a batch
     assert json.loads(responses[0].text)["clip"] == "city.mp4"
+
+
+def test_with_a_reranker_the_explained_parts_still_add_up_to_the_score(recommender, corpus):
+    data = Dataset.from_store(corpus / "features.h5", "post", 0)  # the checkpoint's split
+    cases = build_cases(data.posts, np.arange(len(data.posts)), data.graph)
+    counts = CountsOfTraining.of_graph(data.graph)
+    table = candidate_table(recommender.scorer, data.posts, cases, counts)
+    recommender.scorer.reranker = Reranker(fit_trees(table.features, table.hits, seed=0).model_to_string(),
+                                           table.names, counts)
+    try:
+        [result] = recommender.recommend([corpus / "new" / "fire_00 again.mp4"], "ana", top=3, explain=True)
+    finally:
+        recommender.scorer.reranker = None  # the fixture is shared
+    for suggestion in result.suggestions:
+        parts = suggestion.because.parts
+        assert RERANKER_PART in {p.name for p in parts}
+        assert sum(p.value for p in parts) == pytest.approx(suggestion.score, rel=1e-4, abs=1e-4)
+        assert sum(abs(p.share) for p in parts) == pytest.approx(1.0)
