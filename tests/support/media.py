@@ -219,7 +219,7 @@ def write_clip(path: str | Path, seconds: float, *, size: tuple[int, int] = (160
                crackle: float = 0.0, sample_rate: int = 44100, channels: int = 1,
                gop: int | None = None, vcodec: str | None = None,
                acodec: str | None = None, faststart: bool = True,
-               seed: int = 0, equal_channels: bool = False) -> Path:
+               seed: int = 0, equal_channels: bool = False, lossless: bool = False) -> Path:
     """Write a synthetic video clip and return its path.
 
     ``round(seconds * fps)`` frames (at least one) of ``pattern`` (a ``Pattern`` or a
@@ -231,7 +231,10 @@ def write_clip(path: str | Path, seconds: float, *, size: tuple[int, int] = (160
     audio stream. Codecs come from the suffix (``CODECS``) unless ``vcodec``/``acodec``
     are given. ``gop`` sets the keyframe interval in frames (scene-cut keyframes off for
     x264, so a clip has ``ceil(frames / gop)`` keyframes); ``None`` keeps the encoder
-    default (x264: 250, so short clips get one keyframe). ``faststart`` puts the MP4/MOV
+    default (x264: 250, so short clips get one keyframe). ``lossless`` (x264 only) decodes to
+    exactly the frames written: x264's lossy output here is not the same from run to run
+    (a few of 30 encodes of the same frames differ, by up to 115 in a pixel), which a test
+    that trains on the decoded frames would inherit. ``faststart`` puts the MP4/MOV
     index first, so a truncated file still opens and decodes partway (stopping early,
     with or without an ``InvalidDataError`` depending on where the cut falls); without
     it a truncated MP4 loses its index and fails at open ("moov atom not found").
@@ -245,6 +248,9 @@ def write_clip(path: str | Path, seconds: float, *, size: tuple[int, int] = (160
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
         vs.codec_context.thread_count = 1
         opts = {"crf": "30"} if (vcodec or dv) in ("libx264", "libvpx-vp9") else {}
+        if lossless:
+            assert (vcodec or dv) == "libx264", "lossless clips are written with x264"
+            opts = {"qp": "0"}
         if gop is not None:
             vs.codec_context.gop_size = gop
             if (vcodec or dv) == "libx264":
