@@ -306,12 +306,15 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
                     pitf = fit_pitf(data, model, device, config.seed, finishing)
                     model.factors.load_fitted(pitf)
                     payload["pitf_epoch"] = pitf.best_epoch
-                finishing(CALIBRATING, 0, None)
+                enough = len(validation) >= MIN_CASES  # below, both steps leave the model as trained
+                if enough:
+                    finishing(CALIBRATING, 0, None)
                 scorer = ModelScorer(model, best["users"].to(device), best["hashtags"].to(device), graph.item_index)
                 result = calibrate(scorer, posts, validation, metric=config.validation_metric, seed=config.seed)
                 payload["calibration"] = None if result is None else asdict(result)
                 if model_config.rerank and ranks.main:  # only the main rank saves the checkpoint
-                    finishing(RERANKING, 0, None)
+                    if enough:
+                        finishing(RERANKING, 0, None)
                     reranker, reranking = fit_reranker(scorer, posts, validation, graph, config.validation_metric,
                                                        config.seed, MIN_CASES)
                     payload["reranker"] = None if reranker is None else reranker.to_dict()

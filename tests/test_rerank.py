@@ -18,7 +18,7 @@ from phr_cli.evidence import TagEvidence
 from phr_cli.graph import split_posts
 from phr_cli.model import ModelConfig
 from phr_cli.rerank import CANDIDATES, CONTEXT, CountsOfTraining, Reranker, candidate_table, fit_reranker, fit_trees
-from phr_cli.train import RERANKING, train
+from phr_cli.train import CALIBRATING, RERANKING, train
 
 N_USERS, N_HASHTAGS, N_ITEMS = 40, 80, 60
 HABIT_POSTS = 12  # users 0-19 post this often, users 20-39 once
@@ -109,7 +109,7 @@ def test_training_records_the_reranker_and_a_checkpoint_scores_with_the_one_it_h
     steps: list[str] = []
     path = tmp_path / "model.pt"
     result = train(data, ModelConfig(dim=8), config, path, finishing=lambda step, *_: steps.append(step))
-    assert steps[-1] == RERANKING
+    assert steps[-2:] == [CALIBRATING, RERANKING]
     # The trees are kept exactly when they raised the held-out half's P@5.
     raw = read_checkpoint_file(path)
     record = raw["reranking"]
