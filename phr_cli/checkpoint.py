@@ -343,7 +343,7 @@ class ModelScorer:
         """Each chunk of posts, its unscaled parts and their calibrated total (B, H)."""
         for chunk in self._chunks(users, posts):
             parts = self.model.unscaled_parts(self.user_reps, self.hashtag_reps, *chunk)
-            total = torch.stack([scale * part for scale, part in zip(self.model.part_scales, parts.values())]).sum(0)
+            total = torch.stack(list(self.model.scaled(parts).values())).sum(dim=0)
             yield chunk, parts, total
 
     def score(self, users: np.ndarray, posts: PostData) -> Tensor:

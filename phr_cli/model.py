@@ -909,7 +909,10 @@ class GCNPHR(nn.Module):
         content); features and masks describe the posts' content per modality; times (B,)
         are the posts' Unix seconds (NaN or None: unknown; a new upload's is now).
         """
-        parts = self.unscaled_parts(user_reps, hashtag_reps, users, items, features, masks, times)
+        return self.scaled(self.unscaled_parts(user_reps, hashtag_reps, users, items, features, masks, times))
+
+    def scaled(self, parts: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`unscaled_parts`, each at its scale (`part_scales`)."""
         return {name: scale * part for scale, (name, part) in zip(self.part_scales, parts.items())}
 
     def unscaled_parts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
@@ -926,12 +929,6 @@ class GCNPHR(nn.Module):
         if self.factors is not None:
             parts[FACTORS] = self.factors.score_rows(users, items, features, masks)
         return parts
-
-    def score_posts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
-                    features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
-        """The score (B, H) of every hashtag for posts: the sum of `score_parts`."""
-        parts = self.score_parts(user_reps, hashtag_reps, users, items, features, masks)
-        return torch.stack(list(parts.values())).sum(dim=0)
 
     def score_all(self, user_rows: Tensor, item_vectors: Tensor, hashtag_reps: Tensor,
                   item_offsets: Tensor | None = None) -> Tensor:
