@@ -58,28 +58,21 @@ CONTEXT = ("total", "rank", "below the first", "cold user", "user's posts", "use
 
 @dataclass
 class CountsOfTraining:
-    """Per user and per item counts of the training posts, as the trees read them (the
-    evidence keeps (user, hashtag) and (item, hashtag) counts, not posts per user or item)."""
+    """The training posts of each user and of each item, which the trees read and the
+    evidence does not keep (it counts (user, hashtag) and (item, hashtag) pairs)."""
 
     user_posts: Tensor  # (n_users,)
-    user_uses: Tensor  # (n_users,) (post, hashtag) pairs
-    user_hashtags: Tensor  # (n_users,) distinct hashtags
     item_posts: Tensor  # (n_items,)
 
     @classmethod
     def of_graph(cls, graph: Graph) -> CountsOfTraining:
-        triples = torch.as_tensor(graph.triples)
-        users, hashtags, items = triples.unbind(1)
+        users, _, items = torch.as_tensor(graph.triples).unbind(1)
         posts = torch.unique(users * graph.n_items + items)
         return cls(torch.bincount(posts // graph.n_items, minlength=graph.n_users).float(),
-                   torch.bincount(users, minlength=graph.n_users).float(),
-                   torch.bincount(torch.unique(users * graph.n_hashtags + hashtags) // graph.n_hashtags,
-                                  minlength=graph.n_users).float(),
                    torch.bincount(posts % graph.n_items, minlength=graph.n_items).float())
 
     def to(self, device: torch.device) -> CountsOfTraining:
-        return CountsOfTraining(*(t.to(device) for t in (self.user_posts, self.user_uses, self.user_hashtags,
-                                                          self.item_posts)))
+        return CountsOfTraining(self.user_posts.to(device), self.item_posts.to(device))
 
 
 def candidate_features(model: GCNPHR, counts: CountsOfTraining, parts: dict[str, Tensor], total: Tensor,
@@ -94,12 +87,17 @@ def candidate_features(model: GCNPHR, counts: CountsOfTraining, parts: dict[str,
     user, item = users.clamp(min=0), items.clamp(min=0)
     user_posts = torch.where(known_user, counts.user_posts[user], 0.0).unsqueeze(1)
     item_posts = torch.where(known_item, counts.item_posts[item], 0.0).unsqueeze(1)
-    with_user = model.evidence.user_counts.lookup(users.unsqueeze(1), top)
+    user_counts = model.evidence.user_counts
+    with_user = user_counts.lookup(users.unsqueeze(1), top)
     with_item = model.evidence.item_counts.lookup(items.unsqueeze(1), top)
+    # Each user's (post, hashtag) pairs and distinct hashtags: the sum and the number of their
+    # (user, hashtag) counts (none for a cold user).
+    at, entries = user_counts.row_entries(users)
+    user_uses = total.new_zeros(len(users)).index_add_(0, at, user_counts.values[entries])
+    user_hashtags = torch.bincount(at, minlength=len(users)).to(total.dtype)
     per_post = [
-        (~known_user).float(), user_posts.squeeze(1).log1p(),
-        torch.where(known_user, counts.user_uses[user] / counts.user_posts[user].clamp(min=1), 0.0),
-        torch.where(known_user, counts.user_hashtags[user], 0.0).log1p(),
+        (~known_user).float(), user_posts.squeeze(1).log1p(), user_uses / user_posts.squeeze(1).clamp(min=1),
+        user_hashtags.log1p(),
     ]
     columns = [part.gather(1, top) for part in parts.values()] + [
         chosen, torch.arange(top.shape[1], device=top.device).float().expand_as(chosen), chosen - chosen[:, :1],
@@ -142,8 +140,7 @@ class Reranker:
     def to_dict(self) -> dict[str, Any]:
         counts = self.counts
         return {"trees": self.trees, "features": list(self.features),
-                "counts": {"user_posts": counts.user_posts, "user_uses": counts.user_uses,
-                           "user_hashtags": counts.user_hashtags, "item_posts": counts.item_posts}}
+                "counts": {"user_posts": counts.user_posts, "item_posts": counts.item_posts}}
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Reranker:
