@@ -25,13 +25,12 @@ import torch
 from torch import Tensor
 
 from phr_cli.checkpoint import ModelScorer
-from phr_cli.evaluate import TestCases, ranking_metrics
+from phr_cli.evaluate import MIN_FIT_CASES, TestCases, ranking_metrics
 from phr_cli.graph import PostData
 
-# Validation cases read for the search (each costs parts x hashtags floats), and the fewest
-# worth searching on: each half then holds 100 cases, enough for P@5 to tell a change from noise.
+# Validation cases read for the search (each costs parts x hashtags floats); the fewest
+# worth searching on is `evaluate.MIN_FIT_CASES`.
 MAX_CASES = 4096
-MIN_CASES = 200
 # Each round tries every part's scale times each step (a scale at 0 tries each step as a
 # value instead); a step is taken when the metric rises. Three rounds settle on Last.fm.
 STEPS = (0.0, 0.1, 0.3, 0.6, 1.5, 3.0, 10.0)
@@ -79,11 +78,11 @@ def calibrate(scorer: ModelScorer, posts: PostData, cases: TestCases, metric: st
     """Choose the scorer's `model.part_scales` on validation cases (see the module
     docstring), starting from the model as trained (`GCNPHR.trained_part_scales`: PITF's
     factors, fitted beside it, at 0); None when the model has a single part or fewer than
-    MIN_CASES cases, and then the model keeps its trained scales."""
+    MIN_FIT_CASES cases, and then the model keeps its trained scales."""
     model = scorer.model
     start = model.trained_part_scales()
     model.part_scales.copy_(start)
-    if model.evidence is None or len(cases) < MIN_CASES:
+    if model.evidence is None or len(cases) < MIN_FIT_CASES:
         return None
     chosen = np.random.default_rng(seed).permutation(len(cases))[:MAX_CASES]
     fit_rows, check_rows = chosen[: len(chosen) // 2], chosen[len(chosen) // 2:]

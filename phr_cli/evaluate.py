@@ -313,6 +313,9 @@ def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: Protoc
 
 
 MIN_RELIABLE_CASES = 30  # below this a metric moves by ≥ 1/30 with one case: not a figure to compare
+# The fewest validation cases that calibration and the re-ranker fit on: each fits on one
+# half and checks on the other, and 100 cases are enough for P@5 to tell a change from noise.
+MIN_FIT_CASES = 200
 
 
 def small_data_notices(cases: dict[str, int], n_hashtags: int | None = None, protocol: ProtocolName = "both",

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from phr_cli.evaluate import MIN_FIT_CASES
 from phr_cli.graph import Graph
 
 if TYPE_CHECKING:
@@ -198,11 +199,10 @@ def candidate_table(scorer: ModelScorer, posts: PostData, cases: TestCases, coun
 
 
 def fit_reranker(scorer: ModelScorer, posts: PostData, cases: TestCases, graph: Graph, metric: str = "P@5",
-                 seed: int = 0, min_cases: int = 200) -> tuple[Reranker | None, Reranking | None]:
+                 seed: int = 0) -> tuple[Reranker | None, Reranking | None]:
     """Trees fitted on the validation cases' candidates under the scorer's calibrated model
-    (see the module docstring); (None, None) with fewer than min_cases cases (the caller's
-    `calibration.MIN_CASES`)."""
-    if len(cases) < min_cases:
+    (see the module docstring); (None, None) with fewer than MIN_FIT_CASES cases."""
+    if len(cases) < MIN_FIT_CASES:
         return None, None
     counts = CountsOfTraining.of_graph(graph)
     table, hits, names = candidate_table(scorer, posts, cases, counts)

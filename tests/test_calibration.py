@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from phr_cli.calibration import MIN_CASES, calibrate
+from phr_cli.calibration import calibrate
 from phr_cli.checkpoint import ModelScorer
-from phr_cli.evaluate import build_cases
+from phr_cli.evaluate import MIN_FIT_CASES, build_cases
 from phr_cli.graph import PostData, build_graph
 from phr_cli.model import GCNPHR, ModelConfig
 
@@ -42,7 +42,7 @@ def scorer_and_cases():
     assert model.evidence is not None
     with torch.no_grad():  # a prior that trusts popularity far more than the user's history
         model.evidence.weights.copy_(torch.tensor([0.05, 1.0, 3.0, 1.0, 0.0, 0.0]))
-    validation = planted_posts(2 * MIN_CASES, seed=1, with_common=False)
+    validation = planted_posts(2 * MIN_FIT_CASES, seed=1, with_common=False)
     scorer = ModelScorer(model, *model.propagate(), item_index=graph.item_index)
     return scorer, validation, graph
 
@@ -64,5 +64,5 @@ def test_calibration_raises_the_part_that_ranks_validation_posts(scorer_and_case
 
 def test_calibration_needs_enough_validation_cases(scorer_and_cases):
     scorer, validation, graph = scorer_and_cases
-    few = validation.subset(np.arange(MIN_CASES - 1))
+    few = validation.subset(np.arange(MIN_FIT_CASES - 1))
     assert calibrate(scorer, few, build_cases(few, np.arange(len(few)), graph)) is None

@@ -9,11 +9,10 @@ import pytest
 import torch
 from test_train import planted_posts
 
-from phr_cli.calibration import MIN_CASES
 from phr_cli.checkpoint import load_checkpoint, read_checkpoint_file
 from phr_cli.config import TrainConfig
 from phr_cli.dataset import SplitPosts
-from phr_cli.evaluate import TestCases
+from phr_cli.evaluate import MIN_FIT_CASES, TestCases
 from phr_cli.evidence import TagEvidence
 from phr_cli.graph import split_posts
 from phr_cli.model import ModelConfig
@@ -104,7 +103,7 @@ def test_no_trees_without_enough_cases_or_when_the_held_out_half_does_not_rise()
 def test_training_records_the_reranker_and_a_checkpoint_scores_with_the_one_it_holds(tmp_path):
     posts = planted_posts(n_users=80, posts_per_user=25)
     data = SplitPosts(posts, split_posts(posts, seed=0))
-    assert len(data.validation) >= MIN_CASES
+    assert len(data.validation) >= MIN_FIT_CASES
     config = TrainConfig(epochs=2, batch_size=256, patience=2, device="cpu")
     steps: list[str] = []
     path = tmp_path / "model.pt"
