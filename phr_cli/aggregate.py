@@ -2,21 +2,32 @@
 
 GCN-PHR's messages are weighted sums over edges: out[r] = Σ_e w_e · dense[c_e]. The
 edges (rows r, columns c) are the training graph's and never change; the weights (the
-attention α) change every step. `SparsePattern` sorts and merges the edges once;
-`SparsePattern.matmul` runs the product as a sparse matrix times a dense one, with a
-backward that is again a sparse product (by the transpose, whose order is also
-precomputed) plus one dot product per edge for the weights. Gathering a (edges, d)
-message matrix and `index_add_`-ing it back, as autograd would differentiate it, is
-several times slower on a CPU.
+attention α) change every step. `SparsePattern` sorts and merges the edges once, in
+compressed-row (CSR) form for the matrix and for its transpose; `SparsePattern.matmul`
+runs the product as a CSR matrix times a dense one, with a backward that is again a CSR
+product (by the transpose) plus a sampled dense product (SDDMM) for the weights. On a CPU
+the CSR kernels are several times faster than the same products in COO form, and both are
+far faster than gathering an (edges, d) message matrix and `index_add_`-ing it back, as
+autograd would differentiate it.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+# torch flags every CSR tensor as a beta feature; the kernels used here are stable ones.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+
+def _compressed(rows: Tensor, n_rows: int) -> Tensor:
+    """CSR row offsets (n_rows + 1,) of entries sorted by row."""
+    counts = torch.bincount(rows, minlength=n_rows)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
 @dataclass(frozen=True)
@@ -26,9 +37,11 @@ class SparsePattern:
 
     n_rows: int
     n_cols: int
-    indices: Tensor  # (2, E) distinct entries sorted by row then column (coalesced COO)
-    transposed: Tensor  # (2, E) the transpose's entries, coalesced
-    transpose_order: Tensor  # (E,) the entry (position in `indices`) of each transposed entry
+    row_offsets: Tensor  # (n_rows + 1,) CSR offsets of the distinct entries, sorted by row then column
+    columns: Tensor  # (E,) their columns
+    transposed_offsets: Tensor  # (n_cols + 1,) the transpose's CSR offsets
+    transposed_columns: Tensor  # (E,) the transpose's columns (rows of the matrix)
+    transpose_order: Tensor  # (E,) the entry (position in the matrix's order) of each transposed entry
     entry_of_pair: Tensor  # (N,) the entry each input pair was merged into
 
     @classmethod
@@ -39,29 +52,38 @@ class SparsePattern:
         return cls(
             n_rows=n_rows,
             n_cols=n_cols,
-            indices=torch.stack([entry_rows, entry_cols]),
-            transposed=torch.stack([entry_cols[transpose_order], entry_rows[transpose_order]]),
+            row_offsets=_compressed(entry_rows, n_rows),
+            columns=entry_cols,
+            transposed_offsets=_compressed(entry_cols, n_cols),
+            transposed_columns=entry_rows[transpose_order],
             transpose_order=transpose_order,
             entry_of_pair=entry_of_pair,
         )
 
     @property
     def n_entries(self) -> int:
-        return self.indices.shape[1]
+        return len(self.columns)
 
     def entry_weights(self, pair_weights: Tensor) -> Tensor:
         """The weight of each entry from the weights of the input pairs (summed where they repeat)."""
         return pair_weights.new_zeros(self.n_entries).index_add(0, self.entry_of_pair, pair_weights)
 
+    def matrix(self, entry_weights: Tensor) -> Tensor:
+        """The (n_rows, n_cols) CSR matrix with these entry weights (E,)."""
+        # The structure was checked when built; checking it again every step would cost a pass.
+        return torch.sparse_csr_tensor(self.row_offsets, self.columns, entry_weights, (self.n_rows, self.n_cols),
+                                       check_invariants=False)
+
+    def transposed_matrix(self, entry_weights: Tensor) -> Tensor:
+        """The (n_cols, n_rows) CSR transpose of `matrix(entry_weights)`."""
+        return torch.sparse_csr_tensor(self.transposed_offsets, self.transposed_columns,
+                                       entry_weights[self.transpose_order], (self.n_cols, self.n_rows),
+                                       check_invariants=False)
+
     def matmul(self, entry_weights: Tensor, dense: Tensor) -> Tensor:
         """(n_rows, d): the matrix with these entry weights (E,) times `dense` (n_cols, d),
         differentiable in both."""
         return _SparseProduct.apply(entry_weights, dense, self)
-
-
-def _sparse(indices: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
-    # The structure was checked when built; checking it again every step would cost a pass.
-    return torch.sparse_coo_tensor(indices, values, size, is_coalesced=True, check_invariants=False)
 
 
 class _SparseProduct(torch.autograd.Function):
@@ -71,7 +93,7 @@ class _SparseProduct(torch.autograd.Function):
     def forward(ctx: Any, weights: Tensor, dense: Tensor, pattern: SparsePattern) -> Tensor:
         ctx.save_for_backward(weights, dense)
         ctx.pattern = pattern
-        return torch.sparse.mm(_sparse(pattern.indices, weights, (pattern.n_rows, pattern.n_cols)), dense)
+        return pattern.matrix(weights) @ dense
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
@@ -79,9 +101,9 @@ class _SparseProduct(torch.autograd.Function):
         pattern: SparsePattern = ctx.pattern
         grad_weights = grad_dense = None
         if ctx.needs_input_grad[0]:
-            rows, cols = pattern.indices
-            grad_weights = (grad.index_select(0, rows) * dense.index_select(0, cols)).sum(dim=1)
+            # (d out · denseᵀ) at the pattern's entries only: a sampled dense product.
+            grad_weights = torch.sparse.sampled_addmm(pattern.matrix(torch.zeros_like(weights)), grad.contiguous(),
+                                                      dense.T, beta=0.0).values()
         if ctx.needs_input_grad[1]:
-            transposed = _sparse(pattern.transposed, weights[pattern.transpose_order], (pattern.n_cols, pattern.n_rows))
-            grad_dense = torch.sparse.mm(transposed, grad.contiguous())
+            grad_dense = pattern.transposed_matrix(weights) @ grad.contiguous()
         return grad_weights, grad_dense, None

@@ -32,7 +32,9 @@ def test_transposed_structure_is_the_transpose():
     rows, cols = torch.tensor([3, 0, 1, 1, 2]), torch.tensor([0, 2, 2, 1, 0])
     pattern = SparsePattern.build(rows, cols, n_rows=4, n_cols=3)
     weights = torch.arange(1.0, pattern.n_entries + 1)
-    forward = torch.sparse_coo_tensor(pattern.indices, weights, (4, 3), check_invariants=True).to_dense()
-    transposed = torch.sparse_coo_tensor(pattern.transposed, weights[pattern.transpose_order], (3, 4),
-                                         check_invariants=True).to_dense()
+    with torch.sparse.check_sparse_tensor_invariants():  # valid CSR structures, both ways
+        forward = pattern.matrix(weights).to_dense()
+        transposed = pattern.transposed_matrix(weights).to_dense()
+    expected_entries = torch.zeros(4, 3, dtype=torch.bool).index_put((rows, cols), torch.tensor(True))
+    torch.testing.assert_close(forward != 0, expected_entries)
     torch.testing.assert_close(transposed, forward.T)
