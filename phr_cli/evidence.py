@@ -42,7 +42,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from phr_cli.neighbours import ContentIndex, SizedByState, gather_ranges, unit_rows
+from phr_cli.neighbours import ContentIndex, SizedByState, gather_ranges, row_cosines, unit_rows
 
 EVIDENCE_TERMS = ("user history", "item history", "popularity", "similar items", "recent use", "similar own posts")
 # Width of the item profiles compared by "similar own posts": exact (the identity) for at
@@ -318,11 +318,11 @@ class TagEvidence(SizedByState):
                        accumulate=True)
         return out
 
-    def _profile_similarity(self, entries: Tensor, profiles: Tensor) -> Tensor:
+    def _profile_similarity(self, entries: Tensor, profiles: Tensor, rows: Tensor) -> Tensor:
         """max(0, cosine)^SIMILARITY_AMPLIFICATION of each use's item profile with the scored
-        item's unit profile (one per entry)."""
-        used = unit_rows(self.item_profiles.index_select(0, self.use_items[entries]))
-        return (used * profiles).sum(dim=1).clamp(min=0.0).pow(SIMILARITY_AMPLIFICATION)
+        item's unit profile profiles[rows[e]] (one per entry)."""
+        cosine = row_cosines(self.item_profiles, self.use_items[entries], profiles, rows)
+        return cosine.clamp(min=0.0).pow(SIMILARITY_AMPLIFICATION)
 
     def similar_posts(self, users: Tensor, hashtags: Tensor, profiles: Tensor, skip_items: Tensor,
                       uses: PairUses | None = None) -> Tensor:
@@ -330,7 +330,7 @@ class TagEvidence(SizedByState):
         unit profiles (B, width); a use of skip_items[b] (the post being scored) is left out."""
         uses = uses or self.pair_uses(users, hashtags)
         similarity = torch.where(self.use_items[uses.entries] == skip_items[uses.row], 0.0,
-                                 self._profile_similarity(uses.entries, profiles[uses.row]))
+                                 self._profile_similarity(uses.entries, profiles, uses.row))
         return self._sum_per_pair(uses, similarity)
 
     def similar_posts_rows(self, users: Tensor, profiles: Tensor) -> Tensor:
@@ -339,7 +339,7 @@ class TagEvidence(SizedByState):
         out = self.item_profiles.new_zeros(len(users), self.uses.n_columns)
         at, entries = self.uses.row_entries(users)
         out.index_put_((at, self.uses.keys[entries] % self.uses.n_columns),
-                       self._profile_similarity(entries, profiles[at]), accumulate=True)
+                       self._profile_similarity(entries, profiles, at), accumulate=True)
         return out
 
     @staticmethod

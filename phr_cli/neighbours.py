@@ -46,6 +46,21 @@ def unit_rows(vectors: Tensor) -> Tensor:
     return vectors / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
+# Rows gathered at once by `row_cosines`: a few MiB, so that no (entries, width) temporary is
+# built (on a CPU, filling fresh pages for one cost more than the products).
+ROW_BLOCK = 8192
+
+
+def row_cosines(left: Tensor, left_rows: Tensor, right: Tensor, right_rows: Tensor) -> Tensor:
+    """(E,): the cosine of left[left_rows[e]] with right[right_rows[e]], already of unit length."""
+    out = right.new_empty(len(left_rows))
+    for start in range(0, len(left_rows), ROW_BLOCK):
+        block = slice(start, start + ROW_BLOCK)
+        vectors = unit_rows(left.index_select(0, left_rows[block]))
+        out[block] = (vectors * right.index_select(0, right_rows[block])).sum(dim=1)
+    return out
+
+
 class SizedByState(torch.nn.Module):
     """A module whose buffers take the sizes of the state dict it loads: a checkpoint's
     count tables are only known once it is read."""
