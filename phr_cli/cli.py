@@ -166,6 +166,9 @@ def main(
                                  help="Print phr's version and exit."),
 ) -> None:
     """Personalised hashtag recommendation for micro-videos (GCN-PHR)."""
+    from phr_cli.devices import keep_freed_memory
+
+    keep_freed_memory()
 
 
 def _check_device(name: str) -> None:

@@ -1,11 +1,14 @@
-"""Device names are resolved once, to a torch.device, or refused in one line."""
+"""Device names are resolved once, to a torch.device, or refused in one line; the host allocator's setting."""
 
 from __future__ import annotations
+
+import platform
+import sys
 
 import pytest
 import torch
 
-from phr_cli.devices import DeviceError, resolve_device
+from phr_cli.devices import DeviceError, keep_freed_memory, resolve_device
 from phr_cli.errors import PhrError
 
 
@@ -27,3 +30,8 @@ def test_an_unknown_device_name_is_a_phr_error(name):
 def test_cuda_without_cuda_is_a_phr_error():
     with pytest.raises(DeviceError, match="CUDA is not available"):
         resolve_device("cuda")
+
+
+def test_freed_memory_is_kept_where_the_c_library_is_glibc():
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc
