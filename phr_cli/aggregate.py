@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 # torch flags every CSR tensor as a beta feature; the kernels used here are stable ones.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", module=r"phr_cli\.aggregate")
 
 
 def _compressed(rows: Tensor, n_rows: int) -> Tensor:
@@ -70,7 +70,7 @@ class SparsePattern:
 
     def matrix(self, entry_weights: Tensor) -> Tensor:
         """The (n_rows, n_cols) CSR matrix with these entry weights (E,)."""
-        # The structure was checked when built; checking it again every step would cost a pass.
+        # `build` makes a valid structure (tests check it); checking it every step would cost a pass.
         return torch.sparse_csr_tensor(self.row_offsets, self.columns, entry_weights, (self.n_rows, self.n_cols),
                                        check_invariants=False)
 
@@ -100,7 +100,9 @@ class _SparseProduct(torch.autograd.Function):
         weights, dense = ctx.saved_tensors
         pattern: SparsePattern = ctx.pattern
         grad_weights = grad_dense = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and pattern.n_entries == 0:
+            grad_weights = torch.zeros_like(weights)  # CUDA's kernel would be called with no entries
+        elif ctx.needs_input_grad[0]:
             # (d out · denseᵀ) at the pattern's entries only: a sampled dense product.
             grad_weights = torch.sparse.sampled_addmm(pattern.matrix(torch.zeros_like(weights)), grad.contiguous(),
                                                       dense.T, beta=0.0).values()

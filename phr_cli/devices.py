@@ -42,9 +42,10 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return torch.device(name)
 
 
-# glibc's mallopt parameters, and the size below which freed blocks stay with the process.
+# glibc's mallopt parameters, and the sizes below which freed blocks stay with the process:
+# 1 GiB where glibc accepts it, else the 32 MiB that every 64-bit glibc accepts for mmap.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-KEPT_BLOCK_BYTES = 1 << 30
+KEPT_BLOCK_BYTES = (1 << 30, 32 << 20)
 
 
 def keep_freed_memory() -> bool:
@@ -64,4 +65,6 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(M_MMAP_THRESHOLD, KEPT_BLOCK_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEPT_BLOCK_BYTES))
+    kept_mapped = any(mallopt(M_MMAP_THRESHOLD, size) for size in KEPT_BLOCK_BYTES)
+    kept_trimmed = bool(mallopt(M_TRIM_THRESHOLD, KEPT_BLOCK_BYTES[0]))
+    return kept_mapped and kept_trimmed
