@@ -52,7 +52,7 @@ ROW_BLOCK = 8192
 
 
 def row_cosines(left: Tensor, left_rows: Tensor, right: Tensor, right_rows: Tensor) -> Tensor:
-    """(E,): the cosine of left[left_rows[e]] with right[right_rows[e]], already of unit length."""
+    """(E,): the cosine of left[left_rows[e]] with right[right_rows[e]] (right's rows are of unit length)."""
     out = right.new_empty(len(left_rows), dtype=torch.promote_types(left.dtype, right.dtype))
     for start in range(0, len(left_rows), ROW_BLOCK):
         block = slice(start, start + ROW_BLOCK)
