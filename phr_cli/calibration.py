@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from phr_cli.checkpoint import ModelScorer
-from phr_cli.evaluate import MIN_FIT_CASES, TestCases, ranking_metrics
+from phr_cli.evaluate import MIN_FIT_CASES, TestCases, ranking_metrics, validation_halves
 from phr_cli.graph import PostData
 
 # Validation cases read for the search (each costs parts x hashtags floats); the fewest
@@ -84,8 +84,7 @@ def calibrate(scorer: ModelScorer, posts: PostData, cases: TestCases, metric: st
     model.part_scales.copy_(start)
     if model.evidence is None or len(cases) < MIN_FIT_CASES:
         return None
-    chosen = np.random.default_rng(seed).permutation(len(cases))[:MAX_CASES]
-    fit_rows, check_rows = chosen[: len(chosen) // 2], chosen[len(chosen) // 2:]
+    fit_rows, check_rows = validation_halves(len(cases), seed, MAX_CASES)
     model.part_scales.fill_(1.0)  # the parts as they are, each scaled below
     fit_parts = _parts(scorer, posts, cases, fit_rows)
     scales = _search(torch.stack(list(fit_parts.values())), [cases.relevant[r] for r in fit_rows], metric, seed,

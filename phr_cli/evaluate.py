@@ -318,6 +318,14 @@ MIN_RELIABLE_CASES = 30  # below this a metric moves by ≥ 1/30 with one case: 
 MIN_FIT_CASES = 200
 
 
+def validation_halves(n_cases: int, seed: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (fit, check) that calibration and the re-ranker fit on and check on: halves of
+    one seeded permutation of the cases (its first `limit` rows, if given). Both stages draw
+    the same permutation, so the re-ranker's check half holds none of calibration's fit half."""
+    chosen = np.random.default_rng(seed).permutation(n_cases)[:limit]
+    return chosen[: len(chosen) // 2], chosen[len(chosen) // 2:]
+
+
 def small_data_notices(cases: dict[str, int], n_hashtags: int | None = None, protocol: ProtocolName = "both",
                        n_negatives: int = 1000) -> list[str]:
     """Warnings for figures that mean little: `cases` maps a set's name ("validation",

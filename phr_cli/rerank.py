@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from phr_cli.evaluate import MIN_FIT_CASES
+from phr_cli.evaluate import MIN_FIT_CASES, validation_halves
 from phr_cli.graph import Graph
 
 if TYPE_CHECKING:
@@ -206,10 +206,9 @@ def fit_reranker(scorer: ModelScorer, posts: PostData, cases: TestCases, graph: 
         return None, None
     counts = CountsOfTraining.of_graph(graph)
     table, hits, names = candidate_table(scorer, posts, cases, counts)
-    # Calibration's seeded permutation: the half checked here holds none of the cases the
-    # calibration was fitted on, so neither stage has seen it.
-    order = np.random.default_rng(seed).permutation(len(cases))
-    fit_rows, check_rows = order[: len(order) // 2], order[len(order) // 2:]
+    # Calibration's permutation: the half checked here holds none of the cases the calibration
+    # was fitted on, so neither stage has seen it.
+    fit_rows, check_rows = validation_halves(len(cases), seed)
     held_out = fit_trees(table[fit_rows], hits[fit_rows], seed)
     checked = table[check_rows]
     n_relevant = np.array([len(cases.relevant[row]) for row in check_rows], dtype=np.float64)
