@@ -86,7 +86,7 @@ def candidate_features(model: GCNPHR, counts: CountsOfTraining, parts: dict[str,
     chosen = total.gather(1, top)
     known_user, known_item = users >= 0, items >= 0
     user, item = users.clamp(min=0), items.clamp(min=0)
-    user_posts = torch.where(known_user, counts.user_posts[user], 0.0).unsqueeze(1)
+    user_posts = torch.where(known_user, counts.user_posts[user], 0.0)
     item_posts = torch.where(known_item, counts.item_posts[item], 0.0).unsqueeze(1)
     user_counts = model.evidence.user_counts
     with_user = user_counts.lookup(users.unsqueeze(1), top)
@@ -97,13 +97,14 @@ def candidate_features(model: GCNPHR, counts: CountsOfTraining, parts: dict[str,
     user_uses = total.new_zeros(len(users)).index_add_(0, at, user_counts.values[entries])
     user_hashtags = torch.bincount(at, minlength=len(users)).to(total.dtype)
     per_post = [
-        (~known_user).float(), user_posts.squeeze(1).log1p(), user_uses / user_posts.squeeze(1).clamp(min=1),
+        (~known_user).float(), user_posts.log1p(), user_uses / user_posts.clamp(min=1),
         user_hashtags.log1p(),
     ]
     columns = [part.gather(1, top) for part in parts.values()] + [
         chosen, torch.arange(top.shape[1], device=top.device).float().expand_as(chosen), chosen - chosen[:, :1],
         *(value.unsqueeze(1).expand_as(chosen) for value in per_post),
-        with_user.log1p(), with_user / user_posts.clamp(min=1), with_item.log1p(), with_item / item_posts.clamp(min=1),
+        with_user.log1p(), with_user / user_posts.clamp(min=1).unsqueeze(1),
+        with_item.log1p(), with_item / item_posts.clamp(min=1),
         model.evidence.hashtag_counts[top].log1p(), known_item.float().unsqueeze(1).expand_as(chosen),
         item_posts.log1p().expand_as(chosen),
     ]
@@ -187,9 +188,10 @@ def candidate_table(scorer: ModelScorer, posts: PostData, cases: TestCases, coun
                     ) -> CandidateTable:
     """The cases' candidates under the scorer's calibrated model, as the trees read them."""
     feature_blocks, candidate_blocks, names = [], [], []
+    assert scorer.model.evidence is not None, "the re-ranker reads the evidence's counts"
+    counts = counts.to(scorer.model.evidence.hashtag_counts.device)  # beside the evidence's counts, once
     for chunk, parts, total in scorer.scored_chunks(cases.users, posts.subset(cases.rows)):
-        top, features = candidate_features(scorer.model, counts.to(total.device), parts, total, chunk.users,
-                                           chunk.items)
+        top, features = candidate_features(scorer.model, counts, parts, total, chunk.users, chunk.items)
         feature_blocks.append(features.cpu().numpy())
         candidate_blocks.append(top.cpu().numpy())
         names = list(parts)
