@@ -18,6 +18,7 @@ right five on top, which can hinge on a part that merely breaks ties (popularity
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,16 +75,19 @@ def _search(parts: Tensor, relevant: list[np.ndarray], metric: str, seed: int, s
 
 
 def calibrate(scorer: ModelScorer, posts: PostData, cases: TestCases, metric: str = "P@5",
-              seed: int = 0) -> Calibration | None:
+              seed: int = 0, on_start: Callable[[], None] | None = None) -> Calibration | None:
     """Choose the scorer's `model.part_scales` on validation cases (see the module
     docstring), starting from the model as trained (`GCNPHR.trained_part_scales`: PITF's
     factors, fitted beside it, at 0); None when the model has a single part or fewer than
-    MIN_FIT_CASES cases, and then the model keeps its trained scales."""
+    MIN_FIT_CASES cases, and then the model keeps its trained scales. on_start() is called
+    when the search begins."""
     model = scorer.model
     start = model.trained_part_scales()
     model.part_scales.copy_(start)
     if model.evidence is None or len(cases) < MIN_FIT_CASES:
         return None
+    if on_start is not None:
+        on_start()
     fit_rows, check_rows = validation_halves(len(cases), seed, MAX_CASES)
     model.part_scales.fill_(1.0)  # the parts as they are, each scaled below
     fit_parts = _parts(scorer, posts, cases, fit_rows)

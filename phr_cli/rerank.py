@@ -19,6 +19,7 @@ weights-only file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -201,11 +202,15 @@ def candidate_table(scorer: ModelScorer, posts: PostData, cases: TestCases, coun
 
 
 def fit_reranker(scorer: ModelScorer, posts: PostData, cases: TestCases, graph: Graph, metric: str = "P@5",
-                 seed: int = 0) -> tuple[Reranker | None, Reranking | None]:
+                 seed: int = 0, on_start: Callable[[], None] | None = None
+                 ) -> tuple[Reranker | None, Reranking | None]:
     """Trees fitted on the validation cases' candidates under the scorer's calibrated model
-    (see the module docstring); (None, None) with fewer than MIN_FIT_CASES cases."""
+    (see the module docstring); (None, None) with fewer than MIN_FIT_CASES cases. on_start()
+    is called when the fit begins."""
     if len(cases) < MIN_FIT_CASES:
         return None, None
+    if on_start is not None:
+        on_start()
     counts = CountsOfTraining.of_graph(graph)
     table, hits, names = candidate_table(scorer, posts, cases, counts)
     # Calibration's permutation: the half checked here holds none of the cases the calibration

@@ -34,7 +34,7 @@ from phr_cli.config import TrainConfig
 from phr_cli.dataset import Dataset, SplitPosts
 from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
 from phr_cli.errors import DataError
-from phr_cli.evaluate import MIN_FIT_CASES, TestCases, evaluate, small_data_notices
+from phr_cli.evaluate import TestCases, evaluate, small_data_notices
 from phr_cli.factors import FittedFactors
 from phr_cli.graph import MODALITIES, Graph, PostData
 from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
@@ -306,17 +306,13 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
                     pitf = fit_pitf(data, model, device, config.seed, finishing)
                     model.factors.load_fitted(pitf)
                     payload["pitf_epoch"] = pitf.best_epoch
-                enough = len(validation) >= MIN_FIT_CASES  # below, both steps leave the model as trained
-                if enough:
-                    finishing(CALIBRATING, 0, None)
                 scorer = ModelScorer(model, best["users"].to(device), best["hashtags"].to(device), graph.item_index)
-                result = calibrate(scorer, posts, validation, metric=config.validation_metric, seed=config.seed)
+                result = calibrate(scorer, posts, validation, metric=config.validation_metric, seed=config.seed,
+                                   on_start=lambda: finishing(CALIBRATING, 0, None))
                 payload["calibration"] = None if result is None else asdict(result)
                 if model_config.rerank and ranks.main:  # only the main rank saves the checkpoint
-                    if enough:
-                        finishing(RERANKING, 0, None)
                     reranker, reranking = fit_reranker(scorer, posts, validation, graph, config.validation_metric,
-                                                       config.seed)
+                                                       config.seed, on_start=lambda: finishing(RERANKING, 0, None))
                     payload["reranker"] = None if reranker is None else reranker.to_dict()
                     payload["reranking"] = None if reranking is None else asdict(reranking)
                 best["state"] = _cpu_state(model)
