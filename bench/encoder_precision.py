@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from phr_cli.decode import FrameSampling, decode_clip
+from phr_cli.data.decode import FrameSampling, decode_clip
+from phr_cli.data.posts import read_posts
 from phr_cli.devices import resolve_device
 from phr_cli.encoders.pipeline import Encoders
-from phr_cli.posts import read_posts
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Runs in each version's own tree; TrainConfig is importable from phr_cli.train in both.
+# Runs in each version's own tree: the modules moved into packages after a98f19d.
 CHILD = """
 import json, sys, torch
 from pathlib import Path
@@ -41,8 +41,12 @@ if sys.argv[3] == "kept":
             mallopt = ctypes.CDLL("libc.so.6").mallopt
             return any(mallopt(-3, size) for size in (1 << 30, 32 << 20)) and bool(mallopt(-1, 1 << 30))
     assert keep_freed_memory(), "glibc's mallopt did not apply"
-from phr_cli.model import ModelConfig
-from phr_cli.train import TrainConfig, train_from_store
+try:
+    from phr_cli.model.network import ModelConfig
+    from phr_cli.training.train import TrainConfig, train_from_store
+except ImportError:  # an older commit's flat modules
+    from phr_cli.model import ModelConfig
+    from phr_cli.train import TrainConfig, train_from_store
 model_config = ModelConfig(propagate=False) if sys.argv[5] == "content-only" else ModelConfig()
 outcome = train_from_store(Path(sys.argv[1]), Path(sys.argv[2]), model_config,
                            TrainConfig(epochs=int(sys.argv[4]), batch_size=4096, device="cpu",

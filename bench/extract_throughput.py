@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from phr_cli.decode import FrameSampling
+from phr_cli.data.decode import FrameSampling
+from phr_cli.data.posts import read_posts
 from phr_cli.encoders.pipeline import content_key
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.extract.local import decode_in_pool
-from phr_cli.posts import read_posts
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
 
-from phr_cli import decode
-from phr_cli.decode import FrameSampling
+from phr_cli.data import decode
+from phr_cli.data.decode import FrameSampling
 from support import media
 
 

@@ -1,7 +1,7 @@
 """GCN-PHR against the baselines on real personalised tagging data: HetRec 2011 Last.fm 2K.
 
     python bench/lastfm.py ../shared/datasets/lastfm-2k [--work DIR] [--epochs N] [--patience N]
-        [--splits post item time]
+        [--splits post item time] [--variant paper] [--set FIELD=VALUE ...]
 
 Each (user, artist) pair becomes a text-only post (caption = the artist's name, hashtags =
 the user's tags for it) written to a posts.jsonl manifest; then the product's own code
@@ -18,20 +18,21 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from lastfm_data import load_lastfm_captions, load_lastfm_posts  # noqa: E402
 
-from phr_cli.baselines import PITFConfig  # noqa: E402
-from phr_cli.comparison import evaluate_store  # noqa: E402
-from phr_cli.config import TrainConfig  # noqa: E402
+from phr_cli.data.graph import SPLITS  # noqa: E402
 from phr_cli.devices import resolve_device  # noqa: E402
 from phr_cli.extract import ExtractOptions, extract  # noqa: E402
-from phr_cli.graph import SPLITS  # noqa: E402
-from phr_cli.model import ModelConfig  # noqa: E402
-from phr_cli.train import train_from_store  # noqa: E402
+from phr_cli.model.network import ModelConfig  # noqa: E402
+from phr_cli.model.pitf import PITFConfig  # noqa: E402
+from phr_cli.training.comparison import evaluate_store  # noqa: E402
+from phr_cli.training.config import TrainConfig  # noqa: E402
+from phr_cli.training.train import train_from_store  # noqa: E402
 
 
 def write_manifest(dataset: Path, folder: Path) -> int:
@@ -43,6 +44,26 @@ def write_manifest(dataset: Path, folder: Path) -> int:
             handle.write(json.dumps({"user": user, "caption": caption, "hashtags": tags, "time": int(time)},
                                     ensure_ascii=False) + "\n")
     return len(posts)
+
+
+def model_changes(assignments: list[str]) -> dict[str, object]:
+    """FIELD=VALUE pairs as ModelConfig keyword arguments, each value parsed as its field's type."""
+    kinds = {f.name: f.type for f in fields(ModelConfig)}
+    changes: dict[str, object] = {}
+    for assignment in assignments:
+        name, _, text = assignment.partition("=")
+        if name not in kinds:
+            raise SystemExit(f"--set {assignment}: no model field {name!r}; fields: {', '.join(kinds)}")
+        kind = str(kinds[name])
+        if kind == "bool":
+            changes[name] = text.lower() in ("1", "true", "yes", "on")
+        elif kind == "int":
+            changes[name] = int(text)
+        elif kind.startswith("float"):
+            changes[name] = None if text.lower() == "none" else float(text)
+        else:
+            changes[name] = text
+    return changes
 
 
 def main() -> None:
@@ -60,7 +81,10 @@ def main() -> None:
     parser.add_argument("--pitf-epochs", type=int, default=200, help="at most; PITF stops when validation P@5 "
                         "stops rising")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", dest="changes", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override one model configuration field (an ablation), e.g. factors=false; repeatable")
     args = parser.parse_args()
+    changes = model_changes(args.changes)
 
     posts_dir, store = args.work / "posts", args.work / "features.h5"
     started = time.perf_counter()
@@ -72,8 +96,8 @@ def main() -> None:
         checkpoint = args.work / f"gcn-phr-{split_by}.pt"
         outcome = train_from_store(
             store, checkpoint,
-            (ModelConfig.paper(dim=args.dim) if args.variant == "paper"
-             else ModelConfig(dim=args.dim, variant=args.variant)),
+            (ModelConfig.paper(dim=args.dim, **changes) if args.variant == "paper"
+             else ModelConfig(dim=args.dim, variant=args.variant, **changes)),
             TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                         device=args.device),
             split_by=split_by)

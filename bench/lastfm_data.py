@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phr_cli.graph import PostData
+from phr_cli.data.graph import PostData
 
 
 def _read_table(path: Path, encoding: str) -> list[list[str]]:

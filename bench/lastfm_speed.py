@@ -31,14 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from phr_cli.baselines import PITF, PITFConfig
-from phr_cli.comparison import evaluate_store
-from phr_cli.config import TrainConfig
-from phr_cli.evaluate import build_cases, evaluate
-from phr_cli.graph import Graph, build_graph, posts_from_store, split_posts
-from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
-from phr_cli.store import load_store
-from phr_cli.train import BatchScores, NegativeSampler, train_from_store
+from phr_cli.data.cases import build_cases
+from phr_cli.data.graph import Graph, build_graph, posts_from_store, split_posts
+from phr_cli.data.store import load_store
+from phr_cli.evaluation.metrics import evaluate
+from phr_cli.model.network import GCNPHR, ModelConfig, bpr_loss
+from phr_cli.model.pitf import PITF, PITFConfig
+from phr_cli.training.comparison import evaluate_store
+from phr_cli.training.config import TrainConfig
+from phr_cli.training.train import BatchScores, NegativeSampler, train_from_store
 
 KINDS = {
     "before": (ModelConfig(aggregation="index_add", modalities="all"), {"adam": "single"},

@@ -27,7 +27,7 @@ from torchvggish import vggish_input
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
 
-from phr_cli.decode import decode_clip
+from phr_cli.data.decode import decode_clip
 from phr_cli.encoders.audio import AudioEncoder, log_mel_examples
 from phr_cli.encoders.visual import VisualEncoder
 from support import media

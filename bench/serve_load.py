@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from recommend_latency import phr_command, run_seconds  # noqa: E402
 
-from phr_cli.checkpoint import load_checkpoint  # noqa: E402
+from phr_cli.training.checkpoint import load_checkpoint  # noqa: E402
 from support import media  # noqa: E402
 
 

@@ -20,8 +20,8 @@ RUN = """
 import hashlib, json, resource, sys, time
 import numpy as np
 from pathlib import Path
-from phr_cli.statuses import Status
-from phr_cli.store import PostRows, StoreWriter
+from phr_cli.data.statuses import Status
+from phr_cli.data.store import PostRows, StoreWriter
 count, segment, path = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 rng = np.random.default_rng(0)
 started = time.perf_counter()

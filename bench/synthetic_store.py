@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from phr_cli.decode import FrameSampling
-from phr_cli.encoders.registry import DEFAULT_ENCODERS
-from phr_cli.statuses import Status
-from phr_cli.store import (
+from phr_cli.data.decode import FrameSampling
+from phr_cli.data.statuses import Status
+from phr_cli.data.store import (
     ACOUSTIC_DIM,
     TEXT_EMBEDDING_DIM,
     TEXTUAL_DIM,
@@ -40,6 +39,7 @@ from phr_cli.store import (
     StoreWriter,
     TextProjection,
 )
+from phr_cli.encoders.registry import DEFAULT_ENCODERS
 
 YFCC_POSTS, YFCC_USERS, YFCC_HASHTAGS = 134_992, 8_126, 23_054
 N_TOPICS, LATENT_DIM = 200, 32

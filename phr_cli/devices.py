@@ -54,7 +54,8 @@ def keep_freed_memory() -> bool:
 
     A training step on a CPU allocates and frees tens of MiB of temporaries. By default each
     block over glibc's threshold is a fresh mapping whose pages are filled anew every step:
-    on Last.fm an epoch takes 12 % less with freed memory kept (bench/README.md). The same
+    on Last.fm an epoch is measurably shorter with freed memory kept (bench/README.md, "A Last.fm
+    epoch against an earlier commit"). The same
     effect as running under jemalloc or tcmalloc, which PyTorch's CPU tuning advice
     suggests; the process keeps its peak memory until it exits.
     """

@@ -18,3 +18,11 @@ class ConfigError(PhrError):
 
 class DataError(PhrError):
     """The posts cannot serve what was asked (too few of them, too few hashtags)."""
+
+
+class CheckpointError(PhrError):
+    """A checkpoint that cannot be read, or written, or used with this store."""
+
+
+class EncoderMismatchError(PhrError):
+    """Encoders here differ from the ones a store, checkpoint or driver was built with."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from phr_cli.aggregate import SparsePattern
+from phr_cli.model.aggregate import SparsePattern
 
 
 def test_sparse_product_merges_repeated_pairs_and_matches_the_dense_product_and_its_gradients():

@@ -2,17 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from phr_cli.baselines import (
-    PITF,
-    GlobalPopularity,
-    ItemPopularity,
-    PITFConfig,
-    PopularityMix,
-    UserPopularity,
-    tune_beta,
-)
-from phr_cli.evaluate import build_cases, evaluate
-from phr_cli.graph import PostData, build_graph, split_posts
+from phr_cli.data.cases import build_cases
+from phr_cli.data.graph import PostData, build_graph, split_posts
+from phr_cli.evaluation.baselines import GlobalPopularity, ItemPopularity, PopularityMix, UserPopularity, tune_beta
+from phr_cli.evaluation.metrics import evaluate
+from phr_cli.model.pitf import PITF, PITFConfig
 
 
 def make_posts(rows: list[tuple[str, str, list[str]]], features: dict[str, np.ndarray] | None = None) -> PostData:

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from phr_cli.calibration import calibrate
-from phr_cli.checkpoint import ModelScorer
-from phr_cli.evaluate import MIN_FIT_CASES, build_cases
-from phr_cli.graph import PostData, build_graph
-from phr_cli.model import GCNPHR, ModelConfig
+from phr_cli.data.cases import build_cases
+from phr_cli.data.graph import PostData, build_graph
+from phr_cli.model.network import GCNPHR, ModelConfig
+from phr_cli.ranking.calibration import calibrate
+from phr_cli.ranking.scorer import ModelScorer
+from phr_cli.ranking.validation import MIN_FIT_CASES
 
 WIDTHS = {"visual": 6, "acoustic": 3, "textual": 4}
 N_USERS = 30

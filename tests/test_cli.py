@@ -179,10 +179,10 @@ def test_choice_errors_list_the_choices():
 
 
 def test_choices_are_the_library_s():
+    from phr_cli.data.graph import split_posts
     from phr_cli.encoders.registry import PRECISIONS
-    from phr_cli.evaluate import ProtocolName
-    from phr_cli.graph import split_posts
-    from phr_cli.model import FUSIONS, VARIANTS, ModelConfig
+    from phr_cli.evaluation.metrics import ProtocolName
+    from phr_cli.model.network import FUSIONS, VARIANTS, ModelConfig
 
     assert [m.value for m in cli.Fusion] == list(FUSIONS)
     # "paper" is the paper's equations (ModelConfig.paper), the others the attention variants.
@@ -214,7 +214,7 @@ def test_ctrl_c_is_one_line_and_exit_130(workdir, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.chdir(workdir)
-    monkeypatch.setattr("phr_cli.inspection.inspect_path", interrupted)
+    monkeypatch.setattr("phr_cli.serving.inspection.inspect_path", interrupted)
     result = CliRunner().invoke(app, ["inspect"])
     assert result.exit_code == 130
     assert result.stderr.strip() == "interrupted; work so far kept"
@@ -240,7 +240,7 @@ def text_store(tmp_path_factory) -> Path:
 def test_sigint_during_training_keeps_the_finished_epochs(text_store, tmp_path):
     """A real SIGINT to the process group, as Ctrl-C sends: one line, exit 130, and the
     checkpoint holds the epochs finished before it (a rerun resumes from them)."""
-    from phr_cli.checkpoint import load_checkpoint
+    from phr_cli.training.checkpoint import load_checkpoint
 
     checkpoint = tmp_path / "model.pt"
     command = [sys.executable, "-m", "phr_cli", "train", "--store", str(text_store), "--checkpoint",

@@ -17,10 +17,10 @@ import torchvision
 from torchvggish import vggish_input
 from torchvggish.torchvggish import VGG, make_layers
 
-from phr_cli.decode import FrameSampling, decode_clip
+from phr_cli.data.decode import FrameSampling, decode_clip
+from phr_cli.data.statuses import Status
 from phr_cli.encoders.audio import AudioEncoder, log_mel_examples
 from phr_cli.encoders.visual import VisualEncoder
-from phr_cli.statuses import Status
 from support import media
 
 WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2

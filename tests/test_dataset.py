@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 from test_train import planted_posts
 
-from phr_cli.checkpoint import CheckpointError, load_checkpoint
-from phr_cli.config import TrainConfig
-from phr_cli.dataset import Dataset, SplitPosts
-from phr_cli.encoders.registry import EncoderMismatchError
-from phr_cli.errors import DataError
-from phr_cli.evaluate import build_cases
-from phr_cli.graph import build_graph, split_posts
-from phr_cli.model import ModelConfig
-from phr_cli.train import train_from_store
+from phr_cli.data.cases import build_cases
+from phr_cli.data.dataset import Dataset, SplitPosts
+from phr_cli.data.graph import build_graph, split_posts
+from phr_cli.errors import CheckpointError, DataError, EncoderMismatchError
+from phr_cli.model.network import ModelConfig
+from phr_cli.training.checkpoint import load_checkpoint
+from phr_cli.training.config import TrainConfig
+from phr_cli.training.train import train_from_store
 from support.stores import write_text_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -61,15 +60,15 @@ def test_a_checkpoint_dataset_is_its_split_of_unchanged_posts(tmp_path):
     path = tmp_path / "model.pt"
     train_from_store(store, path, ModelConfig(dim=8), TrainConfig(epochs=1, device="cpu"), split_by="item")
     checkpoint = load_checkpoint(path)
-    dataset = Dataset.for_checkpoint(store, checkpoint, path)
+    dataset = Dataset.for_checkpoint(store, checkpoint.split, checkpoint.provenance, path)
     np.testing.assert_array_equal(dataset.split.train, checkpoint.split.train)
     assert dataset.split.by == "item"
 
     posts.hashtags[0] = ["changed"]
     changed = write_text_store(tmp_path / "changed.h5", posts)
     with pytest.raises(CheckpointError, match=r"changed.h5: its posts changed since .*model.pt was trained"):
-        Dataset.for_checkpoint(changed, checkpoint, path)
+        Dataset.for_checkpoint(changed, checkpoint.split, checkpoint.provenance, path)
     with h5py.File(changed, "a") as handle:
         handle.attrs["encoders"] = '{"textual": "another"}'
     with pytest.raises(EncoderMismatchError, match="other encoders"):
-        Dataset.for_checkpoint(changed, checkpoint, path)
+        Dataset.for_checkpoint(changed, checkpoint.split, checkpoint.provenance, path)

@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 
-from phr_cli.decode import DecodeLimits, FrameSampling, decode_clip, decode_in_time
-from phr_cli.statuses import Status
+from phr_cli.data.decode import DecodeLimits, FrameSampling, decode_clip, decode_in_time
+from phr_cli.data.statuses import Status
 from support import media
 
 

@@ -69,7 +69,7 @@ def test_missing_weights_name_the_file_its_source_and_where_to_put_it(tmp_path, 
 
 
 def test_bf16_autocast_stays_close_to_fp32_and_fp32_is_untouched(encoder, tmp_path):
-    from phr_cli.decode import decode_clip
+    from phr_cli.data.decode import decode_clip
     from support import media
 
     frames = np.concatenate([decode_clip(media.write_clip(tmp_path / f"{p}.mp4", 1.0, pattern=p, gop=5)).frames[:2]

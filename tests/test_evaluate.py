@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-import phr_cli.evaluate as evaluation
-from phr_cli.evaluate import build_cases, evaluate, ranking_metrics, sample_candidates
-from phr_cli.graph import PostData, build_graph
+import phr_cli.evaluation.metrics as evaluation
+from phr_cli.data.cases import build_cases
+from phr_cli.data.graph import PostData, build_graph
+from phr_cli.evaluation.metrics import evaluate, ranking_metrics, sample_candidates
 
 
 def make_posts(rows: list[tuple[str, str, list[str]]]) -> PostData:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from phr_cli.evidence import PROFILE_WIDTH, SECONDS_PER_DAY, SIMILARITY_AMPLIFICATION, SparseCounts, TagEvidence
+from phr_cli.model.evidence import PROFILE_WIDTH, SECONDS_PER_DAY, SIMILARITY_AMPLIFICATION, SparseCounts, TagEvidence
 
 N_USERS, N_HASHTAGS, N_ITEMS = 4, 5, 6
 DAY = SECONDS_PER_DAY

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from conftest import FAST_SAMPLING, write_numbered_clips
 from phr_cli.cli import app
+from phr_cli.data.store import load_store, parts_dir
 from phr_cli.extract import ExtractOptions, extract
-from phr_cli.store import load_store, parts_dir
 from support import media
 
 OPTIONS = ExtractOptions(device="cpu", workers=0, random_weights=True, sampling=FAST_SAMPLING,

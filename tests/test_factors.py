@@ -9,15 +9,15 @@ import pytest
 import torch
 from test_train import planted_posts
 
-from phr_cli.baselines import PITF, PITFConfig
-from phr_cli.checkpoint import load_checkpoint
-from phr_cli.comparison import compare
-from phr_cli.config import TrainConfig
-from phr_cli.dataset import SplitPosts
-from phr_cli.factors import FACTORS, TagFactors
-from phr_cli.graph import build_graph, split_posts
-from phr_cli.model import ModelConfig
-from phr_cli.train import FITTING_FACTORS, train
+from phr_cli.data.dataset import SplitPosts
+from phr_cli.data.graph import build_graph, split_posts
+from phr_cli.model.factors import FACTORS, TagFactors
+from phr_cli.model.network import ModelConfig
+from phr_cli.model.pitf import PITF, PITFConfig
+from phr_cli.training.checkpoint import load_checkpoint
+from phr_cli.training.comparison import compare
+from phr_cli.training.config import TrainConfig
+from phr_cli.training.train import FITTING_FACTORS, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from phr_cli.data.graph import PostData, split_posts
 from phr_cli.errors import ConfigError, DataError
-from phr_cli.graph import PostData, split_posts
 
 
 def posts_at(times: list[float] | None, items: list[str] | None = None) -> PostData:

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from phr_cli import model as model_module
+from phr_cli.data.graph import PostData, build_graph
 from phr_cli.errors import ConfigError
-from phr_cli.graph import PostData, build_graph
-from phr_cli.model import GCNPHR, ModelConfig, bpr_loss, grouped_softmax
-from phr_cli.train import BatchScores
+from phr_cli.model import network as model_module
+from phr_cli.model.network import GCNPHR, ModelConfig, bpr_loss, grouped_softmax
+from phr_cli.training.train import BatchScores
 
 WIDTHS = {"visual": 7, "acoustic": 3, "textual": 5}
 DIM = 8

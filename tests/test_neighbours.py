@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from phr_cli import neighbours
-from phr_cli.neighbours import row_cosines, unit_rows
+from phr_cli.model import neighbours
+from phr_cli.model.neighbours import row_cosines, unit_rows
 
 
 def test_row_cosines_match_the_whole_gather_across_blocks(monkeypatch):

@@ -7,7 +7,7 @@ import math
 import matplotlib.image
 import pytest
 
-from phr_cli.plots import METRICS, PlotError, curve_path, plot_comparison, plot_training_curve
+from phr_cli.evaluation.plots import METRICS, PlotError, curve_path, plot_comparison, plot_training_curve
 
 
 def test_the_curve_lies_beside_the_checkpoint(tmp_path):

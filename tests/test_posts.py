@@ -3,7 +3,7 @@ import unicodedata
 
 import pytest
 
-from phr_cli.posts import (
+from phr_cli.data.posts import (
     ManifestError,
     caption_without_hashtags,
     find_videos,

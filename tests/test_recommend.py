@@ -19,14 +19,15 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import FAST_SAMPLING
-from phr_cli.checkpoint import Checkpoint
 from phr_cli.cli import app
-from phr_cli.config import TrainConfig
+from phr_cli.data.posts import caption_without_hashtags
+from phr_cli.errors import EncoderMismatchError
 from phr_cli.extract import ExtractOptions, extract
-from phr_cli.model import ModelConfig
-from phr_cli.posts import caption_without_hashtags
-from phr_cli.recommend import ClipRecommendation, EncoderMismatchError, Recommender
-from phr_cli.train import train_from_store
+from phr_cli.model.network import ModelConfig
+from phr_cli.serving.recommend import ClipRecommendation, Recommender
+from phr_cli.training.checkpoint import Checkpoint
+from phr_cli.training.config import TrainConfig
+from phr_cli.training.train import train_from_store
 from support import media
 
 TOPIC_TONES = {"ocean": 220.0, "fire": 880.0, "city": 2000.0}
@@ -125,7 +126,7 @@ def cli(recommender, checkpoint, monkeypatch):
         assert precision == "fp32"  # as the store recorded
         return recommender.encoders
 
-    monkeypatch.setattr("phr_cli.recommend.Encoders", loaded_encoders)
+    monkeypatch.setattr("phr_cli.serving.recommend.Encoders", loaded_encoders)
     runner = CliRunner()
 
     def invoke(*args: str | Path, checkpoint_path: Path = checkpoint):
@@ -257,10 +258,10 @@ def test_a_clip_in_the_store_reuses_its_features(recommender, checkpoint, corpus
 
 
 def test_a_folder_shares_one_model_load(cli, corpus, monkeypatch):
-    import phr_cli.recommend
+    import phr_cli.serving.recommend
 
     loads: list[Path] = []
-    original = phr_cli.recommend.load_checkpoint
+    original = phr_cli.serving.recommend.load_checkpoint
 
     def counting_load(path: Path):
         loads.append(path)

@@ -9,15 +9,24 @@ import pytest
 import torch
 from test_train import planted_posts
 
-from phr_cli.checkpoint import load_checkpoint, read_checkpoint_file
-from phr_cli.config import TrainConfig
-from phr_cli.dataset import SplitPosts
-from phr_cli.evaluate import MIN_FIT_CASES, TestCases
-from phr_cli.evidence import TagEvidence
-from phr_cli.graph import split_posts
-from phr_cli.model import ModelConfig
-from phr_cli.rerank import CANDIDATES, CONTEXT, CountsOfTraining, Reranker, candidate_table, fit_reranker, fit_trees
-from phr_cli.train import CALIBRATING, RERANKING, train
+from phr_cli.data.cases import TestCases
+from phr_cli.data.dataset import SplitPosts
+from phr_cli.data.graph import split_posts
+from phr_cli.model.evidence import TagEvidence
+from phr_cli.model.network import ModelConfig
+from phr_cli.ranking.rerank import (
+    CANDIDATES,
+    CONTEXT,
+    CountsOfTraining,
+    Reranker,
+    candidate_table,
+    fit_reranker,
+    fit_trees,
+)
+from phr_cli.ranking.validation import MIN_FIT_CASES
+from phr_cli.training.checkpoint import load_checkpoint, read_checkpoint_file
+from phr_cli.training.config import TrainConfig
+from phr_cli.training.train import CALIBRATING, RERANKING, train
 
 N_USERS, N_HASHTAGS, N_ITEMS = 40, 80, 60
 HABIT_POSTS = 12  # users 0-19 post this often, users 20-39 once

@@ -25,20 +25,20 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conftest import FAST_SAMPLING
-from phr_cli.checkpoint import load_checkpoint
 from phr_cli.cli import app as cli_app
-from phr_cli.config import TrainConfig
-from phr_cli.dataset import Dataset
+from phr_cli.data.cases import build_cases
+from phr_cli.data.dataset import Dataset
+from phr_cli.data.graph import posts_from_store
+from phr_cli.data.store import load_store
 from phr_cli.errors import ConfigError
-from phr_cli.evaluate import build_cases
 from phr_cli.extract import ExtractOptions, extract
-from phr_cli.graph import posts_from_store
-from phr_cli.model import ModelConfig
-from phr_cli.recommend import ClipRecommendation, Recommender
-from phr_cli.rerank import RERANKER_PART, CountsOfTraining, Reranker, candidate_table, fit_trees
-from phr_cli.serve import ServeOptions, create_app
-from phr_cli.store import load_store
-from phr_cli.train import train_from_store
+from phr_cli.model.network import ModelConfig
+from phr_cli.ranking.rerank import RERANKER_PART, CountsOfTraining, Reranker, candidate_table, fit_trees
+from phr_cli.serving.recommend import ClipRecommendation, Recommender
+from phr_cli.serving.serve import ServeOptions, create_app
+from phr_cli.training.checkpoint import load_checkpoint
+from phr_cli.training.config import TrainConfig
+from phr_cli.training.train import train_from_store
 from support import media
 
 TONES = {"ocean": 220.0, "fire": 880.0, "city": 2000.0}
@@ -142,7 +142,7 @@ def test_unknown_user_gets_reasons_without_own_videos(recommender, corpus):
 
 
 def test_cli_explain_table_names_the_cause(recommender, checkpoint, corpus, monkeypatch):
-    monkeypatch.setattr("phr_cli.recommend.Encoders", lambda *args: recommender.encoders)
+    monkeypatch.setattr("phr_cli.serving.recommend.Encoders", lambda *args: recommender.encoders)
     result = CliRunner().invoke(cli_app, [
         "recommend", str(corpus / "new" / "fire_00 again.mp4"), "--user", "ana", "--top", "20", "--explain",
         "--checkpoint", str(checkpoint), "--device", "cpu"], env={"COLUMNS": "400"})  # no wrapped cells

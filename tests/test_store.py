@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-from phr_cli import store as store_module
-from phr_cli.store import (
+from phr_cli.data import store as store_module
+from phr_cli.data.store import (
     FORMAT_VERSION,
     PostRows,
     StoreError,
@@ -166,7 +166,7 @@ def test_stale_temporary_files_are_cleaned_and_summary_counts(tmp_path):
 def test_merge_streams_blocks_from_many_sources_into_key_order(tmp_path, monkeypatch, in_memory):
     """Blocks smaller than a source and sources interleaved by key: the merge must equal
     sorting every row in memory, whichever way the file is written."""
-    from phr_cli import store as store_module
+    from phr_cli.data import store as store_module
 
     monkeypatch.setattr(store_module, "MERGE_BLOCK_ROWS", 3)
     if not in_memory:

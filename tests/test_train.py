@@ -11,16 +11,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from phr_cli.baselines import GlobalPopularity, UserPopularity
-from phr_cli.checkpoint import CheckpointError, Provenance, load_checkpoint, save_checkpoint
 from phr_cli.cli import app
-from phr_cli.config import TrainConfig
-from phr_cli.dataset import SplitPosts
-from phr_cli.errors import DataError
-from phr_cli.evaluate import build_cases, evaluate
-from phr_cli.graph import PostData, build_graph, split_posts
-from phr_cli.model import ModelConfig
-from phr_cli.train import NegativeSampler, train
+from phr_cli.data.cases import build_cases
+from phr_cli.data.dataset import SplitPosts
+from phr_cli.data.graph import PostData, build_graph, split_posts
+from phr_cli.data.provenance import Provenance
+from phr_cli.errors import CheckpointError, DataError
+from phr_cli.evaluation.baselines import GlobalPopularity, UserPopularity
+from phr_cli.evaluation.metrics import evaluate
+from phr_cli.model.network import ModelConfig
+from phr_cli.training.checkpoint import load_checkpoint, save_checkpoint
+from phr_cli.training.config import TrainConfig
+from phr_cli.training.train import NegativeSampler, train
 
 WIDTHS = {"visual": 32, "acoustic": 8, "textual": 16}
 N_TOPICS, TAGS_PER_TOPIC, N_PERSONAL_TAGS = 4, 5, 10
@@ -278,7 +280,7 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_the_time_split_from_a_store_holds_out_the_latest_posts(tmp_path):
-    from phr_cli.train import train_from_store
+    from phr_cli.training.train import train_from_store
     from support.stores import write_text_store
 
     posts = planted_posts(n_users=10, posts_per_user=6)

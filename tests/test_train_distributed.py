@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phr_cli.checkpoint import load_checkpoint
 from phr_cli.extract import ExtractOptions, extract
+from phr_cli.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -9,11 +9,11 @@ import optuna
 import pytest
 from test_train import planted_posts
 
-from phr_cli.checkpoint import load_checkpoint
-from phr_cli.config import TrainConfig
 from phr_cli.errors import ConfigError
-from phr_cli.model import ModelConfig
-from phr_cli.tune import SEARCH_SPACE, base_point, configurations, tune
+from phr_cli.model.network import ModelConfig
+from phr_cli.training.checkpoint import load_checkpoint
+from phr_cli.training.config import TrainConfig
+from phr_cli.training.tune import SEARCH_SPACE, base_point, configurations, tune
 from support.stores import write_text_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,7 +31,7 @@ def store(tmp_path_factory):
 @pytest.fixture
 def small_space(monkeypatch):
     """Small models keep each trial quick; the full table is checked on its own."""
-    monkeypatch.setattr("phr_cli.tune.SEARCH_SPACE", {**SMALL_SPACE, "dim": lambda trial, name:
+    monkeypatch.setattr("phr_cli.training.tune.SEARCH_SPACE", {**SMALL_SPACE, "dim": lambda trial, name:
                                                       trial.suggest_categorical(name, (8, 16))})
 
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phr_cli.decode import DecodedClip
+from phr_cli.data.decode import DecodedClip
+from phr_cli.data.statuses import Status
+from phr_cli.data.store import ACOUSTIC_DIM, VISUAL_DIM
 from phr_cli.files import sha256_of
-from phr_cli.statuses import Status
-from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM
 
 if TYPE_CHECKING:
     import torch

@@ -150,10 +150,6 @@ class MissingWeightsError(PhrError):
     """A weight file is neither cached nor downloadable; the message says how to fix it."""
 
 
-class EncoderMismatchError(PhrError):
-    """Encoders here differ from the ones a store, checkpoint or driver was built with."""
-
-
 class WeightsHashError(PhrError):
     """A weight file is present but its content does not match the published hash."""
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from phr_cli.data.store import TextProjection
 from phr_cli.encoders.registry import MINILM_L6_V2, EncoderSpec
 from phr_cli.files import sha256_of
-from phr_cli.store import TextProjection
 
 
 def model_dir() -> Path:

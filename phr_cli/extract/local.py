@@ -9,18 +9,16 @@ from __future__ import annotations
 import concurrent.futures as futures
 import multiprocessing
 import os
-import signal
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pebble
 
-from phr_cli import decode
-from phr_cli.decode import DecodedClip, DecodeLimits, FrameSampling
+from phr_cli.data import decode
+from phr_cli.data.decode import DecodedClip, DecodeLimits, FrameSampling
 from phr_cli.encoders.pipeline import EncodedVideo, Encoders
 from phr_cli.extract.options import ExtractOptions, ExtractReport
-from phr_cli.statuses import Status
 
 
 def encode_locally(todo: dict[str, Path], encoders: Encoders, options: ExtractOptions,
@@ -83,22 +81,7 @@ def decode_in_pool(paths: dict[str, Path], workers: int, sampling: FrameSampling
             for future in done:
                 key, path = running.pop(future)
                 submit_next()
-                yield key, path, _pool_result(future, limits)
+                yield key, path, decode.result_from_pool(future, limits)
     finally:
         pool.stop()
         pool.join()
-
-
-def _pool_result(future: futures.Future, limits: DecodeLimits) -> DecodedClip:
-    """The decoded clip, or a status saying why the worker gave none."""
-    try:
-        return future.result()
-    except TimeoutError:
-        return decode.timed_out(limits)
-    except pebble.ProcessExpired as error:
-        cause = (f"signal {signal.Signals(-error.exitcode).name}" if error.exitcode < 0
-                 else f"exit code {error.exitcode}")
-        return DecodedClip(None, None, 0.0, Status.CRASHED,
-                           f"the decoding process died ({cause}); killed for memory or an FFmpeg crash")
-    except Exception as error:  # noqa: BLE001 - one bad file must not stop the run
-        return DecodedClip(None, None, 0.0, Status.CORRUPT, f"decoder error: {error}")

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phr_cli.decode import DecodeLimits, FrameSampling
+from phr_cli.data.decode import DecodeLimits, FrameSampling
+from phr_cli.data.statuses import Status
+from phr_cli.data.store import PostChanges
 from phr_cli.errors import DataError
-from phr_cli.statuses import Status
-from phr_cli.store import PostChanges
 
 
 class NothingToExtractError(DataError):

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from phr_cli.data.posts import MANIFEST_NAMES, Post, PostSet, caption_without_hashtags, read_posts
+from phr_cli.data.statuses import FAILED_STATUSES, Status
+from phr_cli.data.store import TEXTUAL_DIM, PostRows, StoreLock, StoreWriter, merge_posts
 from phr_cli.encoders.pipeline import EncodedVideo, Encoders, content_key
 from phr_cli.extract.local import encode_locally
 from phr_cli.extract.options import (
@@ -27,9 +30,6 @@ from phr_cli.extract.options import (
     ProgressCallback,
     VideoOutcome,
 )
-from phr_cli.posts import MANIFEST_NAMES, Post, PostSet, caption_without_hashtags, read_posts
-from phr_cli.statuses import FAILED_STATUSES, Status
-from phr_cli.store import TEXTUAL_DIM, PostRows, StoreLock, StoreWriter, merge_posts
 
 if TYPE_CHECKING:
     import torch

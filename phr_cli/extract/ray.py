@@ -28,11 +28,10 @@ import ray
 import ray.data
 import torch
 
-from phr_cli.decode import DecodedClip, DecodeLimits, FrameSampling, decode_guarded
+from phr_cli.data.decode import DecodedClip, DecodeLimits, FrameSampling, decode_guarded
 from phr_cli.devices import DeviceError
 from phr_cli.encoders.pipeline import EncodedVideo, Encoders
-from phr_cli.encoders.registry import EncoderMismatchError
-from phr_cli.errors import PhrError
+from phr_cli.errors import EncoderMismatchError, PhrError
 from phr_cli.extract.options import ExtractOptions, ExtractReport
 
 ENCODED_COLUMNS = tuple(f.name for f in fields(EncodedVideo))

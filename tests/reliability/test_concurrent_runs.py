@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from phr_cli.store import StoreError, load_store
+from phr_cli.data.store import StoreError, load_store
 from reliability_data import write_clips
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}

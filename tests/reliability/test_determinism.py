@@ -11,8 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from phr_cli.checkpoint import load_checkpoint
 from phr_cli.cli import app
+from phr_cli.training.checkpoint import load_checkpoint
 from reliability_data import write_text_posts
 from support import media
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from phr_cli.checkpoint import load_checkpoint
 from phr_cli.cli import app
-from phr_cli.store import load_store
+from phr_cli.data.store import load_store
+from phr_cli.training.checkpoint import load_checkpoint
 from support import media
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

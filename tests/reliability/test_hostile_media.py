@@ -17,11 +17,11 @@ import pytest
 from hostile_corpus import EXPECTED, IGNORED, write_corpus
 
 from conftest import FAST_SAMPLING
-from phr_cli.decode import DecodeLimits, decode_clip
+from phr_cli.data.decode import DecodeLimits, decode_clip
+from phr_cli.data.statuses import FAILED_STATUSES
+from phr_cli.data.store import load_store
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.extract.local import decode_in_pool
-from phr_cli.statuses import FAILED_STATUSES
-from phr_cli.store import load_store
 from support import media
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from conftest import FAST_SAMPLING
-from phr_cli.checkpoint import load_checkpoint
+from phr_cli.data.store import StoreError, load_store, parts_dir
 from phr_cli.extract import ExtractOptions, extract
-from phr_cli.store import StoreError, load_store, parts_dir
+from phr_cli.training.checkpoint import load_checkpoint
 from reliability_data import write_clips, write_text_posts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

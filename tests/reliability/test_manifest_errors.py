@@ -14,13 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from phr_cli.posts import (
-    ManifestError,
-    caption_without_hashtags,
-    normalize_hashtag,
-    parse_hashtags,
-    read_posts,
-)
+from phr_cli.data.posts import ManifestError, caption_without_hashtags, normalize_hashtag, parse_hashtags, read_posts
 
 
 def write(folder: Path, name: str, content: str | bytes) -> Path:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from phr_cli.graph import PostData
-from phr_cli.statuses import Status
-from phr_cli.store import TEXT_EMBEDDING_DIM, TEXTUAL_DIM, PostRows, StoreWriter, TextProjection
+from phr_cli.data.graph import PostData
+from phr_cli.data.statuses import Status
+from phr_cli.data.store import TEXT_EMBEDDING_DIM, TEXTUAL_DIM, PostRows, StoreWriter, TextProjection
 
 ENCODERS = {"textual": {"spec": {"name": "t", "version": "1"}, "weights": "random-init(seed=0)"}}
 

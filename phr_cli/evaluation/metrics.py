@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from phr_cli.graph import Graph, PostData
+from phr_cli.data.cases import TestCases
+from phr_cli.data.graph import PostData
 
 # Negatives are drawn per block of this many cases, each block from its own stream of the
 # seed, so they do not depend on the batch size and need not be held for all cases at once.
@@ -42,47 +42,8 @@ class Scorer(Protocol):
         ...
 
 
-@dataclass
-class TestCases:
-    """One case per evaluated post whose ground truth keeps at least one known hashtag."""
-
-    __test__ = False  # a data class, not a pytest test class
-
-    rows: np.ndarray  # (n,) row of the case's post in the evaluated PostData
-    users: np.ndarray  # (n,) graph user index, -1 for a user with no training post
-    relevant: list[np.ndarray]  # ground-truth hashtag indices, sorted and distinct
-    n_posts: int  # posts considered
-    n_dropped_hashtags: int  # ground-truth hashtags (post, hashtag) unseen in training
-    n_dropped_cases: int  # posts left without a known hashtag (or that had none)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def n_cold(self) -> int:
-        return int(np.count_nonzero(self.users < 0))
 
 
-def build_cases(posts: PostData, rows: np.ndarray, graph: Graph) -> TestCases:
-    kept_rows, users, relevant = [], [], []
-    n_dropped_hashtags = 0
-    for row in np.asarray(rows, dtype=np.int64):
-        tags = set(posts.hashtags[row])
-        known = [graph.hashtag_index[h] for h in tags if h in graph.hashtag_index]
-        n_dropped_hashtags += len(tags) - len(known)
-        if not known:
-            continue
-        kept_rows.append(row)
-        users.append(graph.user_index.get(posts.users[row], -1))
-        relevant.append(np.unique(np.asarray(known, dtype=np.int64)))
-    return TestCases(
-        rows=np.asarray(kept_rows, dtype=np.int64),
-        users=np.asarray(users, dtype=np.int64),
-        relevant=relevant,
-        n_posts=len(rows),
-        n_dropped_hashtags=n_dropped_hashtags,
-        n_dropped_cases=len(rows) - len(kept_rows),
-    )
 
 
 def _flatten(relevant: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -313,17 +274,8 @@ def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: Protoc
 
 
 MIN_RELIABLE_CASES = 30  # below this a metric moves by ≥ 1/30 with one case: not a figure to compare
-# The fewest validation cases that calibration and the re-ranker fit on: each fits on one
-# half and checks on the other, and 100 cases are enough for P@5 to tell a change from noise.
-MIN_FIT_CASES = 200
 
 
-def validation_halves(n_cases: int, seed: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The rows (fit, check) that calibration and the re-ranker fit on and check on: halves of
-    one seeded permutation of the cases (its first `limit` rows, if given). Both stages draw
-    the same permutation, so the re-ranker's check half holds none of calibration's fit half."""
-    chosen = np.random.default_rng(seed).permutation(n_cases)[:limit]
-    return chosen[: len(chosen) // 2], chosen[len(chosen) // 2:]
 
 
 def small_data_notices(cases: dict[str, int], n_hashtags: int | None = None, protocol: ProtocolName = "both",

@@ -15,8 +15,8 @@ ADAM_IMPLEMENTATIONS = ("fused", "foreach", "single")
 class TrainConfig:
     epochs: int = 50
     batch_size: int = 1024
-    # Adam's rate. On Last.fm's three splits 3e-3 reached the same validation-chosen test P@5
-    # as 1e-3 (within .002) in a third to a half of the epochs (bench/README.md).
+    # Adam's rate: on Last.fm 3e-3 reaches about 1e-3's validation-chosen test P@5 in far
+    # fewer epochs (bench/README.md, "Learning rate").
     lr: float = 3e-3
     # λ of Eq. 11, on the batch's ID embeddings (`GCNPHR.embedding_l2`).
     l2: float = 1e-4

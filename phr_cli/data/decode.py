@@ -15,7 +15,9 @@ pool that runs it (see `extract.local.decode_in_pool`).
 
 from __future__ import annotations
 
+import concurrent.futures as futures
 import resource
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -23,8 +25,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pebble
 
-from phr_cli.statuses import SEVERITY, Status
+from phr_cli.data.statuses import SEVERITY, Status
 
 
 @dataclass(frozen=True)
@@ -339,3 +342,18 @@ def _resample(mono: np.ndarray, rate: int, target: int) -> np.ndarray:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=target)
     out = resampler.resample(frame) + resampler.resample(None)
     return np.concatenate([part.to_ndarray().reshape(-1) for part in out]).astype(np.float32, copy=False)
+
+
+def result_from_pool(future: futures.Future, limits: DecodeLimits) -> DecodedClip:
+    """The clip a decoding process (a pebble pool's future) gave, or a status saying why it gave none."""
+    try:
+        return future.result()
+    except TimeoutError:
+        return timed_out(limits)
+    except pebble.ProcessExpired as error:
+        cause = (f"signal {signal.Signals(-error.exitcode).name}" if error.exitcode < 0
+                 else f"exit code {error.exitcode}")
+        return DecodedClip(None, None, 0.0, Status.CRASHED,
+                           f"the decoding process died ({cause}); killed for memory or an FFmpeg crash")
+    except Exception as error:  # noqa: BLE001 - one bad file must not stop the run
+        return DecodedClip(None, None, 0.0, Status.CORRUPT, f"decoder error: {error}")

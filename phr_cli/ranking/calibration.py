@@ -25,9 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from phr_cli.checkpoint import ModelScorer
-from phr_cli.evaluate import MIN_FIT_CASES, TestCases, ranking_metrics, validation_halves
-from phr_cli.graph import PostData
+from phr_cli.data.cases import TestCases
+from phr_cli.data.graph import PostData
+from phr_cli.evaluation.metrics import ranking_metrics
+from phr_cli.ranking.scorer import ModelScorer
+from phr_cli.ranking.validation import MIN_FIT_CASES, validation_halves
 
 # Validation cases read for the search (each costs parts x hashtags floats); the fewest
 # worth searching on is `evaluate.MIN_FIT_CASES`.

@@ -18,19 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from phr_cli import decode
-from phr_cli.checkpoint import load_checkpoint
-from phr_cli.decode import DecodedClip, FrameSampling
+from phr_cli.data import decode
+from phr_cli.data.decode import DecodedClip, FrameSampling
+from phr_cli.data.graph import PostData
+from phr_cli.data.posts import caption_without_hashtags, normalize_user, parse_hashtags
+from phr_cli.data.statuses import Status
+from phr_cli.data.store import ACOUSTIC_DIM, VISUAL_DIM, load_store
 from phr_cli.devices import resolve_device
 from phr_cli.encoders.pipeline import Encoders, content_key
-from phr_cli.encoders.registry import EncoderMismatchError, random_weights_id
-from phr_cli.errors import PhrError
-from phr_cli.explain import Because, Explainer
-from phr_cli.graph import PostData
-from phr_cli.posts import caption_without_hashtags, normalize_user, parse_hashtags
-from phr_cli.rerank import RERANKER_PART
-from phr_cli.statuses import Status
-from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, load_store
+from phr_cli.encoders.registry import random_weights_id
+from phr_cli.errors import EncoderMismatchError, PhrError
+from phr_cli.ranking.rerank import RERANKER_PART
+from phr_cli.serving.explain import Because, Explainer
+from phr_cli.training.checkpoint import load_checkpoint
 
 
 @dataclass

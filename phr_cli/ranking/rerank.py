@@ -10,8 +10,7 @@ LightGBM's trees with a logistic loss, which ranked as well on Last.fm) learns s
 interactions from the parts and a few counts of the user, the item and the hashtag. It is
 fitted on the validation posts, which stand for the deployment as they do for calibration;
 it is kept only if P@5 rises on the half of them it was not fitted on, and it is then
-refitted on them all. On Last.fm (full ranking, test P@5) it lifts the calibrated model by
-.008-.012 on each split (bench/README.md).
+refitted on them all. What it adds on Last.fm: bench/README.md, "Re-ranker".
 
 The trees are saved in LightGBM's own text format, not pickled: a checkpoint stays a
 weights-only file.
@@ -27,25 +26,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from phr_cli.evaluate import MIN_FIT_CASES, validation_halves
-from phr_cli.graph import Graph
+from phr_cli.data.cases import TestCases
+from phr_cli.data.graph import Graph, PostData
+from phr_cli.model.network import GCNPHR
+from phr_cli.ranking.scorer import ModelScorer
+from phr_cli.ranking.validation import MIN_FIT_CASES, validation_halves
 
 if TYPE_CHECKING:
     import lightgbm
 
-    from phr_cli.checkpoint import ModelScorer
-    from phr_cli.evaluate import TestCases
-    from phr_cli.graph import PostData
-    from phr_cli.model import GCNPHR
-
-# Hashtags re-ranked per post: on Last.fm the calibrated model's top 50 hold 98 %, 86 % and
-# 94 % of the validation posts' hashtags (random, time and item splits; top 100: 99, 90, 96 %).
+# Hashtags re-ranked per post: nearly all of a post's hashtags that the model ranks at all
+# (the candidates' recall on Last.fm: bench/README.md, "Re-ranker").
 CANDIDATES = 50
 # A lower rate than LightGBM's default (0.1) with more rounds, and leaves of at least 100
 # candidates: a validation set is small (Last.fm's 6,000 posts give 300,000 candidates).
-# 300 rounds rather than 100 raised the held-out half of validation on Last.fm's random and
-# time splits (.3532 → .3534, .3278 → .3325); LambdaMART's loss tied with this one there
-# (.3542, .3327), and the logistic loss needs no grouping of candidates by post.
+# The logistic loss needs no grouping of candidates by post; how it and the rounds were
+# chosen: bench/README.md, "Re-ranker".
 BOOSTING = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 100,
             "deterministic": True, "force_row_wise": True, "verbose": -1}
 ROUNDS = 300

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from phr_cli.data.statuses import UNUSABLE_STATUSES
+from phr_cli.data.store import ACOUSTIC_DIM, VISUAL_DIM, PostRows, StoreContents, StoreError
 from phr_cli.errors import ConfigError, DataError
-from phr_cli.statuses import UNUSABLE_STATUSES
-from phr_cli.store import ACOUSTIC_DIM, VISUAL_DIM, PostRows, StoreContents, StoreError
 
 MODALITIES = ("visual", "acoustic", "textual")
 
@@ -138,6 +138,10 @@ class Graph:
     @property
     def n_items(self) -> int:
         return len(self.items)
+
+    def item_ids(self, posts: PostData) -> np.ndarray:
+        """The graph index of each post's item, -1 for an item not in training (new content)."""
+        return np.asarray([self.item_index.get(item, -1) for item in posts.items], dtype=np.int64)
 
     def edges(self, columns: tuple[int, int]) -> np.ndarray:
         """Distinct pairs of two triple columns, e.g. (0, 2) user-item, (0, 1) user-hashtag."""

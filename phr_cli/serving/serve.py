@@ -37,11 +37,10 @@ from fastapi.responses import JSONResponse
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from phr_cli import decode
-from phr_cli.decode import DecodeLimits
+from phr_cli.data import decode
+from phr_cli.data.decode import DecodeLimits
 from phr_cli.errors import ConfigError, PhrError
-from phr_cli.extract.local import _pool_result
-from phr_cli.recommend import PreparedClip, Recommender
+from phr_cli.serving.recommend import PreparedClip, Recommender
 
 log = logging.getLogger("phr.serve")
 FIELD_LIMIT = 64 << 10  # bytes of a form field other than the clip (a caption is far shorter)
@@ -151,7 +150,7 @@ class Service:
             future = self.pool.schedule(decode.decode_in_time, args=(path, sampling, self.limits),
                                         timeout=self.limits.seconds_per_file)
             await asyncio.wait([asyncio.wrap_future(future)])  # a failure becomes the clip's status below
-            decoded = _pool_result(future, self.limits)
+            decoded = decode.result_from_pool(future, self.limits)
         self.recommender.set_decoded(prepared, decoded)
 
     async def _encode(self, prepared: PreparedClip) -> None:

@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from phr_cli.checkpoint import Checkpoint, Provenance, posts_fingerprint, select_trained_posts
-from phr_cli.encoders.registry import EncoderMismatchError
-from phr_cli.errors import DataError
-from phr_cli.evaluate import TestCases, build_cases
-from phr_cli.graph import Graph, PostData, Split, build_graph, posts_from_store, split_posts
-from phr_cli.store import StoreContents, load_store
+from phr_cli.data.cases import TestCases, build_cases
+from phr_cli.data.graph import Graph, PostData, Split, build_graph, posts_from_store, split_posts
+from phr_cli.data.provenance import Provenance, posts_fingerprint, select_trained_posts
+from phr_cli.data.store import StoreContents, load_store
+from phr_cli.errors import DataError, EncoderMismatchError
 
 MIN_POSTS = 10  # fewer cannot fill an 8:1:1 split
 
@@ -74,18 +73,17 @@ class Dataset(SplitPosts):
                    selected.store_rows)
 
     @classmethod
-    def for_checkpoint(cls, store_path: Path, checkpoint: Checkpoint, checkpoint_path: Path) -> Dataset:
+    def for_checkpoint(cls, store_path: Path, split: Split, provenance: Provenance, checkpoint_path: Path) -> Dataset:
         """The posts the checkpoint was trained on, with its split: the store's posts, or, in a
         store that grew since, those of its posts the checkpoint recorded (`notices` says so;
-        `checkpoint.select_trained_posts`)."""
+        `provenance.select_trained_posts`)."""
         contents = load_store(store_path)
-        provenance = checkpoint.provenance
         if contents.attributes.get("encoders") != provenance.encoders:
             raise EncoderMismatchError(f"{store_path} was built with other encoders than the store "
                                        f"{checkpoint_path} was trained on ({provenance.store}); "
                                        "evaluate on that store, or retrain on this one")
-        selected, notice = select_trained_posts(contents, checkpoint, checkpoint_path)
-        return cls(selected.posts, checkpoint.split, Path(store_path), contents, selected.names, selected.skipped,
+        selected, notice = select_trained_posts(contents, provenance, checkpoint_path)
+        return cls(selected.posts, split, Path(store_path), contents, selected.names, selected.skipped,
                    selected.store_rows, [notice] if notice else [])
 
     @property

@@ -1,11 +1,9 @@
 """PITF's factors as a score part of the default model.
 
-Pairwise interaction tensor factorisation (`baselines.PITF`) scores a hashtag by
+Pairwise interaction tensor factorisation (`pitf.PITF`) scores a hashtag by
 <U_u, T^U_t> + <I_k, T^I_t>: latent tastes of users and items learned over many epochs of
-BPR. The default model's own latent parts stop early with its evidence terms (on Last.fm at
-epoch 1 to 9), so they learn far less of this; on Last.fm, PITF's score added to the
-model's with a weight chosen on validation raised test P@5 from .3154 to .3280 on the time
-split and from .3405 to .3442 on random posts (bench/README.md). `phr train` fits PITF
+BPR. The default model's own latent parts stop early with its evidence terms, so they learn
+far less of this (what the part adds on Last.fm: bench/README.md, "PITF factors"). `phr train` fits PITF
 once the model is trained, exactly as `phr evaluate` fits the baseline (its epoch chosen on
 validation P@5), keeps its factors here, and calibration gives the part its scale.
 
@@ -16,13 +14,11 @@ present modality standardised with the training items' statistics and a presence
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from phr_cli.baselines import PITF
+from phr_cli.model.pitf import PITF
 
 FACTORS = "factors"  # the score part's name
 

@@ -12,10 +12,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from phr_cli.data.posts import MANIFEST_NAMES, ManifestError, read_manifest
+from phr_cli.data.statuses import FAILED_STATUSES, Status
+from phr_cli.data.store import load_store, summarize
 from phr_cli.errors import PhrError
-from phr_cli.posts import MANIFEST_NAMES, ManifestError, read_manifest
-from phr_cli.statuses import FAILED_STATUSES, Status
-from phr_cli.store import load_store, summarize
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"  # torch.save's format
@@ -72,7 +72,7 @@ def inspect_store(path: Path, limit: int = 20, failures_only: bool = False) -> d
 
 
 def inspect_checkpoint(path: Path) -> dict[str, Any]:
-    from phr_cli.checkpoint import load_checkpoint  # torch: only for checkpoints
+    from phr_cli.training.checkpoint import load_checkpoint  # torch: only for checkpoints
 
     checkpoint = load_checkpoint(path)
     provenance = checkpoint.provenance

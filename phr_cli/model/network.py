@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from phr_cli.aggregate import SparsePattern
+from phr_cli.data.graph import MODALITIES, Graph
 from phr_cli.errors import ConfigError
-from phr_cli.evidence import TagEvidence
-from phr_cli.factors import FACTORS, TagFactors
-from phr_cli.graph import MODALITIES, Graph
-from phr_cli.neighbours import ContentIndex, content_vectors
+from phr_cli.model.aggregate import SparsePattern
+from phr_cli.model.evidence import TagEvidence
+from phr_cli.model.factors import FACTORS, TagFactors
+from phr_cli.model.neighbours import ContentIndex, content_vectors
 
 FUSIONS = ("concat", "sum")
 AGGREGATIONS = ("sparse", "index_add")

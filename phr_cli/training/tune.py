@@ -21,11 +21,11 @@ from typing import Any
 
 import optuna
 
-from phr_cli.config import TrainConfig
-from phr_cli.dataset import Dataset
+from phr_cli.data.dataset import Dataset
 from phr_cli.errors import ConfigError, DataError
-from phr_cli.model import ModelConfig
-from phr_cli.train import FinishingCallback, ProgressCallback, StoreTraining, train, train_from_store
+from phr_cli.model.network import ModelConfig
+from phr_cli.training.config import TrainConfig
+from phr_cli.training.train import FinishingCallback, ProgressCallback, StoreTraining, train, train_from_store
 
 OBJECTIVE = "P@5"  # validation, full ranking of every known hashtag
 

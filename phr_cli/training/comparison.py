@@ -17,19 +17,20 @@ from typing import Any
 
 import torch
 
-from phr_cli.baselines import (
-    PITF,
+from phr_cli.data.dataset import Dataset, SplitPosts
+from phr_cli.errors import CheckpointError
+from phr_cli.evaluation.baselines import (
     GlobalPopularity,
     ItemPopularity,
-    PITFConfig,
     PopularityMix,
     UserPopularity,
+    fit_pitf_on_validation,
     tune_beta,
     tune_content_neighbours,
 )
-from phr_cli.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from phr_cli.dataset import Dataset, SplitPosts
-from phr_cli.evaluate import ProtocolName, Scorer, evaluate, small_data_notices
+from phr_cli.evaluation.metrics import ProtocolName, Scorer, evaluate, small_data_notices
+from phr_cli.model.pitf import PITF, PITFConfig
+from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
              "PITF", "content-only")
@@ -102,7 +103,7 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
     elif "PITF" in baselines:
         config = pitf or PITFConfig(device=device)
 
-        run("PITF", lambda: PITF(graph, config).fit_on_validation(posts, validation, seed),
+        run("PITF", lambda: fit_pitf_on_validation(PITF(graph, config), posts, validation, seed),
             lambda model: f"k = {config.dim}, epoch {model.best_epoch} of at most "
             f"{config.epochs} (validation P@5)")
     if "content-only" in baselines and checkpoint.model_config.propagate:
@@ -122,7 +123,7 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
 def _content_only(data: SplitPosts, checkpoint: Checkpoint, device: torch.device) -> Scorer:
     # This baseline is a training run (the checkpoint's own configuration, no graph
     # messages): the one place evaluation needs the training loop, imported only here.
-    from phr_cli.train import train
+    from phr_cli.training.train import train
 
     model_config = replace(checkpoint.model_config, propagate=False)
     train_config = replace(checkpoint.train_config, device=str(device))  # the config holds a name
@@ -138,7 +139,7 @@ def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolNa
                    pitf: PITFConfig | None = None) -> Comparison:
     """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
     checkpoint = load_checkpoint(checkpoint_path)
-    dataset = Dataset.for_checkpoint(store_path, checkpoint, checkpoint_path)
+    dataset = Dataset.for_checkpoint(store_path, checkpoint.split, checkpoint.provenance, checkpoint_path)
     comparison = compare(dataset, checkpoint, protocol, baselines, pitf, device, seed)
     comparison.notices[:0] = dataset.notices
     return comparison

@@ -24,7 +24,7 @@ from phr_cli import __version__
 from phr_cli.errors import PhrError
 
 if TYPE_CHECKING:
-    from phr_cli.explain import Because
+    from phr_cli.serving.explain import Because
 
 out = Console()
 err = Console(stderr=True)
@@ -242,11 +242,11 @@ def extract(
             fail("--ray needs Ray: pip install 'phr[ray]'", code=2)
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from phr_cli.decode import DecodeLimits
+    from phr_cli.data.decode import DecodeLimits
+    from phr_cli.data.statuses import FAILED_STATUSES, Status
     from phr_cli.extract import ExtractOptions, ExtractReport, VideoOutcome
     from phr_cli.extract import extract as run_extract
     from phr_cli.progress import CountColumn, EtaColumn, PhaseProgress, SpeedColumn
-    from phr_cli.statuses import FAILED_STATUSES, Status
 
     if not ray:  # Ray's encoder actors pick their own device
         _check_device(device)
@@ -321,7 +321,7 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     """Show what a store, checkpoint or manifest holds: files with status and reason, users, hashtags."""
-    from phr_cli.inspection import inspect_path
+    from phr_cli.serving.inspection import inspect_path
 
     target = path or store
     try:
@@ -473,18 +473,18 @@ def train(
 ) -> None:
     """Train GCN-PHR on the store's posts (8:1:1 split) and write a checkpoint."""
     if nproc > 1:
-        from phr_cli.distributed import launch
+        from phr_cli.training.distributed import launch
 
         arguments = sys.argv[sys.argv.index("train") + 1:]
         raise typer.Exit(launch(nproc, ["train", *_without_option(arguments, "--nproc")]))
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from phr_cli.config import TrainConfig
-    from phr_cli.distributed import launched_rank
-    from phr_cli.model import ModelConfig
-    from phr_cli.plots import curve_path, plot_training_curve
+    from phr_cli.evaluation.plots import curve_path, plot_training_curve
+    from phr_cli.model.network import ModelConfig
     from phr_cli.progress import CountColumn, EtaColumn, PhaseProgress
-    from phr_cli.train import train_from_store
+    from phr_cli.training.config import TrainConfig
+    from phr_cli.training.distributed import launched_rank
+    from phr_cli.training.train import train_from_store
 
     other_rank = launched_rank() != 0  # under torchrun only rank 0 reports; errors print on every rank
     out.quiet = other_rank
@@ -587,9 +587,9 @@ def recommend(
     weights_dir: Path | None = WeightsDirOption,
 ) -> None:
     """Rank hashtags for new clips, personalised to --user."""
+    from phr_cli.data.posts import find_videos
     from phr_cli.devices import resolve_device
-    from phr_cli.posts import find_videos
-    from phr_cli.recommend import Recommender
+    from phr_cli.serving.recommend import Recommender
 
     _check_device(device)
     paths: list[Path] = []
@@ -663,8 +663,8 @@ def serve(
     import logging
 
     from phr_cli.devices import resolve_device
-    from phr_cli.recommend import Recommender
-    from phr_cli.serve import ServeOptions, run
+    from phr_cli.serving.recommend import Recommender
+    from phr_cli.serving.serve import ServeOptions, run
 
     _check_device(device)
     if not checkpoint.is_file():
@@ -713,9 +713,9 @@ def evaluate(
     quiet: bool = QuietOption,
 ) -> None:
     """P@K, R@K and A@K (K = 5, 10) on the test split: GCN-PHR next to the baselines."""
-    from phr_cli.comparison import BASELINES, evaluate_store
     from phr_cli.devices import resolve_device
-    from phr_cli.plots import plot_comparison
+    from phr_cli.evaluation.plots import plot_comparison
+    from phr_cli.training.comparison import BASELINES, evaluate_store
 
     if plot is not None and plot.suffix.lower() != ".png":
         fail(f"--plot {printable(plot)}: give a .png file name", code=2)
@@ -787,10 +787,10 @@ def tune(
     """Search the model and training settings for validation P@5 (Optuna), then train the best."""
     import optuna
 
-    from phr_cli.config import TrainConfig
-    from phr_cli.model import ModelConfig
-    from phr_cli.tune import OBJECTIVE
-    from phr_cli.tune import tune as run_tune
+    from phr_cli.model.network import ModelConfig
+    from phr_cli.training.config import TrainConfig
+    from phr_cli.training.tune import OBJECTIVE
+    from phr_cli.training.tune import tune as run_tune
 
     _check_device(device)
     if trials is None and timeout is None:

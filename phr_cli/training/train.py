@@ -18,27 +18,28 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from phr_cli import __version__
-from phr_cli.baselines import PITF, PITFConfig
-from phr_cli.calibration import calibrate
-from phr_cli.checkpoint import (
+from phr_cli.data.cases import TestCases
+from phr_cli.data.dataset import Dataset, SplitPosts
+from phr_cli.data.graph import MODALITIES, Graph, PostData
+from phr_cli.data.provenance import Provenance
+from phr_cli.errors import CheckpointError, DataError
+from phr_cli.evaluation.baselines import fit_pitf_on_validation
+from phr_cli.evaluation.metrics import evaluate, small_data_notices
+from phr_cli.model.factors import FittedFactors
+from phr_cli.model.network import GCNPHR, ModelConfig, bpr_loss
+from phr_cli.model.pitf import PITF, PITFConfig
+from phr_cli.ranking.calibration import calibrate
+from phr_cli.ranking.rerank import fit_reranker
+from phr_cli.ranking.scorer import ModelScorer
+from phr_cli.training.checkpoint import (
     CHECKPOINT_FORMAT,
-    CheckpointError,
-    ModelScorer,
-    Provenance,
     load_checkpoint,
     read_checkpoint_file,
     save_checkpoint,
     split_to_dict,
 )
-from phr_cli.config import TrainConfig
-from phr_cli.dataset import Dataset, SplitPosts
-from phr_cli.distributed import Ranks, join, leave, mean_over_ranks
-from phr_cli.errors import DataError
-from phr_cli.evaluate import TestCases, evaluate, small_data_notices
-from phr_cli.factors import FittedFactors
-from phr_cli.graph import MODALITIES, Graph, PostData
-from phr_cli.model import GCNPHR, ModelConfig, bpr_loss
-from phr_cli.rerank import fit_reranker
+from phr_cli.training.config import TrainConfig
+from phr_cli.training.distributed import Ranks, join, leave, mean_over_ranks
 
 # Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "device", "step_propagation", "adam")
@@ -366,9 +367,8 @@ def fit_pitf(data: SplitPosts, model: GCNPHR, device: torch.device, seed: int, f
     config = PITFConfig(device=device, seed=seed,
                         modalities="present" if list(model.item_encoder.widths) == present else "all")
     finishing(FITTING_FACTORS, 0, config.epochs)
-    return PITF(graph, config).fit_on_validation(
-        data.posts, data.validation, seed, on_epoch=lambda epoch, loss: finishing(FITTING_FACTORS, epoch + 1,
-                                                                                  config.epochs))
+    return fit_pitf_on_validation(PITF(graph, config), data.posts, data.validation, seed,
+                                  on_epoch=lambda epoch, loss: finishing(FITTING_FACTORS, epoch + 1, config.epochs))
 
 
 def _result(

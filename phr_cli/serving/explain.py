@@ -21,10 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from phr_cli.checkpoint import Checkpoint, CheckpointError, select_trained_posts
-from phr_cli.graph import build_graph
-from phr_cli.model import GCNPHR
-from phr_cli.store import StoreContents
+from phr_cli.data.graph import build_graph
+from phr_cli.data.provenance import select_trained_posts
+from phr_cli.data.store import StoreContents
+from phr_cli.errors import CheckpointError
+from phr_cli.model.network import GCNPHR
+from phr_cli.training.checkpoint import Checkpoint
 
 EVIDENCE = 3  # videos listed per kind of evidence
 ITEM_CHUNK = 4096  # graph items projected at once when building the similarity index
@@ -66,7 +68,7 @@ class Explainer:
 
     def __init__(self, checkpoint: Checkpoint, contents: StoreContents, model: GCNPHR) -> None:
         # In a store that grew since training: the checkpoint's own posts, found by their ids.
-        selected, _ = select_trained_posts(contents, checkpoint)
+        selected, _ = select_trained_posts(contents, checkpoint.provenance)
         train = selected.posts.subset(checkpoint.split.train)
         graph = build_graph(train)
         if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:

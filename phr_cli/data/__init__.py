@@ -1,0 +1,11 @@
+"""Posts and their features, from a folder of videos to a split and a training graph.
+
+- `posts`: manifests (`posts.csv`, `posts.jsonl`) and yt-dlp sidecars → posts; hashtag parsing.
+- `statuses`: what became of each video (`ok`, `no_audio`, `corrupt`, …).
+- `decode`: PyAV decoding of keyframes and audio, under time and memory limits.
+- `store`: the HDF5 feature store, the only module that touches h5py.
+- `graph`: the store's trainable posts, their 8:1:1 split and the user–hashtag–video graph.
+- `cases`: a split's test cases (user, video, known ground-truth hashtags).
+- `provenance`: what a trained model records of its data, and finding those posts again.
+- `dataset`: a store's posts → split → graph → cases, as train, tune and evaluate use them.
+"""

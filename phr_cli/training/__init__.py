@@ -1,0 +1,9 @@
+"""Making and judging a checkpoint.
+
+- `config`: training options (the model's own live in `model.network`).
+- `train`: BPR training with model selection on validation; PITF, calibration, re-ranker after.
+- `checkpoint`: the file `phr train` writes and every later command reads.
+- `distributed`: several processes (torchrun) training one model.
+- `tune`: Optuna's search over model and training options.
+- `comparison`: a checkpoint against the baselines on its own split (`phr evaluate`).
+"""
