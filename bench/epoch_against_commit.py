@@ -42,12 +42,15 @@ if sys.argv[3] == "kept":
             return any(mallopt(-3, size) for size in (1 << 30, 32 << 20)) and bool(mallopt(-1, 1 << 30))
     assert keep_freed_memory(), "glibc's mallopt did not apply"
 try:
-    from phr_cli.model.network import ModelConfig
+    from phr_cli.model.network import NetworkConfig
+    from phr_cli.model.phr import ModelConfig
     from phr_cli.training.train import TrainConfig, train_from_store
-except ImportError:  # an older commit's flat modules
+    content_only = ModelConfig(NetworkConfig(propagate=False))
+except ImportError:  # an older commit's flat modules and configuration
     from phr_cli.model import ModelConfig
     from phr_cli.train import TrainConfig, train_from_store
-model_config = ModelConfig(propagate=False) if sys.argv[5] == "content-only" else ModelConfig()
+    content_only = ModelConfig(propagate=False)
+model_config = content_only if sys.argv[5] == "content-only" else ModelConfig()
 outcome = train_from_store(Path(sys.argv[1]), Path(sys.argv[2]), model_config,
                            TrainConfig(epochs=int(sys.argv[4]), batch_size=4096, device="cpu",
                                        patience=int(sys.argv[4])), resume=False)

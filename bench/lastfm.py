@@ -1,7 +1,7 @@
 """GCN-PHR against the baselines on real personalised tagging data: HetRec 2011 Last.fm 2K.
 
     python bench/lastfm.py ../shared/datasets/lastfm-2k [--work DIR] [--epochs N] [--patience N]
-        [--splits post item time] [--variant paper] [--set FIELD=VALUE ...]
+        [--splits post item time] [--variant paper] [--set NAME=VALUE ...]
 
 Each (user, artist) pair becomes a text-only post (caption = the artist's name, hashtags =
 the user's tags for it) written to a posts.jsonl manifest; then the product's own code
@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,10 +27,11 @@ from lastfm_data import load_lastfm_captions, load_lastfm_posts  # noqa: E402
 from phr_cli.data.graph import SPLITS  # noqa: E402
 from phr_cli.devices import resolve_device  # noqa: E402
 from phr_cli.extract import ExtractOptions, extract  # noqa: E402
-from phr_cli.model.network import ModelConfig  # noqa: E402
+from phr_cli.model.network import NetworkConfig  # noqa: E402
+from phr_cli.model.phr import ModelConfig  # noqa: E402
 from phr_cli.model.pitf import PITFConfig  # noqa: E402
 from phr_cli.training.comparison import evaluate_store  # noqa: E402
-from phr_cli.training.config import TrainConfig  # noqa: E402
+from phr_cli.training.config import TrainConfig, settings, with_settings  # noqa: E402
 from phr_cli.training.train import train_from_store  # noqa: E402
 
 
@@ -46,23 +46,29 @@ def write_manifest(dataset: Path, folder: Path) -> int:
     return len(posts)
 
 
-def model_changes(assignments: list[str]) -> dict[str, object]:
-    """FIELD=VALUE pairs as ModelConfig keyword arguments, each value parsed as its field's type."""
-    kinds = {f.name: f.type for f in fields(ModelConfig)}
+def option_changes(assignments: list[str], model: ModelConfig, training: TrainConfig) -> dict[str, object]:
+    """NAME=VALUE pairs as `config.settings` names, each value parsed as its option's type. A
+    name may be short where it is not ambiguous: a part for its switch ("evidence" for
+    "evidence.enabled"), a field of one part ("recency" for "evidence.recency")."""
+    options = settings(model, training)
     changes: dict[str, object] = {}
     for assignment in assignments:
         name, _, text = assignment.partition("=")
-        if name not in kinds:
-            raise SystemExit(f"--set {assignment}: no model field {name!r}; fields: {', '.join(kinds)}")
-        kind = str(kinds[name])
-        if kind == "bool":
-            changes[name] = text.lower() in ("1", "true", "yes", "on")
-        elif kind == "int":
-            changes[name] = int(text)
-        elif kind.startswith("float"):
-            changes[name] = None if text.lower() == "none" else float(text)
+        matches = [name] if name in options else (
+            [f"{name}.enabled"] if f"{name}.enabled" in options
+            else [option for option in options if option.endswith(f".{name}")])
+        if len(matches) != 1:
+            raise SystemExit(f"--set {assignment}: no single option {name!r}; options: {', '.join(options)}")
+        current = options[matches[0]]
+        if isinstance(current, bool):
+            value: object = text.lower() in ("1", "true", "yes", "on")
+        elif isinstance(current, int):
+            value = int(text)
+        elif isinstance(current, float) or current is None:
+            value = None if text.lower() == "none" else float(text)
         else:
-            changes[name] = text
+            value = text
+        changes[matches[0]] = value
     return changes
 
 
@@ -81,10 +87,17 @@ def main() -> None:
     parser.add_argument("--pitf-epochs", type=int, default=200, help="at most; PITF stops when validation P@5 "
                         "stops rising")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--set", dest="changes", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override one model configuration field (an ablation), e.g. factors=false; repeatable")
+    parser.add_argument("--set", dest="changes", action="append", default=[], metavar="NAME=VALUE",
+                        help="change one option (an ablation), e.g. factors=false, recency=false, "
+                        "rerank=false, network.residual=false; repeatable")
     args = parser.parse_args()
-    changes = model_changes(args.changes)
+    network = NetworkConfig(dim=args.dim) if args.variant == "paper" else NetworkConfig(dim=args.dim,
+                                                                                        variant=args.variant)
+    base_model = ModelConfig.paper(network) if args.variant == "paper" else ModelConfig(network)
+    base_training = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                                device=args.device)
+    model_config, train_config = with_settings(base_model, base_training,
+                                               option_changes(args.changes, base_model, base_training))
 
     posts_dir, store = args.work / "posts", args.work / "features.h5"
     started = time.perf_counter()
@@ -96,10 +109,7 @@ def main() -> None:
         checkpoint = args.work / f"gcn-phr-{split_by}.pt"
         outcome = train_from_store(
             store, checkpoint,
-            (ModelConfig.paper(dim=args.dim, **changes) if args.variant == "paper"
-             else ModelConfig(dim=args.dim, variant=args.variant, **changes)),
-            TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                        device=args.device),
+            model_config, train_config,
             split_by=split_by)
         history = outcome.result.history
         per_epoch = sum(h["seconds"] for h in history) / max(len(history), 1)

@@ -4,7 +4,7 @@
     python bench/lastfm_speed.py --store STORE --repeats 2 --pitf-validation
 
 "before" is the former code path, still selectable: GCN-PHR with gather + `index_add_`
-aggregation (ModelConfig.aggregation "index_add") and parameters for every modality of the
+aggregation (NetworkConfig.aggregation "index_add") and parameters for every modality of the
 store (modalities "all"), Adam one tensor at a time (TrainConfig.adam "single"), PITF's
 content map over every modality (PITFConfig.modalities "all"). "after" is the default.
 Both train through `phr train`'s code path (`train_from_store`, the random-post split,
@@ -35,14 +35,15 @@ from phr_cli.data.cases import build_cases
 from phr_cli.data.graph import Graph, build_graph, posts_from_store, split_posts
 from phr_cli.data.store import load_store
 from phr_cli.evaluation.metrics import evaluate
-from phr_cli.model.network import GCNPHR, ModelConfig, bpr_loss
+from phr_cli.model.network import NetworkConfig, bpr_loss
+from phr_cli.model.phr import ModelConfig, PHRModel
 from phr_cli.model.pitf import PITF, PITFConfig
 from phr_cli.training.comparison import evaluate_store
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import BatchScores, NegativeSampler, train_from_store
 
 KINDS = {
-    "before": (ModelConfig(aggregation="index_add", modalities="all"), {"adam": "single"},
+    "before": (ModelConfig(NetworkConfig(aggregation="index_add", modalities="all")), {"adam": "single"},
                PITFConfig(modalities="all")),
     "after": (ModelConfig(), {}, PITFConfig()),
 }
@@ -60,7 +61,7 @@ def time_steps(graph: Graph, batch_size: int, n_steps: int) -> dict[str, tuple[f
     for kind, (model_config, train_options, _) in KINDS.items():
         config = TrainConfig(batch_size=batch_size, device="cpu", **train_options)
         torch.manual_seed(0)
-        model = GCNPHR.from_graph(model_config, graph)
+        model = PHRModel.from_graph(model_config, graph)
         if model.evidence is not None:
             model.evidence.prepare_training()
         scores = BatchScores(model, config.step_propagation, item_id_dropout=0.5)
@@ -69,7 +70,7 @@ def time_steps(graph: Graph, batch_size: int, n_steps: int) -> dict[str, tuple[f
 
         def step(model=model, scores=scores, optimizer=optimizer, config=config) -> None:
             result = scores(users, items, hashtags)
-            loss = bpr_loss(result[:, 0], result[:, 1:]) + config.l2 * model.embedding_l2(users, hashtags)
+            loss = bpr_loss(result[:, 0], result[:, 1:]) + config.l2 * model.network.embedding_l2(users, hashtags)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -112,9 +113,9 @@ def main() -> None:
           f"hashtags, {graph.n_items} items, {len(graph.triples)} triples, "
           f"{math.ceil(len(graph.triples) / args.batch_size)} steps/epoch")
     for kind, (model_config, _, _) in KINDS.items():
-        model = GCNPHR.from_graph(model_config, graph)
+        model = PHRModel.from_graph(model_config, graph)
         print(f"parameters {kind}: {sum(p.numel() for p in model.parameters()):,} "
-              f"(modalities {', '.join(model.item_encoder.widths)})")
+              f"(modalities {', '.join(model.network.item_encoder.widths)})")
 
     if args.steps:
         best = time_steps(graph, args.batch_size, args.steps)

@@ -34,10 +34,10 @@ from phr_cli.data.dataset import SplitPosts  # noqa: E402
 from phr_cli.data.graph import build_graph, posts_from_store  # noqa: E402
 from phr_cli.data.store import load_store  # noqa: E402
 from phr_cli.devices import resolve_device  # noqa: E402
-from phr_cli.model.network import ModelConfig  # noqa: E402
+from phr_cli.model.phr import ModelConfig  # noqa: E402
 from phr_cli.training.checkpoint import load_checkpoint  # noqa: E402
 from phr_cli.training.comparison import compare  # noqa: E402
-from phr_cli.training.config import STEP_PROPAGATIONS, TrainConfig  # noqa: E402
+from phr_cli.training.config import StepPropagation, TrainConfig  # noqa: E402
 from phr_cli.training.train import NegativeSampler, train_from_store  # noqa: E402
 
 
@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--epochs", type=int, default=2, help="per step kind; the first includes warm-up")
     parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--steps", nargs="+", default=list(STEP_PROPAGATIONS), choices=STEP_PROPAGATIONS,
+    kinds = [s.value for s in StepPropagation]
+    parser.add_argument("--steps", nargs="+", default=kinds, choices=kinds,
                         help="step kinds to time (TrainConfig.step_propagation)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="train each step kind this many times, alternating kinds; the fastest epoch counts "

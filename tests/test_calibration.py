@@ -8,7 +8,8 @@ import torch
 
 from phr_cli.data.cases import build_cases
 from phr_cli.data.graph import PostData, build_graph
-from phr_cli.model.network import GCNPHR, ModelConfig
+from phr_cli.model.network import NetworkConfig
+from phr_cli.model.phr import ModelConfig, PHRModel
 from phr_cli.ranking.calibration import calibrate
 from phr_cli.ranking.scorer import ModelScorer
 from phr_cli.ranking.validation import MIN_FIT_CASES
@@ -38,13 +39,13 @@ def planted_posts(n_posts: int, seed: int, with_common: bool) -> PostData:
 def scorer_and_cases():
     graph = build_graph(planted_posts(1200, seed=0, with_common=True))
     torch.manual_seed(0)
-    model = GCNPHR.from_graph(ModelConfig(dim=8), graph)
+    model = PHRModel.from_graph(ModelConfig(NetworkConfig(dim=8)), graph)
     model.eval()
     assert model.evidence is not None
     with torch.no_grad():  # a prior that trusts popularity far more than the user's history
         model.evidence.weights.copy_(torch.tensor([0.05, 1.0, 3.0, 1.0, 0.0, 0.0]))
     validation = planted_posts(2 * MIN_FIT_CASES, seed=1, with_common=False)
-    scorer = ModelScorer(model, *model.propagate(), item_index=graph.item_index)
+    scorer = ModelScorer(model, *model.network.propagate(), item_index=graph.item_index)
     return scorer, validation, graph
 
 

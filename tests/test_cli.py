@@ -182,15 +182,14 @@ def test_choices_are_the_library_s():
     from phr_cli.data.graph import split_posts
     from phr_cli.encoders.registry import PRECISIONS
     from phr_cli.evaluation.metrics import ProtocolName
-    from phr_cli.model.network import FUSIONS, VARIANTS, ModelConfig
+    from phr_cli.model.network import Fusion, Variant, VideoMessages
 
-    assert [m.value for m in cli.Fusion] == list(FUSIONS)
-    # "paper" is the paper's equations (ModelConfig.paper), the others the attention variants.
-    assert [m.value for m in cli.Variant if m is not cli.Variant.paper] == list(VARIANTS)
+    assert [m.value for m in cli.Fusion] == [m.value for m in Fusion]
+    # "paper" is the paper's network alone (ModelConfig.paper), the others the attention variants.
+    assert [m.value for m in cli.Variant if m is not cli.Variant.paper] == [m.value for m in Variant]
     assert [m.value for m in cli.Precision] == list(PRECISIONS)
     assert [m.value for m in cli.Protocol] == list(get_args(ProtocolName))
-    for messages in cli.VideoMessages:
-        ModelConfig(video_messages=messages.value)  # raises on a value the model does not know
+    assert {m.value for m in cli.VideoMessages} == {m.value for m in VideoMessages}
     from test_train import planted_posts
 
     posts = planted_posts()

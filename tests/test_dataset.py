@@ -11,7 +11,8 @@ from phr_cli.data.cases import build_cases
 from phr_cli.data.dataset import Dataset, SplitPosts
 from phr_cli.data.graph import build_graph, split_posts
 from phr_cli.errors import CheckpointError, DataError, EncoderMismatchError
-from phr_cli.model.network import ModelConfig
+from phr_cli.model.network import NetworkConfig
+from phr_cli.model.phr import ModelConfig
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import train_from_store
@@ -58,7 +59,8 @@ def test_a_checkpoint_dataset_is_its_split_of_unchanged_posts(tmp_path):
     posts = planted_posts(n_users=6, posts_per_user=5)
     store = write_text_store(tmp_path / "features.h5", posts)
     path = tmp_path / "model.pt"
-    train_from_store(store, path, ModelConfig(dim=8), TrainConfig(epochs=1, device="cpu"), split_by="item")
+    train_from_store(store, path, ModelConfig(NetworkConfig(dim=8)), TrainConfig(epochs=1, device="cpu"),
+                     split_by="item")
     checkpoint = load_checkpoint(path)
     dataset = Dataset.for_checkpoint(store, checkpoint.split, checkpoint.provenance, path)
     np.testing.assert_array_equal(dataset.split.train, checkpoint.split.train)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,8 @@ from test_train import planted_posts
 from phr_cli.data.dataset import SplitPosts
 from phr_cli.data.graph import build_graph, split_posts
 from phr_cli.model.factors import FACTORS, TagFactors
-from phr_cli.model.network import ModelConfig
+from phr_cli.model.network import NetworkConfig
+from phr_cli.model.phr import ModelConfig
 from phr_cli.model.pitf import PITF, PITFConfig
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.comparison import compare
@@ -50,7 +49,7 @@ def test_training_fits_the_factors_and_evaluate_reuses_them_as_the_pitf_baseline
     data = SplitPosts(posts, split_posts(posts, seed=0))
     config = TrainConfig(epochs=2, batch_size=64, patience=2, device="cpu")
     finishing: list[tuple[str, int, int | None]] = []
-    train(data, ModelConfig(dim=8), config, tmp_path / "model.pt",
+    train(data, ModelConfig(NetworkConfig(dim=8)), config, tmp_path / "model.pt",
           finishing=lambda *step: finishing.append(step))
     checkpoint = load_checkpoint(tmp_path / "model.pt")
     assert checkpoint.pitf_epoch is not None
@@ -84,13 +83,13 @@ def test_training_fits_the_factors_and_evaluate_reuses_them_as_the_pitf_baseline
     fitted_factors = checkpoint.fitted_factors()
     assert fitted_factors is not None and fitted_factors.epoch == checkpoint.pitf_epoch
     again = tmp_path / "content-only.pt"
-    train(data, replace(ModelConfig(dim=8), propagate=False), config, again, factors=fitted_factors)
+    train(data, ModelConfig(NetworkConfig(dim=8, propagate=False)), config, again, factors=fitted_factors)
     reloaded = load_checkpoint(again)
     assert reloaded.pitf_epoch == checkpoint.pitf_epoch
     for name, value in fitted_factors.state.items():
         assert torch.equal(reloaded.state_dict[f"factors.{name}"], value)
 
-    without = replace(ModelConfig(dim=8), factors=False)
+    without = ModelConfig(NetworkConfig(dim=8), factors=False)
     train(data, without, config, tmp_path / "plain.pt")
     plain = load_checkpoint(tmp_path / "plain.pt")
     assert plain.pitf_epoch is None and plain.model().factors is None and plain.fitted_factors() is None

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from phr_cli.data.graph import PostData, build_graph
 from phr_cli.errors import ConfigError
 from phr_cli.model import network as model_module
-from phr_cli.model.network import GCNPHR, ModelConfig, bpr_loss, grouped_softmax
+from phr_cli.model.network import GCNPHR, NetworkConfig, bpr_loss, grouped_softmax
+from phr_cli.model.phr import ModelConfig, PHRModel
 from phr_cli.training.train import BatchScores
 
 WIDTHS = {"visual": 7, "acoustic": 3, "textual": 5}
@@ -40,11 +41,16 @@ def tiny_posts(seed: int = 0, n_posts: int = 60) -> PostData:
     return random_posts(seed, n_posts, n_users=5, n_items=25, n_hashtags=6)
 
 
-def build(config: ModelConfig | None = None, seed: int = 0):
-    """A tiny graph and model; tests compare with Eq. 6 as printed (summed video messages)."""
+def paper(**changes) -> NetworkConfig:
+    """The paper's network (no self-loop) with Eq. 6 as printed (summed video messages)."""
+    return NetworkConfig(**{"dim": DIM, "video_messages": "sum", "residual": False, **changes})
+
+
+def build(config: NetworkConfig | None = None, seed: int = 0):
+    """A tiny graph and the paper's network; tests compare with Eq. 6 as printed."""
     graph = build_graph(tiny_posts(seed))
     torch.manual_seed(seed)
-    return graph, GCNPHR.from_graph(config or ModelConfig.paper(dim=DIM, video_messages="sum"), graph)
+    return graph, GCNPHR.from_graph(config or paper(), graph)
 
 
 def graph_item_vectors(graph, model) -> torch.Tensor:
@@ -110,7 +116,7 @@ def reference_layer(graph, model, layer, users, hashtags):
 
 
 def test_shapes_of_each_equation():
-    graph, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", layers=2))
+    graph, model = build(paper(layers=2))
     n_triples = len(graph.triples)
     for parts in model.layer_messages():
         assert parts.user_from_hashtags.shape == (graph.n_users, DIM)
@@ -129,7 +135,7 @@ def test_shapes_of_each_equation():
 
 @pytest.mark.parametrize("variant", ["full", "no_attention", "no_user_guidance", "no_hashtag_guidance"])
 def test_messages_match_loop_reference(variant):
-    graph, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", variant=variant))
+    graph, model = build(paper(variant=variant))
     layer = model.layers[0]
     parts = model.layer_messages()[0]
     with torch.no_grad():
@@ -169,7 +175,7 @@ def test_grouped_softmax_on_sorted_groups_equals_the_scatter_form():
 
 
 def test_no_attention_weighs_each_group_uniformly():
-    graph, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", variant="no_attention"))
+    graph, model = build(paper(variant="no_attention"))
     parts = model.layer_messages()[0]
     pairs, group, sizes = np.unique(graph.triples[:, :2], axis=0, return_inverse=True, return_counts=True)
     uniform = torch.as_tensor(1.0 / sizes[group.reshape(-1)], dtype=torch.float32)
@@ -178,7 +184,7 @@ def test_no_attention_weighs_each_group_uniformly():
     assert model.layers[0].user_side_attention is None
 
 
-def attention_after_perturbing(config: ModelConfig, which: str):
+def attention_after_perturbing(config: NetworkConfig, which: str):
     """Attention weights before and after changing every user or hashtag embedding."""
     _, model = build(config)
     before = model.layer_messages()[0]
@@ -188,17 +194,17 @@ def attention_after_perturbing(config: ModelConfig, which: str):
 
 
 def test_hashtag_guidance_steers_the_user_side_attention_only_when_enabled():
-    before, after = attention_after_perturbing(ModelConfig.paper(dim=DIM, video_messages="sum"), "hashtag")
+    before, after = attention_after_perturbing(paper(), "hashtag")
     assert not torch.allclose(before.user_side_attention, after.user_side_attention)
-    config = ModelConfig.paper(dim=DIM, video_messages="sum", variant="no_hashtag_guidance")
+    config = paper(variant="no_hashtag_guidance")
     before, after = attention_after_perturbing(config, "hashtag")
     torch.testing.assert_close(before.user_side_attention, after.user_side_attention)
 
 
 def test_user_guidance_steers_the_hashtag_side_attention_only_when_enabled():
-    before, after = attention_after_perturbing(ModelConfig.paper(dim=DIM, video_messages="sum"), "user")
+    before, after = attention_after_perturbing(paper(), "user")
     assert not torch.allclose(before.hashtag_side_attention, after.hashtag_side_attention)
-    config = ModelConfig.paper(dim=DIM, video_messages="sum", variant="no_user_guidance")
+    config = paper(variant="no_user_guidance")
     before, after = attention_after_perturbing(config, "user")
     torch.testing.assert_close(before.hashtag_side_attention, after.hashtag_side_attention)
     torch.testing.assert_close(before.user_side_attention, after.user_side_attention)  # hashtags guide that one
@@ -248,7 +254,7 @@ def test_normalisation_is_fitted_on_present_training_items_and_saved():
 
 
 def test_content_only_ignores_graph_messages():
-    graph, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", propagate=False))
+    graph, model = build(paper(propagate=False))
     assert len(model.layers) == 0
     users, hashtags = model.propagate()
     assert users is model.user_embedding.weight and hashtags is model.hashtag_embedding.weight
@@ -260,8 +266,8 @@ def test_content_only_ignores_graph_messages():
 
 
 def test_layers_feed_each_other():
-    _, one = build(ModelConfig.paper(dim=DIM, video_messages="sum", layers=1))
-    _, two = build(ModelConfig.paper(dim=DIM, video_messages="sum", layers=2))
+    _, one = build(paper(layers=1))
+    _, two = build(paper(layers=2))
     assert len(two.layers) == 2
     with torch.no_grad():
         two.layers[0].load_state_dict(one.layers[0].state_dict())
@@ -273,11 +279,11 @@ def test_layers_feed_each_other():
 
 
 def test_sum_fusion_is_linear_and_concat_fusion_is_not():
-    _, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", fusion="sum"))
+    _, model = build(paper(fusion="sum"))
     fusion = model.layers[0].user_fusion
     a, b = torch.randn(3, DIM), torch.randn(3, DIM)
     torch.testing.assert_close(fusion(2 * a, 2 * b), 2 * fusion(a, b))
-    _, model = build(ModelConfig.paper(dim=DIM, video_messages="sum", fusion="concat"))
+    _, model = build(paper(fusion="concat"))
     assert model.layers[0].user_fusion(-a.abs() * 100, b).shape == (3, DIM)
 
 
@@ -309,7 +315,7 @@ def test_saved_representations_serve_a_model_without_graph():
     graph, trained = build()
     with torch.no_grad():
         users, hashtags = trained.propagate()
-    loaded = GCNPHR(trained.config, graph.n_users, graph.n_hashtags, WIDTHS, graph.n_items)
+    loaded = GCNPHR(trained.config, graph.n_users, graph.n_hashtags, WIDTHS)
     loaded.load_state_dict(trained.state_dict())
     with pytest.raises(RuntimeError):
         loaded.propagate()
@@ -331,14 +337,14 @@ def test_bpr_loss_and_embedding_penalty():
 
 def test_bad_configuration_is_refused():
     with pytest.raises(ConfigError):
-        ModelConfig(fusion="max")
+        NetworkConfig(fusion="max")
     with pytest.raises(ConfigError):
-        ModelConfig(variant="no_graph")
+        NetworkConfig(variant="no_graph")
 
 
 def test_mean_video_messages_divide_the_sum_by_each_nodes_group_count():
-    graph, summed = build(ModelConfig.paper(dim=DIM, video_messages="sum"))
-    _, averaged = build(ModelConfig.paper(dim=DIM, video_messages="mean"))
+    graph, summed = build(paper())
+    _, averaged = build(paper(video_messages="mean"))
     averaged.load_state_dict(summed.state_dict())
     leaky = lambda x: F.leaky_relu(x, summed.config.negative_slope)  # noqa: E731
     inverse = lambda x: torch.where(x >= 0, x, x / summed.config.negative_slope)  # noqa: E731
@@ -355,8 +361,8 @@ def test_mean_video_messages_divide_the_sum_by_each_nodes_group_count():
 
 
 def test_residual_layers_add_each_nodes_own_embedding():
-    _, plain = build(ModelConfig.paper(dim=DIM, video_messages="sum"))
-    _, residual = build(ModelConfig.paper(dim=DIM, video_messages="sum", residual=True))
+    _, plain = build(paper())
+    _, residual = build(paper(residual=True))
     residual.load_state_dict(plain.state_dict())
     with torch.no_grad():
         users, hashtags = plain.propagate()
@@ -371,12 +377,12 @@ def sparse_posts(seed: int = 0, n_posts: int = 240) -> PostData:
 
 
 @pytest.mark.parametrize("config", [
-    ModelConfig(dim=DIM),
-    ModelConfig.paper(dim=DIM, video_messages="sum", fusion="sum", variant="no_user_guidance"),
-    ModelConfig(dim=DIM, variant="no_attention", residual=True),
-    ModelConfig(dim=DIM, layers=2, variant="no_hashtag_guidance"),
-    ModelConfig(dim=DIM, layers=2, residual=True),
-    ModelConfig(dim=DIM, propagate=False),
+    ModelConfig(NetworkConfig(dim=DIM)),
+    ModelConfig.paper(NetworkConfig(dim=DIM, video_messages="sum", fusion="sum", variant="no_user_guidance")),
+    ModelConfig(NetworkConfig(dim=DIM, variant="no_attention", residual=True)),
+    ModelConfig(NetworkConfig(dim=DIM, layers=2, variant="no_hashtag_guidance")),
+    ModelConfig(NetworkConfig(dim=DIM, layers=2, residual=True)),
+    ModelConfig(NetworkConfig(dim=DIM, propagate=False)),
 ], ids=["default", "sum-no-user-guidance", "no-attention-residual", "2-layers", "2-layers-residual", "content-only"])
 @pytest.mark.parametrize("batch_size", [6, 200])  # a small receptive field, and one reading most items
 @pytest.mark.parametrize("aggregation", ["sparse", "index_add"])
@@ -385,7 +391,8 @@ def test_batch_step_equals_the_full_graph_step(config, batch_size, aggregation):
     gives the reference's representations, scores, loss and gradients."""
     graph = build_graph(sparse_posts())
     torch.manual_seed(0)
-    model = GCNPHR.from_graph(dataclasses.replace(config, aggregation=aggregation), graph)
+    network = dataclasses.replace(config.network, aggregation=aggregation)
+    model = PHRModel.from_graph(dataclasses.replace(config, network=network), graph)
     rows = np.random.default_rng(1).choice(len(graph.triples), batch_size, replace=False)
     batch = torch.as_tensor(graph.triples[rows])
     users, items = batch[:, 0], batch[:, 2]
@@ -397,13 +404,13 @@ def test_batch_step_equals_the_full_graph_step(config, batch_size, aggregation):
 
     def step(fast: bool):
         if fast:
-            user_rows, hashtag_rows = model.propagate_for(users, hashtags)
+            user_rows, hashtag_rows = model.network.propagate_for(users, hashtags)
         else:
-            user_reps, hashtag_reps = model.propagate()
+            user_reps, hashtag_reps = model.network.propagate()
             user_rows, hashtag_rows = user_reps[users], hashtag_reps[hashtags]
         torch.manual_seed(2)  # the same item-ID dropout draws for both
         scores = BatchScores(model, "batch" if fast else "full", item_id_dropout=0.5)(users, items, hashtags)
-        loss = bpr_loss(scores[:, 0], scores[:, 1:]) + 1e-2 * model.embedding_l2(users, hashtags)
+        loss = bpr_loss(scores[:, 0], scores[:, 1:]) + 1e-2 * model.network.embedding_l2(users, hashtags)
         gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
         return [user_rows, hashtag_rows, scores, loss], gradients
 
@@ -416,17 +423,18 @@ def test_batch_step_equals_the_full_graph_step(config, batch_size, aggregation):
             assert actual is None or not actual.any(), name
         else:
             torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5, msg=name)
-    if config.propagate and config.layers == 1:  # the fast path left part of the graph out, or projected all
-        field = model.graph.edges("user", torch.unique(users))
+    if network.propagate and network.layers == 1:  # the fast path left part of the graph out, or projected all
+        assert model.network.graph is not None
+        field = model.network.graph.edges("user", torch.unique(users))
         assert (field.items is None) == (batch_size == 200)
         assert len(field.triple_target) < len(graph.triples) or batch_size == 200
 
 
 @pytest.mark.parametrize("config", [
-    ModelConfig(dim=DIM),
-    ModelConfig(dim=DIM, video_messages="sum", fusion="sum", variant="no_user_guidance"),
-    ModelConfig(dim=DIM, variant="no_attention", residual=True),
-    ModelConfig(dim=DIM, layers=2, variant="no_hashtag_guidance", dropout=0.3),
+    NetworkConfig(dim=DIM),
+    NetworkConfig(dim=DIM, video_messages="sum", fusion="sum", variant="no_user_guidance"),
+    NetworkConfig(dim=DIM, variant="no_attention", residual=True),
+    NetworkConfig(dim=DIM, layers=2, variant="no_hashtag_guidance", dropout=0.3),
 ], ids=["default", "sum-no-user-guidance", "no-attention-residual", "2-layers-dropout"])
 def test_sparse_aggregation_equals_the_index_add_reference(config):
     """Sparse products over the precomputed structure give the gather + index_add layer's
@@ -468,16 +476,16 @@ def test_modalities_no_training_item_has_get_no_parameters():
     posts.masks["acoustic"][:] = False
     graph = build_graph(posts)
     torch.manual_seed(0)
-    model = GCNPHR.from_graph(ModelConfig(dim=DIM), graph)
-    assert model.item_encoder.widths == {"textual": WIDTHS["textual"]}
-    assert model.layers[0].item_projection.in_features == WIDTHS["textual"]
+    model = PHRModel.from_graph(ModelConfig(NetworkConfig(dim=DIM)), graph)
+    assert model.network.item_encoder.widths == {"textual": WIDTHS["textual"]}
+    assert model.network.layers[0].item_projection.in_features == WIDTHS["textual"]
     assert not any("visual" in name or "acoustic" in name for name in model.state_dict())
-    every = GCNPHR.from_graph(ModelConfig(dim=DIM, modalities="all"), graph)
-    assert every.item_encoder.widths == WIDTHS
+    every = PHRModel.from_graph(ModelConfig(NetworkConfig(dim=DIM, modalities="all")), graph)
+    assert every.network.item_encoder.widths == WIDTHS
     # a new clip with a video the training data never had: its visual and acoustic features are ignored
     clip = {m: torch.randn(1, w) for m, w in WIDTHS.items()}
-    with_video = model.encode_items(clip, {m: torch.ones(1, dtype=torch.bool) for m in WIDTHS})
-    other_video = model.encode_items({**clip, "visual": torch.randn(1, WIDTHS["visual"])},
+    with_video = model.network.encode_items(clip, {m: torch.ones(1, dtype=torch.bool) for m in WIDTHS})
+    other_video = model.network.encode_items({**clip, "visual": torch.randn(1, WIDTHS["visual"])},
                                      {m: torch.ones(1, dtype=torch.bool) for m in WIDTHS})
     torch.testing.assert_close(with_video, other_video)
     assert with_video.shape == (1, WIDTHS["textual"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,7 +14,8 @@ from phr_cli.data.cases import TestCases
 from phr_cli.data.dataset import SplitPosts
 from phr_cli.data.graph import split_posts
 from phr_cli.model.evidence import TagEvidence
-from phr_cli.model.network import ModelConfig
+from phr_cli.model.network import NetworkConfig
+from phr_cli.model.phr import ModelConfig
 from phr_cli.ranking.rerank import (
     CANDIDATES,
     CONTEXT,
@@ -116,7 +118,7 @@ def test_training_records_the_reranker_and_a_checkpoint_scores_with_the_one_it_h
     config = TrainConfig(epochs=2, batch_size=256, patience=2, device="cpu")
     steps: list[str] = []
     path = tmp_path / "model.pt"
-    result = train(data, ModelConfig(dim=8), config, path, finishing=lambda step, *_: steps.append(step))
+    result = train(data, ModelConfig(NetworkConfig(dim=8)), config, path, finishing=lambda step, *_: steps.append(step))
     assert steps[-2:] == [CALIBRATING, RERANKING]
     # The trees are kept exactly when they raised the held-out half's P@5.
     raw = read_checkpoint_file(path)
@@ -146,6 +148,6 @@ def test_training_records_the_reranker_and_a_checkpoint_scores_with_the_one_it_h
     scorer.reranker = reranker
     assert torch.equal(scorer.score(users, rows), reranked)
 
-    train(data, ModelConfig(dim=8, rerank=False), config, tmp_path / "plain.pt")
+    train(data, ModelConfig(NetworkConfig(dim=8)), replace(config, rerank=False), tmp_path / "plain.pt")
     assert load_checkpoint(tmp_path / "plain.pt").reranker is None
-    assert "reranking" not in read_checkpoint_file(tmp_path / "plain.pt")
+    assert read_checkpoint_file(tmp_path / "plain.pt")["reranking"] is None

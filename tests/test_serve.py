@@ -32,7 +32,8 @@ from phr_cli.data.graph import posts_from_store
 from phr_cli.data.store import load_store
 from phr_cli.errors import ConfigError
 from phr_cli.extract import ExtractOptions, extract
-from phr_cli.model.network import ModelConfig
+from phr_cli.model.network import NetworkConfig
+from phr_cli.model.phr import ModelConfig
 from phr_cli.ranking.rerank import RERANKER_PART, CountsOfTraining, Reranker, candidate_table, fit_trees
 from phr_cli.serving.recommend import ClipRecommendation, Recommender
 from phr_cli.serving.serve import ServeOptions, create_app
@@ -83,7 +84,8 @@ def checkpoint(corpus) -> Path:
     extract(corpus / "clips", store, ExtractOptions(device="cpu", workers=0, random_weights=True,
                                                      sampling=FAST_SAMPLING))
     path = corpus / "model.pt"
-    train_from_store(store, path, ModelConfig(dim=16), TrainConfig(epochs=5, batch_size=16, device="cpu"))
+    train_from_store(store, path, ModelConfig(NetworkConfig(dim=16)),
+                     TrainConfig(epochs=5, batch_size=16, device="cpu"))
     return path
 
 

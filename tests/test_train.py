@@ -19,7 +19,8 @@ from phr_cli.data.provenance import Provenance
 from phr_cli.errors import CheckpointError, DataError
 from phr_cli.evaluation.baselines import GlobalPopularity, UserPopularity
 from phr_cli.evaluation.metrics import evaluate
-from phr_cli.model.network import ModelConfig
+from phr_cli.model.network import NetworkConfig
+from phr_cli.model.phr import ItemIdConfig, ModelConfig
 from phr_cli.training.checkpoint import load_checkpoint, save_checkpoint
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import NegativeSampler, train
@@ -81,7 +82,7 @@ FAST = TrainConfig(epochs=60, batch_size=128, lr=3e-3, patience=60, device="cpu"
 def trained(data, tmp_path_factory):
     posts, split = data
     path = tmp_path_factory.mktemp("train") / "model.pt"
-    result = train(SplitPosts(posts, split), ModelConfig(dim=64), FAST, path, PROVENANCE)
+    result = train(SplitPosts(posts, split), ModelConfig(NetworkConfig(dim=64)), FAST, path, PROVENANCE)
     return result, path
 
 
@@ -113,7 +114,8 @@ def test_checkpoint_holds_what_recommend_needs(data, trained):
     assert all(np.array_equal(getattr(checkpoint.split, p), getattr(split, p)) for p in ("train", "validation", "test"))
     assert (checkpoint.split.seed, checkpoint.split.by) == (split.seed, split.by)
     # The item-ID dropout left to the data is recorded as resolved: every validation post is new here.
-    assert checkpoint.model_config == ModelConfig(dim=64, item_id_dropout=1.0) and checkpoint.train_config == FAST
+    assert checkpoint.model_config == ModelConfig(NetworkConfig(dim=64), item_ids=ItemIdConfig(dropout=1.0))
+    assert checkpoint.train_config == FAST
     assert checkpoint.provenance.store == "x.h5" and checkpoint.provenance.encoders == PROVENANCE.encoders
     assert torch.equal(checkpoint.provenance.text_projection_components, PROVENANCE.text_projection_components)
     assert checkpoint.completed and not checkpoint.stopped_early and len(checkpoint.history) == FAST.epochs
@@ -132,7 +134,7 @@ class Interrupted(Exception):
     pass
 
 
-SMALL_MODEL = ModelConfig(dim=16)
+SMALL_MODEL = ModelConfig(NetworkConfig(dim=16))
 SMALL = TrainConfig(epochs=4, batch_size=256, lr=3e-3, patience=10, device="cpu", seed=3)
 
 
@@ -286,7 +288,7 @@ def test_the_time_split_from_a_store_holds_out_the_latest_posts(tmp_path):
     posts = planted_posts(n_users=10, posts_per_user=6)
     times = np.random.default_rng(0).permutation(len(posts)) * 60.0
     store = write_text_store(tmp_path / "features.h5", posts, times)
-    outcome = train_from_store(store, tmp_path / "model.pt", ModelConfig(dim=8),
+    outcome = train_from_store(store, tmp_path / "model.pt", ModelConfig(NetworkConfig(dim=8)),
                                replace(FAST, epochs=1), split_by="time")
     split = load_checkpoint(tmp_path / "model.pt").split
     assert split.by == "time" and outcome.split_sizes == (48, 6, 6)
@@ -296,7 +298,7 @@ def test_the_time_split_from_a_store_holds_out_the_latest_posts(tmp_path):
     times[[4, 9]] = np.nan
     store = write_text_store(tmp_path / "untimed.h5", posts, times)
     with pytest.raises(DataError, match=r"^2 posts have no time \(posts.jsonl:5, posts.jsonl:10\); the time split"):
-        train_from_store(store, tmp_path / "untimed.pt", ModelConfig(dim=8), FAST, split_by="time")
+        train_from_store(store, tmp_path / "untimed.pt", ModelConfig(NetworkConfig(dim=8)), FAST, split_by="time")
 
 
 @pytest.fixture(scope="module")

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import optuna
 import pytest
 from test_train import planted_posts
 
 from phr_cli.errors import ConfigError
-from phr_cli.model.network import ModelConfig
+from phr_cli.model.evidence import EvidenceConfig
+from phr_cli.model.network import NetworkConfig
+from phr_cli.model.phr import ModelConfig
 from phr_cli.training.checkpoint import load_checkpoint
-from phr_cli.training.config import TrainConfig
+from phr_cli.training.config import TrainConfig, settings
 from phr_cli.training.tune import SEARCH_SPACE, base_point, configurations, tune
 from support.stores import write_text_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 BASE = TrainConfig(epochs=2, patience=2, device="cpu")
-SMALL_SPACE = {"dim": SEARCH_SPACE["dim"], "lr": SEARCH_SPACE["lr"], "negatives": SEARCH_SPACE["negatives"]}
+SMALL_SPACE = {name: SEARCH_SPACE[name] for name in ("network.dim", "lr", "negatives")}
 
 
 @pytest.fixture(scope="module")
@@ -31,32 +33,33 @@ def store(tmp_path_factory):
 @pytest.fixture
 def small_space(monkeypatch):
     """Small models keep each trial quick; the full table is checked on its own."""
-    monkeypatch.setattr("phr_cli.training.tune.SEARCH_SPACE", {**SMALL_SPACE, "dim": lambda trial, name:
+    monkeypatch.setattr("phr_cli.training.tune.SEARCH_SPACE", {**SMALL_SPACE, "network.dim": lambda trial, name:
                                                       trial.suggest_categorical(name, (8, 16))})
 
 
 def test_the_base_point_is_every_default_inside_the_space():
     point = base_point(ModelConfig(), TrainConfig())
     assert set(point) == set(SEARCH_SPACE)  # the defaults all lie inside the search space
-    assert point["dim"] == 64 and point["recency"] is True and point["hard_negatives"] == 0.5
+    assert point["network.dim"] == 64 and point["evidence.recency"] is True and point["hard_negatives"] == 0.5
     assert "lr" not in base_point(ModelConfig(), replace(TrainConfig(), lr=1.0))
 
 
 def test_every_searched_name_is_a_field_of_one_configuration():
-    model_fields = {f.name for f in fields(ModelConfig)}
-    train_fields = {f.name for f in fields(TrainConfig)}
+    options = settings(ModelConfig(), TrainConfig())
     for name in SEARCH_SPACE:
-        assert (name in model_fields) != (name in train_fields), name
+        assert name in options, name
 
 
 def test_a_trial_changes_exactly_the_searched_fields():
-    params = {"dim": 128, "layers": 2, "dropout": 0.25, "residual": True, "lr": 0.01, "l2": 1e-5,
-              "weight_decay": 1e-4, "negatives": 4, "batch_size": 256, "hard_negatives": 0.25, "neighbours": 10,
-              "recency": False, "similar_posts": False}
+    params = {"network.dim": 128, "network.layers": 2, "network.dropout": 0.25, "network.residual": True,
+              "lr": 0.01, "l2": 1e-5, "weight_decay": 1e-4, "negatives": 4, "batch_size": 256,
+              "hard_negatives": 0.25, "evidence.neighbours": 10, "evidence.recency": False,
+              "evidence.similar_posts": False}
     assert set(params) == set(SEARCH_SPACE)
-    model, train = configurations(optuna.trial.FixedTrial(params), ModelConfig(variant="no_attention"), BASE)
-    assert model == ModelConfig(variant="no_attention", dim=128, layers=2, dropout=0.25, residual=True, neighbours=10,
-                                recency=False, similar_posts=False)
+    base = ModelConfig(NetworkConfig(variant="no_attention"))
+    model, train = configurations(optuna.trial.FixedTrial(params), base, BASE)
+    assert model == ModelConfig(NetworkConfig(variant="no_attention", dim=128, layers=2, dropout=0.25, residual=True),
+                                EvidenceConfig(neighbours=10, recency=False, similar_posts=False))
     assert train == replace(BASE, lr=0.01, l2=1e-5, weight_decay=1e-4, negatives=4, batch_size=256,
                             hard_negatives=0.25)
 
@@ -79,7 +82,7 @@ def test_tune_writes_the_best_configuration_trains_it_and_resumes_the_study(stor
     assert ModelConfig(**record["model_config"]) == first.model_config
     saved = load_checkpoint(checkpoint)
     # Training resolves an item-ID dropout left to the data; everything else is as tuned.
-    assert saved.model_config == replace(first.model_config, item_id_dropout=saved.model_config.item_id_dropout)
+    assert saved.model_config == first.model_config.with_item_id_dropout(saved.model_config.item_ids.dropout)
     assert saved.train_config == first.train_config and saved.train_config.validation_metric == "P@5"
     # the best trial, trained again with its seed, reaches its validation value again
     assert first.training.result.best_metric == pytest.approx(first.best_value)

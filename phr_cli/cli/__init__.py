@@ -382,8 +382,11 @@ def _show_store(summary: dict) -> None:
 
 def _show_checkpoint(summary: dict) -> None:
     split, provenance = summary["split"], summary["provenance"]
+    model = {part: values for part, values in summary["model_config"].items() if isinstance(values, dict)}
+    switches = {name: value for name, value in summary["model_config"].items() if not isinstance(value, dict)}
     rows: list[tuple[str, object]] = [
-        ("model", ", ".join(f"{k} {v}" for k, v in summary["model_config"].items())),
+        *((f"model: {part}", ", ".join(f"{k} {v}" for k, v in values.items())) for part, values in model.items()),
+        ("model", ", ".join(f"{k} {v}" for k, v in switches.items())),
         ("training", ", ".join(f"{k} {v}" for k, v in summary["train_config"].items())),
         ("split", f"by {split['by']}, seed {split['seed']}: train {split['train']}, "
                   f"validation {split['validation']}, test {split['test']}"),
@@ -480,7 +483,12 @@ def train(
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from phr_cli.evaluation.plots import curve_path, plot_training_curve
-    from phr_cli.model.network import ModelConfig
+    from phr_cli.model.evidence import EvidenceConfig
+    from phr_cli.model.network import Fusion as ConfigFusion
+    from phr_cli.model.network import NetworkConfig
+    from phr_cli.model.network import Variant as ConfigVariant
+    from phr_cli.model.network import VideoMessages as ConfigVideoMessages
+    from phr_cli.model.phr import ItemIdConfig, ModelConfig
     from phr_cli.progress import CountColumn, EtaColumn, PhaseProgress
     from phr_cli.training.config import TrainConfig
     from phr_cli.training.distributed import launched_rank
@@ -491,17 +499,19 @@ def train(
     _check_device(device)
 
     try:
-        chosen: dict[str, Any] = {name: value for name, value in (("residual", residual), ("evidence", evidence),
-                                                  ("item_ids", item_ids)) if value is not None}
-        make_config = ModelConfig.paper if variant is Variant.paper else ModelConfig
-        model_config = make_config(dim=dim, layers=layers, fusion=fusion.value,
-                                   variant="full" if variant is Variant.paper else variant.value,
-                                   propagate=not content_only, video_messages=video_messages.value,
-                                   item_id_dropout=item_id_dropout, neighbours=neighbours, recency=recency,
-                                   similar_posts=similar_posts, factors=factors, rerank=rerank, **chosen)
+        paper = variant is Variant.paper  # the paper's network alone, unless a part is asked for
+        network = NetworkConfig(dim=dim, layers=layers, fusion=ConfigFusion(fusion.value),
+                                variant=ConfigVariant("full" if paper else variant.value), propagate=not content_only,
+                                video_messages=ConfigVideoMessages(video_messages.value),
+                                residual=residual if residual is not None else not paper)
+        model_config = ModelConfig(
+            network,
+            EvidenceConfig(evidence if evidence is not None else not paper, neighbours, recency, similar_posts),
+            ItemIdConfig(item_ids if item_ids is not None else not paper, item_id_dropout),
+            factors=factors)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
                              weight_decay=weight_decay, negatives=negatives, patience=patience,
-                             seed=seed, device=device, hard_negatives=hard_negatives)
+                             seed=seed, device=device, hard_negatives=hard_negatives, rerank=rerank)
     except PhrError as error:
         fail(str(error), code=2)
     if not other_rank:
@@ -787,7 +797,7 @@ def tune(
     """Search the model and training settings for validation P@5 (Optuna), then train the best."""
     import optuna
 
-    from phr_cli.model.network import ModelConfig
+    from phr_cli.model.phr import ModelConfig
     from phr_cli.training.config import TrainConfig
     from phr_cli.training.tune import OBJECTIVE
     from phr_cli.training.tune import tune as run_tune

@@ -1,15 +1,16 @@
-"""GCN-PHR (Wei et al., ACM MM 2019, §3): graph-propagated user and hashtag representations
-and the user-specific scorer of Eq. 9-10.
+"""GCN-PHR (Wei et al., ACM MM 2019, §3) as the paper's equations define it, and nothing else:
+graph-propagated user and hashtag representations (Eq. 1-8) and the user-specific scorer of
+Eq. 9-10. phr's default model adds its other score parts around it (model/phr.py).
 
 Messages flow along the training triples (user i tagged item k with hashtag j); the
 attention softmax runs over the groups V_{i,j} (triples sharing a user and a hashtag),
 PyTorch Geometric's `softmax(src, index)` pattern. Each side's sums are sparse products
 over a structure fixed once per graph, with the attention as the entry weights
-(phr_cli/aggregate.py); gather -> per-edge message -> `index_add_` stays as the reference
-(ModelConfig.aggregation "index_add"). A training step runs the same code over its batch's
-receptive field only (`propagate_for`): the nodes, triples and items its loss reads, a
-small part of a YFCC100M-size graph (on a small graph, where the field is most of it, the
-whole graph with its precomputed structure).
+(phr_cli/model/aggregate.py); gather -> per-edge message -> `index_add_` stays as the
+reference (NetworkConfig.aggregation "index_add"); the graph's indexing is model/edges.py.
+A training step runs the same code over its batch's receptive field only (`propagate_for`):
+the nodes, triples and items its loss reads, a small part of a YFCC100M-size graph (on a
+small graph, where the field is most of it, the whole graph with its precomputed structure).
 """
 
 from __future__ import annotations
@@ -22,38 +23,54 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from phr_cli.data.graph import MODALITIES, Graph
+from phr_cli.choices import Choice
+from phr_cli.data.graph import Graph
 from phr_cli.errors import ConfigError
-from phr_cli.model.aggregate import SparsePattern
-from phr_cli.model.evidence import TagEvidence
-from phr_cli.model.factors import FACTORS, TagFactors
-from phr_cli.model.neighbours import ContentIndex, content_vectors
+from phr_cli.model.edges import DENSE_PAIR_FRACTION, GraphTensors, LayerEdges, SideAggregation, SideEdges, distinct
+from phr_cli.model.items import ItemEncoder, ordered_modalities
 
-FUSIONS = ("concat", "sum")
-AGGREGATIONS = ("sparse", "index_add")
-MODALITY_CHOICES = ("present", "all")
-VARIANTS = ("full", "no_attention", "no_user_guidance", "no_hashtag_guidance")
+
+class Fusion(Choice):
+    CONCAT = "concat"  # Eq. 7: φ(W[a ; b] + bias)
+    SUM = "sum"  # Eq. 8: W_a a + W_b b
+
+
+class Variant(Choice):
+    FULL = "full"
+    NO_ATTENTION = "no_attention"  # Variant-I: every video of V_{i,j} weighs the same
+    NO_USER_GUIDANCE = "no_user_guidance"  # Variant-II: video->hashtag attention ignores the user
+    NO_HASHTAG_GUIDANCE = "no_hashtag_guidance"  # Variant-III: video->user attention ignores the hashtag
+
+
+class VideoMessages(Choice):
+    SUM = "sum"  # Eq. 6 as printed: a user's video message grows with their number of groups
+    MEAN = "mean"  # divided by that number (a degree normalisation)
+
+
+class Aggregation(Choice):
+    SPARSE = "sparse"  # each side's sums as sparse products over a structure fixed once per graph
+    INDEX_ADD = "index_add"  # gather per edge and `index_add_`: the reference
+
+
+class ModalityChoice(Choice):
+    PRESENT = "present"  # parameters only for the modalities some training item has
+    ALL = "all"  # every modality of the store
+
+
 # Rows x hashtags x dim elements scored at once by `score_all`, in one reused buffer: on a
 # CPU a cache-sized block (4 MiB of float32; a fresh 64 MiB block per chunk spent most of
 # the time in page faults), on a GPU a large one (64 MiB), few kernel launches.
 SCORE_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
-# A batch's receptive field projects the features of its items only, gathered first; when
-# it reads more than this fraction of the graph's items, projecting all of them is cheaper.
-DENSE_ITEM_FRACTION = 0.75
-# With sparse aggregation, a batch whose receptive field holds more than this fraction of
-# the user-hashtag pairs runs the whole graph (its fixed structure precomputed) instead of
-# cutting out the field (on Last.fm a batch of 4,096 reads ~98 % of the triples).
-DENSE_PAIR_FRACTION = 0.5
 
 
 @dataclass
-class ModelConfig:
+class NetworkConfig:
+    """The paper's network (Eq. 1-10): its architecture and how its sums are computed."""
+
     dim: int = 64
     layers: int = 1
-    fusion: str = "concat"  # "concat": Eq. 7; "sum": Eq. 8
-    # "no_attention": Variant-I; "no_user_guidance": Variant-II (video->hashtag attention
-    # ignores the user); "no_hashtag_guidance": Variant-III (video->user ignores the hashtag)
-    variant: str = "full"
+    fusion: Fusion = Fusion.CONCAT
+    variant: Variant = Variant.FULL
     propagate: bool = True  # False: content-only, the scorer on ID embeddings alone
     negative_slope: float = 0.2  # of the leaky ReLU φ (0.01 left many units dead in our tests)
     init_std: float = 0.1  # Gaussian init of ID embeddings and missing-modality vectors
@@ -62,63 +79,18 @@ class ModelConfig:
     # layer (residual=False) replaces a hashtag's own embedding by its neighbours' messages,
     # so a hashtag with one user ends up with that user's vector.
     residual: bool = True
-    # "sum": Eq. 6 as printed, so a user's video message grows with their number of
-    # (hashtag, videos) groups; "mean": divided by that number (a degree normalisation).
-    video_messages: str = "mean"
-    # "sparse": each side's sums as sparse products over a structure fixed once per graph
-    # (phr_cli/aggregate.py); "index_add": gather per edge and `index_add_` (the reference).
-    aggregation: str = "sparse"
-    # "present": parameters only for the modalities some training item has (text-only data
-    # gets no visual or acoustic columns); "all": every modality of the store.
-    modalities: str = "present"
-    # The default model's additions to the paper's scorer (`paper()` turns them off):
-    # the learned count prior of `evidence.TagEvidence` (what the user, the item and the
-    # content neighbours' posts say, which the paper's equations cannot count) ...
-    evidence: bool = True
-    neighbours: int = 20  # content neighbours of its similar-items term
-    recency: bool = True  # its "recent use" term: the user's past hashtags weighed by recency
-    similar_posts: bool = True  # its "similar own posts" term: the user's hashtags on items tagged alike
-    # ... and an ID embedding for each item seen in training, added to W^v v_k, so that
-    # what others tagged the same item shapes its vector. For this share of training posts
-    # the item's ID and its history are dropped: they are scored as a new video is. None:
-    # the share of validation posts whose item is new to training, i.e. as often as the
-    # held-out posts (which stand for the deployment) bring new content.
-    item_ids: bool = True
-    item_id_dropout: float | None = None
-    # ... and, with the evidence, PITF's factors as one more score part, fitted once the
-    # model is trained (`factors.TagFactors`): the latent tastes the model's own parts,
-    # stopped early with the evidence, learn far less of.
-    factors: bool = True
-    # ... and, with the evidence, a second stage that re-ranks each post's leading hashtags
-    # by gradient-boosted trees fitted on the validation posts (`rerank.Reranker`).
-    rerank: bool = True
-
-    @classmethod
-    def paper(cls, **changes: object) -> ModelConfig:
-        """GCN-PHR exactly as the paper's equations: no self-loop, no evidence, no item IDs."""
-        return cls(**{"residual": False, "evidence": False, "item_ids": False, "factors": False,  # type: ignore[arg-type]
-                      "rerank": False, **changes})
-
-    @property
-    def form(self) -> str:
-        """'paper' when the configuration is the paper's equations, else 'phr'."""
-        return "paper" if not (self.residual or self.evidence or self.item_ids) else "phr"
+    video_messages: VideoMessages = VideoMessages.MEAN
+    # The same sums either way (phr_cli/model/aggregate.py); an implementation choice.
+    aggregation: Aggregation = Aggregation.SPARSE
+    # Text-only data gets no visual or acoustic columns with "present".
+    modalities: ModalityChoice = ModalityChoice.PRESENT
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"unknown fusion {self.fusion!r}: use one of {FUSIONS}")
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"unknown variant {self.variant!r}: use one of {VARIANTS}")
-        if self.video_messages not in ("sum", "mean"):
-            raise ConfigError(f"unknown video_messages {self.video_messages!r}: use 'sum' or 'mean'")
-        if self.item_id_dropout is not None and not 0.0 <= self.item_id_dropout <= 1.0:
-            raise ConfigError(f"item_id_dropout must lie in [0, 1], got {self.item_id_dropout}")
-        if self.neighbours < 1:
-            raise ConfigError(f"neighbours must be positive, got {self.neighbours}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"unknown aggregation {self.aggregation!r}: use one of {AGGREGATIONS}")
-        if self.modalities not in MODALITY_CHOICES:
-            raise ConfigError(f"unknown modalities {self.modalities!r}: use one of {MODALITY_CHOICES}")
+        self.fusion = Fusion.parse(self.fusion, "fusion")
+        self.variant = Variant.parse(self.variant, "variant")
+        self.video_messages = VideoMessages.parse(self.video_messages, "video_messages")
+        self.aggregation = Aggregation.parse(self.aggregation, "aggregation")
+        self.modalities = ModalityChoice.parse(self.modalities, "modalities")
         if self.dim < 1 or self.layers < 1:
             raise ConfigError("dim and layers must be positive")
 
@@ -150,252 +122,16 @@ def bpr_loss(positive: Tensor, negative: Tensor) -> Tensor:
     return -F.logsigmoid(positive - negative).mean()
 
 
-class ItemEncoder(nn.Module):
-    """The video vector v_k: per-modality standardised features, concatenated.
-
-    A missing modality (mask False) becomes a learned per-modality vector, so "no audio"
-    is something the model can learn about instead of a silent zero. The mean and std
-    (fitted on training items where the modality is present) are buffers, hence saved.
-    """
-
-    def __init__(self, widths: dict[str, int], init_std: float) -> None:
-        super().__init__()
-        self.widths = dict(widths)
-        for modality, width in self.widths.items():
-            self.register_buffer(f"mean_{modality}", torch.zeros(width))
-            self.register_buffer(f"std_{modality}", torch.ones(width))
-        self.missing = nn.ParameterDict(
-            {m: nn.Parameter(torch.randn(w) * init_std) for m, w in self.widths.items()}
-        )
-
-    @property
-    def width(self) -> int:
-        return sum(self.widths.values())
-
-    def blocks(self) -> list[tuple[str, int, int]]:
-        """(modality, start, stop) of each modality's columns in v_k."""
-        spans, start = [], 0
-        for modality, width in self.widths.items():
-            spans.append((modality, start, start + width))
-            start += width
-        return spans
-
-    def fit(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> None:
-        for modality in self.widths:
-            present = features[modality][masks[modality]].float()
-            if len(present) == 0:
-                continue  # keep mean 0, std 1
-            std = present.std(dim=0, unbiased=False)
-            getattr(self, f"mean_{modality}").copy_(present.mean(dim=0))
-            getattr(self, f"std_{modality}").copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
-
-    def standardise(self, modality: str, values: Tensor) -> Tensor:
-        mean, std = getattr(self, f"mean_{modality}"), getattr(self, f"std_{modality}")
-        return (values.to(mean) - mean) / std
-
-    def fill_missing(self, vectors: Tensor, masks: Tensor) -> Tensor:
-        """Standardised (B, D) vectors with the learned vector in each block whose mask (B, M) is False."""
-        columns = [
-            torch.where(masks[:, m, None], vectors[:, start:stop], self.missing[modality])
-            for m, (modality, start, stop) in enumerate(self.blocks())
-        ]
-        return torch.cat(columns, dim=1)
-
-    def standardised(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Standardised (B, D) vectors, missing blocks not yet filled, and the (B, M) masks."""
-        vectors = torch.cat([self.standardise(m, torch.as_tensor(features[m])) for m in self.widths], dim=1)
-        mask_matrix = torch.stack([torch.as_tensor(masks[m]).to(vectors.device, torch.bool) for m in self.widths],
-                                  dim=1)
-        return vectors, mask_matrix
-
-    def forward(self, features: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
-        return self.fill_missing(*self.standardised(features, masks))
 
 
-@dataclass
-class SideEdges:
-    """The edges one side of a layer reads to update its targets (users, or hashtags).
-
-    Each training triple (user i, hashtag j, item k) carries item k's message to the
-    triple's target, weighted by attention within its group V_{i,j} and guided by the
-    triple's other node; each pair (i, j) carries the neighbour message of Eq. 1-2.
-    Targets and items are numbered locally (positions in `targets` and `items`; global ids
-    where those are None), so the whole graph and a batch's receptive field run through
-    the same code.
-    """
-
-    n_targets: int
-    targets: Tensor | None  # (n_targets,) global ids of the targets, in output order; None: all, in order
-    items: Tensor | None  # global ids of the items whose projections the side reads; None: all, in order
-    triple_target: Tensor  # (T,) local target of each triple
-    triple_guide: Tensor  # (T,) global id of its other node (the hashtag for users, the user for hashtags)
-    triple_item: Tensor  # (T,) local item
-    triple_group: Tensor  # (T,) local index of its group V_{i,j}, i.e. of its pair
-    group_size: Tensor  # (G,) triples per group
-    pair_target: Tensor  # (G,) local target of each pair (i, j)
-    pair_neighbour: Tensor  # (G,) global id of the pair's other node
-    degree: Tensor  # (n_targets,) pairs per target
-    aggregation: SideAggregation | None = None  # the sparse structures, when asked for
-
-    def select(self, table: Tensor) -> Tensor:
-        """The targets' rows of a table over all nodes of the targets' type."""
-        return table if self.targets is None else table[self.targets]
 
 
-@dataclass(frozen=True)
-class SideAggregation:
-    """A side's fixed structures for sparse aggregation (ModelConfig.aggregation "sparse")."""
-
-    neighbours: SparsePattern  # targets x neighbour nodes: one entry per pair (i, j)
-    items: SparsePattern  # targets x local items: one entry per distinct (target, item) of the triples
-    # An attention score depends on the triple's guide and item only: scored once per
-    # distinct (guide, item), e.g. once per post on the hashtag side.
-    attention_guide: Tensor  # (P,) global id of the guide of each distinct (guide, item)
-    attention_item: Tensor  # (P,) its local item
-    triple_attention: Tensor  # (T,) the (guide, item) of each triple
-    groups_sorted: bool  # triples in group order (the graph's are): the softmax's segment fast path
-
-    @classmethod
-    def build(cls, edges: SideEdges, n_neighbours: int, n_items: int) -> SideAggregation:
-        scored, triple_attention = torch.unique(edges.triple_guide * n_items + edges.triple_item,
-                                                return_inverse=True)
-        return cls(
-            neighbours=SparsePattern.build(edges.pair_target, edges.pair_neighbour, edges.n_targets, n_neighbours),
-            items=SparsePattern.build(edges.triple_target, edges.triple_item, edges.n_targets, n_items),
-            attention_guide=scored // n_items,
-            attention_item=scored % n_items,
-            triple_attention=triple_attention,
-            groups_sorted=bool((edges.triple_group[1:] >= edges.triple_group[:-1]).all()),
-        )
 
 
-def distinct(ids: Tensor, n: int) -> Tensor:
-    """The sorted distinct values of `ids` (all in [0, n)), in O(n) without a sort."""
-    present = torch.zeros(n, dtype=torch.bool, device=ids.device)
-    present[ids.reshape(-1)] = True
-    return present.nonzero().squeeze(1)
 
 
-class GraphTensors(nn.Module):
-    """The training graph as tensors that follow the model across devices.
-
-    Buffers are non-persistent: a checkpoint keeps the propagated representations, not the
-    graph. Triples are sorted by (user, hashtag, item), so `group` numbers the pairs (i, j),
-    i.e. the attention groups V_{i,j}, and `pair_user`/`pair_hashtag` are those pairs.
-    """
-
-    def __init__(self, graph: Graph, encoder: ItemEncoder) -> None:
-        super().__init__()
-        triples = np.asarray(graph.triples, dtype=np.int64).reshape(-1, 3)
-        pairs, group = np.unique(triples[:, :2], axis=0, return_inverse=True)
-        group = group.reshape(-1)
-        tensors = {
-            "triple_user": triples[:, 0],
-            "triple_hashtag": triples[:, 1],
-            "triple_item": triples[:, 2],
-            "group": group,
-            "group_size": np.bincount(group, minlength=len(pairs)),
-            "pair_user": pairs[:, 0],
-            "pair_hashtag": pairs[:, 1],
-            "user_degree": np.bincount(pairs[:, 0], minlength=graph.n_users),
-            "hashtag_degree": np.bincount(pairs[:, 1], minlength=graph.n_hashtags),
-        }
-        for name, values in tensors.items():
-            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(values)), persistent=False)
-        self.n_users, self.n_hashtags, self.n_groups = graph.n_users, graph.n_hashtags, len(pairs)
-        self.n_items = graph.n_items
-
-        # Standardised item features with zeros where a modality is missing; the learned
-        # missing vectors are added at use time so their gradients flow.
-        device = next(encoder.buffers()).device
-        masks = torch.stack(
-            [torch.as_tensor(graph.item_masks[m], dtype=torch.bool, device=device) for m in encoder.widths], dim=1
-        )
-        blocks = []
-        for m, modality in enumerate(encoder.widths):
-            values = encoder.standardise(modality, torch.as_tensor(graph.item_features[modality], device=device))
-            blocks.append(torch.where(masks[:, m, None], values, torch.zeros_like(values)))
-        self.register_buffer("items", torch.cat(blocks, dim=1), persistent=False)
-        self.register_buffer("item_masks", masks, persistent=False)
-        # Modalities no training item has (visual and acoustic of text-only data) are all
-        # zeros here: projecting them is wasted work.
-        self.modality_present = [bool(masks[:, m].any()) for m in range(masks.shape[1])]
-        # The whole graph's sparse structures, built on first use, per side and device.
-        self._full_aggregations: dict[tuple[str, torch.device], SideAggregation] = {}
-
-    def triples(self) -> Tensor:
-        """(T, 3) user, hashtag, item of every training triple."""
-        return torch.stack([self.triple_user, self.triple_hashtag, self.triple_item], dim=1)
-
-    def _side_columns(self, side: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]:
-        """Triple target, triple guide, pair target, pair neighbour, degree and node count of a side."""
-        if side == "user":
-            return (self.triple_user, self.triple_hashtag, self.pair_user, self.pair_hashtag,
-                    self.user_degree, self.n_users)
-        if side == "hashtag":
-            return (self.triple_hashtag, self.triple_user, self.pair_hashtag, self.pair_user,
-                    self.hashtag_degree, self.n_hashtags)
-        raise ValueError(f"unknown side {side!r}: use 'user' or 'hashtag'")
-
-    def edges(self, side: str, targets: Tensor | None = None, sparse: bool = False) -> SideEdges:
-        """The edges that update `targets` (sorted distinct global ids; None: every node) on a side;
-        with `sparse`, with their `SideAggregation` (the whole graph's is built once)."""
-        n_neighbours = self.n_hashtags if side == "user" else self.n_users
-        if targets is None or len(targets) == self._side_columns(side)[-1]:
-            edges = self._edges(side, None)
-            if sparse:
-                key = (side, self.triple_item.device)
-                if key not in self._full_aggregations:
-                    self._full_aggregations[key] = SideAggregation.build(edges, n_neighbours, self.n_items)
-                edges.aggregation = self._full_aggregations[key]
-            return edges
-        edges = self._edges(side, targets)
-        if sparse:
-            n_items = self.n_items if edges.items is None else len(edges.items)
-            edges.aggregation = SideAggregation.build(edges, n_neighbours, n_items)
-        return edges
-
-    def _edges(self, side: str, targets: Tensor | None) -> SideEdges:
-        triple_target, triple_guide, pair_target, pair_neighbour, degree, n_nodes = self._side_columns(side)
-        if targets is None:
-            return SideEdges(n_nodes, None, None, triple_target, triple_guide, self.triple_item, self.group,
-                             self.group_size, pair_target, pair_neighbour, degree)
-        local_target = torch.full((n_nodes,), -1, dtype=torch.long, device=targets.device)
-        local_target[targets] = torch.arange(len(targets), device=targets.device)
-        # A group shares its user and its hashtag, so keeping whole pairs keeps whole groups.
-        kept_pair = local_target[pair_target] >= 0
-        pairs = kept_pair.nonzero().squeeze(1)
-        triples = kept_pair[self.group].nonzero().squeeze(1)
-        local_group = torch.full((self.n_groups,), -1, dtype=torch.long, device=targets.device)
-        local_group[pairs] = torch.arange(len(pairs), device=targets.device)
-        item_ids = self.triple_item[triples]
-        items: Tensor | None = distinct(item_ids, self.n_items)
-        if len(items) > DENSE_ITEM_FRACTION * self.n_items:  # gathering their features would cost more
-            items, triple_item = None, item_ids
-        else:
-            local_item = torch.full((self.n_items,), -1, dtype=torch.long, device=targets.device)
-            local_item[items] = torch.arange(len(items), device=targets.device)
-            triple_item = local_item[item_ids]
-        return SideEdges(
-            n_targets=len(targets),
-            targets=targets,
-            items=items,
-            triple_target=local_target[triple_target[triples]],
-            triple_guide=triple_guide[triples],
-            triple_item=triple_item,
-            triple_group=local_group[self.group[triples]],
-            group_size=self.group_size[pairs],
-            pair_target=local_target[pair_target[pairs]],
-            pair_neighbour=pair_neighbour[pairs],
-            degree=degree[targets],
-        )
 
 
-class LayerEdges(NamedTuple):
-    """What one layer reads to update its user targets and its hashtag targets."""
-
-    users: SideEdges
-    hashtags: SideEdges
 
 
 class LayerMessages(NamedTuple):
@@ -433,7 +169,7 @@ class GuidedAttention(nn.Module):
         return self.score(F.leaky_relu(hidden, self.negative_slope)).squeeze(-1)
 
 
-class Fusion(nn.Module):
+class FusionLayer(nn.Module):
     """Eq. 7 (concat: φ(W[a ; b] + bias)) or Eq. 8 (sum: W_a a + W_b b)."""
 
     def __init__(self, dim: int, mode: str, negative_slope: float) -> None:
@@ -458,7 +194,7 @@ class PropagationLayer(nn.Module):
     Both sides read the layer's input representations (a synchronous update).
     """
 
-    def __init__(self, dim: int, item_width: int, config: ModelConfig) -> None:
+    def __init__(self, dim: int, item_width: int, config: NetworkConfig) -> None:
         super().__init__()
         self.dim = dim
         self.negative_slope = config.negative_slope
@@ -477,8 +213,8 @@ class PropagationLayer(nn.Module):
         self.hashtag_side_attention = (
             GuidedAttention(dim, config.variant != "no_user_guidance", config.negative_slope) if attend else None
         )
-        self.user_fusion = Fusion(dim, config.fusion, config.negative_slope)
-        self.hashtag_fusion = Fusion(dim, config.fusion, config.negative_slope)
+        self.user_fusion = FusionLayer(dim, config.fusion, config.negative_slope)
+        self.hashtag_fusion = FusionLayer(dim, config.fusion, config.negative_slope)
 
     def _phi(self, values: Tensor) -> Tensor:
         return F.leaky_relu(values, self.negative_slope)
@@ -636,20 +372,14 @@ def _rows(table: Tensor, index: Tensor) -> Tensor:
     return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[1])
 
 
-def ordered_modalities(widths: dict[str, int]) -> dict[str, int]:
-    """Modalities in the canonical order (visual, acoustic, textual), any others after, by name."""
-    known = [m for m in MODALITIES if m in widths]
-    return {m: widths[m] for m in known + sorted(set(widths) - set(known))}
 
 
 class GCNPHR(nn.Module):
-    """GCN-PHR. Build for training with `from_graph`; rebuilt from a checkpoint, the model holds
-    no graph and serves the saved representations (see `propagate`)."""
+    """The paper's network. Build for training with `from_graph`; rebuilt from a checkpoint it
+    holds no graph and serves the saved representations (see `propagate`)."""
 
-    part_scales: Tensor
-
-    def __init__(self, config: ModelConfig, n_users: int, n_hashtags: int, modality_widths: dict[str, int],
-                 n_items: int = 0) -> None:
+    def __init__(self, config: NetworkConfig, n_users: int, n_hashtags: int, modality_widths: dict[str, int]
+                 ) -> None:
         super().__init__()
         self.config = config
         self.item_encoder = ItemEncoder(ordered_modalities(modality_widths), config.init_std)
@@ -662,34 +392,11 @@ class GCNPHR(nn.Module):
         self.scorer = PersonalisedScorer(config.dim, item_width, config.negative_slope)
         self.graph: GraphTensors | None = None
         self._saved_representations: tuple[Tensor, Tensor] | None = None
-        self.item_embedding = nn.Embedding(n_items, config.dim) if config.item_ids else None
-        # Sized when fitted (`from_graph`) or loaded from a checkpoint's state dict.
-        # With evidence, the graph score enters through a learned gate that starts at 0: the
-        # model starts as the count prior (a strong ranking), not as that prior plus the noise
-        # of an untrained graph score, and lets the graph in as far as it helps (ReZero).
-        self.graph_gate = nn.Parameter(torch.zeros(())) if config.evidence else None
-        self.evidence = (TagEvidence(n_users, n_items, n_hashtags, 0, 0, 0, ContentIndex(item_width, 0, n_hashtags, 0),
-                                     config.neighbours, config.recency, config.similar_posts)
-                         if config.evidence else None)
-        self.factors = (TagFactors(n_users, n_items, n_hashtags, self.item_encoder.widths)
-                        if config.evidence and config.factors else None)
-        # One scale per score part (`score_parts`), fitted on validation after training
-        # (`calibration.calibrate`); the trained model's until then.
-        self.register_buffer("part_scales", self.trained_part_scales())
-        self._reset_parameters()
+        self.reset_parameters()
 
-    def trained_part_scales(self) -> Tensor:
-        """The part scales of the model as trained, before calibration: ones, and 0 for PITF's
-        factors, which enter only at the scale calibration finds for them on validation."""
-        n_terms = len(self.evidence.active_terms) if self.evidence is not None else 0
-        return torch.tensor([1.0] * (1 + n_terms) + [0.0] * (self.factors is not None),
-                            device=self.user_embedding.weight.device)
-
-    def _reset_parameters(self) -> None:
+    def reset_parameters(self) -> None:
         nn.init.normal_(self.user_embedding.weight, std=self.config.init_std)
         nn.init.normal_(self.hashtag_embedding.weight, std=self.config.init_std)
-        if self.item_embedding is not None:
-            nn.init.normal_(self.item_embedding.weight, std=self.config.init_std)
         for module in self.modules():
             if isinstance(module, nn.Linear):  # Xavier: v_k is 2,276 wide, a fixed std would blow up
                 nn.init.xavier_normal_(module.weight)
@@ -697,35 +404,32 @@ class GCNPHR(nn.Module):
                     nn.init.zeros_(module.bias)
 
     @classmethod
-    def from_graph(cls, config: ModelConfig, graph: Graph) -> GCNPHR:
+    def from_graph(cls, config: NetworkConfig, graph: Graph) -> GCNPHR:
+        """The network for a training graph: its item normalisation fitted, the graph attached."""
         widths = {m: int(np.asarray(f).shape[1]) for m, f in graph.item_features.items()}
         present = {m: w for m, w in widths.items() if np.asarray(graph.item_masks[m]).any()}
-        # The model's widths record the modalities it uses: a new clip's others are ignored.
-        model = cls(config, graph.n_users, graph.n_hashtags, present if config.modalities == "present" and present
-                    else widths, graph.n_items)
-        model.item_encoder.fit(
-            {m: torch.as_tensor(graph.item_features[m]) for m in model.item_encoder.widths},
-            {m: torch.as_tensor(graph.item_masks[m]) for m in model.item_encoder.widths},
+        # The network's widths record the modalities it uses: a new clip's others are ignored.
+        network = cls(config, graph.n_users, graph.n_hashtags,
+                      present if config.modalities == ModalityChoice.PRESENT and present else widths)
+        network.item_encoder.fit(
+            {m: torch.as_tensor(graph.item_features[m]) for m in network.item_encoder.widths},
+            {m: torch.as_tensor(graph.item_masks[m]) for m in network.item_encoder.widths},
         )
-        model.attach_graph(graph)
-        if config.evidence:
-            assert model.graph is not None
-            model.evidence = TagEvidence.fit(
-                model.graph.triples(), graph.n_users, graph.n_items, graph.n_hashtags,
-                model.graph_content_vectors(), config.neighbours,
-                None if graph.triple_times is None else torch.as_tensor(graph.triple_times), config.recency,
-                config.similar_posts)
-        return model
+        network.attach_graph(graph)
+        return network
+
+    @property
+    def device(self) -> torch.device:
+        return self.user_embedding.weight.device
 
     def attach_graph(self, graph: Graph) -> None:
-        """Hold the training graph (on the model's device) for propagation; normalisation must be fitted first."""
+        """Hold the training graph (on the network's device) for propagation; normalisation must be fitted first."""
         with torch.no_grad():
-            self.graph = GraphTensors(graph, self.item_encoder).to(self.user_embedding.weight.device)
+            self.graph = GraphTensors(graph, self.item_encoder).to(self.device)
 
     def save_representations(self, user_reps: Tensor, hashtag_reps: Tensor) -> None:
         """Serve these (e.g. a checkpoint's) from `propagate` when no graph is attached."""
-        device = self.user_embedding.weight.device
-        self._saved_representations = (user_reps.to(device), hashtag_reps.to(device))
+        self._saved_representations = (user_reps.to(self.device), hashtag_reps.to(self.device))
 
     def _project_graph_items(self, weight: Tensor, items: Tensor | None = None) -> Tensor:
         """weight (out, D) applied to the v_k of graph items (global ids; None: all, in order),
@@ -775,7 +479,7 @@ class GCNPHR(nn.Module):
             return users, hashtags
         if self.graph is None:
             if self._saved_representations is None:
-                raise RuntimeError("model has neither a graph to propagate over nor saved representations")
+                raise RuntimeError("the network has neither a graph to propagate over nor saved representations")
             return self._saved_representations
         edges = self._full_edges()
         for layer in self.layers:
@@ -862,73 +566,13 @@ class GCNPHR(nn.Module):
         return self.scorer.score_triples(user_rows, item_vectors, hashtag_rows)
 
     def score_graph_triples(self, user_rows: Tensor, items: Tensor, hashtag_rows: Tensor,
-                            keep_ids: Tensor | None = None) -> Tensor:
+                            item_offsets: Tensor | None = None) -> Tensor:
         """`score_triples` for graph items by index (B,): W^v v_k is computed from the stored
-        features without building the (B, D) v_k. With item IDs, each item's embedding is
-        added where keep_ids (B,) bool is True (all when None)."""
+        features without building the (B, D) v_k; item_offsets (B, d), if given, are added to it."""
         projected = self._project_graph_items(self.scorer.item.weight, items) + self.scorer.item.bias
-        if self.item_embedding is not None:
-            offsets = self.item_embedding(items)
-            if keep_ids is not None:
-                offsets = offsets * keep_ids.unsqueeze(1).to(offsets.dtype)
-            projected = projected + offsets
+        if item_offsets is not None:
+            projected = projected + item_offsets
         return self.scorer.score_projected_triples(user_rows, projected, hashtag_rows)
-
-    def gated(self, graph_scores: Tensor) -> Tensor:
-        """The graph score as it enters the total (times the gate, with evidence)."""
-        return graph_scores if self.graph_gate is None else self.graph_gate * graph_scores
-
-    def item_offsets(self, items: Tensor) -> Tensor | None:
-        """The ID embeddings (B, d) of graph items by index, zeros for -1 (new content);
-        None without item IDs."""
-        if self.item_embedding is None:
-            return None
-        known = (items >= 0).unsqueeze(1)
-        return torch.where(known, self.item_embedding(items.clamp(min=0)), 0.0)
-
-    def similarity_vectors(self, standardised: Tensor, mask_matrix: Tensor) -> Tensor:
-        """The vectors (`neighbours.content_vectors`) that find similar items, from standardised
-        (B, D) item vectors and their (B, M) modality masks."""
-        return content_vectors([(standardised[:, start:stop], mask_matrix[:, m])
-                                for m, (_, start, stop) in enumerate(self.item_encoder.blocks())])
-
-    def graph_content_vectors(self) -> Tensor:
-        """The similarity vectors of every graph item."""
-        assert self.graph is not None
-        return self.similarity_vectors(self.graph.items, self.graph.item_masks)
-
-    @torch.no_grad()
-    def score_parts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
-                    features: dict[str, Tensor], masks: dict[str, Tensor], times: Tensor | None = None
-                    ) -> dict[str, Tensor]:
-        """The score of every hashtag (B, H) for posts, as named parts that sum to it: "graph"
-        (Eq. 9-10 on the propagated representations) and, with evidence, its terms and
-        PITF's "factors", each at its scale (`part_scales`).
-
-        users (B,) are graph user ids (-1: cold), items (B,) graph item ids (-1: new
-        content); features and masks describe the posts' content per modality; times (B,)
-        are the posts' Unix seconds (NaN or None: unknown; a new upload's is now).
-        """
-        return self.scaled(self.unscaled_parts(user_reps, hashtag_reps, users, items, features, masks, times))
-
-    def scaled(self, parts: dict[str, Tensor]) -> dict[str, Tensor]:
-        """`unscaled_parts`, each at its scale (`part_scales`)."""
-        return {name: scale * part for scale, (name, part) in zip(self.part_scales, parts.items())}
-
-    def unscaled_parts(self, user_reps: Tensor, hashtag_reps: Tensor, users: Tensor, items: Tensor,
-                       features: dict[str, Tensor], masks: dict[str, Tensor], times: Tensor | None = None
-                       ) -> dict[str, Tensor]:
-        """`score_parts` before their scales."""
-        standardised, mask_matrix = self.item_encoder.standardised(features, masks)
-        vectors = self.item_encoder.fill_missing(standardised, mask_matrix)
-        parts = {"graph": self.gated(self.score_all(self.user_rows(user_reps, users), vectors, hashtag_reps,
-                                                    self.item_offsets(items)))}
-        if self.evidence is not None:
-            parts.update(self.evidence.term_rows(users, items, self.similarity_vectors(standardised, mask_matrix),
-                                                 times))
-        if self.factors is not None:
-            parts[FACTORS] = self.factors.score_rows(users, items, features, masks)
-        return parts
 
     def score_all(self, user_rows: Tensor, item_vectors: Tensor, hashtag_reps: Tensor,
                   item_offsets: Tensor | None = None) -> Tensor:

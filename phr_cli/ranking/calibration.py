@@ -79,7 +79,7 @@ def _search(parts: Tensor, relevant: list[np.ndarray], metric: str, seed: int, s
 def calibrate(scorer: ModelScorer, posts: PostData, cases: TestCases, metric: str = "P@5",
               seed: int = 0, on_start: Callable[[], None] | None = None) -> Calibration | None:
     """Choose the scorer's `model.part_scales` on validation cases (see the module
-    docstring), starting from the model as trained (`GCNPHR.trained_part_scales`: PITF's
+    docstring), starting from the model as trained (`PHRModel.trained_part_scales`: PITF's
     factors, fitted beside it, at 0); None when the model has a single part or fewer than
     MIN_FIT_CASES cases, and then the model keeps its trained scales. on_start() is called
     when the search begins."""

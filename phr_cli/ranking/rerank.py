@@ -28,7 +28,7 @@ from torch import Tensor
 
 from phr_cli.data.cases import TestCases
 from phr_cli.data.graph import Graph, PostData
-from phr_cli.model.network import GCNPHR
+from phr_cli.model.phr import PHRModel
 from phr_cli.ranking.scorer import ModelScorer
 from phr_cli.ranking.validation import MIN_FIT_CASES, validation_halves
 
@@ -73,7 +73,7 @@ class CountsOfTraining:
         return CountsOfTraining(self.user_posts.to(device), self.item_posts.to(device))
 
 
-def candidate_features(model: GCNPHR, counts: CountsOfTraining, parts: dict[str, Tensor], total: Tensor,
+def candidate_features(model: PHRModel, counts: CountsOfTraining, parts: dict[str, Tensor], total: Tensor,
                        users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
     """The top CANDIDATES hashtags (B, N) of each post by the calibrated total (B, H), and
     their features (B, N, parts + CONTEXT): unscaled parts (B, H) of users (B,) (-1: cold)
@@ -123,7 +123,7 @@ class Reranker:
         self._booster = lightgbm.Booster(model_str=self.trees)
         self._counts_on: dict[torch.device, CountsOfTraining] = {}
 
-    def rescore(self, model: GCNPHR, parts: dict[str, Tensor], total: Tensor, users: Tensor,
+    def rescore(self, model: PHRModel, parts: dict[str, Tensor], total: Tensor, users: Tensor,
                 items: Tensor) -> Tensor:
         """The total (B, H) with each post's candidates ranked by the trees, above the rest."""
         assert list(parts) + list(CONTEXT) == self.features, "the trees were fitted on other score parts"

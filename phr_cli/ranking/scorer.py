@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 
 from phr_cli.data.graph import PostData
-from phr_cli.model.network import GCNPHR
+from phr_cli.model.phr import PHRModel
 
 
 class PostTensors(NamedTuple):
-    """A chunk of posts as `GCNPHR.score_parts` reads them."""
+    """A chunk of posts as `PHRModel.score_parts` reads them."""
 
     users: Tensor  # graph ids, -1: cold
     items: Tensor  # graph ids, -1: new content
@@ -27,14 +27,14 @@ class SecondStage(Protocol):
     """What re-orders a chunk's ranking after the parts are summed (`rerank.Reranker`); whoever
     builds the scorer hands it in, so the scorer needs nothing of how it was fitted."""
 
-    def rescore(self, model: GCNPHR, parts: dict[str, Tensor], total: Tensor, users: Tensor,
+    def rescore(self, model: PHRModel, parts: dict[str, Tensor], total: Tensor, users: Tensor,
                 items: Tensor) -> Tensor: ...
 
 
 class ModelScorer:
     """GCN-PHR as an `evaluate.Scorer`: scores of every known hashtag for each post."""
 
-    def __init__(self, model: GCNPHR, user_reps: Tensor, hashtag_reps: Tensor, item_index: dict[str, int],
+    def __init__(self, model: PHRModel, user_reps: Tensor, hashtag_reps: Tensor, item_index: dict[str, int],
                  rows_per_chunk: int = 256, reranker: SecondStage | None = None) -> None:
         self.model, self.user_reps, self.hashtag_reps = model, user_reps, hashtag_reps
         self.item_index = item_index  # training items by key: a post of one of them gets its ID and counts
@@ -59,7 +59,7 @@ class ModelScorer:
 
     @torch.no_grad()
     def parts(self, users: np.ndarray, posts: PostData) -> Iterator[dict[str, Tensor]]:
-        """The named score parts (`GCNPHR.score_parts`) of every hashtag for posts, one chunk
+        """The named score parts (`PHRModel.score_parts`) of every hashtag for posts, one chunk
         of rows_per_chunk posts at a time; users[b] is the graph user index, -1 when cold.
         A post's time (posts.times) weighs the user's past uses of each hashtag by recency."""
         for chunk in self._chunks(users, posts):

@@ -1,7 +1,7 @@
 """Why a hashtag was suggested (`because`): what in GCN-PHR's score put it there.
 
 For a suggested hashtag j, a user i and a clip: the share of the score each of the model's
-named parts contributes (`GCNPHR.score_parts`, whatever the default score is made of), the
+named parts contributes (`PHRModel.score_parts`, whatever the default score is made of), the
 user's own training videos tagged j with their hashtag-guided attention α (§3.2, the
 weights that shaped the user's taste for j), how often the user used j, and the training
 videos carrying j that are most similar to the clip (cosine of the model's projected item
@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from phr_cli.data.graph import build_graph
+from phr_cli.data.graph import Graph, build_graph
 from phr_cli.data.provenance import select_trained_posts
 from phr_cli.data.store import StoreContents
 from phr_cli.errors import CheckpointError
 from phr_cli.model.network import GCNPHR
+from phr_cli.model.phr import PHRModel
 from phr_cli.training.checkpoint import Checkpoint
 
 EVIDENCE = 3  # videos listed per kind of evidence
@@ -66,7 +67,7 @@ def shares(parts: dict[str, float]) -> list[Part]:
 class Explainer:
     """The per-user and per-hashtag evidence of a checkpoint, built once from its store."""
 
-    def __init__(self, checkpoint: Checkpoint, contents: StoreContents, model: GCNPHR) -> None:
+    def __init__(self, checkpoint: Checkpoint, contents: StoreContents, model: PHRModel) -> None:
         # In a store that grew since training: the checkpoint's own posts, found by their ids.
         selected, _ = select_trained_posts(contents, checkpoint.provenance)
         train = selected.posts.subset(checkpoint.split.train)
@@ -87,17 +88,17 @@ class Explainer:
         self.use_keys, self.use_counts = np.unique(post_keys, return_counts=True)
         self.item_names = self._item_names(contents, selected.store_rows[checkpoint.split.train], train.items,
                                            graph.item_index)
-        self.item_vectors = self._item_vectors(model, graph)
+        self.item_vectors = self._item_vectors(model.network, graph)
 
     @staticmethod
-    def _attention(checkpoint: Checkpoint, graph) -> np.ndarray | None:
+    def _attention(checkpoint: Checkpoint, graph: Graph) -> np.ndarray | None:
         """α of every training triple in the last layer (None: a model without propagation)."""
-        model = checkpoint.model(torch.device("cpu"))
-        if not model.layers:
+        network = checkpoint.model(torch.device("cpu")).network
+        if not network.layers:
             return None
-        model.attach_graph(graph)
+        network.attach_graph(graph)
         with torch.no_grad():
-            return model.layer_messages()[-1].user_side_attention.numpy().astype(np.float32)
+            return network.layer_messages()[-1].user_side_attention.numpy().astype(np.float32)
 
     @staticmethod
     def _item_names(contents: StoreContents, store_rows: np.ndarray, items: list[str],
@@ -112,18 +113,18 @@ class Explainer:
         return names
 
     @staticmethod
-    def _item_vectors(model: GCNPHR, graph) -> Tensor:
-        """Unit-length W^v v_k + b^v of every training item, on the model's device."""
-        device = model.user_embedding.weight.device
+    def _item_vectors(network: GCNPHR, graph: Graph) -> Tensor:
+        """Unit-length W^v v_k + b^v of every training item, on the network's device."""
+        device = network.device
         features = {m: torch.as_tensor(f) for m, f in graph.item_features.items()}
         masks = {m: torch.as_tensor(k) for m, k in graph.item_masks.items()}
         blocks = []
         with torch.no_grad():
             for start in range(0, graph.n_items, ITEM_CHUNK):
                 rows = slice(start, start + ITEM_CHUNK)
-                vectors = model.encode_items({m: f[rows].to(device) for m, f in features.items()},
+                vectors = network.encode_items({m: f[rows].to(device) for m, f in features.items()},
                                              {m: k[rows].to(device) for m, k in masks.items()})
-                blocks.append(torch.nn.functional.normalize(model.scorer.item(vectors), dim=1))
+                blocks.append(torch.nn.functional.normalize(network.scorer.item(vectors), dim=1))
         return torch.cat(blocks)
 
     def user_counts(self, user: int) -> dict[int, int]:
@@ -142,8 +143,8 @@ class Explainer:
                 hashtags: list[int]) -> list[Because]:
         """Evidence for each of `hashtags` (columns) suggested to `user` (-1: unknown) for one
         clip: `item_vector` v_k (D,) as the score read it, and `values` each score part
-        (`GCNPHR.score_parts`) of those hashtags, in their order."""
-        clip = torch.nn.functional.normalize(self.model.scorer.item(item_vector[None]), dim=1)[0]
+        (`PHRModel.score_parts`) of those hashtags, in their order."""
+        clip = torch.nn.functional.normalize(self.model.network.scorer.item(item_vector[None]), dim=1)[0]
         similarity = (self.item_vectors @ clip).cpu().numpy()
         results = []
         for n, hashtag in enumerate(hashtags):

@@ -8,10 +8,10 @@ problems); anything else is named for what it is, never called a damaged store.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from phr_cli.choices import plain_values
 from phr_cli.data.posts import MANIFEST_NAMES, ManifestError, read_manifest
 from phr_cli.data.statuses import FAILED_STATUSES, Status
 from phr_cli.data.store import load_store, summarize
@@ -79,8 +79,8 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
     return {
         "kind": "checkpoint",
         "checkpoint": str(path),
-        "model_config": asdict(checkpoint.model_config),
-        "train_config": asdict(checkpoint.train_config),
+        "model_config": plain_values(checkpoint.model_config),
+        "train_config": plain_values(checkpoint.train_config),
         "split": {"by": checkpoint.split.by, "seed": checkpoint.split.seed, "train": len(checkpoint.split.train),
                   "validation": len(checkpoint.split.validation), "test": len(checkpoint.split.test)},
         "users": len(checkpoint.users),

@@ -296,7 +296,7 @@ class Recommender:
         device = self.scorer.user_reps.device
         columns = [self.hashtag_column[s.hashtag] for s in result.suggestions]
         with torch.no_grad():
-            item = self.scorer.model.encode_items(
+            item = self.scorer.model.network.encode_items(
                 {m: torch.as_tensor(f, device=device) for m, f in posts.features.items()},
                 {m: torch.as_tensor(k, device=device) for m, k in posts.masks.items()})[0]
         [parts] = self.scorer.parts(np.array([position]), posts)

@@ -1,4 +1,4 @@
-"""The checkpoint `phr train` writes and `phr recommend` / `phr evaluate` read.
+"""The checkpoint `phr train` writes and every later command reads: one typed record (`Checkpoint`).
 
 One file (torch's safe, weights-only pickle): the configurations, the split, the
 vocabulary, the best epoch's weights and representations, the history, the provenance of
@@ -9,9 +9,10 @@ Reading a checkpoint needs nothing of the training loop.
 
 from __future__ import annotations
 
+import math
 import pickle
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from phr_cli import __version__
+from phr_cli.choices import plain_values
 from phr_cli.data.graph import Split
 from phr_cli.data.posts import normalize_user
 from phr_cli.data.provenance import Provenance
 from phr_cli.errors import CheckpointError
 from phr_cli.files import atomic_file, interrupt_after
 from phr_cli.model.factors import FittedFactors
-from phr_cli.model.network import GCNPHR, ModelConfig
+from phr_cli.model.phr import ModelConfig, PHRModel
 from phr_cli.ranking.rerank import Reranker
 from phr_cli.ranking.scorer import FactorScorer, ModelScorer
 from phr_cli.training.config import TrainConfig
@@ -33,14 +36,29 @@ from phr_cli.training.config import TrainConfig
 # /2: the default model's evidence terms and item IDs (state dict entries and config fields);
 # /3: the evidence's timed uses; /4: its "similar own posts" tables and config field; /5: PITF's
 # factors as a score part (`factors.TagFactors`) and config field; /6: the re-ranker
-# (`rerank.Reranker`) and config field.
-CHECKPOINT_FORMAT = "phr-gcn-checkpoint/6"
+# (`rerank.Reranker`) and config field; /7: the model configuration by part (network,
+# evidence, item IDs, factors), the network's weights under "network.", `rerank` a training
+# option (CHANGELOG.md).
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/7"
 
 
+@dataclass
+class ResumeState:
+    """What an interrupted run continues from: the state after its last saved epoch."""
+
+    epoch: int
+    bad_epochs: int  # epochs since the best one
+    model: dict[str, Tensor]  # the weights after the epoch (the best epoch's are saved apart)
+    optimizer: dict[str, Any]
+    torch_rng: Tensor
+    cuda_rng: Tensor | None
+    numpy_rng: dict[str, Any]
 
 
 @dataclass
 class Checkpoint:
+    """Everything `phr train` writes: written and read here only (`save`, `load_checkpoint`)."""
+
     model_config: ModelConfig
     train_config: TrainConfig
     split: Split
@@ -48,30 +66,35 @@ class Checkpoint:
     hashtags: list[str]
     items: list[str]
     modality_widths: dict[str, int]
-    state_dict: dict[str, Tensor]  # best epoch's weights, the feature normalisation included
-    user_representations: Tensor  # propagate() at the best epoch
-    hashtag_representations: Tensor
-    best_epoch: int
-    best_metric: float
-    history: list[dict[str, float]]
-    completed: bool
-    stopped_early: bool
     provenance: Provenance
+    state_dict: dict[str, Tensor] = field(default_factory=dict)  # best epoch's weights, normalisation included
+    user_representations: Tensor | None = None  # the network's propagate() at the best epoch
+    hashtag_representations: Tensor | None = None
+    best_epoch: int = 0
+    best_metric: float = -math.inf
+    history: list[dict[str, float]] = field(default_factory=list)
+    completed: bool = False
+    stopped_early: bool = False
     pitf_epoch: int | None = None  # the epoch of the PITF fit behind the model's factors (None: none)
+    calibration: dict[str, Any] | None = None  # `calibration.Calibration` as a dict (None: not calibrated)
     reranker: Reranker | None = None  # the second stage fitted on validation (None: none, or not kept)
+    reranking: dict[str, Any] | None = None  # how the re-ranker was chosen (`rerank.Reranking` as a dict)
+    resume: ResumeState | None = None  # None once nothing is left to resume
+    phr_version: str = __version__
 
-    def model(self, device: torch.device = torch.device("cpu")) -> GCNPHR:
+    def model(self, device: torch.device = torch.device("cpu")) -> PHRModel:
         """The best epoch's model in eval mode, serving the saved representations (no graph needed)."""
-        model = GCNPHR(self.model_config, len(self.users), len(self.hashtags), self.modality_widths, len(self.items))
+        model = PHRModel(self.model_config, len(self.users), len(self.hashtags), self.modality_widths, len(self.items))
         model.load_state_dict(self.state_dict)
         model.to(device).eval()
-        model.save_representations(self.user_representations, self.hashtag_representations)
+        assert self.user_representations is not None and self.hashtag_representations is not None
+        model.network.save_representations(self.user_representations, self.hashtag_representations)
         return model
 
     def factor_scorer(self, device: torch.device = torch.device("cpu")) -> FactorScorer:
         """The model's PITF factors alone as an `evaluate.Scorer`: the PITF fit behind them."""
         model = self.model(device)
-        return FactorScorer(model, *model.propagate(), item_index={item: i for i, item in enumerate(self.items)})
+        return FactorScorer(model, *model.network.propagate(), item_index=self.item_index())
 
     def fitted_factors(self) -> FittedFactors | None:
         """The PITF fit behind the model's factors part (None: the model has none)."""
@@ -84,13 +107,79 @@ class Checkpoint:
     def scorer(self, device: torch.device = torch.device("cpu")) -> ModelScorer:
         """The best epoch's model, re-ranker included, as an `evaluate.Scorer`."""
         model = self.model(device)
-        return ModelScorer(model, *model.propagate(), item_index={item: i for i, item in enumerate(self.items)},
-                           reranker=self.reranker)
+        return ModelScorer(model, *model.network.propagate(), item_index=self.item_index(), reranker=self.reranker)
+
+    def item_index(self) -> dict[str, int]:
+        return {item: i for i, item in enumerate(self.items)}
 
     def user_position(self, user: str) -> int:
         """The user's row in the representations, -1 for a user without training posts."""
         user = normalize_user(user) or ""
         return self.users.index(user) if user in self.users else -1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The on-disk form: plain values and tensors only, what torch's safe unpickler reads."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "phr_version": self.phr_version,
+            "model_config": plain_values(self.model_config),
+            "train_config": plain_values(self.train_config),
+            "split": {
+                "train": torch.as_tensor(np.asarray(self.split.train, dtype=np.int64)),
+                "validation": torch.as_tensor(np.asarray(self.split.validation, dtype=np.int64)),
+                "test": torch.as_tensor(np.asarray(self.split.test, dtype=np.int64)),
+                "seed": int(self.split.seed),
+                "by": self.split.by,
+            },
+            "vocabulary": {"users": self.users, "hashtags": self.hashtags, "items": self.items},
+            "modality_widths": self.modality_widths,
+            "metadata": self.provenance.to_dict(),
+            "state_dict": self.state_dict,
+            "user_representations": self.user_representations,
+            "hashtag_representations": self.hashtag_representations,
+            "best_epoch": self.best_epoch,
+            "best_metric": self.best_metric,
+            "history": self.history,
+            "completed": self.completed,
+            "stopped_early": self.stopped_early,
+            "pitf_epoch": self.pitf_epoch,
+            "calibration": self.calibration,
+            "reranker": None if self.reranker is None else self.reranker.to_dict(),
+            "reranking": self.reranking,
+            "resume": None if self.resume is None else asdict(self.resume),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Checkpoint:
+        split = raw["split"]
+        return cls(
+            model_config=ModelConfig(**raw["model_config"]),
+            train_config=TrainConfig(**raw["train_config"]),
+            split=Split(train=split["train"].numpy(), validation=split["validation"].numpy(),
+                        test=split["test"].numpy(), seed=split["seed"], by=split["by"]),
+            users=raw["vocabulary"]["users"],
+            hashtags=raw["vocabulary"]["hashtags"],
+            items=raw["vocabulary"]["items"],
+            modality_widths=raw["modality_widths"],
+            provenance=Provenance.from_dict(raw["metadata"]),
+            state_dict=raw["state_dict"],
+            user_representations=raw["user_representations"],
+            hashtag_representations=raw["hashtag_representations"],
+            best_epoch=raw["best_epoch"],
+            best_metric=raw["best_metric"],
+            history=raw["history"],
+            completed=raw["completed"],
+            stopped_early=raw["stopped_early"],
+            pitf_epoch=raw["pitf_epoch"],
+            calibration=raw["calibration"],
+            reranker=None if raw["reranker"] is None else Reranker.from_dict(raw["reranker"]),
+            reranking=raw["reranking"],
+            resume=None if raw["resume"] is None else ResumeState(**raw["resume"]),
+            phr_version=raw["phr_version"],
+        )
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(self.to_dict(), path)
 
 
 def read_checkpoint_file(path: Path) -> Any:
@@ -107,6 +196,7 @@ def read_checkpoint_file(path: Path) -> Any:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint at path; a one-line CheckpointError for another file or another format."""
     raw = read_checkpoint_file(path)
     written_as = raw.get("format") if isinstance(raw, dict) else None
     if isinstance(written_as, str) and written_as.startswith(CHECKPOINT_FORMAT.split("/")[0] + "/") \
@@ -115,33 +205,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
                               "upgrade phr, or retrain with this one")
     if written_as != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a phr checkpoint ({CHECKPOINT_FORMAT})")
-    split = raw["split"]
-    return Checkpoint(
-        model_config=ModelConfig(**raw["model_config"]),
-        train_config=TrainConfig(**raw["train_config"]),
-        split=Split(
-            train=split["train"].numpy(),
-            validation=split["validation"].numpy(),
-            test=split["test"].numpy(),
-            seed=split["seed"],
-            by=split["by"],
-        ),
-        users=raw["vocabulary"]["users"],
-        hashtags=raw["vocabulary"]["hashtags"],
-        items=raw["vocabulary"]["items"],
-        modality_widths=raw["modality_widths"],
-        state_dict=raw["state_dict"],
-        user_representations=raw["user_representations"],
-        hashtag_representations=raw["hashtag_representations"],
-        best_epoch=raw["best_epoch"],
-        best_metric=raw["best_metric"],
-        history=raw["history"],
-        completed=raw["completed"],
-        stopped_early=raw["stopped_early"],
-        provenance=Provenance.from_dict(raw["metadata"]),
-        pitf_epoch=raw.get("pitf_epoch"),
-        reranker=None if raw.get("reranker") is None else Reranker.from_dict(raw["reranker"]),
-    )
+    return Checkpoint.from_dict(raw)
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
@@ -156,26 +220,3 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
         cause = getattr(error, "strerror", None) or " ".join(str(error).split())
         raise CheckpointError(f"{path}: cannot write the checkpoint ({cause}); the previous one is "
                               "intact: free space and rerun `phr train` to resume") from None
-
-
-def split_to_dict(split: Split) -> dict[str, Any]:
-    """A split as the checkpoint saves it (the inverse of what load_checkpoint reads)."""
-    return {
-        "train": torch.as_tensor(np.asarray(split.train, dtype=np.int64)),
-        "validation": torch.as_tensor(np.asarray(split.validation, dtype=np.int64)),
-        "test": torch.as_tensor(np.asarray(split.test, dtype=np.int64)),
-        "seed": int(split.seed),
-        "by": split.by,
-    }
-
-
-
-
-
-
-
-
-
-
-
-

@@ -76,10 +76,10 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
         methods.append(MethodResult(name, metrics, note(scorer) if callable(note) else note,
                                     time.perf_counter() - started))
 
-    run("GCN-PHR" if checkpoint.model_config.propagate else "GCN-PHR (content-only)",
-        lambda: checkpoint.scorer(device),
-        f"best epoch {checkpoint.best_epoch}, {checkpoint.model_config.variant}, "
-        f"fusion {checkpoint.model_config.fusion}" + (", re-ranked" if checkpoint.reranker is not None else ""))
+    network = checkpoint.model_config.network
+    run("GCN-PHR" if network.propagate else "GCN-PHR (content-only)", lambda: checkpoint.scorer(device),
+        f"best epoch {checkpoint.best_epoch}, {network.variant.value}, fusion {network.fusion.value}"
+        + (", re-ranked" if checkpoint.reranker is not None else ""))
     if "global popularity" in baselines:
         run("global popularity", lambda: GlobalPopularity(graph))
     if "user popularity" in baselines:
@@ -106,7 +106,7 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
         run("PITF", lambda: fit_pitf_on_validation(PITF(graph, config), posts, validation, seed),
             lambda model: f"k = {config.dim}, epoch {model.best_epoch} of at most "
             f"{config.epochs} (validation P@5)")
-    if "content-only" in baselines and checkpoint.model_config.propagate:
+    if "content-only" in baselines and checkpoint.model_config.network.propagate:
         run("content-only", lambda: _content_only(data, checkpoint, device),
             "GCN-PHR's scorer without graph messages, same training")
     counts = {**(methods[0].metrics["counts"] if methods else {}), "known_hashtags": graph.n_hashtags}
@@ -125,7 +125,7 @@ def _content_only(data: SplitPosts, checkpoint: Checkpoint, device: torch.device
     # messages): the one place evaluation needs the training loop, imported only here.
     from phr_cli.training.train import train
 
-    model_config = replace(checkpoint.model_config, propagate=False)
+    model_config = replace(checkpoint.model_config, network=replace(checkpoint.model_config.network, propagate=False))
     train_config = replace(checkpoint.train_config, device=str(device))  # the config holds a name
     with tempfile.TemporaryDirectory(prefix="phr-content-only-") as scratch:
         path = Path(scratch) / "content-only.pt"

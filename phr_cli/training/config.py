@@ -1,14 +1,29 @@
-"""Training options, validated when made (the model's own live beside it in `model.ModelConfig`)."""
+"""Training options, validated when made (the model's own live in `model.phr.ModelConfig`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
+from typing import Any
 
+from phr_cli.choices import Choice
 from phr_cli.devices import check_device_name
 from phr_cli.errors import ConfigError
+from phr_cli.model.phr import ModelConfig
 
-STEP_PROPAGATIONS = ("batch", "full")
-ADAM_IMPLEMENTATIONS = ("fused", "foreach", "single")
+
+class StepPropagation(Choice):
+    # The receptive field of the batch's users and hashtags only (`GCNPHR.propagate_for`)
+    # and W^v v_k straight from the stored features.
+    BATCH = "batch"
+    # The whole graph and the batch's full v_k: the plain reference, much slower on a large
+    # graph. The same maths, so the same results within rounding.
+    FULL = "full"
+
+
+class Adam(Choice):
+    FUSED = "fused"  # one kernel over all parameters
+    FOREACH = "foreach"  # grouped ops
+    SINGLE = "single"  # one parameter at a time, the slow reference; the same updates
 
 
 @dataclass
@@ -18,7 +33,7 @@ class TrainConfig:
     # Adam's rate: on Last.fm 3e-3 reaches about 1e-3's validation-chosen test P@5 in far
     # fewer epochs (bench/README.md, "Learning rate").
     lr: float = 3e-3
-    # λ of Eq. 11, on the batch's ID embeddings (`GCNPHR.embedding_l2`).
+    # λ of Eq. 11, on the batch's ID embeddings (`network.GCNPHR.embedding_l2`).
     l2: float = 1e-4
     # Adam's coupled weight decay on every parameter. The paper's code used 0.1: on the
     # synthetic test set validation then peaks by epoch 5 and sinks below user popularity.
@@ -32,21 +47,16 @@ class TrainConfig:
     # "auto": CUDA when available. Saved in the checkpoint as the name.
     device: str = "auto"
     validation_metric: str = "P@5"  # full ranking of every known hashtag
-    # What a training step computes: "batch", the receptive field of its users and hashtags
-    # only (`GCNPHR.propagate_for`) and W^v v_k straight from the stored features; "full",
-    # the whole graph and the batch's full v_k (the plain reference, much slower on a large
-    # graph). The same maths, so the same results within rounding.
-    step_propagation: str = "batch"
-    # torch's Adam implementation: "fused" (one kernel over all parameters), "foreach"
-    # (grouped ops), "single" (one parameter at a time, the slow reference); same updates.
-    adam: str = "fused"
+    step_propagation: StepPropagation = StepPropagation.BATCH  # what a training step computes
+    adam: Adam = Adam.FUSED  # torch's Adam implementation
+    # After the epochs of a model with evidence, a second stage that re-ranks each post's
+    # leading hashtags by gradient-boosted trees fitted on the validation posts (`rerank.Reranker`).
+    rerank: bool = True
 
     def __post_init__(self) -> None:
         check_device_name(self.device)
-        if self.adam not in ADAM_IMPLEMENTATIONS:
-            raise ConfigError(f"unknown Adam implementation {self.adam!r}: use one of {ADAM_IMPLEMENTATIONS}")
-        if self.step_propagation not in STEP_PROPAGATIONS:
-            raise ConfigError(f"unknown step propagation {self.step_propagation!r}: use one of {STEP_PROPAGATIONS}")
+        self.adam = Adam.parse(self.adam, "Adam implementation")
+        self.step_propagation = StepPropagation.parse(self.step_propagation, "step propagation")
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ConfigError(f"hard_negatives must lie in [0, 1], got {self.hard_negatives}")
         if self.negatives < 1 or self.batch_size < 1 or self.epochs < 1:
@@ -54,3 +64,33 @@ class TrainConfig:
         name, _, k = self.validation_metric.partition("@")
         if name not in ("P", "R", "A") or not k.isdigit() or int(k) < 1:
             raise ConfigError(f"validation metric {self.validation_metric!r}: use P@K, R@K or A@K")
+
+
+def settings(model: ModelConfig, training: TrainConfig) -> dict[str, Any]:
+    """Every option by name, with its value: TrainConfig's fields as they are, ModelConfig's
+    top-level switches as they are, and each of its parts' fields as "part.field"
+    ("network.dim", "evidence.recency")."""
+    values: dict[str, Any] = {f.name: getattr(training, f.name) for f in fields(training)}
+    for part in fields(model):
+        value = getattr(model, part.name)
+        if is_dataclass(value):
+            values.update({f"{part.name}.{f.name}": getattr(value, f.name) for f in fields(value)})
+        else:
+            values[part.name] = value
+    return values
+
+
+def with_settings(model: ModelConfig, training: TrainConfig, changes: dict[str, Any]
+                  ) -> tuple[ModelConfig, TrainConfig]:
+    """The configurations with options changed by name (as `settings` names them)."""
+    unknown = set(changes) - set(settings(model, training))
+    if unknown:
+        raise ConfigError(f"no such option: {', '.join(sorted(unknown))}")
+    train_fields = {f.name for f in fields(training)}
+    for name, value in changes.items():
+        part, dot, field_name = name.partition(".")
+        if dot:
+            model = replace(model, **{part: replace(getattr(model, part), **{field_name: value})})
+        elif name not in train_fields:
+            model = replace(model, **{name: value})
+    return model, replace(training, **{k: v for k, v in changes.items() if k in train_fields})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from phr_cli import __version__
+from phr_cli.choices import plain_values
 from phr_cli.data.cases import TestCases
 from phr_cli.data.dataset import Dataset, SplitPosts
 from phr_cli.data.graph import MODALITIES, Graph, PostData
@@ -26,17 +26,18 @@ from phr_cli.errors import CheckpointError, DataError
 from phr_cli.evaluation.baselines import fit_pitf_on_validation
 from phr_cli.evaluation.metrics import evaluate, small_data_notices
 from phr_cli.model.factors import FittedFactors
-from phr_cli.model.network import GCNPHR, ModelConfig, bpr_loss
+from phr_cli.model.network import bpr_loss
+from phr_cli.model.phr import ModelConfig, PHRModel
 from phr_cli.model.pitf import PITF, PITFConfig
 from phr_cli.ranking.calibration import calibrate
 from phr_cli.ranking.rerank import fit_reranker
 from phr_cli.ranking.scorer import ModelScorer
 from phr_cli.training.checkpoint import (
     CHECKPOINT_FORMAT,
+    Checkpoint,
+    ResumeState,
     load_checkpoint,
     read_checkpoint_file,
-    save_checkpoint,
-    split_to_dict,
 )
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.distributed import Ranks, join, leave, mean_over_ranks
@@ -146,25 +147,34 @@ def _metric_ks(metric: str) -> tuple[int, ...]:
     return tuple(sorted({5, 10, k}))
 
 
-def _cpu_state(model: GCNPHR) -> dict[str, Tensor]:
+def _cpu_state(model: PHRModel) -> dict[str, Tensor]:
     return {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
 
 
-def _resumable(raw: dict[str, Any], expected: dict[str, Any]) -> bool:
-    """Whether an existing checkpoint belongs to this very run (data, split, configuration)."""
-    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT or raw.get("resume") is None:
-        return False
-    saved_train = {k: v for k, v in raw["train_config"].items() if k not in RESUMABLE_CHANGES}
-    wanted_train = {k: v for k, v in expected["train_config"].items() if k not in RESUMABLE_CHANGES}
-    saved_split, wanted_split = raw["split"], expected["split"]
+def _same_run(saved: Checkpoint, record: Checkpoint) -> bool:
+    """Whether a saved checkpoint belongs to this very run (data, split, configuration)."""
+    def kept(config: TrainConfig) -> dict[str, Any]:
+        return {k: v for k, v in plain_values(config).items() if k not in RESUMABLE_CHANGES}
+
     return (
-        raw["model_config"] == expected["model_config"]
-        and saved_train == wanted_train
-        and raw["vocabulary"] == expected["vocabulary"]
-        and raw["modality_widths"] == expected["modality_widths"]
-        and all(torch.equal(saved_split[p], wanted_split[p]) for p in ("train", "validation", "test"))
-        and (saved_split["seed"], saved_split["by"]) == (wanted_split["seed"], wanted_split["by"])
+        saved.model_config == record.model_config
+        and kept(saved.train_config) == kept(record.train_config)
+        and (saved.users, saved.hashtags, saved.items) == (record.users, record.hashtags, record.items)
+        and saved.modality_widths == record.modality_widths
+        and all(np.array_equal(getattr(saved.split, part), getattr(record.split, part))
+                for part in ("train", "validation", "test"))
+        and (saved.split.seed, saved.split.by) == (record.split.seed, record.split.by)
     )
+
+
+def _resumable(path: Path, record: Checkpoint) -> Checkpoint | None:
+    """The checkpoint at path if it is an interrupted (or finished) run of this record's
+    settings; None for a checkpoint of another run or format, which training replaces."""
+    raw = read_checkpoint_file(path)  # a file that is no checkpoint at all is an error
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT or raw.get("resume") is None:
+        return None
+    saved = Checkpoint.from_dict(raw)
+    return saved if _same_run(saved, record) else None
 
 
 def train(
@@ -188,242 +198,223 @@ def train(
     takes `factors` (a fit on the same posts with the same seed) instead of fitting PITF.
     `finishing` reports the steps after the epochs (see FinishingCallback).
     """
-    metadata = (provenance or Provenance()).to_dict()  # refuses what would not load safely, early
+    provenance = provenance or Provenance()
+    provenance.to_dict()  # refuses what would not load safely, early
     ranks, device = join(config.device)
     try:
-        return _train(data, model_config, config, Path(checkpoint_path), metadata, progress, resume, ranks, device,
+        return _train(data, model_config, config, Path(checkpoint_path), provenance, progress, resume, ranks, device,
                       factors, finishing or (lambda step, done, total: None))
     finally:
         leave(ranks)
 
 
-def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig,
-           checkpoint_path: Path, metadata: dict[str, Any], progress: ProgressCallback | None,
-           resume: bool, ranks: Ranks, device: torch.device, factors: FittedFactors | None,
-           finishing: FinishingCallback) -> TrainResult:
-    posts, split, graph = data.posts, data.split, data.graph
+@dataclass
+class _Run:
+    """What one training run works with, from its first epoch to its last step."""
+
+    data: SplitPosts
+    config: TrainConfig
+    path: Path
+    model: PHRModel
+    step: nn.Module
+    optimizer: torch.optim.Optimizer
+    rng: np.random.Generator
+    sampler: NegativeSampler
+    record: Checkpoint  # kept up to date and saved after every epoch
+    ranks: Ranks
+    device: torch.device
+
+    def save(self) -> None:
+        if self.ranks.main:  # every rank holds the same weights and decisions; one writes them
+            self.record.save(self.path)
+
+
+def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig, checkpoint_path: Path,
+           provenance: Provenance, progress: ProgressCallback | None, resume: bool, ranks: Ranks,
+           device: torch.device, factors: FittedFactors | None, finishing: FinishingCallback) -> TrainResult:
+    graph = data.graph
     if graph.n_hashtags < 2 or len(graph.triples) == 0:
         raise DataError("training posts need at least two distinct hashtags")
-    validation = data.validation
-    id_dropout = model_config.item_id_dropout
-    if id_dropout is None:
-        id_dropout = new_item_share(posts, split.validation, graph)
-        model_config = replace(model_config, item_id_dropout=id_dropout)
-    sampler = NegativeSampler(graph.triples, graph.n_hashtags, config.hard_negatives)
-    ks = _metric_ks(config.validation_metric)
+    if model_config.item_ids.dropout is None:
+        model_config = model_config.with_item_id_dropout(new_item_share(data.posts, data.split.validation, graph))
+    id_dropout = model_config.item_ids.dropout
+    assert id_dropout is not None
 
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):  # seeded without touching the caller's RNG
         torch.manual_seed(config.seed)
-        model = GCNPHR.from_graph(model_config, graph).to(device)
+        model = PHRModel.from_graph(model_config, graph).to(device)
         if model.evidence is not None:
             model.evidence.prepare_training()
-        step = BatchScores(model, config.step_propagation, id_dropout)
+        step: nn.Module = BatchScores(model, config.step_propagation, id_dropout)
         if ranks.distributed:
             # Some parameters (a missing modality's vector) may sit out a batch.
             step = DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None,
                                            find_unused_parameters=True)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                      fused=config.adam == "fused", foreach=config.adam == "foreach")
-        rng = np.random.default_rng(config.seed)
-
-        payload: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT,
-            "phr_version": __version__,
-            "model_config": asdict(model_config),
-            "train_config": asdict(config),
-            "split": split_to_dict(split),
-            "vocabulary": {"users": graph.users, "hashtags": graph.hashtags, "items": graph.items},
-            "modality_widths": dict(model.item_encoder.widths),
-            "metadata": metadata,
-        }
-        history: list[dict[str, float]] = []
-        best = {"epoch": 0, "metric": -math.inf, "state": None, "users": None, "hashtags": None}
+        record = Checkpoint(model_config, config, data.split, graph.users, graph.hashtags, graph.items,
+                            dict(model.network.item_encoder.widths), provenance)
+        run = _Run(data, config, checkpoint_path, model, step, optimizer, np.random.default_rng(config.seed),
+                   NegativeSampler(graph.triples, graph.n_hashtags, config.hard_negatives), record, ranks, device)
         start_epoch, bad_epochs, resumed_from = 1, 0, None
-
-        if resume and checkpoint_path.exists():
-            raw = read_checkpoint_file(checkpoint_path)
-            if _resumable(raw, payload):
-                state = raw["resume"]
-                if raw["stopped_early"] or state["epoch"] >= config.epochs:  # nothing left to run
-                    return _result(checkpoint_path, raw, device, validation, resumed_from=state["epoch"])
-                _restore(state, model, optimizer, rng, device)
-                history = list(raw["history"])
-                best = {
-                    "epoch": raw["best_epoch"],
-                    "metric": raw["best_metric"],
-                    "state": raw["state_dict"],
-                    "users": raw["user_representations"],
-                    "hashtags": raw["hashtag_representations"],
-                }
-                start_epoch, bad_epochs, resumed_from = state["epoch"] + 1, state["bad_epochs"], state["epoch"]
-
-        stopped_early = False
-        for epoch in range(start_epoch, config.epochs + 1):
-            started = time.perf_counter()
-            loss = _train_epoch(model, step, optimizer, graph, sampler, config, rng, device, ranks)
-            trained = time.perf_counter()
-            model.eval()
-            with torch.no_grad():
-                user_reps, hashtag_reps = model.propagate()
-                if len(validation):
-                    # Full ranking, a batch of cases at a time: no (cases x hashtags) matrix is held.
-                    metrics = evaluate(ModelScorer(model, user_reps, hashtag_reps, graph.item_index), posts, validation,
-                                       protocol="full", ks=ks, seed=config.seed)
-                    metric = float(metrics["full"]["all"][config.validation_metric])
-                else:  # nothing to validate on: the latest epoch is the one kept
-                    metric = math.nan
-            improved = math.isnan(metric) or metric > best["metric"]
-            if improved:
-                best = {
-                    "epoch": epoch,
-                    "metric": metric,
-                    "state": _cpu_state(model),
-                    "users": user_reps.detach().cpu().clone(),
-                    "hashtags": hashtag_reps.detach().cpu().clone(),
-                }
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-            stopped_early = bad_epochs >= config.patience and epoch < config.epochs
-            history.append({"epoch": epoch, "loss": loss, "metric": metric, "seconds": time.perf_counter() - started,
-                            "train_seconds": trained - started})
-            completed = stopped_early or epoch == config.epochs
-            current = _cpu_state(model)
-            finishes = completed and model.evidence is not None
-            if finishes and ranks.main and progress is not None:
-                # The last epoch shows before the steps after it, which report through `finishing`.
-                progress(epoch, loss, metric, best["metric"])
-            if finishes:
-                # The best epoch's weights, PITF's factors beside them, their parts scaled to
-                # the validation posts; saved with the last epoch, so that a kill cannot leave
-                # a finished, uncalibrated run.
-                model.load_state_dict(best["state"])
-                model.eval()
-                if model.factors is not None and factors is not None:
-                    model.factors.load_state_dict(factors.state)
-                    payload["pitf_epoch"] = factors.epoch
-                elif model.factors is not None:
-                    pitf = fit_pitf(data, model, device, config.seed, finishing)
-                    model.factors.load_fitted(pitf)
-                    payload["pitf_epoch"] = pitf.best_epoch
-                scorer = ModelScorer(model, best["users"].to(device), best["hashtags"].to(device), graph.item_index)
-                result = calibrate(scorer, posts, validation, metric=config.validation_metric, seed=config.seed,
-                                   on_start=lambda: finishing(CALIBRATING, 0, None))
-                payload["calibration"] = None if result is None else asdict(result)
-                if model_config.rerank and ranks.main:  # only the main rank saves the checkpoint
-                    reranker, reranking = fit_reranker(scorer, posts, validation, graph, config.validation_metric,
-                                                       config.seed, on_start=lambda: finishing(RERANKING, 0, None))
-                    payload["reranker"] = None if reranker is None else reranker.to_dict()
-                    payload["reranking"] = None if reranking is None else asdict(reranking)
-                best["state"] = _cpu_state(model)
-            payload.update(
-                state_dict=best["state"],
-                user_representations=best["users"],
-                hashtag_representations=best["hashtags"],
-                best_epoch=best["epoch"],
-                best_metric=best["metric"],
-                history=history,
-                completed=completed,
-                stopped_early=stopped_early,
-                resume={
-                    "epoch": epoch,
-                    "bad_epochs": bad_epochs,
-                    "model": current,
-                    "optimizer": optimizer.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "numpy_rng": rng.bit_generator.state,
-                },
-            )
-            if ranks.main:  # every rank holds the same weights and decisions; one writes them
-                save_checkpoint(payload, checkpoint_path)
-                if progress is not None and not finishes:
-                    progress(epoch, loss, metric, best["metric"])
-            if stopped_early:
-                break
-
-    return _result(checkpoint_path, payload, device, validation, resumed_from=resumed_from)
+        saved = _resumable(checkpoint_path, record) if resume and checkpoint_path.exists() else None
+        if saved is not None:
+            assert saved.resume is not None
+            if saved.stopped_early or saved.resume.epoch >= config.epochs:  # nothing left to run
+                return _result(checkpoint_path, saved, device, data.validation, resumed_from=saved.resume.epoch)
+            _restore(saved.resume, run)
+            record.history = list(saved.history)
+            record.state_dict, record.best_epoch, record.best_metric = (saved.state_dict, saved.best_epoch,
+                                                                        saved.best_metric)
+            record.user_representations = saved.user_representations
+            record.hashtag_representations = saved.hashtag_representations
+            start_epoch, bad_epochs, resumed_from = saved.resume.epoch + 1, saved.resume.bad_epochs, saved.resume.epoch
+        _run_epochs(run, start_epoch, bad_epochs, progress, factors, finishing)
+    return _result(checkpoint_path, record, device, data.validation, resumed_from=resumed_from)
 
 
-def _restore(
-    state: dict[str, Any], model: GCNPHR, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
-    device: torch.device,
-) -> None:
+def _run_epochs(run: _Run, start_epoch: int, bad_epochs: int, progress: ProgressCallback | None,
+                factors: FittedFactors | None, finishing: FinishingCallback) -> None:
+    """Epochs from start_epoch on, each validated and saved; the steps after the last one."""
+    config, model, record = run.config, run.model, run.record
+    for epoch in range(start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        loss = _train_epoch(model, run.step, run.optimizer, run.data.graph, run.sampler, config, run.rng, run.device,
+                            run.ranks)
+        trained = time.perf_counter()
+        metric = _validate(run, epoch)
+        bad_epochs = 0 if epoch == record.best_epoch else bad_epochs + 1
+        stopped_early = bad_epochs >= config.patience and epoch < config.epochs
+        record.history.append({"epoch": epoch, "loss": loss, "metric": metric,
+                               "seconds": time.perf_counter() - started, "train_seconds": trained - started})
+        record.completed = stopped_early or epoch == config.epochs
+        record.stopped_early = stopped_early
+        current = _cpu_state(model)
+        finishes = record.completed and model.evidence is not None
+        if finishes and run.ranks.main and progress is not None:
+            # The last epoch shows before the steps after it, which report through `finishing`.
+            progress(epoch, loss, metric, record.best_metric)
+        if finishes:
+            # Saved with the last epoch, so that a kill cannot leave a finished, uncalibrated run.
+            _finish(run, factors, finishing)
+        record.resume = ResumeState(
+            epoch=epoch, bad_epochs=bad_epochs, model=current, optimizer=run.optimizer.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+            numpy_rng=run.rng.bit_generator.state)
+        run.save()
+        if run.ranks.main and progress is not None and not finishes:
+            progress(epoch, loss, metric, record.best_metric)
+        if stopped_early:
+            break
+
+
+def _validate(run: _Run, epoch: int) -> float:
+    """The epoch's validation metric (full ranking); the epoch becomes the record's best if it
+    beats the best so far (NaN without validation cases: the latest epoch is kept)."""
+    model, record, validation = run.model, run.record, run.data.validation
+    model.eval()
+    with torch.no_grad():
+        user_reps, hashtag_reps = model.network.propagate()
+        metric = math.nan
+        if len(validation):
+            # Full ranking, a batch of cases at a time: no (cases x hashtags) matrix is held.
+            scorer = ModelScorer(model, user_reps, hashtag_reps, run.data.graph.item_index)
+            metrics = evaluate(scorer, run.data.posts, validation, protocol="full",
+                               ks=_metric_ks(run.config.validation_metric), seed=run.config.seed)
+            metric = float(metrics["full"]["all"][run.config.validation_metric])
+    if math.isnan(metric) or metric > record.best_metric:
+        record.best_epoch, record.best_metric = epoch, metric
+        record.state_dict = _cpu_state(model)
+        record.user_representations = user_reps.detach().cpu().clone()
+        record.hashtag_representations = hashtag_reps.detach().cpu().clone()
+    return metric
+
+
+def _finish(run: _Run, factors: FittedFactors | None, finishing: FinishingCallback) -> None:
+    """The steps after the epochs of a model with evidence, on the best epoch's weights: PITF's
+    factors beside them, their parts scaled to the validation posts, the re-ranker."""
+    model, record = run.model, run.record
+    model.load_state_dict(record.state_dict)
+    model.eval()
+    if model.factors is not None and factors is not None:
+        model.factors.load_state_dict(factors.state)
+        record.pitf_epoch = factors.epoch
+    elif model.factors is not None:
+        pitf = fit_pitf(run.data, model, run.device, run.config.seed, finishing)
+        model.factors.load_fitted(pitf)
+        record.pitf_epoch = pitf.best_epoch
+    assert record.user_representations is not None and record.hashtag_representations is not None
+    scorer = ModelScorer(model, record.user_representations.to(run.device),
+                         record.hashtag_representations.to(run.device), run.data.graph.item_index)
+    posts, validation, config = run.data.posts, run.data.validation, run.config
+    calibration = calibrate(scorer, posts, validation, metric=config.validation_metric, seed=config.seed,
+                            on_start=lambda: finishing(CALIBRATING, 0, None))
+    record.calibration = None if calibration is None else asdict(calibration)
+    if config.rerank and run.ranks.main:  # only the main rank saves the checkpoint
+        reranker, reranking = fit_reranker(scorer, posts, validation, run.data.graph, config.validation_metric,
+                                           config.seed, on_start=lambda: finishing(RERANKING, 0, None))
+        record.reranker = reranker
+        record.reranking = None if reranking is None else asdict(reranking)
+    record.state_dict = _cpu_state(model)
+
+
+def _restore(state: ResumeState, run: _Run) -> None:
     """Weights, optimizer moments and random streams as they were after the saved epoch."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    if device.type == "cuda" and state["cuda_rng"] is not None:
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
-    rng.bit_generator.state = state["numpy_rng"]
+    run.model.load_state_dict(state.model)
+    run.optimizer.load_state_dict(state.optimizer)
+    torch.set_rng_state(state.torch_rng)
+    if run.device.type == "cuda" and state.cuda_rng is not None:
+        torch.cuda.set_rng_state(state.cuda_rng, run.device)
+    run.rng.bit_generator.state = state.numpy_rng
 
 
-def fit_pitf(data: SplitPosts, model: GCNPHR, device: torch.device, seed: int, finishing: FinishingCallback) -> PITF:
+def fit_pitf(data: SplitPosts, model: PHRModel, device: torch.device, seed: int, finishing: FinishingCallback) -> PITF:
     """PITF on data's training graph, as `phr evaluate` fits the baseline (its epoch chosen on
     validation P@5 when there are validation cases), its content map over the model's modalities."""
     graph = data.graph
     present = [m for m in MODALITIES if m in graph.item_features and np.asarray(graph.item_masks[m]).any()]
     config = PITFConfig(device=device, seed=seed,
-                        modalities="present" if list(model.item_encoder.widths) == present else "all")
+                        modalities="present" if list(model.network.item_encoder.widths) == present else "all")
     finishing(FITTING_FACTORS, 0, config.epochs)
     return fit_pitf_on_validation(PITF(graph, config), data.posts, data.validation, seed,
                                   on_epoch=lambda epoch, loss: finishing(FITTING_FACTORS, epoch + 1, config.epochs))
 
 
-def _result(
-    path: Path, payload: dict[str, Any], device: torch.device, validation: TestCases, resumed_from: int | None
-) -> TrainResult:
+def _result(path: Path, record: Checkpoint, device: torch.device, validation: TestCases,
+            resumed_from: int | None) -> TrainResult:
     return TrainResult(
         checkpoint_path=path,
-        best_epoch=payload["best_epoch"],
-        best_metric=payload["best_metric"],
-        history=list(payload["history"]),
+        best_epoch=record.best_epoch,
+        best_metric=record.best_metric,
+        history=list(record.history),
         resumed_from_epoch=resumed_from,
-        stopped_early=payload["stopped_early"],
+        stopped_early=record.stopped_early,
         device=str(device),
         n_validation_cases=len(validation),
         n_validation_dropped=validation.n_dropped_cases,
-        reranking=payload.get("reranking"),
+        reranking=record.reranking,
     )
 
 
 class BatchScores(nn.Module):
     """A training step's scores as a module's forward, which DistributedDataParallel wraps."""
 
-    def __init__(self, model: GCNPHR, step_propagation: str, item_id_dropout: float) -> None:
+    def __init__(self, model: PHRModel, step_propagation: str, item_id_dropout: float) -> None:
         super().__init__()
         self.model = model
         self.step_propagation = step_propagation
         self.item_id_dropout = item_id_dropout  # the model config's, once `train` resolved it
 
     def forward(self, users: Tensor, items: Tensor, hashtags: Tensor) -> Tensor:
-        """Scores (B, n) of hashtags (B, n) for training posts (users, items: (B,)); column 0
-        holds each post's positive hashtag, the others negatives (not on the post)."""
-        model = self.model
-        # Item-ID dropout: these posts are scored without their item's ID and history, from
-        # content alone, as a new video is.
+        """`PHRModel.training_scores`, with this step's item-ID dropout drawn."""
         keep_ids = torch.rand(len(items), device=items.device) >= self.item_id_dropout
-        if self.step_propagation == "batch":
-            user_rows, hashtag_rows = model.propagate_for(users, hashtags)
-            scores = model.score_graph_triples(user_rows, items, hashtag_rows, keep_ids)
-        else:  # the plain reference: the whole graph, and the batch's full v_k, every step
-            user_reps, hashtag_reps = model.propagate()
-            offsets = model.item_offsets(items)
-            projected = model.scorer.item(model.graph_item_vectors(items))
-            if offsets is not None:
-                projected = projected + offsets * keep_ids.unsqueeze(1).to(offsets.dtype)
-            scores = model.scorer.score_projected_triples(user_reps[users], projected, hashtag_reps[hashtags])
-        scores = model.gated(scores)
-        if model.evidence is not None:
-            on_post = torch.zeros_like(hashtags, dtype=torch.bool)
-            on_post[:, 0] = True
-            scores = scores + model.evidence.score_training(users, items, hashtags, on_post, keep_ids)
-        return scores
+        return self.model.training_scores(users, items, hashtags, keep_ids, self.step_propagation)
 
 
 def _train_epoch(
-    model: GCNPHR,
+    model: PHRModel,
     step: nn.Module,
     optimizer: torch.optim.Optimizer,
     graph: Graph,
@@ -457,7 +448,7 @@ def _train_epoch(
         users, positives, items = batch[:, 0], batch[:, 1], batch[:, 2]
         hashtags = torch.cat([positives.unsqueeze(1), batch_negatives], dim=1)
         scores = step(users, items, hashtags)
-        loss = bpr_loss(scores[:, 0], scores[:, 1:]) + config.l2 * model.embedding_l2(users, hashtags)
+        loss = bpr_loss(scores[:, 0], scores[:, 1:]) + config.l2 * model.network.embedding_l2(users, hashtags)
         if ranks.distributed:
             loss = loss * (len(batch) * ranks.world / whole)
         optimizer.zero_grad(set_to_none=True)
@@ -479,6 +470,15 @@ class StoreTraining:
     notices: list[str] = field(default_factory=list)  # figures that mean little (too few posts)
 
 
+def _settings(model: ModelConfig, training: TrainConfig, split_by: str) -> dict[str, Any]:
+    """What a finished checkpoint was trained with, flat ("network.dim": 64), resumable changes left out."""
+    flat: dict[str, Any] = {}
+    for part, values in plain_values(model).items():
+        flat.update({f"{part}.{k}": v for k, v in values.items()} if isinstance(values, dict) else {part: values})
+    kept = {k: v for k, v in plain_values(training).items() if k not in RESUMABLE_CHANGES}
+    return {**flat, **kept, "split_by": split_by}
+
+
 def _refuse_overwriting(checkpoint_path: Path, model_config: ModelConfig, config: TrainConfig, split_by: str) -> None:
     """A finished checkpoint is a result: one trained with other settings is never replaced silently."""
     try:
@@ -487,15 +487,10 @@ def _refuse_overwriting(checkpoint_path: Path, model_config: ModelConfig, config
         return
     if existing is None or not existing.completed:
         return
-
-    def settings(model: ModelConfig, training: TrainConfig, by: str) -> dict[str, Any]:
-        kept = {k: v for k, v in asdict(training).items() if k not in RESUMABLE_CHANGES}
-        return {**asdict(model), **kept, "split_by": by}
-
-    saved = settings(existing.model_config, existing.train_config, existing.split.by)
-    wanted = settings(model_config, config, split_by)
-    if model_config.item_id_dropout is None:  # a default training resolves (and the checkpoint records)
-        wanted.pop("item_id_dropout", None)
+    saved = _settings(existing.model_config, existing.train_config, existing.split.by)
+    wanted = _settings(model_config, config, split_by)
+    if model_config.item_ids.dropout is None:  # a default training resolves (and the checkpoint records)
+        wanted.pop("item_ids.dropout", None)
     changed = [f"{name} {saved.get(name)} → {value}" for name, value in wanted.items() if saved.get(name) != value]
     if changed:
         raise CheckpointError(f"{checkpoint_path}: a finished checkpoint trained with other settings "

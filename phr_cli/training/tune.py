@@ -1,4 +1,4 @@
-"""`phr tune`: search ModelConfig / TrainConfig with Optuna for validation P@5, then train the best.
+"""`phr tune`: search ModelConfig's parts / TrainConfig with Optuna for validation P@5, then train the best.
 
 Each trial trains on the store's split (the same split for every trial: the split depends
 on the seed and unit only) and is scored by its best epoch's validation P@5, full ranking.
@@ -15,16 +15,17 @@ import math
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from phr_cli.choices import plain_values
 from phr_cli.data.dataset import Dataset
 from phr_cli.errors import ConfigError, DataError
-from phr_cli.model.network import ModelConfig
-from phr_cli.training.config import TrainConfig
+from phr_cli.model.phr import ModelConfig
+from phr_cli.training.config import TrainConfig, settings, with_settings
 from phr_cli.training.train import FinishingCallback, ProgressCallback, StoreTraining, train, train_from_store
 
 OBJECTIVE = "P@5"  # validation, full ranking of every known hashtag
@@ -48,43 +49,40 @@ def log_uniform(low: float, high: float) -> Suggest:
     return lambda trial, name: trial.suggest_float(name, low, high, log=True)
 
 
-# The search space: a field of ModelConfig or TrainConfig -> how a trial draws it.
-# Adding a field to the search is one line here; fields not listed keep the base value.
+# The search space: an option as `config.settings` names it ("lr", "network.dim") -> how a
+# trial draws it. Adding a field to the search is one line here; fields not listed
+# keep the base value.
 SEARCH_SPACE: dict[str, Suggest] = {
-    "dim": choice(32, 64, 128),
-    "layers": integers(1, 2),
-    "dropout": uniform(0.0, 0.5),
-    "residual": choice(False, True),
+    "network.dim": choice(32, 64, 128),
+    "network.layers": integers(1, 2),
+    "network.dropout": uniform(0.0, 0.5),
+    "network.residual": choice(False, True),
     "lr": log_uniform(3e-4, 3e-2),
     "l2": log_uniform(1e-7, 1e-2),
     "weight_decay": choice(0.0, 1e-5, 1e-4, 1e-3),
     "negatives": choice(1, 2, 4, 8),
     "batch_size": choice(256, 1024, 4096),
     "hard_negatives": uniform(0.0, 0.9),
-    "neighbours": choice(5, 10, 20, 50),
-    "recency": choice(False, True),
-    "similar_posts": choice(False, True),
+    "evidence.neighbours": choice(5, 10, 20, 50),
+    "evidence.recency": choice(False, True),
+    "evidence.similar_posts": choice(False, True),
 }
-
-_MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig))
-_TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 
 
 def configurations(trial: optuna.Trial, model_base: ModelConfig, train_base: TrainConfig
                    ) -> tuple[ModelConfig, TrainConfig]:
     """The base configurations with every SEARCH_SPACE field drawn by the trial."""
-    drawn = {name: suggest(trial, name) for name, suggest in SEARCH_SPACE.items()}
-    unknown = set(drawn) - _MODEL_FIELDS - _TRAIN_FIELDS
-    if unknown:
-        raise ConfigError(f"tune's search space names no configuration field: {', '.join(sorted(unknown))}")
-    return (replace(model_base, **{k: v for k, v in drawn.items() if k in _MODEL_FIELDS}),
-            replace(train_base, **{k: v for k, v in drawn.items() if k in _TRAIN_FIELDS}))
+    try:
+        return with_settings(model_base, train_base,
+                             {name: suggest(trial, name) for name, suggest in SEARCH_SPACE.items()})
+    except ConfigError as error:
+        raise ConfigError(f"tune's search space: {error}") from None
 
 
 def base_point(model_base: ModelConfig, train_base: TrainConfig) -> dict[str, Any]:
     """The base configurations' values of the SEARCH_SPACE fields that lie inside the space
     (a field whose base value lies outside is left to the sampler)."""
-    values = {**asdict(model_base), **asdict(train_base)}
+    values = settings(model_base, train_base)
     point = {}
     for name, suggest in SEARCH_SPACE.items():
         with warnings.catch_warnings():
@@ -168,8 +166,8 @@ def tune(
     with tempfile.TemporaryDirectory(prefix="phr-tune-") as scratch:
         def objective(trial: optuna.Trial) -> float:
             model_config, train_config = configurations(trial, model_base, train_base)
-            trial.set_user_attr("model_config", asdict(model_config))
-            trial.set_user_attr("train_config", asdict(train_config))
+            trial.set_user_attr("model_config", plain_values(model_config))
+            trial.set_user_attr("train_config", plain_values(train_config))
 
             def report(epoch: int, loss: float, metric: float, best: float) -> None:
                 trial.report(best, epoch)
@@ -179,7 +177,7 @@ def tune(
             # A trial's value is its best epoch's validation P@5, which PITF's factors and the
             # re-ranker (fitted after the last epoch) do not change: trials skip those fits, the
             # final training has them.
-            result = train(dataset, replace(model_config, factors=False, rerank=False), train_config,
+            result = train(dataset, replace(model_config, factors=False), replace(train_config, rerank=False),
                            Path(scratch) / f"trial-{trial.number}.pt", provenance, report, resume=False)
             value = result.best_metric
             if math.isnan(value):
@@ -213,8 +211,8 @@ def tune(
         "split_by": split_by,
         "store": str(store_path),
         "study": str(database),
-        "model_config": asdict(model_config),
-        "train_config": asdict(train_config),
+        "model_config": plain_values(model_config),
+        "train_config": plain_values(train_config),
     }
     best_file = best_path(checkpoint_path)
     best_file.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -181,7 +181,7 @@ def test_unreadable_permissions_are_a_status_not_a_crash(tmp_path):
     locked = media.write_clip(folder / "locked.mp4", 1.0, size=(64, 48))
     os.chmod(locked, 0o000)
     # Import everything first: the unprivileged user may not read the installation.
-    script = ("import os, sys; from pathlib import Path; from phr_cli.decode import decode_clip; "
+    script = ("import os, sys; from pathlib import Path; from phr_cli.data.decode import decode_clip; "
               "os.setgid(65534); os.setuid(65534); "
               "c = decode_clip(Path(sys.argv[1])); print(c.status, c.reason)")
     done = subprocess.run([sys.executable, "-c", script, str(locked)], capture_output=True,
