@@ -31,25 +31,25 @@ import av
 import numpy as np
 
 __all__ = [
+    "AUDIO_CODECS",
     "CODECS",
     "PATTERNS",
     "Pattern",
-    "write_clip",
+    "copy_clip",
+    "set_declared_duration",
+    "set_rotation",
+    "write_10bit_clip",
     "write_audio_only",
-    "write_truncated",
-    "write_zero_bytes",
+    "write_clip",
+    "write_corrupted_middle",
+    "write_multi_audio_clip",
+    "write_no_streams",
     "write_random_bytes",
     "write_text_file",
-    "copy_clip",
-    "AUDIO_CODECS",
-    "write_no_streams",
-    "write_y4m_header",
+    "write_truncated",
     "write_vfr_clip",
-    "write_multi_audio_clip",
-    "write_10bit_clip",
-    "set_rotation",
-    "set_declared_duration",
-    "write_corrupted_middle",
+    "write_y4m_header",
+    "write_zero_bytes",
 ]
 
 #: suffix -> (video encoder, audio encoder)
