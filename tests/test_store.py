@@ -202,7 +202,7 @@ def test_a_damaged_store_names_the_fix(tmp_path):
         writer.finalize(posts(["a"]), None)
     with h5py.File(path, "a") as handle:
         del handle["videos/visual"]
-    with pytest.raises(StoreError, match="damaged phr feature store .* move it away and run `phr extract` again"):
+    with pytest.raises(StoreError, match=r"damaged phr feature store .* move it away and run `phr extract` again"):
         load_store(path)
 
 

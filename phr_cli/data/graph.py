@@ -79,8 +79,8 @@ def split_posts(
         order = np.lexsort((rng.permutation(len(units)), times))  # by time, then the seeded tie-break
     else:
         order = rng.permutation(units)
-    n_train = int(round(ratios[0] * len(order)))
-    n_val = int(round(ratios[1] * len(order)))
+    n_train = round(ratios[0] * len(order))
+    n_val = round(ratios[1] * len(order))
     part_of_unit = np.empty(len(units), dtype=np.int8)
     part_of_unit[order[:n_train]] = 0
     part_of_unit[order[n_train : n_train + n_val]] = 1
