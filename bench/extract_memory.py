@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
 
-from support import media  # noqa: E402
+from support import media
 
 RUN = """
 import json, resource, sys

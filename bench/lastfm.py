@@ -22,17 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from lastfm_data import load_lastfm_captions, load_lastfm_posts  # noqa: E402
+from lastfm_data import load_lastfm_captions, load_lastfm_posts
 
-from phr_cli.data.graph import SPLITS  # noqa: E402
-from phr_cli.devices import resolve_device  # noqa: E402
-from phr_cli.extract import ExtractOptions, extract  # noqa: E402
-from phr_cli.model.network import NetworkConfig  # noqa: E402
-from phr_cli.model.phr import ModelConfig  # noqa: E402
-from phr_cli.model.pitf import PITFConfig  # noqa: E402
-from phr_cli.training.comparison import evaluate_store  # noqa: E402
-from phr_cli.training.config import TrainConfig, settings, with_settings  # noqa: E402
-from phr_cli.training.train import train_from_store  # noqa: E402
+from phr_cli.data.graph import SPLITS
+from phr_cli.devices import resolve_device
+from phr_cli.extract import ExtractOptions, extract
+from phr_cli.model.network import NetworkConfig
+from phr_cli.model.phr import ModelConfig
+from phr_cli.model.pitf import PITFConfig
+from phr_cli.training.comparison import evaluate_store
+from phr_cli.training.config import TrainConfig, settings, with_settings
+from phr_cli.training.train import train_from_store
 
 
 def write_manifest(dataset: Path, folder: Path) -> int:

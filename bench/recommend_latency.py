@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
 
-from phr_cli.serving.recommend import Recommender, Timings  # noqa: E402
-from phr_cli.training.checkpoint import load_checkpoint  # noqa: E402
-from support import media  # noqa: E402
+from phr_cli.serving.recommend import Recommender, Timings
+from phr_cli.training.checkpoint import load_checkpoint
+from support import media
 
 
 def phr_command() -> list[str]:

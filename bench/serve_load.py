@@ -36,10 +36,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from recommend_latency import phr_command, run_seconds  # noqa: E402
+from recommend_latency import phr_command, run_seconds
 
-from phr_cli.training.checkpoint import load_checkpoint  # noqa: E402
-from support import media  # noqa: E402
+from phr_cli.training.checkpoint import load_checkpoint
+from support import media
 
 
 def free_port() -> int:

@@ -28,17 +28,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synthetic_store import default_store_path, write_synthetic_store  # noqa: E402
+from synthetic_store import default_store_path, write_synthetic_store
 
-from phr_cli.data.dataset import SplitPosts  # noqa: E402
-from phr_cli.data.graph import build_graph, posts_from_store  # noqa: E402
-from phr_cli.data.store import load_store  # noqa: E402
-from phr_cli.devices import resolve_device  # noqa: E402
-from phr_cli.model.phr import ModelConfig  # noqa: E402
-from phr_cli.training.checkpoint import load_checkpoint  # noqa: E402
-from phr_cli.training.comparison import compare  # noqa: E402
-from phr_cli.training.config import StepPropagation, TrainConfig  # noqa: E402
-from phr_cli.training.train import NegativeSampler, train_from_store  # noqa: E402
+from phr_cli.data.dataset import SplitPosts
+from phr_cli.data.graph import build_graph, posts_from_store
+from phr_cli.data.store import load_store
+from phr_cli.devices import resolve_device
+from phr_cli.model.phr import ModelConfig
+from phr_cli.training.checkpoint import load_checkpoint
+from phr_cli.training.comparison import compare
+from phr_cli.training.config import StepPropagation, TrainConfig
+from phr_cli.training.train import NegativeSampler, train_from_store
 
 
 def peak_rss_gib() -> float:

@@ -68,7 +68,7 @@ class PhaseProgress(Progress):
         self._logged_at = -float("inf")
         self._unlogged = False  # an update since the last line
 
-    def update(self, task_id: TaskID, **changes: Any) -> None:  # type: ignore[override]
+    def update(self, task_id: TaskID, **changes: Any) -> None:
         super().update(task_id, **changes)
         self._unlogged = True
         if self._log and time.monotonic() - self._logged_at >= self._every:

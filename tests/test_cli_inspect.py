@@ -67,7 +67,7 @@ def test_a_manifest_is_summarised_with_its_problems(store_and_checkpoint):
 
 
 def test_other_paths_are_named_for_what_they_are(store_and_checkpoint, tmp_path):
-    root, store, checkpoint = store_and_checkpoint
+    root, _store, checkpoint = store_and_checkpoint
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
     for path, expected in ((root, "is a folder"), (notes, "is not a phr feature store, checkpoint or posts manifest"),

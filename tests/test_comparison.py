@@ -37,7 +37,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 
 def test_a_checkpoint_evaluates_on_its_own_posts_after_others_were_added(trained, tmp_path):
-    root, original, checkpoint = trained
+    _root, original, checkpoint = trained
     before = evaluated(original, checkpoint)
     assert before.exit_code == 0, before.output
     store = Path(shutil.copy(original, tmp_path / "grown.h5"))

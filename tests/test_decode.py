@@ -97,5 +97,5 @@ def test_a_decode_that_ends_past_the_time_limit_is_timed_out(tmp_path):
     clip = media.write_clip(tmp_path / "clip.mp4", 1.2, pattern="ocean", tone_hz=220.0, size=(64, 48), seed=1)
     late = decode_in_time(clip, FrameSampling(), DecodeLimits(seconds_per_file=1e-9))
     assert late.status == Status.TIMED_OUT and late.frames is None
-    assert "decoding took longer than 1e-09 s (--file-timeout)" == late.reason
+    assert late.reason == "decoding took longer than 1e-09 s (--file-timeout)"
     assert decode_in_time(clip, FrameSampling(), DecodeLimits()).status == Status.OK

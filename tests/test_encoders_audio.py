@@ -49,7 +49,7 @@ TORCHVGGISH_KEYS: list[tuple[str, tuple[int, ...]]] = [
 def ref_frame(data: np.ndarray, length: int, hop: int) -> np.ndarray:
     n = 1 + int(np.floor((data.shape[0] - length) / hop))
     if n <= 0:
-        return np.empty((0, length) + data.shape[1:])
+        return np.empty((0, length, *data.shape[1:]))
     return np.stack([data[i * hop : i * hop + length] for i in range(n)])
 
 

@@ -45,7 +45,7 @@ def test_every_file_gets_a_status_and_reason(extracted):
 
 
 def test_duplicate_content_is_extracted_once(extracted):
-    report, store = extracted
+    _report, store = extracted
     contents = load_store(store)
     assert "ocean copy.mp4" not in contents.videos.path
     posts = contents.posts

@@ -15,12 +15,12 @@ import pytest
 
 pytest.importorskip("ray.data", reason="Ray is an optional extra: pip install 'phr[ray]'")
 
-from ray.cluster_utils import Cluster  # noqa: E402
+from ray.cluster_utils import Cluster
 
-from conftest import FAST_SAMPLING, write_numbered_clips  # noqa: E402
-from phr_cli.data.store import StoreContents, load_store, parts_dir  # noqa: E402
-from phr_cli.extract import ExtractOptions, extract  # noqa: E402
-from support import media  # noqa: E402
+from conftest import FAST_SAMPLING, write_numbered_clips
+from phr_cli.data.store import StoreContents, load_store, parts_dir
+from phr_cli.extract import ExtractOptions, extract
+from support import media
 
 LOCAL = ExtractOptions(device="cpu", workers=0, random_weights=True, sampling=FAST_SAMPLING,
                        batch_size=8)

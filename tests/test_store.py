@@ -107,9 +107,8 @@ def test_a_failed_background_commit_is_raised_by_the_next_commit(tmp_path, monke
 
 def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
     path = tmp_path / "features.h5"
-    with StoreWriter(path, ENCODERS, SAMPLING):
-        with pytest.raises(StoreError, match="another phr process is writing"):
-            StoreWriter(path, ENCODERS, SAMPLING)
+    with StoreWriter(path, ENCODERS, SAMPLING), pytest.raises(StoreError, match="another phr process is writing"):
+        StoreWriter(path, ENCODERS, SAMPLING)
 
 
 def test_other_encoders_are_refused(tmp_path):
@@ -203,7 +202,7 @@ def test_a_damaged_store_names_the_fix(tmp_path):
         writer.finalize(posts(["a"]), None)
     with h5py.File(path, "a") as handle:
         del handle["videos/visual"]
-    with pytest.raises(StoreError, match="damaged phr feature store .* move it away and run `phr extract` again"):
+    with pytest.raises(StoreError, match=r"damaged phr feature store .* move it away and run `phr extract` again"):
         load_store(path)
 
 

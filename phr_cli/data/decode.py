@@ -355,5 +355,5 @@ def result_from_pool(future: futures.Future, limits: DecodeLimits) -> DecodedCli
                  else f"exit code {error.exitcode}")
         return DecodedClip(None, None, 0.0, Status.CRASHED,
                            f"the decoding process died ({cause}); killed for memory or an FFmpeg crash")
-    except Exception as error:  # noqa: BLE001 - one bad file must not stop the run
+    except Exception as error:  # one bad file must not stop the run
         return DecodedClip(None, None, 0.0, Status.CORRUPT, f"decoder error: {error}")

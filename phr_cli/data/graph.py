@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from phr_cli.data.statuses import UNUSABLE_STATUSES
-from phr_cli.data.store import ACOUSTIC_DIM, VISUAL_DIM, PostRows, StoreContents, StoreError
+from phr_cli.data.store import ACOUSTIC_DIM, VISUAL_DIM, StoreContents, StoreError
 from phr_cli.errors import ConfigError, DataError
 
 MODALITIES = ("visual", "acoustic", "textual")
@@ -79,14 +79,15 @@ def split_posts(
         order = np.lexsort((rng.permutation(len(units)), times))  # by time, then the seeded tie-break
     else:
         order = rng.permutation(units)
-    n_train = int(round(ratios[0] * len(order)))
-    n_val = int(round(ratios[1] * len(order)))
+    n_train = round(ratios[0] * len(order))
+    n_val = round(ratios[1] * len(order))
     part_of_unit = np.empty(len(units), dtype=np.int8)
     part_of_unit[order[:n_train]] = 0
     part_of_unit[order[n_train : n_train + n_val]] = 1
     part_of_unit[order[n_train + n_val :]] = 2
     part = part_of_unit[unit_of_post]
-    return Split(*(np.flatnonzero(part == p) for p in range(3)), seed=seed, by=by)
+    train, validation, test = (np.flatnonzero(part == p) for p in range(3))
+    return Split(train, validation, test, seed=seed, by=by)
 
 
 def _known_times(posts: PostData, names: list[str] | None) -> np.ndarray:
@@ -198,6 +199,7 @@ def posts_from_store(contents: StoreContents) -> StorePosts:
     if table is None:
         raise StoreError(f"{contents.path}: the store has no posts table yet; "
                          "finish `phr extract` (rerun it) first")
+    assert table.time is not None and table.source is not None  # PostRows.__post_init__ fills both
     videos = contents.videos
     row_of_key = {key: row for row, key in enumerate(videos.key)}
     skipped = {"no user": 0, "no hashtag": 0, "unusable video": 0}
@@ -237,12 +239,11 @@ def posts_from_store(contents: StoreContents) -> StorePosts:
         masks=masks,
         times=table.time[picked],
     )
-    names = [_post_name(table, r) for r in rows]
+    names = [_post_name(table.source[r], table.path[r], r) for r in rows]
     return StorePosts(posts, picked, names, skipped)
 
 
-def _post_name(table: PostRows, row: int) -> str:
-    source = table.source[row]
+def _post_name(source: str, path: str, row: int) -> str:
     if ":" in source:  # a manifest line, "posts.jsonl:12"
         return source
-    return table.path[row] or f"post {row + 1} of the store"
+    return path or f"post {row + 1} of the store"

@@ -24,10 +24,11 @@ MANIFEST_NAMES = ("posts.csv", "posts.jsonl")
 SIDECAR_SUFFIX = ".info.json"
 
 # Suffixes of the video containers FFmpeg demuxes; a manifest may name any other file.
-VIDEO_SUFFIXES = frozenset(
-    ".3g2 .3gp .asf .avi .divx .dv .f4v .flv .h264 .hevc .m2t .m2ts .m2v .m4v .mkv .mov "
-    ".mp4 .mpe .mpeg .mpg .mts .mxf .nut .ogv .qt .rm .rmvb .ts .vob .webm .wmv .y4m".split()
-)
+VIDEO_SUFFIXES = frozenset({
+    ".3g2", ".3gp", ".asf", ".avi", ".divx", ".dv", ".f4v", ".flv", ".h264", ".hevc", ".m2t",
+    ".m2ts", ".m2v", ".m4v", ".mkv", ".mov", ".mp4", ".mpe", ".mpeg", ".mpg", ".mts", ".mxf",
+    ".nut", ".ogv", ".qt", ".rm", ".rmvb", ".ts", ".vob", ".webm", ".wmv", ".y4m",
+})
 
 # A hashtag starts after a non-word character; its body is Unicode letters, digits and _.
 HASHTAG_PATTERN = re.compile(r"(?<!\w)#(\w+)")

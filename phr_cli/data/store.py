@@ -414,7 +414,7 @@ class StoreLock:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(Path(str(self.path) + ".lock"), "w")
+        self._handle = open(Path(str(self.path) + ".lock"), "w")  # noqa: SIM115 - held open for the flock; release() closes it
         try:
             fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

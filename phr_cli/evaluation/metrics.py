@@ -164,7 +164,7 @@ def _sample_negatives(relevant: Sequence[np.ndarray], n_hashtags: int, n_negativ
     for rows, sampler in ((np.flatnonzero(few_left), _negatives_by_keys),
                           (np.flatnonzero(~few_left), _negatives_by_rejection)):
         if len(rows):
-            negatives[rows] = sampler([relevant[r] for r in rows], n_hashtags, width, rng)
+            negatives[rows] = sampler([relevant[r] for r in rows.tolist()], n_hashtags, width, rng)
     return negatives
 
 
@@ -199,6 +199,10 @@ def _candidate_scores(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray
     return candidate_scores, [np.arange(s) for s in sizes]
 
 
+# protocol -> "warm" | "cold" -> metric name -> its sum over the group's cases
+_MetricSums = dict[str, dict[str, dict[str, float]]]
+
+
 def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: ProtocolName = "both",
              ks: Sequence[int] = (5, 10), seed: int = 0, batch_size: int = 512,
              n_negatives: int = 1000) -> dict:
@@ -215,22 +219,17 @@ def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: Protoc
         raise ValueError(f"unknown protocol {protocol!r}: use 'sampled', 'full' or 'both'")
     tie_rngs = {"sampled": np.random.default_rng([seed, _SAMPLED_TIES_STREAM]),
                 "full": np.random.default_rng([seed, _FULL_TIES_STREAM])}
-    sums = {p: {"warm": {}, "cold": {}} for p in protocols}
+    sums: _MetricSums = {p: {"warm": {}, "cold": {}} for p in protocols}
     n_hashtags: int | None = None
 
     for block_start in range(0, len(cases), NEGATIVE_BLOCK):
         block_stop = min(block_start + NEGATIVE_BLOCK, len(cases))
-        negatives = None
+        negatives: np.ndarray | None = None
         for start in range(block_start, block_stop, batch_size):
             stop = min(start + batch_size, block_stop)
-            users = cases.users[start:stop]
+            scores = _batch_scores(scorer, posts, cases, start, stop, n_hashtags)
+            n_hashtags = int(scores.shape[1])
             relevant = cases.relevant[start:stop]
-            scores = scorer.score(users, posts.subset(cases.rows[start:stop]))
-            scores = scores if isinstance(scores, Tensor) else np.asarray(scores)
-            if n_hashtags is None:
-                n_hashtags = scores.shape[1]
-            if scores.shape != (stop - start, n_hashtags):
-                raise ValueError(f"scorer returned {scores.shape}, expected {(stop - start, n_hashtags)}")
             for p in protocols:
                 if p == "full":
                     per_row = _row_metrics(scores, relevant, ks, tie_rngs[p])
@@ -242,10 +241,7 @@ def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: Protoc
                     candidate_scores, positions = _candidate_scores(
                         scores, relevant, negatives[offset : offset + stop - start])
                     per_row = _row_metrics(candidate_scores, positions, ks, tie_rngs[p])
-                warm = users >= 0
-                for group, mask in (("warm", warm), ("cold", ~warm)):
-                    for name, values in per_row.items():
-                        sums[p][group][name] = sums[p][group].get(name, 0.0) + float(values[mask].sum())
+                _add_to_sums(sums[p], per_row, warm=cases.users[start:stop] >= 0)
 
     n_cold = cases.n_cold
     group_sizes = {"all": len(cases), "warm": len(cases) - n_cold, "cold": n_cold}
@@ -263,14 +259,37 @@ def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: Protoc
         },
     }
     for p in protocols:
-        groups = {}
-        for group, size in group_sizes.items():
-            names = sums[p]["warm"].keys()
-            totals = {n: sums[p]["warm"][n] + sums[p]["cold"][n] for n in names} if group == "all" \
-                else sums[p][group]
-            groups[group] = {"cases": size, **({n: totals[n] / size for n in names} if size else {})}
-        result[p] = groups
+        result[p] = _group_means(sums[p], group_sizes)
     return result
+
+
+def _batch_scores(scorer: Scorer, posts: PostData, cases: TestCases, start: int, stop: int,
+                  n_hashtags: int | None) -> np.ndarray | Tensor:
+    """The scorer's (stop - start, n_hashtags) scores for cases[start:stop]; n_hashtags None
+    takes the first batch's width, which every later batch must then have."""
+    scores = scorer.score(cases.users[start:stop], posts.subset(cases.rows[start:stop]))
+    scores = scores if isinstance(scores, Tensor) else np.asarray(scores)
+    expected = (stop - start, scores.shape[1] if n_hashtags is None else n_hashtags)
+    if scores.shape != expected:
+        raise ValueError(f"scorer returned {scores.shape}, expected {expected}")
+    return scores
+
+
+def _add_to_sums(sums: dict[str, dict[str, float]], per_row: dict[str, np.ndarray], warm: np.ndarray) -> None:
+    """Adds a batch's per-case metrics to the warm and cold sums (warm: the rows of warm users)."""
+    for group, mask in (("warm", warm), ("cold", ~warm)):
+        for name, values in per_row.items():
+            sums[group][name] = sums[group].get(name, 0.0) + float(values[mask].sum())
+
+
+def _group_means(sums: dict[str, dict[str, float]], group_sizes: dict[str, int]) -> dict[str, dict[str, float]]:
+    """{"all" | "warm" | "cold": {"cases": n, metric: mean, …}}; a group without cases holds only "cases"."""
+    names = sums["warm"].keys()
+    groups: dict[str, dict[str, float]] = {}
+    for group, size in group_sizes.items():
+        totals = {n: sums["warm"][n] + sums["cold"][n] for n in names} if group == "all" else sums[group]
+        groups[group] = {"cases": size, **({n: totals[n] / size for n in names} if size else {})}
+    return groups
 
 
 MIN_RELIABLE_CASES = 30  # below this a metric moves by ≥ 1/30 with one case: not a figure to compare

@@ -14,6 +14,9 @@ all-pairs search affordable.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -65,7 +68,7 @@ class SizedByState(torch.nn.Module):
     """A module whose buffers take the sizes of the state dict it loads: a checkpoint's
     count tables are only known once it is read."""
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, state_dict: Mapping[str, Tensor], prefix: str, *args: Any, **kwargs: Any) -> None:
         for name, buffer in self._buffers.items():
             saved = state_dict.get(prefix + name)
             if buffer is not None and saved is not None and saved.shape != buffer.shape:

@@ -24,11 +24,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent import futures
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pebble
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -199,25 +200,10 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
         finally:
             state.pop("service").close()
 
-    def authorised(request: Request) -> None:
-        if options.token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {options.token}".encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
     app = FastAPI(title="phr", description="Personalised hashtag suggestions for micro-videos (GCN-PHR).",
-                  lifespan=lifespan, dependencies=[Depends(authorised)])
-
-    @app.exception_handler(HTTPException)
-    async def one_line(_: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(error.detail)}, error.status_code, headers=error.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0] if error.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+                  lifespan=lifespan, dependencies=[Depends(bearer_check(options))])
+    app.exception_handler(HTTPException)(one_line_error)
+    app.exception_handler(RequestValidationError)(invalid_request)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -249,16 +235,7 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
         status, outcome = 500, "error"
         started = time.perf_counter()
         try:
-            content_type, _ = parse_options_header(request.headers.get("content-type"))
-            if content_type == b"multipart/form-data":
-                fields, uploaded = await read_upload(request, service.upload_dir, options.max_upload_bytes)
-                clip, name = uploaded, fields.pop("clip_name")
-            elif content_type == b"application/json":
-                fields = await read_json(request)
-                clip = inside_media_root(options.media_root, fields.get("path"))
-                name = str(fields["path"])
-            else:
-                raise RequestError(415, "send multipart/form-data (clip, user, caption, top) or JSON with path")
+            fields, clip, name, uploaded = await read_clip_request(request, service.upload_dir, options)
             user, caption, top = form_values(fields, len(recommender.checkpoint.hashtags))
             answer = await service.recommend(clip, name, user, caption, top, stages)
             status, outcome = (422, str(answer["status"])) if answer["error"] else (200, str(answer["status"]))
@@ -275,6 +252,43 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
                 uploaded.unlink(missing_ok=True)
 
     return app
+
+
+def bearer_check(options: ServeOptions) -> Callable[[Request], None]:
+    """The dependency every route has: with a token set, a request must carry it as its bearer token."""
+
+    def authorised(request: Request) -> None:
+        if options.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {options.token}".encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    return authorised
+
+
+async def one_line_error(_: Request, error: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": str(error.detail)}, error.status_code, headers=error.headers)
+
+
+async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0] if error.errors() else {}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+
+
+async def read_clip_request(request: Request, upload_dir: Path,
+                            options: ServeOptions) -> tuple[dict[str, Any], Path, str, Path | None]:
+    """A /recommend request's fields, its clip, the clip's name and the uploaded file to delete
+    after the answer (None for a JSON `path` under the media root)."""
+    content_type, _ = parse_options_header(request.headers.get("content-type"))
+    if content_type == b"multipart/form-data":
+        fields, uploaded = await read_upload(request, upload_dir, options.max_upload_bytes)
+        return fields, uploaded, fields.pop("clip_name"), uploaded
+    if content_type == b"application/json":
+        fields = await read_json(request)
+        return fields, inside_media_root(options.media_root, fields.get("path")), str(fields["path"]), None
+    raise RequestError(415, "send multipart/form-data (clip, user, caption, top) or JSON with path")
 
 
 REQUEST_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {
@@ -367,49 +381,59 @@ async def read_upload(request: Request, folder: Path, limit: int) -> tuple[dict[
         raise
 
 
-async def _parse_parts(request: Request, boundary: bytes, file, limit: int) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    current: dict[str, Any] = {}
-    header: list[bytes] = [b"", b""]
+class _MultipartFields:
+    """The callbacks of a MultipartParser: the `clip` part is written to `file` (at most
+    `limit` bytes), the other parts collected into `fields` (at most FIELD_LIMIT bytes each)."""
 
-    def header_field(data: bytes, start: int, end: int) -> None:
-        header[0] += data[start:end]
+    def __init__(self, file: BinaryIO, limit: int) -> None:
+        self.file, self.limit = file, limit
+        self.fields: dict[str, Any] = {}
+        self.current: dict[str, Any] = {}
+        self.header: list[bytes] = [b"", b""]
 
-    def header_value(data: bytes, start: int, end: int) -> None:
-        header[1] += data[start:end]
+    def header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header[0] += data[start:end]
 
-    def header_end() -> None:
-        if header[0].lower() == b"content-disposition":
-            _, params = parse_options_header(header[1])
-            current["name"] = params.get(b"name", b"").decode(errors="replace")
+    def header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header[1] += data[start:end]
+
+    def header_end(self) -> None:
+        if self.header[0].lower() == b"content-disposition":
+            _, params = parse_options_header(self.header[1])
+            self.current["name"] = params.get(b"name", b"").decode(errors="replace")
             if b"filename" in params:
-                current["filename"] = params[b"filename"].decode(errors="replace")
-        header[0], header[1] = b"", b""
+                self.current["filename"] = params[b"filename"].decode(errors="replace")
+        self.header[0], self.header[1] = b"", b""
 
-    def part_begin() -> None:
-        current.clear()
-        current["size"], current["value"] = 0, b""
+    def part_begin(self) -> None:
+        self.current.clear()
+        self.current["size"], self.current["value"] = 0, b""
 
-    def part_data(data: bytes, start: int, end: int) -> None:
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        current = self.current
         current["size"] += end - start
         if current.get("name") == "clip":
-            if current["size"] > limit:
-                raise RequestError(413, f"the upload is larger than the {limit:,}-byte limit")
-            file.write(data[start:end])
+            if current["size"] > self.limit:
+                raise RequestError(413, f"the upload is larger than the {self.limit:,}-byte limit")
+            self.file.write(data[start:end])
         elif current["size"] > FIELD_LIMIT:
             raise RequestError(413, f"field {current.get('name')!r} is longer than {FIELD_LIMIT} bytes")
         else:
             current["value"] += data[start:end]
 
-    def part_end() -> None:
-        if current.get("name") == "clip":
-            fields["clip_name"] = current.get("filename") or "upload"
-        elif current.get("name"):
-            fields[current["name"]] = current["value"].decode(errors="replace")
+    def part_end(self) -> None:
+        if self.current.get("name") == "clip":
+            self.fields["clip_name"] = self.current.get("filename") or "upload"
+        elif self.current.get("name"):
+            self.fields[self.current["name"]] = self.current["value"].decode(errors="replace")
 
+
+async def _parse_parts(request: Request, boundary: bytes, file: BinaryIO, limit: int) -> dict[str, Any]:
+    collected = _MultipartFields(file, limit)
     parser = MultipartParser(boundary, {
-        "on_part_begin": part_begin, "on_part_data": part_data, "on_part_end": part_end,
-        "on_header_field": header_field, "on_header_value": header_value, "on_header_end": header_end,
+        "on_part_begin": collected.part_begin, "on_part_data": collected.part_data,
+        "on_part_end": collected.part_end, "on_header_field": collected.header_field,
+        "on_header_value": collected.header_value, "on_header_end": collected.header_end,
     })
     try:
         async for chunk in request.stream():
@@ -417,7 +441,7 @@ async def _parse_parts(request: Request, boundary: bytes, file, limit: int) -> d
         parser.finalize()
     except MultipartParseError as error:
         raise RequestError(400, f"a malformed multipart body ({' '.join(str(error).split())})") from None
-    return fields
+    return collected.fields
 
 
 def run(recommender: Recommender, options: ServeOptions, checkpoint_path: Path) -> None:

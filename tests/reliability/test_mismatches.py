@@ -35,7 +35,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 def one_line_error(result) -> str:
     assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and result.exception is None or \
+    assert ("Traceback" not in result.output and result.exception is None) or \
         isinstance(result.exception, SystemExit)
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("error: ")

@@ -31,25 +31,25 @@ import av
 import numpy as np
 
 __all__ = [
+    "AUDIO_CODECS",
     "CODECS",
     "PATTERNS",
     "Pattern",
-    "write_clip",
+    "copy_clip",
+    "set_declared_duration",
+    "set_rotation",
+    "write_10bit_clip",
     "write_audio_only",
-    "write_truncated",
-    "write_zero_bytes",
+    "write_clip",
+    "write_corrupted_middle",
+    "write_multi_audio_clip",
+    "write_no_streams",
     "write_random_bytes",
     "write_text_file",
-    "copy_clip",
-    "AUDIO_CODECS",
-    "write_no_streams",
-    "write_y4m_header",
+    "write_truncated",
     "write_vfr_clip",
-    "write_multi_audio_clip",
-    "write_10bit_clip",
-    "set_rotation",
-    "set_declared_duration",
-    "write_corrupted_middle",
+    "write_y4m_header",
+    "write_zero_bytes",
 ]
 
 #: suffix -> (video encoder, audio encoder)
@@ -156,7 +156,7 @@ def _audio(seconds: float, rate: int, channels: int, tone_hz: float, noise: floa
            pulse_hz: float, crackle: float, seed: int, equal_channels: bool = False) -> np.ndarray:
     """Float32 samples (channels, n) in [-1, 1]: tone, gating, noise, clicks."""
     rng = np.random.default_rng(seed + 1)
-    n = int(round(seconds * rate))
+    n = round(seconds * rate)
     t = np.arange(n) / rate
     sig = 0.4 * np.sin(2 * math.pi * tone_hz * t)
     if pulse_hz > 0:  # short rising chirps/beeps: gate + upward glide within each pulse
@@ -242,7 +242,7 @@ def write_clip(path: str | Path, seconds: float, *, size: tuple[int, int] = (160
     path = Path(path)
     dv, da = CODECS.get(path.suffix.lower(), CODECS[".mp4"])
     pat = PATTERNS[pattern] if isinstance(pattern, str) else pattern
-    n = max(1, int(round(seconds * fps)))
+    n = max(1, round(seconds * fps))
     with _open_out(path, faststart) as out:
         vs = out.add_stream(vcodec or dv, rate=fps)
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
