@@ -177,7 +177,7 @@ def test_grouped_softmax_on_sorted_groups_equals_the_scatter_form():
 def test_no_attention_weighs_each_group_uniformly():
     graph, model = build(paper(variant="no_attention"))
     parts = model.layer_messages()[0]
-    pairs, group, sizes = np.unique(graph.triples[:, :2], axis=0, return_inverse=True, return_counts=True)
+    _, group, sizes = np.unique(graph.triples[:, :2], axis=0, return_inverse=True, return_counts=True)
     uniform = torch.as_tensor(1.0 / sizes[group.reshape(-1)], dtype=torch.float32)
     torch.testing.assert_close(parts.user_side_attention, uniform)
     torch.testing.assert_close(parts.hashtag_side_attention, uniform)
@@ -211,7 +211,7 @@ def test_user_guidance_steers_the_hashtag_side_attention_only_when_enabled():
 
 
 def test_missing_modality_uses_the_learned_vector():
-    graph, model = build()
+    _, model = build()
     features = {m: torch.randn(4, w) for m, w in WIDTHS.items()}
     features["acoustic"][1:3] = float("nan")  # whatever a missing row holds, it is never read
     masks = {m: torch.ones(4, dtype=torch.bool) for m in WIDTHS}
@@ -254,7 +254,7 @@ def test_normalisation_is_fitted_on_present_training_items_and_saved():
 
 
 def test_content_only_ignores_graph_messages():
-    graph, model = build(paper(propagate=False))
+    _, model = build(paper(propagate=False))
     assert len(model.layers) == 0
     users, hashtags = model.propagate()
     assert users is model.user_embedding.weight and hashtags is model.hashtag_embedding.weight

@@ -16,7 +16,7 @@ small graph, where the field is most of it, the whole graph with its precomputed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -422,6 +422,10 @@ class GCNPHR(nn.Module):
     def device(self) -> torch.device:
         return self.user_embedding.weight.device
 
+    def propagation_layers(self) -> list[PropagationLayer]:
+        """The stacked layers, bottom first (none: content-only)."""
+        return [cast(PropagationLayer, layer) for layer in self.layers]
+
     def attach_graph(self, graph: Graph) -> None:
         """Hold the training graph (on the network's device) for propagation; normalisation must be fitted first."""
         with torch.no_grad():
@@ -482,7 +486,7 @@ class GCNPHR(nn.Module):
                 raise RuntimeError("the network has neither a graph to propagate over nor saved representations")
             return self._saved_representations
         edges = self._full_edges()
-        for layer in self.layers:
+        for layer in self.propagation_layers():
             users, hashtags = self._run_layer(layer, users, hashtags, edges)
         return users, hashtags
 
@@ -523,7 +527,7 @@ class GCNPHR(nn.Module):
             wanted_users = distinct(torch.cat(read_users), graph.n_users)
             wanted_hashtags = distinct(torch.cat(read_hashtags), graph.n_hashtags)
         user_table, hashtag_table = self.user_embedding.weight, self.hashtag_embedding.weight
-        for layer, edges in zip(self.layers, reversed(plan)):
+        for layer, edges in zip(self.propagation_layers(), reversed(plan)):
             new_users, new_hashtags = self._run_layer(layer, user_table, hashtag_table, edges)
             # Back to tables over all nodes (zero rows are never read) for the next layer's gathers.
             user_table = _scatter_rows(new_users, edges.users, graph.n_users)
@@ -536,7 +540,7 @@ class GCNPHR(nn.Module):
         users, hashtags = self.user_embedding.weight, self.hashtag_embedding.weight
         edges = self._full_edges()
         results = []
-        for layer in self.layers:
+        for layer in self.propagation_layers():
             items = self._project_layer_items(layer, edges)
             results.append(layer.messages(users, hashtags, *items, edges))
             users, hashtags = layer(users, hashtags, *items, edges)

@@ -213,9 +213,8 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     write lands once the new checkpoint is in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with interrupt_after(), atomic_file(path) as temporary:
-            with open(temporary, "wb") as handle:
-                torch.save(payload, handle)
+        with interrupt_after(), atomic_file(path) as temporary, open(temporary, "wb") as handle:
+            torch.save(payload, handle)
     except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError
         cause = getattr(error, "strerror", None) or " ".join(str(error).split())
         raise CheckpointError(f"{path}: cannot write the checkpoint ({cause}); the previous one is "

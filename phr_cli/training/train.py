@@ -86,7 +86,7 @@ class NegativeSampler:
         self.user_pool = _hashtags_by(triples[:, 0], triples[:, 1], n_hashtags)
         self.item_pool = _hashtags_by(triples[:, 2], triples[:, 1], n_hashtags)
         self.triple_user, self.triple_item = triples[:, 0], triples[:, 2]
-        posts, post_of_triple, tags_per_post = np.unique(
+        _, post_of_triple, tags_per_post = np.unique(
             triples[:, [0, 2]], axis=0, return_inverse=True, return_counts=True
         )
         self.n_hashtags = n_hashtags
@@ -302,7 +302,7 @@ def _run_epochs(run: _Run, start_epoch: int, bad_epochs: int, progress: Progress
             epoch=epoch, bad_epochs=bad_epochs, model=current, optimizer=run.optimizer.state_dict(),
             torch_rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
-            numpy_rng=run.rng.bit_generator.state)
+            numpy_rng=dict(run.rng.bit_generator.state))
         run.save()
         if run.ranks.main and progress is not None and not finishes:
             progress(epoch, loss, metric, record.best_metric)
