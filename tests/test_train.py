@@ -336,7 +336,7 @@ def test_other_settings_never_silently_overwrite_a_finished_checkpoint(small_sto
     assert train_cli(small_store, path, "--dim", "8", "--epochs", "3").exit_code == 0  # same settings: resumes
     replaced = train_cli(small_store, path, "--dim", "16", "--overwrite")
     assert replaced.exit_code == 0, replaced.output
-    assert load_checkpoint(path).model_config.dim == 16
+    assert load_checkpoint(path).model_config.network.dim == 16
 
 
 def test_too_few_posts_is_one_plain_line(tmp_path):

@@ -73,7 +73,8 @@ def test_tune_writes_the_best_configuration_trains_it_and_resumes_the_study(stor
     assert [s[:2] for s in seen] == [(0, "complete"), (1, "complete")]
     study = optuna.load_study(study_name="phr-tune", storage=f"sqlite:///{tmp_path / 'model.pt.tune.db'}")
     # The first trial is the base configuration, where the space holds its values (not dim 64 here).
-    assert study.trials[0].params == {"lr": BASE.lr, "negatives": BASE.negatives, "dim": study.trials[0].params["dim"]}
+    assert study.trials[0].params == {"lr": BASE.lr, "negatives": BASE.negatives,
+                                      "network.dim": study.trials[0].params["network.dim"]}
     assert first.best_value == max(s[2] for s in seen) == seen[-1][3]
 
     record = json.loads(first.best_path.read_text())

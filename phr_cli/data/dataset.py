@@ -2,7 +2,7 @@
 
 `SplitPosts` holds posts and their split, and builds what follows from them once, when
 first asked: the graph of the training posts (`graph.build_graph`) and the validation and
-test cases scored against it (`evaluate.build_cases`). `Dataset` is one store's: its
+test cases scored against it (`cases.build_cases`). `Dataset` is one store's: its
 trainable posts. `Dataset.from_store` makes a new split (train, tune);
 `Dataset.for_checkpoint` takes the split a checkpoint was trained on and refuses a store
 whose encoders changed since, or that lost some of its posts; in a store that grew it finds

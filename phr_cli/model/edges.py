@@ -62,7 +62,7 @@ class SideEdges:
 
 @dataclass(frozen=True)
 class SideAggregation:
-    """A side's fixed structures for sparse aggregation (ModelConfig.aggregation "sparse")."""
+    """A side's fixed structures for sparse aggregation (NetworkConfig.aggregation "sparse")."""
 
     neighbours: SparsePattern  # targets x neighbour nodes: one entry per pair (i, j)
     items: SparsePattern  # targets x local items: one entry per distinct (target, item) of the triples

@@ -32,7 +32,7 @@ from phr_cli.ranking.scorer import ModelScorer
 from phr_cli.ranking.validation import MIN_FIT_CASES, validation_halves
 
 # Validation cases read for the search (each costs parts x hashtags floats); the fewest
-# worth searching on is `evaluate.MIN_FIT_CASES`.
+# worth searching on is `validation.MIN_FIT_CASES`.
 MAX_CASES = 4096
 # Each round tries every part's scale times each step (a scale at 0 tries each step as a
 # value instead); a step is taken when the metric rises. Three rounds settle on Last.fm.

@@ -166,7 +166,7 @@ def fit_trees(features: np.ndarray, labels: np.ndarray, seed: int) -> lightgbm.B
 
 
 def _metric(scores: np.ndarray, hits: np.ndarray, n_relevant: np.ndarray, metric: str) -> float:
-    """P@K, R@K or A@K (as `evaluate.ranking_metrics` defines them) of the candidates ranked
+    """P@K, R@K or A@K (as `metrics.ranking_metrics` defines them) of the candidates ranked
     by scores (cases, N), ties by position; n_relevant (cases,) counts each case's hashtags."""
     name, k = metric.split("@")
     best = np.argsort(-scores, axis=1, kind="stable")[:, : int(k)]

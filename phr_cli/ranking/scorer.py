@@ -32,7 +32,7 @@ class SecondStage(Protocol):
 
 
 class ModelScorer:
-    """GCN-PHR as an `evaluate.Scorer`: scores of every known hashtag for each post."""
+    """GCN-PHR as a `metrics.Scorer`: scores of every known hashtag for each post."""
 
     def __init__(self, model: PHRModel, user_reps: Tensor, hashtag_reps: Tensor, item_index: dict[str, int],
                  rows_per_chunk: int = 256, reranker: SecondStage | None = None) -> None:
@@ -84,7 +84,7 @@ class ModelScorer:
 
 
 class FactorScorer(ModelScorer):
-    """The model's PITF factors part alone (`factors.TagFactors`, unscaled) as an `evaluate.Scorer`."""
+    """The model's PITF factors part alone (`factors.TagFactors`, unscaled) as a `metrics.Scorer`."""
 
     @torch.no_grad()
     def score(self, users: np.ndarray, posts: PostData) -> Tensor:

@@ -92,7 +92,7 @@ class Checkpoint:
         return model
 
     def factor_scorer(self, device: torch.device = torch.device("cpu")) -> FactorScorer:
-        """The model's PITF factors alone as an `evaluate.Scorer`: the PITF fit behind them."""
+        """The model's PITF factors alone as a `metrics.Scorer`: the PITF fit behind them."""
         model = self.model(device)
         return FactorScorer(model, *model.network.propagate(), item_index=self.item_index())
 
@@ -105,7 +105,7 @@ class Checkpoint:
                              self.pitf_epoch)
 
     def scorer(self, device: torch.device = torch.device("cpu")) -> ModelScorer:
-        """The best epoch's model, re-ranker included, as an `evaluate.Scorer`."""
+        """The best epoch's model, re-ranker included, as a `metrics.Scorer`."""
         model = self.model(device)
         return ModelScorer(model, *model.network.propagate(), item_index=self.item_index(), reranker=self.reranker)
 

@@ -1,0 +1,78 @@
+"""The checkpoint record: one typed form on disk and in memory, and the formats CHANGELOG names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from phr_cli.data.graph import Split
+from phr_cli.data.provenance import Provenance
+from phr_cli.data.store import FORMAT_VERSION
+from phr_cli.errors import CheckpointError
+from phr_cli.model.evidence import EvidenceConfig
+from phr_cli.model.network import Fusion, NetworkConfig
+from phr_cli.model.phr import ItemIdConfig, ModelConfig
+from phr_cli.training.checkpoint import CHECKPOINT_FORMAT, Checkpoint, ResumeState, load_checkpoint
+from phr_cli.training.config import StepPropagation, TrainConfig
+
+CHANGELOG = Path(__file__).parent.parent / "CHANGELOG.md"
+
+
+def newest_format(file: str) -> str:
+    """The version cell of the first row of CHANGELOG's format table for `file` (newest first),
+    e.g. "`format_version` 2"."""
+    for line in CHANGELOG.read_text(encoding="utf-8").splitlines():
+        if line.startswith(f"| {file}"):
+            return line.split("|")[2].strip()
+    raise AssertionError(f"CHANGELOG.md has no row for {file}")
+
+
+def test_the_changelog_names_the_formats_the_code_writes():
+    assert newest_format("checkpoint") == f"`format` `{CHECKPOINT_FORMAT}`"
+    assert newest_format("feature store") == f"`format_version` {FORMAT_VERSION}"
+
+
+def record() -> Checkpoint:
+    return Checkpoint(
+        model_config=ModelConfig(NetworkConfig(dim=8, fusion=Fusion.SUM), EvidenceConfig(recency=False),
+                                 ItemIdConfig(dropout=0.25), factors=False),
+        train_config=TrainConfig(epochs=3, device="cpu", step_propagation=StepPropagation.FULL, rerank=False),
+        split=Split(train=np.array([2, 0]), validation=np.array([1]), test=np.array([3]), seed=4, by="item"),
+        users=["ana"], hashtags=["a", "b"], items=["x", "y"], modality_widths={"textual": 100},
+        provenance=Provenance(store="features.h5", user_hashtags={"ana": ["a"]}),
+        state_dict={"w": torch.arange(3.0)}, user_representations=torch.zeros(1, 8),
+        hashtag_representations=torch.ones(2, 8), best_epoch=2, best_metric=0.5,
+        history=[{"epoch": 1.0, "loss": 0.7}], completed=True,
+        resume=ResumeState(epoch=3, bad_epochs=1, model={"w": torch.ones(3)}, optimizer={"state": {}},
+                           torch_rng=torch.get_rng_state(), cuda_rng=None, numpy_rng={"state": 1}),
+    )
+
+
+def test_a_checkpoint_reads_back_as_it_was_written(tmp_path):
+    written = record()
+    written.save(tmp_path / "model.pt")
+    read = load_checkpoint(tmp_path / "model.pt")
+    assert read.model_config == written.model_config and read.train_config == written.train_config
+    assert isinstance(read.model_config.network.fusion, Fusion)  # choices come back as enums, not strings
+    assert read.train_config.step_propagation is StepPropagation.FULL
+    assert np.array_equal(read.split.train, written.split.train) and read.split.by == "item"
+    assert read.provenance == written.provenance and read.history == written.history
+    assert read.resume is not None and written.resume is not None
+    assert read.resume.epoch == 3 and torch.equal(read.resume.torch_rng, written.resume.torch_rng)
+    assert torch.equal(read.state_dict["w"], written.state_dict["w"])
+    # what is on disk is plain values and tensors: the safe unpickler reads it
+    raw = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert raw["format"] == CHECKPOINT_FORMAT and raw["model_config"]["network"]["fusion"] == "sum"
+
+
+def test_another_format_is_refused_in_one_line(tmp_path):
+    raw = record().to_dict()
+    raw["format"] = "phr-gcn-checkpoint/6"
+    torch.save(raw, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"is a phr-gcn-checkpoint/6 checkpoint; this phr reads "
+                                              + re.escape(CHECKPOINT_FORMAT)):
+        load_checkpoint(tmp_path / "old.pt")
