@@ -52,7 +52,7 @@ def test_a_store_lists_files_users_and_hashtags(store_and_checkpoint):
 def test_a_checkpoint_is_summarised(store_and_checkpoint):
     _, store, checkpoint = store_and_checkpoint
     summary = json.loads(invoke("inspect", checkpoint, "--json").stdout)
-    assert summary["kind"] == "checkpoint" and summary["model_config"]["dim"] == 8
+    assert summary["kind"] == "checkpoint" and summary["model_config"]["network"]["dim"] == 8
     assert summary["best_epoch"] == 1 and summary["completed"] and summary["provenance"]["store"] == str(store)
     assert summary["split"]["train"] + summary["split"]["validation"] + summary["split"]["test"] == 12
     shown = invoke("inspect", checkpoint)
