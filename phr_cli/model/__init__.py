@@ -1,5 +1,6 @@
 """The recommendation model: the paper's network and the score parts the default model adds.
 
+- `config`: the model's options (network, evidence, item IDs, the default model), without torch.
 - `network`: GCN-PHR (Eq. 1-10) and the default model that composes its score parts.
 - `aggregate`: sparse products that sum each side's messages over a fixed structure.
 - `neighbours`: content similarity between items (the vectors and their nearest neighbours).
