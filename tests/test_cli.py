@@ -187,7 +187,7 @@ def test_choices_are_the_library_s():
 
     assert [m.value for m in train.Fusion] == [m.value for m in Fusion]
     # "paper" is the paper's network alone (ModelConfig.paper), the others the attention variants.
-    assert [m.value for m in train.Variant if m is not train.Variant.paper] == [m.value for m in Variant]
+    assert [m.value for m in train.TrainVariant if m is not train.TrainVariant.PAPER] == [m.value for m in Variant]
     assert [m.value for m in extract.Precision] == list(PRECISIONS)
     assert [m.value for m in evaluate.Protocol] == list(get_args(ProtocolName))
     assert {m.value for m in train.VideoMessages} == {m.value for m in VideoMessages}

@@ -1,15 +1,20 @@
 """The Typer app every command registers on, its version/main callback, and what the commands
 share: the consoles, the option types (--device, --quiet, ...), `fail` and `printable`.
 
-Heavy modules (torch, the encoders) are imported inside the commands so that
-`phr --help` stays fast.
+Options are `Annotated` types whose defaults the commands take from the library's
+configuration dataclasses (`TrainConfig.epochs`, `NetworkConfig.dim`, `ServeOptions.port`, ...)
+and whose choices are the library's enums, so that no default or choice is stated twice.
+Those configurations import without torch; heavy modules (torch, the encoders) are imported
+inside the commands so that `phr --help` stays fast.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,6 +22,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from phr_cli import __version__
+from phr_cli.choices import Choice
+from phr_cli.devices import DEVICE_NAMES, check_device_name, keep_freed_memory, resolve_device
 from phr_cli.errors import PhrError
 
 out = Console()
@@ -47,15 +54,28 @@ app = typer.Typer(
 
 DEFAULT_STORE = Path("phr_data/features.h5")
 DEFAULT_CHECKPOINT = Path("models/gcn-phr.pt")
+# --device of the commands without a configuration of their own (evaluate, recommend, serve).
+DEFAULT_DEVICE = "auto"
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+def choices(name: str, values: Iterable[str]) -> type[Choice]:
+    """An enum of `values` (members named by their values, upper-cased): the choices of an
+    option whose values the library keeps as plain strings, or which adds one of its own."""
+    return Choice(name, [(value.upper(), str(value)) for value in values])  # type: ignore[call-overload]
+
+
+# Choices the library holds in modules that import torch or h5py: their values are the
+# library's (data.graph.SPLITS, evaluation.metrics.ProtocolName); tests/test_cli.py checks
+# that both agree.
+class SplitBy(str, Enum):
+    post = "post"
+    item = "item"
+    time = "time"
 
 
 def _device_name(value: str) -> str:
     """auto, cpu, cuda or cuda:N, checked at parse time; whether CUDA is there is checked
     when the command starts (`check_device`)."""
-    from phr_cli.devices import check_device_name
-
     try:
         return check_device_name(value)
     except PhrError as error:
@@ -63,7 +83,7 @@ def _device_name(value: str) -> str:
 
 
 def _complete_device(incomplete: str) -> list[str]:
-    return [name for name in DEVICE_CHOICES if name.startswith(incomplete)]
+    return [name for name in DEVICE_NAMES if name.startswith(incomplete)]
 
 
 def finite(minimum: float, inclusive: bool = True) -> Any:
@@ -81,21 +101,22 @@ def finite(minimum: float, inclusive: bool = True) -> Any:
 
 SEED_MAX = 2**32 - 1  # numpy's seed range
 
-DeviceOption = typer.Option("auto", "--device", parser=_device_name, metavar="[auto|cpu|cuda|cuda:N]",
-                            autocompletion=_complete_device, help="auto (CUDA when present), cpu, cuda or cuda:N.")
-QuietOption = typer.Option(False, "--quiet", "-q", help="No progress display (errors and the summary still print).")
-WeightsDirOption = typer.Option(
-    None, "--weights-dir", envvar="PHR_WEIGHTS_DIR",
-    help="Folder holding encoder weight files (searched before the torch hub cache).",
-)
-RandomWeightsOption = typer.Option(
-    False, "--random-weights",
+# Options several commands share; each command gives the default.
+DeviceOption = Annotated[str, typer.Option(
+    "--device", parser=_device_name, metavar=f"[{'|'.join(DEVICE_NAMES)}|cuda:N]", autocompletion=_complete_device,
+    help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+QuietOption = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress display (errors and the summary still print).")]
+WeightsDirOption = Annotated[Path | None, typer.Option(
+    "--weights-dir", envvar="PHR_WEIGHTS_DIR",
+    help="Folder holding encoder weight files (searched before the torch hub cache).")]
+RandomWeightsOption = Annotated[bool, typer.Option(
+    "--random-weights",
     help="Use seeded random ResNet50/VGGish weights instead of pretrained ones (for tests "
-    "and offline trials; every output records it).",
-)
+    "and offline trials; every output records it).")]
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[bold red]error:[/] {printable(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -115,19 +136,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
-                                 help="Print phr's version and exit."),
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                          help="Print phr's version and exit.")] = False,
 ) -> None:
     """Personalised hashtag recommendation for micro-videos (GCN-PHR)."""
-    from phr_cli.devices import keep_freed_memory
-
     keep_freed_memory()
 
 
 def check_device(name: str) -> None:
     """Fail fast, in one line, on a device this machine lacks (before any loading)."""
-    from phr_cli.devices import resolve_device
-
     try:
         resolve_device(name)
     except PhrError as error:

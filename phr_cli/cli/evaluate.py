@@ -6,12 +6,14 @@ import json
 from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from phr_cli.cli import present
 from phr_cli.cli.app import (
     DEFAULT_CHECKPOINT,
+    DEFAULT_DEVICE,
     DEFAULT_STORE,
     SEED_MAX,
     DeviceOption,
@@ -25,6 +27,8 @@ from phr_cli.cli.app import (
 from phr_cli.errors import PhrError
 
 
+# The library's evaluation.metrics.ProtocolName (a module that imports torch); tests/test_cli.py
+# checks that both agree.
 class Protocol(str, Enum):
     sampled = "sampled"
     full = "full"
@@ -33,17 +37,22 @@ class Protocol(str, Enum):
 
 @app.command()
 def evaluate(
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store the checkpoint was trained on."),
-    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint from `phr train`."),
-    protocol: Protocol = typer.Option(Protocol.both, "--protocol", help="sampled (the paper's: ground truth + 1,000 "
-                                 "random hashtags), full (every known hashtag) or both."),
-    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also fit and score the baselines."),
-    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the sampled negatives and tie-breaking."),
-    device: str = DeviceOption,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
-    plot: Path | None = typer.Option(None, "--plot", metavar="FILE",
-                                        help="Also draw the methods side by side into this PNG."),
-    quiet: bool = QuietOption,
+    store: Annotated[Path, typer.Option(
+        "--store", help="Feature store the checkpoint was trained on.")] = DEFAULT_STORE,
+    checkpoint: Annotated[Path, typer.Option(
+        "--checkpoint", help="Checkpoint from `phr train`.")] = DEFAULT_CHECKPOINT,
+    protocol: Annotated[Protocol, typer.Option(
+        "--protocol", help="sampled (the paper's: ground truth + 1,000 random hashtags), full (every known "
+        "hashtag) or both.")] = Protocol.both,
+    baselines: Annotated[bool, typer.Option(
+        "--baselines/--no-baselines", help="Also fit and score the baselines.")] = True,
+    seed: Annotated[int, typer.Option(
+        min=0, max=SEED_MAX, help="Seed of the sampled negatives and tie-breaking.")] = 0,
+    device: DeviceOption = DEFAULT_DEVICE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", metavar="FILE", help="Also draw the methods side by side into this PNG.")] = None,
+    quiet: QuietOption = False,
 ) -> None:
     """P@K, R@K and A@K (K = 5, 10) on the test split: GCN-PHR next to the baselines."""
     from phr_cli.devices import resolve_device

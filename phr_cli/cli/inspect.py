@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -14,12 +15,13 @@ from phr_cli.errors import PhrError
 
 @app.command()
 def inspect(
-    path: Path | None = typer.Argument(None, help="A feature store, a checkpoint or a posts.csv / "
-                                          "posts.jsonl manifest (default: --store)."),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="The HDF5 feature store (when no PATH is given)."),
-    failures: bool = typer.Option(False, "--failures", help="List only the files that failed."),
-    limit: int = typer.Option(20, "--limit", min=1, help="Rows a list shows (files, users, hashtags)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    path: Annotated[Path | None, typer.Argument(
+        help="A feature store, a checkpoint or a posts.csv / posts.jsonl manifest (default: --store).")] = None,
+    store: Annotated[Path, typer.Option(
+        "--store", help="The HDF5 feature store (when no PATH is given).")] = DEFAULT_STORE,
+    failures: Annotated[bool, typer.Option("--failures", help="List only the files that failed.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Rows a list shows (files, users, hashtags).")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Show what a store, checkpoint or manifest holds: files with status and reason, users, hashtags."""
     from phr_cli.serving.inspection import inspect_path

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from phr_cli.cli import present
 from phr_cli.cli.app import (
     DEFAULT_CHECKPOINT,
+    DEFAULT_DEVICE,
     DeviceOption,
     WeightsDirOption,
     app,
@@ -24,18 +26,24 @@ from phr_cli.errors import PhrError
 
 @app.command()
 def recommend(
-    clips: list[Path] = typer.Argument(..., help="Video files, or folders of videos."),
-    user: str | None = typer.Option(None, "--user", "-u", help="Who posts the clip (as in the training posts)."),
-    caption: str = typer.Option("", "--caption", help="The clip's description; its hashtags are never suggested."),
-    top: int = typer.Option(10, "--top", "-k", min=1, max=10_000, help="How many hashtags."),
-    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint from `phr train`."),
-    store: Path | None = typer.Option(None, "--store", help="Store whose features are reused for known clips "
-                                         "(default: the one the checkpoint was trained on)."),
-    exclude_used: bool = typer.Option(False, "--exclude-used", help="Leave out hashtags the user has used before."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON only (each suggestion with its reasons)."),
-    explain: bool = typer.Option(False, "--explain", help="Say why each hashtag was suggested."),
-    device: str = DeviceOption,
-    weights_dir: Path | None = WeightsDirOption,
+    clips: Annotated[list[Path], typer.Argument(help="Video files, or folders of videos.")],
+    user: Annotated[str | None, typer.Option(
+        "--user", "-u", help="Who posts the clip (as in the training posts).")] = None,
+    caption: Annotated[str, typer.Option(
+        "--caption", help="The clip's description; its hashtags are never suggested.")] = "",
+    top: Annotated[int, typer.Option("--top", "-k", min=1, max=10_000, help="How many hashtags.")] = 10,
+    checkpoint: Annotated[Path, typer.Option(
+        "--checkpoint", help="Checkpoint from `phr train`.")] = DEFAULT_CHECKPOINT,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="Store whose features are reused for known clips (default: the one the checkpoint was "
+        "trained on).")] = None,
+    exclude_used: Annotated[bool, typer.Option(
+        "--exclude-used", help="Leave out hashtags the user has used before.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON only (each suggestion with its reasons).")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Say why each hashtag was suggested.")] = False,
+    device: DeviceOption = DEFAULT_DEVICE,
+    weights_dir: WeightsDirOption = None,
 ) -> None:
     """Rank hashtags for new clips, personalised to --user."""
     from phr_cli.data.posts import find_videos

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from phr_cli.cli.app import (
     DEFAULT_CHECKPOINT,
+    DEFAULT_DEVICE,
     DeviceOption,
     WeightsDirOption,
     app,
@@ -17,33 +19,45 @@ from phr_cli.cli.app import (
     quiet_libraries,
 )
 from phr_cli.errors import PhrError
+from phr_cli.serving.options import ServeOptions
+
+MIB = 1 << 20  # --max-upload-mb's unit
+MS = 1000  # --batch-window-ms's unit
 
 
 @app.command()
 def serve(
-    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint from `phr train`."),
-    store: Path | None = typer.Option(None, "--store", help="Store the checkpoint was trained on (default: "
-                                         "the one it records); its features and posts explain suggestions."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; beyond loopback needs --token."),
-    port: int = typer.Option(8000, "--port", help="TCP port."),
-    token: str | None = typer.Option(None, "--token", envvar="PHR_TOKEN",
-                                        help="Bearer token every request must carry."),
-    media_root: Path | None = typer.Option(None, "--media-root", help="Serve JSON `path` requests for "
-                                              "files under this folder (off by default)."),
-    max_upload_mb: float = typer.Option(100.0, "--max-upload-mb", help="Largest upload accepted, in MiB."),
-    decode_workers: int = typer.Option(2, "--decode-workers", min=0, help="Decoding processes."),
-    file_timeout: float = typer.Option(30.0, "--file-timeout", help="Seconds of decoding a clip gets."),
-    batch_window_ms: float = typer.Option(10.0, "--batch-window-ms", help="How long a clip waits for "
-                                          "others to share its encoder batch."),
-    device: str = DeviceOption,
-    weights_dir: Path | None = WeightsDirOption,
+    checkpoint: Annotated[Path, typer.Option(
+        "--checkpoint", help="Checkpoint from `phr train`.")] = DEFAULT_CHECKPOINT,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="Store the checkpoint was trained on (default: the one it records); its features and "
+        "posts explain suggestions.")] = None,
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to listen on; beyond loopback needs --token.")] = ServeOptions.host,
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = ServeOptions.port,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="PHR_TOKEN", help="Bearer token every request must carry.")] = ServeOptions.token,
+    media_root: Annotated[Path | None, typer.Option(
+        "--media-root", help="Serve JSON `path` requests for files under this folder (off by default).")
+    ] = ServeOptions.media_root,
+    max_upload_mb: Annotated[float, typer.Option(
+        "--max-upload-mb", help="Largest upload accepted, in MiB.")] = ServeOptions.max_upload_bytes / MIB,
+    decode_workers: Annotated[int, typer.Option(
+        "--decode-workers", min=0, help="Decoding processes.")] = ServeOptions.decode_workers,
+    file_timeout: Annotated[float, typer.Option(
+        "--file-timeout", help="Seconds of decoding a clip gets.")] = ServeOptions.file_timeout,
+    batch_window_ms: Annotated[float, typer.Option(
+        "--batch-window-ms", help="How long a clip waits for others to share its encoder batch.")
+    ] = ServeOptions.batch_window * MS,
+    device: DeviceOption = DEFAULT_DEVICE,
+    weights_dir: WeightsDirOption = None,
 ) -> None:
     """Serve suggestions over HTTP (POST /recommend, GET /health, GET /users/ID; docs at /docs)."""
     import logging
 
     from phr_cli.devices import resolve_device
     from phr_cli.serving.recommend import Recommender
-    from phr_cli.serving.serve import ServeOptions, run
+    from phr_cli.serving.serve import run
 
     check_device(device)
     if not checkpoint.is_file():
@@ -52,8 +66,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         options = ServeOptions(host=host, port=port, token=token, media_root=media_root,
-                               max_upload_bytes=int(max_upload_mb * (1 << 20)), decode_workers=decode_workers,
-                               file_timeout=file_timeout, batch_window=batch_window_ms / 1000)
+                               max_upload_bytes=int(max_upload_mb * MIB), decode_workers=decode_workers,
+                               file_timeout=file_timeout, batch_window=batch_window_ms / MS)
         with err.status("loading the checkpoint, encoders and store…"):
             recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
             recommender.load_store(explain=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from phr_cli.choices import Choice
 from phr_cli.cli import present
 from phr_cli.cli.app import (
     DEFAULT_CHECKPOINT,
@@ -15,8 +16,10 @@ from phr_cli.cli.app import (
     SEED_MAX,
     DeviceOption,
     QuietOption,
+    SplitBy,
     app,
     check_device,
+    choices,
     err,
     fail,
     finite,
@@ -24,33 +27,27 @@ from phr_cli.cli.app import (
     printable,
 )
 from phr_cli.errors import PhrError
+from phr_cli.model.config import (
+    EvidenceConfig,
+    Fusion,
+    ItemIdConfig,
+    ModelConfig,
+    NetworkConfig,
+    Variant,
+    VideoMessages,
+)
+from phr_cli.training.config import TrainConfig
 
+# --variant: the default model's attention variants (Variant) and "paper", the paper's network
+# alone (ModelConfig.paper: no self-loop, no evidence, no item IDs, unless a part is asked for).
+PAPER = "paper"
+if TYPE_CHECKING:
+    from phr_cli.training.train import StoreTraining
 
-# Choices as enums, so that a bad value is a usage error listing them (exit 2). Their values
-# are the library's (model.FUSIONS, model.VARIANTS, registry.PRECISIONS, ...), which import
-# torch; tests/test_cli.py checks that both agree.
-class Fusion(str, Enum):
-    concat = "concat"
-    sum = "sum"
-
-
-class Variant(str, Enum):
-    full = "full"
-    paper = "paper"
-    no_attention = "no_attention"
-    no_user_guidance = "no_user_guidance"
-    no_hashtag_guidance = "no_hashtag_guidance"
-
-
-class VideoMessages(str, Enum):
-    mean = "mean"
-    sum = "sum"
-
-
-class SplitBy(str, Enum):
-    post = "post"
-    item = "item"
-    time = "time"
+    TrainVariant = Choice
+else:
+    TrainVariant = choices("TrainVariant", [Variant.FULL, PAPER, *(v for v in Variant if v is not Variant.FULL)])
+DEFAULT_VARIANT = TrainVariant(NetworkConfig.variant)
 
 
 def without_option(arguments: list[str], name: str) -> list[str]:
@@ -68,62 +65,78 @@ def without_option(arguments: list[str], name: str) -> list[str]:
 
 @app.command()
 def train(
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store written by `phr extract`."),
-    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint to write (and resume)."),
-    device: str = DeviceOption,
-    dim: int = typer.Option(64, min=1, help="Latent dimension."),
-    layers: int = typer.Option(1, min=1, help="Stacked propagation layers."),
-    fusion: Fusion = typer.Option(Fusion.concat, help="concat (Eq. 7) or sum (Eq. 8)."),
-    variant: Variant = typer.Option(Variant.full, help="full (phr's default model: GCN-PHR with the count "
-                                    "evidence, item IDs and the self-loop), paper (the paper's equations "
-                                    "only), or an attention ablation of the default: no_attention "
-                                    "(Variant-I), no_user_guidance (Variant-II), no_hashtag_guidance (Variant-III)."),
-    content_only: bool = typer.Option(False, "--content-only", help="Drop graph messages (ablation)."),
-    residual: bool | None = typer.Option(None, "--residual/--no-residual", help="Keep each node's own embedding "
-                                         "beside its messages (a self-loop); default on, off for --variant paper."),
-    evidence: bool | None = typer.Option(None, "--evidence/--no-evidence", help="The learned count prior "
-                                         "(user, item, popularity, similar items); default on, off for paper."),
-    item_ids: bool | None = typer.Option(None, "--item-ids/--no-item-ids", help="ID embeddings for items seen "
-                                         "in training; default on, off for paper."),
-    item_id_dropout: float | None = typer.Option(None, "--item-id-dropout", min=0.0, max=1.0,
-                                                 help="Share of training posts scored without their item's "
-                                                 "ID and history; default: the share of validation posts "
-                                                 "with a new item."),
-    neighbours: int = typer.Option(20, min=1, help="Content neighbours of the similar-items evidence."),
-    recency: bool = typer.Option(True, "--recency/--no-recency", help="Weigh the user's past hashtags by how "
-                                 "recent they are, beside their counts (an evidence term)."),
-    similar_posts: bool = typer.Option(True, "--similar-posts/--no-similar-posts", help="Weigh the user's "
-                                       "past hashtags by how alike their items' tags are to this item's "
-                                       "(an evidence term)."),
-    factors: bool = typer.Option(True, "--factors/--no-factors", help="Fit PITF once the model is trained "
-                                 "and add its score as one more calibrated part (with the evidence)."),
-    rerank: bool = typer.Option(True, "--rerank/--no-rerank", help="Re-rank each post's leading hashtags "
-                                "with gradient-boosted trees fitted on the validation posts (with the "
-                                "evidence; kept only if held-out validation P@5 rises)."),
-    hard_negatives: float = typer.Option(0.5, "--hard-negatives", min=0.0, max=1.0,
-                                         help="Share of negatives drawn from the user's and the item's "
-                                         "own hashtags."),
-    video_messages: VideoMessages = typer.Option(VideoMessages.mean, "--video-messages",
-                                                 help="mean (default: Eq. 6's sum divided "
-                                       "by the node's number of groups) or sum (Eq. 6 as printed)."),
-    epochs: int = typer.Option(50, min=1, help="Maximum epochs."),
-    batch_size: int = typer.Option(1024, "--batch-size", min=1, help="BPR triples per step."),
-    lr: float = typer.Option(3e-3, callback=finite(0, inclusive=False), help="Adam learning rate."),
-    l2: float = typer.Option(1e-4, callback=finite(0), help="λ of Eq. 11 on the batch's ID embeddings."),
-    weight_decay: float = typer.Option(0.0, "--weight-decay", callback=finite(0),
-                                       help="Adam weight decay (the paper's code used 0.1)."),
-    negatives: int = typer.Option(1, min=1, help="Negative hashtags per positive."),
-    patience: int = typer.Option(5, min=1, help="Epochs without validation gain before stopping."),
-    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the split, initialisation and sampling."),
-    split_by: SplitBy = typer.Option(SplitBy.post, "--split-by",
-                                     help="post: random posts; item: whole videos held out; "
-                                     "time: the latest posts held out (every post needs a time)."),
-    resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished checkpoint trained with "
-                                   "other settings (refused without it)."),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="Training processes on this machine (torchrun, "
-                              "DistributedDataParallel: gloo on CPU, NCCL with one GPU each)."),
-    quiet: bool = QuietOption,
+    store: Annotated[Path, typer.Option("--store", help="Feature store written by `phr extract`.")] = DEFAULT_STORE,
+    checkpoint: Annotated[Path, typer.Option(
+        "--checkpoint", help="Checkpoint to write (and resume).")] = DEFAULT_CHECKPOINT,
+    device: DeviceOption = TrainConfig.device,
+    dim: Annotated[int, typer.Option(min=1, help="Latent dimension.")] = NetworkConfig.dim,
+    layers: Annotated[int, typer.Option(min=1, help="Stacked propagation layers.")] = NetworkConfig.layers,
+    fusion: Annotated[Fusion, typer.Option(help="concat (Eq. 7) or sum (Eq. 8).")] = NetworkConfig.fusion,
+    variant: Annotated[TrainVariant, typer.Option(
+        help="full (phr's default model: GCN-PHR with the count evidence, item IDs and the self-loop), paper "
+        "(the paper's equations only), or an attention ablation of the default: no_attention (Variant-I), "
+        "no_user_guidance (Variant-II), no_hashtag_guidance (Variant-III).")] = DEFAULT_VARIANT,
+    content_only: Annotated[bool, typer.Option(
+        "--content-only", help="Drop graph messages (ablation).")] = not NetworkConfig.propagate,
+    residual: Annotated[bool | None, typer.Option(
+        "--residual/--no-residual", help="Keep each node's own embedding beside its messages (a self-loop); "
+        "default on, off for --variant paper.")] = None,
+    evidence: Annotated[bool | None, typer.Option(
+        "--evidence/--no-evidence", help="The learned count prior (user, item, popularity, similar items); "
+        "default on, off for paper.")] = None,
+    item_ids: Annotated[bool | None, typer.Option(
+        "--item-ids/--no-item-ids", help="ID embeddings for items seen in training; default on, off for "
+        "paper.")] = None,
+    item_id_dropout: Annotated[float | None, typer.Option(
+        "--item-id-dropout", min=0.0, max=1.0, help="Share of training posts scored without their item's ID "
+        "and history; default: the share of validation posts with a new item.")] = ItemIdConfig.dropout,
+    neighbours: Annotated[int, typer.Option(
+        min=1, help="Content neighbours of the similar-items evidence.")] = EvidenceConfig.neighbours,
+    recency: Annotated[bool, typer.Option(
+        "--recency/--no-recency", help="Weigh the user's past hashtags by how recent they are, beside their "
+        "counts (an evidence term).")] = EvidenceConfig.recency,
+    similar_posts: Annotated[bool, typer.Option(
+        "--similar-posts/--no-similar-posts", help="Weigh the user's past hashtags by how alike their items' "
+        "tags are to this item's (an evidence term).")] = EvidenceConfig.similar_posts,
+    factors: Annotated[bool, typer.Option(
+        "--factors/--no-factors", help="Fit PITF once the model is trained and add its score as one more "
+        "calibrated part (with the evidence).")] = ModelConfig.factors,
+    rerank: Annotated[bool, typer.Option(
+        "--rerank/--no-rerank", help="Re-rank each post's leading hashtags with gradient-boosted trees fitted "
+        "on the validation posts (with the evidence; kept only if held-out validation P@5 rises).")
+    ] = TrainConfig.rerank,
+    hard_negatives: Annotated[float, typer.Option(
+        "--hard-negatives", min=0.0, max=1.0, help="Share of negatives drawn from the user's and the item's "
+        "own hashtags.")] = TrainConfig.hard_negatives,
+    video_messages: Annotated[VideoMessages, typer.Option(
+        "--video-messages", help="mean (default: Eq. 6's sum divided by the node's number of groups) or sum "
+        "(Eq. 6 as printed).")] = NetworkConfig.video_messages,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="BPR triples per step.")] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option(
+        callback=finite(0, inclusive=False), help="Adam learning rate.")] = TrainConfig.lr,
+    l2: Annotated[float, typer.Option(
+        callback=finite(0), help="λ of Eq. 11 on the batch's ID embeddings.")] = TrainConfig.l2,
+    weight_decay: Annotated[float, typer.Option(
+        "--weight-decay", callback=finite(0), help="Adam weight decay (the paper's code used 0.1).")
+    ] = TrainConfig.weight_decay,
+    negatives: Annotated[int, typer.Option(min=1, help="Negative hashtags per positive.")] = TrainConfig.negatives,
+    patience: Annotated[int, typer.Option(
+        min=1, help="Epochs without validation gain before stopping.")] = TrainConfig.patience,
+    seed: Annotated[int, typer.Option(
+        min=0, max=SEED_MAX, help="Seed of the split, initialisation and sampling.")] = TrainConfig.seed,
+    split_by: Annotated[SplitBy, typer.Option(
+        "--split-by", help="post: random posts; item: whole videos held out; time: the latest posts held out "
+        "(every post needs a time).")] = SplitBy.post,
+    resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue an interrupted checkpoint.")] = True,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a finished checkpoint trained with other settings (refused without it).")
+    ] = False,
+    nproc: Annotated[int, typer.Option(
+        "--nproc", min=1, help="Training processes on this machine (torchrun, DistributedDataParallel: gloo on "
+        "CPU, NCCL with one GPU each).")] = 1,
+    quiet: QuietOption = False,
 ) -> None:
     """Train GCN-PHR on the store's posts (8:1:1 split) and write a checkpoint."""
     if nproc > 1:
@@ -131,30 +144,17 @@ def train(
 
         arguments = sys.argv[sys.argv.index("train") + 1:]
         raise typer.Exit(launch(nproc, ["train", *without_option(arguments, "--nproc")]))
-    from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from phr_cli.evaluation.plots import curve_path, plot_training_curve
-    from phr_cli.model.evidence import EvidenceConfig
-    from phr_cli.model.network import Fusion as ConfigFusion
-    from phr_cli.model.network import NetworkConfig
-    from phr_cli.model.network import Variant as ConfigVariant
-    from phr_cli.model.network import VideoMessages as ConfigVideoMessages
-    from phr_cli.model.phr import ItemIdConfig, ModelConfig
-    from phr_cli.progress import CountColumn, EtaColumn, PhaseProgress
-    from phr_cli.training.config import TrainConfig
     from phr_cli.training.distributed import launched_rank
-    from phr_cli.training.train import train_from_store
 
     other_rank = launched_rank() != 0  # under torchrun only rank 0 reports; errors print on every rank
     out.quiet = other_rank
     check_device(device)
 
     try:
-        paper = variant is Variant.paper  # the paper's network alone, unless a part is asked for
-        network = NetworkConfig(dim=dim, layers=layers, fusion=ConfigFusion(fusion.value),
-                                variant=ConfigVariant("full" if paper else variant.value), propagate=not content_only,
-                                video_messages=ConfigVideoMessages(video_messages.value),
-                                residual=residual if residual is not None else not paper)
+        paper = variant == PAPER  # the paper's network alone, unless a part is asked for
+        network = NetworkConfig(dim=dim, layers=layers, fusion=fusion,
+                                variant=Variant.FULL if paper else Variant(variant.value), propagate=not content_only,
+                                video_messages=video_messages, residual=residual if residual is not None else not paper)
         model_config = ModelConfig(
             network,
             EvidenceConfig(evidence if evidence is not None else not paper, neighbours, recency, similar_posts),
@@ -167,10 +167,31 @@ def train(
         fail(str(error), code=2)
     if not other_rank:
         err.print(f"training on {printable(store)}; checkpoint {printable(checkpoint)}", highlight=False)
+    outcome = _run(store, checkpoint, model_config, config, split_by.value, resume, overwrite, quiet or other_rank)
+    from phr_cli.evaluation.plots import curve_path, plot_training_curve
+
+    if not other_rank:
+        try:
+            plot_training_curve(outcome.result.history, outcome.result.best_epoch, config.validation_metric,
+                                curve_path(checkpoint))
+        except PhrError as error:
+            fail(str(error))
+    present.show_training(outcome, config.validation_metric, curve_path(checkpoint))
+
+
+def _run(store: Path, checkpoint: Path, model_config: ModelConfig, config: TrainConfig, split_by: str,
+         resume: bool, overwrite: bool, quiet: bool) -> StoreTraining:
+    """Training under a progress display: reading and building, then the epochs with their
+    scores, then the steps after them (PITF, calibration, the re-ranker)."""
+    from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from phr_cli.progress import CountColumn, EtaColumn, PhaseProgress
+    from phr_cli.training.train import train_from_store
+
     progress = PhaseProgress(
         SpinnerColumn(), TextColumn("{task.description}"), CountColumn(), BarColumn(),
         TextColumn("{task.fields[scores]}"), TimeElapsedColumn(), EtaColumn(),
-        console=err, quiet=quiet or other_rank,
+        console=err, quiet=quiet,
     )
     # No epoch total until the first epoch ends: reading the store and building the graph come first.
     task = progress.add_task("reading the store, building the graph …", total=None, scores="")
@@ -179,7 +200,7 @@ def train(
     def on_epoch(epoch: int, loss: float, metric: float, best: float) -> None:
         scores = present.epoch_scores(loss, metric, best, metric_name)
         if progress.tasks[task].total is None:  # the first epoch (or the first after resuming)
-            progress.phase(task, "epoch", epochs, completed=epoch, scores=scores)
+            progress.phase(task, "epoch", config.epochs, completed=epoch, scores=scores)
         else:
             progress.update(task, completed=epoch, scores=scores)
 
@@ -191,14 +212,7 @@ def train(
 
     try:
         with progress:
-            outcome = train_from_store(store, checkpoint, model_config, config, split_by.value, on_epoch, resume,
-                                       overwrite, on_finishing)
+            return train_from_store(store, checkpoint, model_config, config, split_by, on_epoch, resume,
+                                    overwrite, on_finishing)
     except PhrError as error:
         fail(str(error))
-    if not other_rank:
-        try:
-            plot_training_curve(outcome.result.history, outcome.result.best_epoch, metric_name,
-                                curve_path(checkpoint))
-        except PhrError as error:
-            fail(str(error))
-    present.show_training(outcome, metric_name, curve_path(checkpoint))

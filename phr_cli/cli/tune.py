@@ -3,39 +3,48 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from phr_cli.cli import present
-from phr_cli.cli.app import DEFAULT_CHECKPOINT, DEFAULT_STORE, DeviceOption, app, check_device, err, fail, out
+from phr_cli.cli.app import DEFAULT_CHECKPOINT, DEFAULT_STORE, DeviceOption, SplitBy, app, check_device, err, fail, out
 from phr_cli.errors import PhrError
+from phr_cli.training.config import TrainConfig
+
+TRIALS = 20  # when neither --trials nor --timeout is given
 
 
 @app.command()
 def tune(
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help="Feature store from `phr extract`."),
-    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, "--checkpoint", help="Checkpoint the best configuration "
-                                    "is trained into; the study is kept beside it (<checkpoint>.tune.db)."),
-    trials: int | None = typer.Option(None, "--trials", min=1, help="Trials to add to the study "
-                                         "(20 when neither --trials nor --timeout is given)."),
-    timeout: float | None = typer.Option(None, "--timeout", min=1, help="Seconds to spend on trials."),
-    epochs: int = typer.Option(50, help="Maximum epochs of each trial and of the final training."),
-    patience: int = typer.Option(5, help="Epochs without validation gain before a trial stops."),
-    seed: int = typer.Option(0, help="Seed of the split, initialisation, sampling and search."),
-    split_by: str = typer.Option("post", "--split-by", help="post, item or time (as `phr train`)."),
-    device: str = DeviceOption,
+    store: Annotated[Path, typer.Option("--store", help="Feature store from `phr extract`.")] = DEFAULT_STORE,
+    checkpoint: Annotated[Path, typer.Option(
+        "--checkpoint", help="Checkpoint the best configuration is trained into; the study is kept beside it "
+        "(<checkpoint>.tune.db).")] = DEFAULT_CHECKPOINT,
+    trials: Annotated[int | None, typer.Option(
+        "--trials", min=1, help=f"Trials to add to the study ({TRIALS} when neither --trials nor --timeout is "
+        "given).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Seconds to spend on trials.")] = None,
+    epochs: Annotated[int, typer.Option(
+        help="Maximum epochs of each trial and of the final training.")] = TrainConfig.epochs,
+    patience: Annotated[int, typer.Option(
+        help="Epochs without validation gain before a trial stops.")] = TrainConfig.patience,
+    seed: Annotated[int, typer.Option(
+        help="Seed of the split, initialisation, sampling and search.")] = TrainConfig.seed,
+    split_by: Annotated[str, typer.Option(
+        "--split-by", help="post, item or time (as `phr train`).")] = SplitBy.post.value,
+    device: DeviceOption = TrainConfig.device,
 ) -> None:
     """Search the model and training settings for validation P@5 (Optuna), then train the best."""
     import optuna
 
-    from phr_cli.model.phr import ModelConfig
-    from phr_cli.training.config import TrainConfig
+    from phr_cli.model.config import ModelConfig
     from phr_cli.training.tune import OBJECTIVE
     from phr_cli.training.tune import tune as run_tune
 
     check_device(device)
     if trials is None and timeout is None:
-        trials = 20
+        trials = TRIALS
     try:
         train_base = TrainConfig(epochs=epochs, patience=patience, seed=seed, device=device)
     except PhrError as error:
