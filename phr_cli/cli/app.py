@@ -64,9 +64,8 @@ def choices(name: str, values: Iterable[str]) -> type[Choice]:
     return Choice(name, [(value.upper(), str(value)) for value in values])  # type: ignore[call-overload]
 
 
-# Choices the library holds in modules that import torch or h5py: their values are the
-# library's (data.graph.SPLITS, evaluation.metrics.ProtocolName); tests/test_cli.py checks
-# that both agree.
+# --split-by of train and tune: the library's data.graph.SPLITS (a module that imports numpy
+# and h5py); tests/test_cli.py checks that both agree.
 class SplitBy(str, Enum):
     post = "post"
     item = "item"
