@@ -2,17 +2,20 @@
 host allocator's setting for them.
 
 A device name ("auto", "cpu", "cuda", "cuda:N") is resolved once, where a command starts
-(or where a training rank joins); everything below takes the `torch.device`.
+(or where a training rank joins); everything below takes the `torch.device`. torch is
+imported when a name is resolved: checking a name (the configurations do) needs none.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from phr_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 
@@ -32,6 +35,8 @@ def check_device_name(name: str) -> str:
 def resolve_device(name: str | torch.device) -> torch.device:
     """'auto' is CUDA when present, else the CPU; asking for CUDA without it is an error.
     A `torch.device` is returned as it is."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     check_device_name(name)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from phr_cli import __version__, cli
+from phr_cli import __version__
 from phr_cli.cli import app
 
 COMMANDS = ("extract", "inspect", "train", "recommend", "evaluate", "tune", "serve")
@@ -179,22 +179,23 @@ def test_choice_errors_list_the_choices():
 
 
 def test_choices_are_the_library_s():
+    from phr_cli.cli import evaluate, extract, train
     from phr_cli.data.graph import split_posts
     from phr_cli.encoders.registry import PRECISIONS
     from phr_cli.evaluation.metrics import ProtocolName
     from phr_cli.model.network import Fusion, Variant, VideoMessages
 
-    assert [m.value for m in cli.Fusion] == [m.value for m in Fusion]
+    assert [m.value for m in train.Fusion] == [m.value for m in Fusion]
     # "paper" is the paper's network alone (ModelConfig.paper), the others the attention variants.
-    assert [m.value for m in cli.Variant if m is not cli.Variant.paper] == [m.value for m in Variant]
-    assert [m.value for m in cli.Precision] == list(PRECISIONS)
-    assert [m.value for m in cli.Protocol] == list(get_args(ProtocolName))
-    assert {m.value for m in cli.VideoMessages} == {m.value for m in VideoMessages}
+    assert [m.value for m in train.TrainVariant if m is not train.TrainVariant.PAPER] == [m.value for m in Variant]
+    assert [m.value for m in extract.Precision] == list(PRECISIONS)
+    assert [m.value for m in evaluate.Protocol] == list(get_args(ProtocolName))
+    assert {m.value for m in train.VideoMessages} == {m.value for m in VideoMessages}
     from test_train import planted_posts
 
     posts = planted_posts()
     posts.times = np.arange(len(posts), dtype=np.float64)  # the time split needs a time per post
-    for unit in cli.SplitBy:
+    for unit in train.SplitBy:
         split_posts(posts, seed=0, by=unit.value)
 
 

@@ -3,6 +3,7 @@
 - `posts`: manifests (`posts.csv`, `posts.jsonl`) and yt-dlp sidecars → posts; hashtag parsing.
 - `statuses`: what became of each video (`ok`, `no_audio`, `corrupt`, …).
 - `decode`: PyAV decoding of keyframes and audio, under time and memory limits.
+- `decode_options`: how decoding samples a clip and the limits it keeps (without PyAV).
 - `store`: the HDF5 feature store, the only module that touches h5py.
 - `graph`: the store's trainable posts, their 8:1:1 split and the user–hashtag–video graph.
 - `cases`: a split's test cases (user, video, known ground-truth hashtags).

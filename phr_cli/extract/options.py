@@ -6,11 +6,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from phr_cli.data.decode import DecodeLimits, FrameSampling
+from phr_cli.data.decode_options import DecodeLimits, FrameSampling
 from phr_cli.data.statuses import Status
-from phr_cli.data.store import PostChanges
 from phr_cli.errors import DataError
+
+if TYPE_CHECKING:
+    from phr_cli.data.store import PostChanges
 
 
 class NothingToExtractError(DataError):
@@ -43,6 +46,14 @@ class VideoOutcome:
     reason: str
 
 
+def _no_post_changes() -> PostChanges:
+    # The store module (h5py, numpy) is imported when a report is made: the options import
+    # light, and the CLI reads their defaults.
+    from phr_cli.data.store import PostChanges
+
+    return PostChanges()
+
+
 @dataclass
 class ExtractReport:
     store: Path
@@ -60,7 +71,7 @@ class ExtractReport:
     write_seconds: float = 0.0  # waiting for the segment writer (which runs beside encoding), and the final merge
     text_seconds: float = 0.0
     stopped_early: bool = False
-    post_changes: PostChanges = field(default_factory=PostChanges)  # what the /posts table gained and kept
+    post_changes: PostChanges = field(default_factory=_no_post_changes)  # what the /posts table gained and kept
 
     @property
     def videos_per_second(self) -> float:

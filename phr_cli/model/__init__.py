@@ -1,5 +1,6 @@
 """The recommendation model: the paper's network, and the score parts the default model adds.
 
+- `config`: the model's options (network, evidence, item IDs, the default model), without torch.
 - `network`: GCN-PHR as the paper's Eq. 1-10 define it (`NetworkConfig`, `GCNPHR`).
 - `items`: the video vector v_k (each modality standardised; a learned vector where missing).
 - `edges`: the training graph as the network reads it (triples, attention groups, each side's edges).

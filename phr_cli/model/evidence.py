@@ -37,13 +37,12 @@ the weights would learn that a post's own hashtags are always among the counted 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from phr_cli.errors import ConfigError
+from phr_cli.model.config import EvidenceConfig as EvidenceConfig
 from phr_cli.model.neighbours import ContentIndex, SizedByState, gather_ranges, row_cosines, unit_rows
 
 EVIDENCE_TERMS = ("user history", "item history", "popularity", "similar items", "recent use", "similar own posts")
@@ -55,20 +54,6 @@ SIMILARITY_AMPLIFICATION = 2.5
 # ACT-R's base-level decay, on time differences in days.
 RECENCY_DECAY = 0.5
 SECONDS_PER_DAY = 86400.0
-
-
-@dataclass
-class EvidenceConfig:
-    """The count prior as a score part of the default model: its switch and its terms."""
-
-    enabled: bool = True
-    neighbours: int = 20  # content neighbours of its "similar items" term
-    recency: bool = True  # its "recent use" term: the user's past hashtags weighed by recency
-    similar_posts: bool = True  # its "similar own posts" term: the user's hashtags on items tagged alike
-
-    def __post_init__(self) -> None:
-        if self.neighbours < 1:
-            raise ConfigError(f"neighbours must be positive, got {self.neighbours}")
 
 
 class SparseCounts(SizedByState):

@@ -15,7 +15,6 @@ small graph, where the field is most of it, the whole graph with its precomputed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 import numpy as np
@@ -23,76 +22,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from phr_cli.choices import Choice
 from phr_cli.data.graph import Graph
-from phr_cli.errors import ConfigError
+from phr_cli.model.config import Aggregation as Aggregation
+from phr_cli.model.config import Fusion as Fusion
+from phr_cli.model.config import ModalityChoice as ModalityChoice
+from phr_cli.model.config import NetworkConfig
+from phr_cli.model.config import Variant as Variant
+from phr_cli.model.config import VideoMessages as VideoMessages
 from phr_cli.model.edges import DENSE_PAIR_FRACTION, GraphTensors, LayerEdges, SideAggregation, SideEdges, distinct
 from phr_cli.model.items import ItemEncoder, ordered_modalities
-
-
-class Fusion(Choice):
-    CONCAT = "concat"  # Eq. 7: φ(W[a ; b] + bias)
-    SUM = "sum"  # Eq. 8: W_a a + W_b b
-
-
-class Variant(Choice):
-    FULL = "full"
-    NO_ATTENTION = "no_attention"  # Variant-I: every video of V_{i,j} weighs the same
-    NO_USER_GUIDANCE = "no_user_guidance"  # Variant-II: video->hashtag attention ignores the user
-    NO_HASHTAG_GUIDANCE = "no_hashtag_guidance"  # Variant-III: video->user attention ignores the hashtag
-
-
-class VideoMessages(Choice):
-    SUM = "sum"  # Eq. 6 as printed: a user's video message grows with their number of groups
-    MEAN = "mean"  # divided by that number (a degree normalisation)
-
-
-class Aggregation(Choice):
-    SPARSE = "sparse"  # each side's sums as sparse products over a structure fixed once per graph
-    INDEX_ADD = "index_add"  # gather per edge and `index_add_`: the reference
-
-
-class ModalityChoice(Choice):
-    PRESENT = "present"  # parameters only for the modalities some training item has
-    ALL = "all"  # every modality of the store
-
 
 # Rows x hashtags x dim elements scored at once by `score_all`, in one reused buffer: on a
 # CPU a cache-sized block (4 MiB of float32; a fresh 64 MiB block per chunk spent most of
 # the time in page faults), on a GPU a large one (64 MiB), few kernel launches.
 SCORE_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
-
-
-@dataclass
-class NetworkConfig:
-    """The paper's network (Eq. 1-10): its architecture and how its sums are computed."""
-
-    dim: int = 64
-    layers: int = 1
-    fusion: Fusion = Fusion.CONCAT
-    variant: Variant = Variant.FULL
-    propagate: bool = True  # False: content-only, the scorer on ID embeddings alone
-    negative_slope: float = 0.2  # of the leaky ReLU φ (0.01 left many units dead in our tests)
-    init_std: float = 0.1  # Gaussian init of ID embeddings and missing-modality vectors
-    dropout: float = 0.0  # on each layer's fused outputs, training only
-    # Add each node's input embedding to its fused messages (a self-loop). The paper's
-    # layer (residual=False) replaces a hashtag's own embedding by its neighbours' messages,
-    # so a hashtag with one user ends up with that user's vector.
-    residual: bool = True
-    video_messages: VideoMessages = VideoMessages.MEAN
-    # The same sums either way (phr_cli/model/aggregate.py); an implementation choice.
-    aggregation: Aggregation = Aggregation.SPARSE
-    # Text-only data gets no visual or acoustic columns with "present".
-    modalities: ModalityChoice = ModalityChoice.PRESENT
-
-    def __post_init__(self) -> None:
-        self.fusion = Fusion.parse(self.fusion, "fusion")
-        self.variant = Variant.parse(self.variant, "variant")
-        self.video_messages = VideoMessages.parse(self.video_messages, "video_messages")
-        self.aggregation = Aggregation.parse(self.aggregation, "aggregation")
-        self.modalities = ModalityChoice.parse(self.modalities, "modalities")
-        if self.dim < 1 or self.layers < 1:
-            raise ConfigError("dim and layers must be positive")
 
 
 def grouped_softmax(scores: Tensor, groups: Tensor, n_groups: int, sizes: Tensor | None = None) -> Tensor:

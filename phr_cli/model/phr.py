@@ -14,69 +14,18 @@ graph switched off (`ModelConfig.paper`), the model is the paper's network alone
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-
 import torch
 from torch import Tensor, nn
 
 from phr_cli.data.graph import Graph
-from phr_cli.errors import ConfigError
-from phr_cli.model.evidence import EvidenceConfig, TagEvidence
+from phr_cli.model.config import ItemIdConfig as ItemIdConfig
+from phr_cli.model.config import ModelConfig
+from phr_cli.model.evidence import TagEvidence
 from phr_cli.model.factors import FACTORS, TagFactors
 from phr_cli.model.neighbours import ContentIndex, content_vectors
-from phr_cli.model.network import GCNPHR, NetworkConfig
+from phr_cli.model.network import GCNPHR
 
 GRAPH = "graph"  # the network's score part
-
-
-@dataclass
-class ItemIdConfig:
-    """An ID embedding for each item seen in training, added to W^v v_k."""
-
-    enabled: bool = True
-    # For this share of training posts the item's ID and its history are dropped: they are
-    # scored as a new video is. None: the share of validation posts whose item is new to
-    # training, i.e. as often as the held-out posts (which stand for the deployment) bring
-    # new content; `train` resolves it and the checkpoint records the value.
-    dropout: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.dropout is not None and not 0.0 <= self.dropout <= 1.0:
-            raise ConfigError(f"item_id_dropout must lie in [0, 1], got {self.dropout}")
-
-
-@dataclass
-class ModelConfig:
-    """The default model: the network and each score part's configuration."""
-
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
-    item_ids: ItemIdConfig = field(default_factory=ItemIdConfig)
-    # PITF's factors as one more part (with the evidence): the latent tastes the model's own
-    # parts, stopped early with the evidence, learn far less of.
-    factors: bool = True
-
-    def __post_init__(self) -> None:  # from a saved dict, the parts arrive as dicts
-        if isinstance(self.network, dict):
-            self.network = NetworkConfig(**self.network)
-        if isinstance(self.evidence, dict):
-            self.evidence = EvidenceConfig(**self.evidence)
-        if isinstance(self.item_ids, dict):
-            self.item_ids = ItemIdConfig(**self.item_ids)
-
-    @classmethod
-    def paper(cls, network: NetworkConfig | None = None) -> ModelConfig:
-        """GCN-PHR exactly as the paper's equations: no self-loop, no other score part."""
-        return cls(network=replace(network or NetworkConfig(), residual=False),
-                   evidence=EvidenceConfig(enabled=False), item_ids=ItemIdConfig(enabled=False), factors=False)
-
-    @property
-    def has_factors(self) -> bool:
-        """Whether the model holds PITF's factors: they are fitted beside the evidence only."""
-        return self.evidence.enabled and self.factors
-
-    def with_item_id_dropout(self, dropout: float) -> ModelConfig:
-        return replace(self, item_ids=replace(self.item_ids, dropout=dropout))
 
 
 class PHRModel(nn.Module):

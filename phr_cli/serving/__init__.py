@@ -3,5 +3,6 @@
 - `recommend`: a new clip → decoded → encoded as the store's videos were → ranked hashtags.
 - `explain`: why a hashtag ranks where it does (its score parts, the videos behind them).
 - `serve`: the same over HTTP (FastAPI), warm.
+- `options`: what `phr serve` is asked (host, token, limits).
 - `inspection`: what a store, a checkpoint or a manifest holds (`phr inspect`).
 """

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import multiprocessing
@@ -40,41 +39,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from phr_cli.data import decode
 from phr_cli.data.decode import DecodeLimits
-from phr_cli.errors import ConfigError, PhrError
+from phr_cli.errors import PhrError
+from phr_cli.serving.options import ServeOptions
 from phr_cli.serving.recommend import PreparedClip, Recommender
 
 log = logging.getLogger("phr.serve")
 FIELD_LIMIT = 64 << 10  # bytes of a form field other than the clip (a caption is far shorter)
-
-
-@dataclass
-class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    token: str | None = None  # required (as a bearer token) to listen beyond loopback
-    media_root: Path | None = None  # JSON `path` bodies are refused without one
-    max_upload_bytes: int = 100 << 20
-    decode_workers: int = 2  # processes; 0 decodes on a thread of this process, without the guards
-    file_timeout: float = 30.0  # seconds of decoding a clip gets
-    batch_window: float = 0.01  # seconds a clip waits for others to share its encoder batch
-    max_batch: int = 32
-
-    def __post_init__(self) -> None:
-        if not is_loopback(self.host) and not self.token:
-            raise ConfigError(f"listening on {self.host} (beyond this machine) needs a token: "
-                              "pass --token or set PHR_TOKEN")
-        if self.max_upload_bytes < 1 or self.decode_workers < 0 or self.file_timeout <= 0 \
-                or self.batch_window < 0 or self.max_batch < 1:
-            raise ConfigError("upload limit, timeout and batch size must be positive, workers and window ≥ 0")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost may resolve anywhere
-        return False
 
 
 class RequestError(Exception):

@@ -1,6 +1,6 @@
 """Making and judging a checkpoint.
 
-- `config`: training options (the model's own live in `model.phr`), and options by name.
+- `config`: training options (the model's own live in `model.config`), and options by name.
 - `train`: BPR training with model selection on validation; PITF, calibration, re-ranker after.
 - `checkpoint`: the file `phr train` writes and every later command reads.
 - `distributed`: several processes (torchrun) training one model.

@@ -1,4 +1,4 @@
-"""Training options, validated when made (the model's own live in `model.phr.ModelConfig`)."""
+"""Training options, validated when made (the model's own live in `model.config.ModelConfig`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from phr_cli.choices import Choice
 from phr_cli.devices import check_device_name
 from phr_cli.errors import ConfigError
-from phr_cli.model.phr import ModelConfig
+from phr_cli.model.config import ModelConfig
 
 
 class StepPropagation(Choice):

@@ -1,0 +1,157 @@
+"""The Typer app every command registers on, its version/main callback, and what the commands
+share: the consoles, the option types (--device, --quiet, ...), `fail` and `printable`.
+
+Options are `Annotated` types whose defaults the commands take from the library's
+configuration dataclasses (`TrainConfig.epochs`, `NetworkConfig.dim`, `ServeOptions.port`, ...)
+and whose choices are the library's enums, so that no default or choice is stated twice.
+Those configurations import without torch; heavy modules (torch, the encoders) are imported
+inside the commands so that `phr --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from phr_cli import __version__
+from phr_cli.choices import Choice
+from phr_cli.devices import DEVICE_NAMES, check_device_name, keep_freed_memory, resolve_device
+from phr_cli.errors import PhrError
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _Commands(TyperGroup):
+    """Ctrl-C is one line and exit 130 (128 + SIGINT) instead of click's "Aborted!": the
+    store writer and the checkpoint writer have kept every finished video and epoch, and
+    their locks are released on the way out."""
+
+    def invoke(self, ctx) -> Any:  # typer's own (vendored click) Context
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            err.print("interrupted; work so far kept", highlight=False)
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="Personalised hashtag recommendation for micro-videos (GCN-PHR).",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DEFAULT_STORE = Path("phr_data/features.h5")
+DEFAULT_CHECKPOINT = Path("models/gcn-phr.pt")
+# --device of the commands without a configuration of their own (evaluate, recommend, serve).
+DEFAULT_DEVICE = "auto"
+
+
+def choices(name: str, values: Iterable[str]) -> type[Choice]:
+    """An enum of `values` (members named by their values, upper-cased): the choices of an
+    option whose values the library keeps as plain strings, or which adds one of its own."""
+    return Choice(name, [(value.upper(), str(value)) for value in values])  # type: ignore[call-overload]
+
+
+# --split-by of train and tune: the library's data.graph.SPLITS (a module that imports numpy
+# and h5py); tests/test_cli.py checks that both agree.
+class SplitBy(str, Enum):
+    post = "post"
+    item = "item"
+    time = "time"
+
+
+def _device_name(value: str) -> str:
+    """auto, cpu, cuda or cuda:N, checked at parse time; whether CUDA is there is checked
+    when the command starts (`check_device`)."""
+    try:
+        return check_device_name(value)
+    except PhrError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _complete_device(incomplete: str) -> list[str]:
+    return [name for name in DEVICE_NAMES if name.startswith(incomplete)]
+
+
+def finite(minimum: float, inclusive: bool = True) -> Any:
+    """An option callback: the number is finite (a range alone lets nan and inf through)
+    and at least (or, not inclusive, above) `minimum`."""
+
+    def check(value: float) -> float:
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+            raise typer.BadParameter(f"{value} is not a finite number {bound}")
+        return value
+
+    return check
+
+
+SEED_MAX = 2**32 - 1  # numpy's seed range
+
+# Options several commands share; each command gives the default.
+DeviceOption = Annotated[str, typer.Option(
+    "--device", parser=_device_name, metavar=f"[{'|'.join(DEVICE_NAMES)}|cuda:N]", autocompletion=_complete_device,
+    help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+QuietOption = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress display (errors and the summary still print).")]
+WeightsDirOption = Annotated[Path | None, typer.Option(
+    "--weights-dir", envvar="PHR_WEIGHTS_DIR",
+    help="Folder holding encoder weight files (searched before the torch hub cache).")]
+RandomWeightsOption = Annotated[bool, typer.Option(
+    "--random-weights",
+    help="Use seeded random ResNet50/VGGish weights instead of pretrained ones (for tests "
+    "and offline trials; every output records it).")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {printable(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def printable(path: Path | str) -> str:
+    """A file name on one line: control characters (a newline in a name) escaped, and
+    rich markup characters escaped."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+    return escape(text)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"phr {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                          help="Print phr's version and exit.")] = False,
+) -> None:
+    """Personalised hashtag recommendation for micro-videos (GCN-PHR)."""
+    keep_freed_memory()
+
+
+def check_device(name: str) -> None:
+    """Fail fast, in one line, on a device this machine lacks (before any loading)."""
+    try:
+        resolve_device(name)
+    except PhrError as error:
+        fail(str(error))
+
+
+def quiet_libraries() -> None:
+    """The terminal belongs to phr's own progress bars: silence transformers' loading bar."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()

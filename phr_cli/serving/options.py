@@ -1,0 +1,41 @@
+"""What `phr serve` is asked (`ServeOptions`). Apart from serve.py, so that they import
+without FastAPI and torch: the CLI reads their defaults here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from phr_cli.errors import ConfigError
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None  # required (as a bearer token) to listen beyond loopback
+    media_root: Path | None = None  # JSON `path` bodies are refused without one
+    max_upload_bytes: int = 100 << 20
+    decode_workers: int = 2  # processes; 0 decodes on a thread of this process, without the guards
+    file_timeout: float = 30.0  # seconds of decoding a clip gets
+    batch_window: float = 0.01  # seconds a clip waits for others to share its encoder batch
+    max_batch: int = 32
+
+    def __post_init__(self) -> None:
+        if not is_loopback(self.host) and not self.token:
+            raise ConfigError(f"listening on {self.host} (beyond this machine) needs a token: "
+                              "pass --token or set PHR_TOKEN")
+        if self.max_upload_bytes < 1 or self.decode_workers < 0 or self.file_timeout <= 0 \
+                or self.batch_window < 0 or self.max_batch < 1:
+            raise ConfigError("upload limit, timeout and batch size must be positive, workers and window ≥ 0")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
