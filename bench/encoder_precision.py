@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from phr_cli.data.decode import FrameSampling, decode_clip
+from phr_cli.data.decode import decode_clip
+from phr_cli.data.decode_options import FrameSampling
 from phr_cli.data.posts import read_posts
 from phr_cli.devices import resolve_device
 from phr_cli.encoders.pipeline import Encoders

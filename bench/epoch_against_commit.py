@@ -42,8 +42,8 @@ if sys.argv[3] == "kept":
             return any(mallopt(-3, size) for size in (1 << 30, 32 << 20)) and bool(mallopt(-1, 1 << 30))
     assert keep_freed_memory(), "glibc's mallopt did not apply"
 try:
-    from phr_cli.model.network import NetworkConfig
-    from phr_cli.model.phr import ModelConfig
+    from phr_cli.model.config import NetworkConfig
+    from phr_cli.model.config import ModelConfig
     from phr_cli.training.train import TrainConfig, train_from_store
     content_only = ModelConfig(NetworkConfig(propagate=False))
 except ImportError:  # an older commit's flat modules and configuration

@@ -26,7 +26,7 @@ from support import media
 RUN = """
 import json, resource, sys
 from pathlib import Path
-from phr_cli.data.decode import FrameSampling
+from phr_cli.data.decode_options import FrameSampling
 from phr_cli.extract import ExtractOptions, extract
 report = extract(Path(sys.argv[1]), Path(sys.argv[2]), ExtractOptions(
     device=sys.argv[3], workers=2, random_weights=True, batch_size=8, commit_every=8,

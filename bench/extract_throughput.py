@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from phr_cli.data.decode import FrameSampling
+from phr_cli.data.decode_options import FrameSampling
 from phr_cli.data.posts import read_posts
 from phr_cli.encoders.pipeline import content_key
 from phr_cli.extract import ExtractOptions, extract

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
 
 from phr_cli.data import decode
-from phr_cli.data.decode import FrameSampling
+from phr_cli.data.decode_options import FrameSampling
 from support import media
 
 

@@ -27,8 +27,7 @@ from lastfm_data import load_lastfm_captions, load_lastfm_posts
 from phr_cli.data.graph import SPLITS
 from phr_cli.devices import resolve_device
 from phr_cli.extract import ExtractOptions, extract
-from phr_cli.model.network import NetworkConfig
-from phr_cli.model.phr import ModelConfig
+from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.model.pitf import PITFConfig
 from phr_cli.training.comparison import evaluate_store
 from phr_cli.training.config import TrainConfig, settings, with_settings

@@ -35,8 +35,9 @@ from phr_cli.data.cases import build_cases
 from phr_cli.data.graph import Graph, build_graph, posts_from_store, split_posts
 from phr_cli.data.store import load_store
 from phr_cli.evaluation.metrics import evaluate
-from phr_cli.model.network import NetworkConfig, bpr_loss
-from phr_cli.model.phr import ModelConfig, PHRModel
+from phr_cli.model.config import ModelConfig, NetworkConfig
+from phr_cli.model.network import bpr_loss
+from phr_cli.model.phr import PHRModel
 from phr_cli.model.pitf import PITF, PITFConfig
 from phr_cli.training.comparison import evaluate_store
 from phr_cli.training.config import TrainConfig

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phr_cli.data.decode import FrameSampling
+from phr_cli.data.decode_options import FrameSampling
 from phr_cli.data.statuses import Status
 from phr_cli.data.store import (
     ACOUSTIC_DIM,

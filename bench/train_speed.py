@@ -34,7 +34,7 @@ from phr_cli.data.dataset import SplitPosts
 from phr_cli.data.graph import build_graph, posts_from_store
 from phr_cli.data.store import load_store
 from phr_cli.devices import resolve_device
-from phr_cli.model.phr import ModelConfig
+from phr_cli.model.config import ModelConfig
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.comparison import compare
 from phr_cli.training.config import StepPropagation, TrainConfig

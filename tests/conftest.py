@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from phr_cli.data.decode import FrameSampling
+from phr_cli.data.decode_options import FrameSampling
 from support import media
 
 # Few frames per clip keep random-weight ResNet50 on a 2-core CPU quick.

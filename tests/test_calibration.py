@@ -8,8 +8,8 @@ import torch
 
 from phr_cli.data.cases import build_cases
 from phr_cli.data.graph import PostData, build_graph
-from phr_cli.model.network import NetworkConfig
-from phr_cli.model.phr import ModelConfig, PHRModel
+from phr_cli.model.config import ModelConfig, NetworkConfig
+from phr_cli.model.phr import PHRModel
 from phr_cli.ranking.calibration import calibrate
 from phr_cli.ranking.scorer import ModelScorer
 from phr_cli.ranking.validation import MIN_FIT_CASES

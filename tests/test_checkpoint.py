@@ -13,9 +13,7 @@ from phr_cli.data.graph import Split
 from phr_cli.data.provenance import Provenance
 from phr_cli.data.store import FORMAT_VERSION
 from phr_cli.errors import CheckpointError
-from phr_cli.model.evidence import EvidenceConfig
-from phr_cli.model.network import Fusion, NetworkConfig
-from phr_cli.model.phr import ItemIdConfig, ModelConfig
+from phr_cli.model.config import EvidenceConfig, Fusion, ItemIdConfig, ModelConfig, NetworkConfig
 from phr_cli.training.checkpoint import CHECKPOINT_FORMAT, Checkpoint, ResumeState, load_checkpoint
 from phr_cli.training.config import StepPropagation, TrainConfig
 

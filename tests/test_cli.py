@@ -183,7 +183,7 @@ def test_choices_are_the_library_s():
     from phr_cli.data.graph import split_posts
     from phr_cli.encoders.registry import PRECISIONS
     from phr_cli.evaluation.metrics import ProtocolName
-    from phr_cli.model.network import Fusion, Variant, VideoMessages
+    from phr_cli.model.config import Fusion, Variant, VideoMessages
 
     assert [m.value for m in train.Fusion] == [m.value for m in Fusion]
     # "paper" is the paper's network alone (ModelConfig.paper), the others the attention variants.

@@ -17,7 +17,8 @@ import torchvision
 from torchvggish import vggish_input
 from torchvggish.torchvggish import VGG, make_layers
 
-from phr_cli.data.decode import FrameSampling, decode_clip
+from phr_cli.data.decode import decode_clip
+from phr_cli.data.decode_options import FrameSampling
 from phr_cli.data.statuses import Status
 from phr_cli.encoders.audio import AudioEncoder, log_mel_examples
 from phr_cli.encoders.visual import VisualEncoder

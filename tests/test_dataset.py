@@ -11,8 +11,7 @@ from phr_cli.data.cases import build_cases
 from phr_cli.data.dataset import Dataset, SplitPosts
 from phr_cli.data.graph import build_graph, split_posts
 from phr_cli.errors import CheckpointError, DataError, EncoderMismatchError
-from phr_cli.model.network import NetworkConfig
-from phr_cli.model.phr import ModelConfig
+from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import train_from_store

@@ -3,7 +3,8 @@ import os
 import numpy as np
 import pytest
 
-from phr_cli.data.decode import DecodeLimits, FrameSampling, decode_clip, decode_in_time
+from phr_cli.data.decode import decode_clip, decode_in_time
+from phr_cli.data.decode_options import DecodeLimits, FrameSampling
 from phr_cli.data.statuses import Status
 from support import media
 

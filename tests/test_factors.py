@@ -9,9 +9,8 @@ from test_train import planted_posts
 
 from phr_cli.data.dataset import SplitPosts
 from phr_cli.data.graph import build_graph, split_posts
+from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.model.factors import FACTORS, TagFactors
-from phr_cli.model.network import NetworkConfig
-from phr_cli.model.phr import ModelConfig
 from phr_cli.model.pitf import PITF, PITFConfig
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.comparison import compare

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from phr_cli.data.graph import PostData, build_graph
 from phr_cli.errors import ConfigError
 from phr_cli.model import network as model_module
-from phr_cli.model.network import GCNPHR, NetworkConfig, bpr_loss, grouped_softmax
-from phr_cli.model.phr import ModelConfig, PHRModel
+from phr_cli.model.config import ModelConfig, NetworkConfig
+from phr_cli.model.network import GCNPHR, bpr_loss, grouped_softmax
+from phr_cli.model.phr import PHRModel
 from phr_cli.training.train import BatchScores
 
 WIDTHS = {"visual": 7, "acoustic": 3, "textual": 5}

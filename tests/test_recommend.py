@@ -23,9 +23,7 @@ from phr_cli.cli import app
 from phr_cli.data.posts import caption_without_hashtags
 from phr_cli.errors import EncoderMismatchError
 from phr_cli.extract import ExtractOptions, extract
-from phr_cli.model.evidence import EvidenceConfig
-from phr_cli.model.network import NetworkConfig
-from phr_cli.model.phr import ItemIdConfig, ModelConfig
+from phr_cli.model.config import EvidenceConfig, ItemIdConfig, ModelConfig, NetworkConfig
 from phr_cli.serving.recommend import ClipRecommendation, Recommender
 from phr_cli.training.checkpoint import Checkpoint
 from phr_cli.training.config import TrainConfig

@@ -13,9 +13,8 @@ from test_train import planted_posts
 from phr_cli.data.cases import TestCases
 from phr_cli.data.dataset import SplitPosts
 from phr_cli.data.graph import split_posts
+from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.model.evidence import TagEvidence
-from phr_cli.model.network import NetworkConfig
-from phr_cli.model.phr import ModelConfig
 from phr_cli.ranking.rerank import (
     CANDIDATES,
     CONTEXT,

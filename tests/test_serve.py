@@ -32,11 +32,11 @@ from phr_cli.data.graph import posts_from_store
 from phr_cli.data.store import load_store
 from phr_cli.errors import ConfigError
 from phr_cli.extract import ExtractOptions, extract
-from phr_cli.model.network import NetworkConfig
-from phr_cli.model.phr import ModelConfig
+from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.ranking.rerank import RERANKER_PART, CountsOfTraining, Reranker, candidate_table, fit_trees
+from phr_cli.serving.options import ServeOptions
 from phr_cli.serving.recommend import ClipRecommendation, Recommender
-from phr_cli.serving.serve import ServeOptions, create_app
+from phr_cli.serving.serve import create_app
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import train_from_store

@@ -19,8 +19,7 @@ from phr_cli.data.provenance import Provenance
 from phr_cli.errors import CheckpointError, DataError
 from phr_cli.evaluation.baselines import GlobalPopularity, UserPopularity
 from phr_cli.evaluation.metrics import evaluate
-from phr_cli.model.network import NetworkConfig
-from phr_cli.model.phr import ItemIdConfig, ModelConfig
+from phr_cli.model.config import ItemIdConfig, ModelConfig, NetworkConfig
 from phr_cli.training.checkpoint import load_checkpoint, save_checkpoint
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import NegativeSampler, train

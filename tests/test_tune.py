@@ -10,9 +10,7 @@ import pytest
 from test_train import planted_posts
 
 from phr_cli.errors import ConfigError
-from phr_cli.model.evidence import EvidenceConfig
-from phr_cli.model.network import NetworkConfig
-from phr_cli.model.phr import ModelConfig
+from phr_cli.model.config import EvidenceConfig, ModelConfig, NetworkConfig
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.config import TrainConfig, settings
 from phr_cli.training.tune import SEARCH_SPACE, base_point, configurations, tune

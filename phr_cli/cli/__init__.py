@@ -1,13 +1,13 @@
 """The `phr` command line: parse options, call into phr_cli, print the result.
 
-- app.py: the Typer app, its version/main callback, and what the commands share: the
+- `app`: the Typer app, its version/main callback, and what the commands share: the
   consoles, the option types (--device, --quiet, --weights-dir, ...), `fail`, `printable`.
-- one module a command, each registering it on the app: extract.py, inspect.py, train.py,
-  recommend.py, serve.py, evaluate.py, tune.py.
-- present.py: the rich tables and summary lines that print the commands' results.
+- one module a command, each registering it on the app: `extract`, `inspect`, `train`,
+  `recommend`, `serve`, `evaluate`, `tune`.
+- `present`: the rich tables and summary lines that print the commands' results.
 
-Heavy modules (torch, the encoders) are imported inside the commands so that
-`phr --help` stays fast.
+Options take their defaults and choices from the configuration dataclasses. Heavy modules
+(torch, the encoders) are imported inside the commands so that `phr --help` stays fast.
 """
 
 # Importing the command modules registers their commands, in the order `phr --help` lists them.

@@ -16,7 +16,8 @@ from pathlib import Path
 import pebble
 
 from phr_cli.data import decode
-from phr_cli.data.decode import DecodedClip, DecodeLimits, FrameSampling
+from phr_cli.data.decode import DecodedClip
+from phr_cli.data.decode_options import DecodeLimits, FrameSampling
 from phr_cli.encoders.pipeline import EncodedVideo, Encoders
 from phr_cli.extract.options import ExtractOptions, ExtractReport
 

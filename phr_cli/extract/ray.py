@@ -28,7 +28,8 @@ import ray
 import ray.data
 import torch
 
-from phr_cli.data.decode import DecodedClip, DecodeLimits, FrameSampling, decode_guarded
+from phr_cli.data.decode import DecodedClip, decode_guarded
+from phr_cli.data.decode_options import DecodeLimits, FrameSampling
 from phr_cli.devices import DeviceError
 from phr_cli.encoders.pipeline import EncodedVideo, Encoders
 from phr_cli.errors import EncoderMismatchError, PhrError

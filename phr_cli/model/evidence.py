@@ -42,7 +42,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from phr_cli.model.config import EvidenceConfig as EvidenceConfig
 from phr_cli.model.neighbours import ContentIndex, SizedByState, gather_ranges, row_cosines, unit_rows
 
 EVIDENCE_TERMS = ("user history", "item history", "popularity", "similar items", "recent use", "similar own posts")

@@ -23,12 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from phr_cli.data.graph import Graph
-from phr_cli.model.config import Aggregation as Aggregation
-from phr_cli.model.config import Fusion as Fusion
-from phr_cli.model.config import ModalityChoice as ModalityChoice
-from phr_cli.model.config import NetworkConfig
-from phr_cli.model.config import Variant as Variant
-from phr_cli.model.config import VideoMessages as VideoMessages
+from phr_cli.model.config import ModalityChoice, NetworkConfig
 from phr_cli.model.edges import DENSE_PAIR_FRACTION, GraphTensors, LayerEdges, SideAggregation, SideEdges, distinct
 from phr_cli.model.items import ItemEncoder, ordered_modalities
 

@@ -18,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 from phr_cli.data.graph import Graph
-from phr_cli.model.config import ItemIdConfig as ItemIdConfig
 from phr_cli.model.config import ModelConfig
 from phr_cli.model.evidence import TagEvidence
 from phr_cli.model.factors import FACTORS, TagFactors

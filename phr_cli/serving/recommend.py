@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from phr_cli.data import decode
-from phr_cli.data.decode import DecodedClip, FrameSampling
+from phr_cli.data.decode import DecodedClip
+from phr_cli.data.decode_options import FrameSampling
 from phr_cli.data.graph import PostData
 from phr_cli.data.posts import caption_without_hashtags, normalize_user, parse_hashtags
 from phr_cli.data.statuses import Status

@@ -38,7 +38,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from phr_cli.data import decode
-from phr_cli.data.decode import DecodeLimits
+from phr_cli.data.decode_options import DecodeLimits
 from phr_cli.errors import PhrError
 from phr_cli.serving.options import ServeOptions
 from phr_cli.serving.recommend import PreparedClip, Recommender

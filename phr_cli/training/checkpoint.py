@@ -27,8 +27,9 @@ from phr_cli.data.posts import normalize_user
 from phr_cli.data.provenance import Provenance
 from phr_cli.errors import CheckpointError
 from phr_cli.files import atomic_file, interrupt_after
+from phr_cli.model.config import ModelConfig
 from phr_cli.model.factors import FittedFactors
-from phr_cli.model.phr import ModelConfig, PHRModel
+from phr_cli.model.phr import PHRModel
 from phr_cli.ranking.rerank import Reranker
 from phr_cli.ranking.scorer import FactorScorer, ModelScorer
 from phr_cli.training.config import TrainConfig

@@ -25,9 +25,10 @@ from phr_cli.data.provenance import Provenance
 from phr_cli.errors import CheckpointError, DataError
 from phr_cli.evaluation.baselines import fit_pitf_on_validation
 from phr_cli.evaluation.metrics import evaluate, small_data_notices
+from phr_cli.model.config import ModelConfig
 from phr_cli.model.factors import FittedFactors
 from phr_cli.model.network import bpr_loss
-from phr_cli.model.phr import ModelConfig, PHRModel
+from phr_cli.model.phr import PHRModel
 from phr_cli.model.pitf import PITF, PITFConfig
 from phr_cli.ranking.calibration import calibrate
 from phr_cli.ranking.rerank import fit_reranker

@@ -24,7 +24,7 @@ import optuna
 from phr_cli.choices import plain_values
 from phr_cli.data.dataset import Dataset
 from phr_cli.errors import ConfigError, DataError
-from phr_cli.model.phr import ModelConfig
+from phr_cli.model.config import ModelConfig
 from phr_cli.training.config import TrainConfig, settings, with_settings
 from phr_cli.training.train import FinishingCallback, ProgressCallback, StoreTraining, train, train_from_store
 

@@ -17,7 +17,8 @@ import pytest
 from hostile_corpus import EXPECTED, IGNORED, write_corpus
 
 from conftest import FAST_SAMPLING
-from phr_cli.data.decode import DecodeLimits, decode_clip
+from phr_cli.data.decode import decode_clip
+from phr_cli.data.decode_options import DecodeLimits
 from phr_cli.data.statuses import FAILED_STATUSES
 from phr_cli.data.store import load_store
 from phr_cli.extract import ExtractOptions, extract
