@@ -33,5 +33,7 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Two workers, a test file each at a time (module fixtures are built once); conftest.py hands
+# out the longest files first.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
