@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 # torch flags every CSR tensor as a beta feature; the kernels used here are stable ones.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", module=r"phr_cli\.model\.aggregate")
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state",
+                        module=r"phr_cli\.model\.aggregate")
 
 
 def _compressed(rows: Tensor, n_rows: int) -> Tensor:
