@@ -40,7 +40,7 @@ from phr_cli.training.checkpoint import (
     load_checkpoint,
     read_checkpoint_file,
 )
-from phr_cli.training.config import TrainConfig
+from phr_cli.training.config import TrainConfig, settings
 from phr_cli.training.distributed import Ranks, join, leave, mean_over_ranks
 
 # Settings that may change between an interrupted run and its resumption.
@@ -472,12 +472,9 @@ class StoreTraining:
 
 
 def _settings(model: ModelConfig, training: TrainConfig, split_by: str) -> dict[str, Any]:
-    """What a finished checkpoint was trained with, flat ("network.dim": 64), resumable changes left out."""
-    flat: dict[str, Any] = {}
-    for part, values in plain_values(model).items():
-        flat.update({f"{part}.{k}": v for k, v in values.items()} if isinstance(values, dict) else {part: values})
-    kept = {k: v for k, v in plain_values(training).items() if k not in RESUMABLE_CHANGES}
-    return {**flat, **kept, "split_by": split_by}
+    """What a finished checkpoint was trained with, by option name (`config.settings`), resumable changes left out."""
+    kept = {name: value for name, value in settings(model, training).items() if name not in RESUMABLE_CHANGES}
+    return {**kept, "split_by": split_by}
 
 
 def _refuse_overwriting(checkpoint_path: Path, model_config: ModelConfig, config: TrainConfig, split_by: str) -> None:
