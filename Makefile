@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Pinned to the wheels this project is tested with.
 TORCH := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 
-.PHONY: demo test lint
+.PHONY: demo test lint docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/phr train
 	$(BIN)/phr evaluate --plot models/evaluation.png
 	$(BIN)/phr recommend sample_videos/ocean_01.mp4 --user u1
+
+# docs/cli.md is generated from the app; tests/test_cli_docs.py fails when it is stale.
+docs: $(VENV)/.demo-installed
+	$(BIN)/typer phr_cli.cli utils docs --name phr --title "phr command reference" --output docs/cli.md
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .

@@ -3,6 +3,7 @@ a traceback; --version, -h; Ctrl-C is one line and exit 130 with the work so far
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -59,7 +60,7 @@ def options_of(command: str) -> list[tuple[str, bool]]:
     option is driven too."""
     group = typer.main.get_command(app)
     return [(param.opts[0], bool(param.is_flag)) for param in group.commands[command].params
-            if param.param_type_name == "option"]
+            if param.param_type_name == "option" and "--help" not in param.opts]
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +172,46 @@ def test_out_of_range_values_are_usage_errors_naming_the_option(command, option,
     result = CliRunner().invoke(app, [*BASE[command], option, value])
     assert result.exit_code == 2, result.output
     assert option in result.stderr and "Traceback" not in result.output
+
+
+def numeric_options() -> list[tuple[str, str, type]]:
+    """(command, option, int or float) of every numeric option, read from the app itself."""
+    group = typer.main.get_command(app)
+    return [(name, param.opts[0], param.type_descriptor.annotation)
+            for name, command in group.commands.items() for param in command.params
+            if param.param_type_name == "option" and param.type_descriptor.annotation in (int, float)]
+
+
+def declared_range(command: str, option: str) -> tuple[float | None, float | None, bool]:
+    """(lowest, highest, lowest included) as the option declares it: typer's min/max on an
+    integer, the `finite` callback's range on a float."""
+    group = typer.main.get_command(app)
+    param = next(p for p in group.commands[command].params if p.param_type_name == "option" and p.opts[0] == option)
+    checked = getattr(param.type_descriptor.parameter_info.callback, "__self__", None)
+    if checked is not None:
+        return checked.minimum, checked.maximum, checked.inclusive
+    return param.min, param.max, True
+
+
+@pytest.mark.parametrize("command, option, kind", numeric_options())
+def test_every_number_is_checked_when_parsed(command, option, kind, workdir, monkeypatch):
+    """One rule for every number: a declared range, enforced when parsed. nan, inf, -1 and 0
+    are usage errors naming the option, or (inside the range) the command runs and fails on
+    its missing inputs in one line, never a traceback or a hang."""
+    monkeypatch.chdir(workdir)
+    lowest, highest, included = declared_range(command, option)
+    assert lowest is not None, f"{command} {option} declares no range"
+    for value in ("nan", "inf", "-1", "0"):
+        result = CliRunner().invoke(app, [*BASE[command], option, value])
+        number = float(value)
+        allowed = math.isfinite(number) and (number > lowest or (number == lowest and included)) \
+            and (highest is None or number <= highest) and (kind is float or number.is_integer())
+        if allowed:
+            assert_clean_failure(result)
+            assert result.exit_code == 1, (command, option, value, result.output)
+        else:
+            assert result.exit_code == 2, (command, option, value, result.output)
+            assert option in result.stderr and "Traceback" not in result.output
 
 
 def test_choice_errors_list_the_choices():

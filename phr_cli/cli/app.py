@@ -11,7 +11,7 @@ inside the commands so that `phr --help` stays fast.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -19,7 +19,9 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer._click import Command, Parameter
+from typer._click.decorators import help_option
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from phr_cli import __version__
 from phr_cli.choices import Choice
@@ -33,7 +35,18 @@ err = Console(stderr=True)
 class _Commands(TyperGroup):
     """Ctrl-C is one line and exit 130 (128 + SIGINT) instead of click's "Aborted!": the
     store writer and the checkpoint writer have kept every finished video and epoch, and
-    their locks are released on the way out."""
+    their locks are released on the way out. Every command's placeholders are made to read
+    (`readable_metavars`) here, where help and the generated docs/cli.md both see them."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        readable_metavars(self)
+
+    def get_params(self, ctx) -> list[Parameter]:
+        params = super().get_params(ctx)
+        for param in params:  # typer adds --install-completion and --show-completion late
+            _name_value(param)
+        return params
 
     def invoke(self, ctx) -> Any:  # typer's own (vendored click) Context
         try:
@@ -43,13 +56,58 @@ class _Commands(TyperGroup):
             raise typer.Exit(130) from None
 
 
+# Typer shows a value's Python type (`<int>`, `<bool>` on a flag, `{videos}`); these read as
+# click's classic placeholders.
+_PLACEHOLDERS = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH"}
+
+
+HELP_OPTION_NAMES = ["-h", "--help"]
+
+
+def _own_help_option(command: Command) -> None:
+    """-h/--help as an option of the command itself, so that it too shows no `<bool>`."""
+    command.add_help_option = False
+    help_option(HELP_OPTION_NAMES)(command)
+    command.params[-1].metavar = ""
+
+
+def readable_metavars(command: Command) -> None:
+    """Name every parameter's value the way help pages do: an argument by its name in capitals
+    (VIDEOS), a flag by nothing, a choice by its choices, a number by its kind and bounds; an
+    explicit `metavar=` is kept. Subcommands too."""
+    _own_help_option(command)
+    for param in command.params:
+        _name_value(param)
+    if isinstance(command, TyperGroup):
+        for subcommand in command.commands.values():
+            readable_metavars(subcommand)
+
+
+def _name_value(param: Parameter) -> None:
+    if not isinstance(param, TyperArgument | TyperOption) or param.metavar is not None:
+        return
+    described = param.type_descriptor
+    if isinstance(param, TyperArgument):
+        param.metavar = (param.name or "value").upper()
+    elif param.is_flag:
+        param.metavar = ""
+    elif described.is_choice:
+        param.metavar = "[" + "|".join(str(getattr(c, "value", c)) for c in described.choices or ()) + "]"
+    else:
+        kind = described.annotation
+        placeholder = _PLACEHOLDERS.get(kind, str(kind).upper()) if isinstance(kind, type) else "VALUE"
+        declared = described.parameter_info.callback  # typer's wrapper hides the range
+        bounds = getattr(getattr(declared, "__self__", None), "bounds", None)
+        param.metavar = f"{placeholder} [{bounds}]" if bounds else placeholder
+
+
 app = typer.Typer(
     cls=_Commands,
     help="Personalised hashtag recommendation for micro-videos (GCN-PHR).",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": HELP_OPTION_NAMES},
 )
 
 DEFAULT_STORE = Path("phr_data/features.h5")
@@ -85,17 +143,29 @@ def _complete_device(incomplete: str) -> list[str]:
     return [name for name in DEVICE_NAMES if name.startswith(incomplete)]
 
 
-def finite(minimum: float, inclusive: bool = True) -> Any:
-    """An option callback: the number is finite (a range alone lets nan and inf through)
-    and at least (or, not inclusive, above) `minimum`."""
+class _FiniteRange:
+    """A float option's range: finite (click's ranges let nan and inf through), at least (or,
+    not inclusive, above) `minimum` and at most `maximum`. `bounds` is shown in help."""
 
-    def check(value: float) -> float:
-        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
-            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-            raise typer.BadParameter(f"{value} is not a finite number {bound}")
+    def __init__(self, minimum: float, inclusive: bool = True, maximum: float | None = None) -> None:
+        self.minimum, self.inclusive, self.maximum = minimum, inclusive, maximum
+        if maximum is None:
+            self.bounds = f"x>={minimum:g}" if inclusive else f"x>{minimum:g}"
+        else:
+            self.bounds = f"{minimum:g}{'<=' if inclusive else '<'}x<={maximum:g}"
+
+    def check(self, value: float | None) -> float | None:
+        if value is None:  # an optional option left out
+            return value
+        if not math.isfinite(value) or value < self.minimum or (value == self.minimum and not self.inclusive) \
+                or (self.maximum is not None and value > self.maximum):
+            raise typer.BadParameter(f"{value} is not a finite number with {self.bounds}")
         return value
 
-    return check
+
+def finite(minimum: float, inclusive: bool = True, maximum: float | None = None) -> Callable[..., float | None]:
+    """The callback of a float option (typer takes a method, not a callable object)."""
+    return _FiniteRange(minimum, inclusive, maximum).check
 
 
 SEED_MAX = 2**32 - 1  # numpy's seed range

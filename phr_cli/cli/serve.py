@@ -16,10 +16,11 @@ from phr_cli.cli.app import (
     check_device,
     err,
     fail,
+    finite,
     quiet_libraries,
 )
 from phr_cli.errors import PhrError
-from phr_cli.serving.options import ServeOptions
+from phr_cli.serving.options import MAX_BATCH_WINDOW, ServeOptions
 
 MIB = 1 << 20  # --max-upload-mb's unit
 MS = 1000  # --batch-window-ms's unit
@@ -34,20 +35,23 @@ def serve(
         "posts explain suggestions.")] = None,
     host: Annotated[str, typer.Option(
         "--host", help="Address to listen on; beyond loopback needs --token.")] = ServeOptions.host,
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = ServeOptions.port,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = ServeOptions.port,
     token: Annotated[str | None, typer.Option(
         "--token", envvar="PHR_TOKEN", help="Bearer token every request must carry.")] = ServeOptions.token,
     media_root: Annotated[Path | None, typer.Option(
         "--media-root", help="Serve JSON `path` requests for files under this folder (off by default).")
     ] = ServeOptions.media_root,
     max_upload_mb: Annotated[float, typer.Option(
-        "--max-upload-mb", help="Largest upload accepted, in MiB.")] = ServeOptions.max_upload_bytes / MIB,
+        "--max-upload-mb", callback=finite(0, inclusive=False), help="Largest upload accepted, in MiB.")
+    ] = ServeOptions.max_upload_bytes / MIB,
     decode_workers: Annotated[int, typer.Option(
         "--decode-workers", min=0, help="Decoding processes.")] = ServeOptions.decode_workers,
     file_timeout: Annotated[float, typer.Option(
-        "--file-timeout", help="Seconds of decoding a clip gets.")] = ServeOptions.file_timeout,
+        "--file-timeout", callback=finite(0, inclusive=False), help="Seconds of decoding a clip gets.")
+    ] = ServeOptions.file_timeout,
     batch_window_ms: Annotated[float, typer.Option(
-        "--batch-window-ms", help="How long a clip waits for others to share its encoder batch.")
+        "--batch-window-ms", callback=finite(0, maximum=MAX_BATCH_WINDOW * MS),
+        help="How long a clip waits for others to share its encoder batch.")
     ] = ServeOptions.batch_window * MS,
     device: DeviceOption = DEFAULT_DEVICE,
     weights_dir: WeightsDirOption = None,

@@ -88,8 +88,8 @@ def train(
         "--item-ids/--no-item-ids", help="ID embeddings for items seen in training; default on, off for "
         "paper.")] = None,
     item_id_dropout: Annotated[float | None, typer.Option(
-        "--item-id-dropout", min=0.0, max=1.0, help="Share of training posts scored without their item's ID "
-        "and history; default: the share of validation posts with a new item.")] = ItemIdConfig.dropout,
+        "--item-id-dropout", callback=finite(0, maximum=1), help="Share of training posts scored without their "
+        "item's ID and history; default: the share of validation posts with a new item.")] = ItemIdConfig.dropout,
     neighbours: Annotated[int, typer.Option(
         min=1, help="Content neighbours of the similar-items evidence.")] = EvidenceConfig.neighbours,
     recency: Annotated[bool, typer.Option(
@@ -106,8 +106,8 @@ def train(
         "on the validation posts (with the evidence; kept only if held-out validation P@5 rises).")
     ] = TrainConfig.rerank,
     hard_negatives: Annotated[float, typer.Option(
-        "--hard-negatives", min=0.0, max=1.0, help="Share of negatives drawn from the user's and the item's "
-        "own hashtags.")] = TrainConfig.hard_negatives,
+        "--hard-negatives", callback=finite(0, maximum=1), help="Share of negatives drawn from the user's and the "
+        "item's own hashtags.")] = TrainConfig.hard_negatives,
     video_messages: Annotated[VideoMessages, typer.Option(
         "--video-messages", help="mean (default: Eq. 6's sum divided by the node's number of groups) or sum "
         "(Eq. 6 as printed).")] = NetworkConfig.video_messages,

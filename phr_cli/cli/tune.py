@@ -8,7 +8,19 @@ from typing import Annotated
 import typer
 
 from phr_cli.cli import present
-from phr_cli.cli.app import DEFAULT_CHECKPOINT, DEFAULT_STORE, DeviceOption, SplitBy, app, check_device, err, fail, out
+from phr_cli.cli.app import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_STORE,
+    SEED_MAX,
+    DeviceOption,
+    SplitBy,
+    app,
+    check_device,
+    err,
+    fail,
+    finite,
+    out,
+)
 from phr_cli.errors import PhrError
 from phr_cli.training.config import TrainConfig
 
@@ -24,15 +36,16 @@ def tune(
     trials: Annotated[int | None, typer.Option(
         "--trials", min=1, help=f"Trials to add to the study ({TRIALS} when neither --trials nor --timeout is "
         "given).")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Seconds to spend on trials.")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", callback=finite(1), help="Seconds to spend on trials.")] = None,
     epochs: Annotated[int, typer.Option(
-        help="Maximum epochs of each trial and of the final training.")] = TrainConfig.epochs,
+        min=1, help="Maximum epochs of each trial and of the final training.")] = TrainConfig.epochs,
     patience: Annotated[int, typer.Option(
-        help="Epochs without validation gain before a trial stops.")] = TrainConfig.patience,
+        min=1, help="Epochs without validation gain before a trial stops.")] = TrainConfig.patience,
     seed: Annotated[int, typer.Option(
-        help="Seed of the split, initialisation, sampling and search.")] = TrainConfig.seed,
-    split_by: Annotated[str, typer.Option(
-        "--split-by", help="post, item or time (as `phr train`).")] = SplitBy.post.value,
+        min=0, max=SEED_MAX, help="Seed of the split, initialisation, sampling and search.")] = TrainConfig.seed,
+    split_by: Annotated[SplitBy, typer.Option(
+        "--split-by", help="post, item or time (as `phr train`).")] = SplitBy.post,
     device: DeviceOption = TrainConfig.device,
 ) -> None:
     """Search the model and training settings for validation P@5 (Optuna), then train the best."""
@@ -69,7 +82,7 @@ def tune(
             err.print(f"best configuration: {step} …", highlight=False)
 
     try:
-        result = run_tune(store, checkpoint, ModelConfig(), train_base, split_by, trials, timeout, on_trial,
+        result = run_tune(store, checkpoint, ModelConfig(), train_base, split_by.value, trials, timeout, on_trial,
                           progress=on_epoch, finishing=on_finishing)
     except PhrError as error:
         fail(str(error))

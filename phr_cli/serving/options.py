@@ -5,10 +5,15 @@ without FastAPI and torch: the CLI reads their defaults here.
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from phr_cli.errors import ConfigError
+
+# Seconds: a clip never waits longer than this for others to share its batch; a longer window
+# only delays every answer (an upload's own decode takes about as long).
+MAX_BATCH_WINDOW = 1.0
 
 
 @dataclass
@@ -27,9 +32,12 @@ class ServeOptions:
         if not is_loopback(self.host) and not self.token:
             raise ConfigError(f"listening on {self.host} (beyond this machine) needs a token: "
                               "pass --token or set PHR_TOKEN")
+        if not (math.isfinite(self.file_timeout) and math.isfinite(self.batch_window)):
+            raise ConfigError("the decode timeout and the batch window must be finite")
         if self.max_upload_bytes < 1 or self.decode_workers < 0 or self.file_timeout <= 0 \
-                or self.batch_window < 0 or self.max_batch < 1:
-            raise ConfigError("upload limit, timeout and batch size must be positive, workers and window ≥ 0")
+                or not 0 <= self.batch_window <= MAX_BATCH_WINDOW or self.max_batch < 1:
+            raise ConfigError("upload limit, timeout and batch size must be positive, workers ≥ 0 and the "
+                              f"window within 0…{MAX_BATCH_WINDOW:g} s")
 
 
 def is_loopback(host: str) -> bool:
