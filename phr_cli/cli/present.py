@@ -1,12 +1,12 @@
 """Printing results: the rich tables and summary lines of each command (what `inspect`
-shows of a store, checkpoint or manifest; `extract`'s statuses; `train`'s outcome;
+shows of a store, checkpoint, manifest or tune study; `extract`'s statuses; `train`'s outcome;
 `recommend`'s suggestions and their explanations; `evaluate`'s comparison)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.table import Table
 
@@ -42,8 +42,9 @@ def _counts(rows: list[list], total: int, columns: tuple[str, str]) -> None:
 
 
 def show_inspection(summary: dict) -> None:
-    """`phr inspect`: a store, a checkpoint or a manifest, as `summary["kind"]` says."""
-    {"store": show_store, "checkpoint": show_checkpoint, "manifest": show_manifest}[summary["kind"]](summary)
+    """`phr inspect`: a store, a checkpoint, a manifest or a tune study, as `summary["kind"]` says."""
+    {"store": show_store, "checkpoint": show_checkpoint, "manifest": show_manifest,
+     "study": show_study}[summary["kind"]](summary)
 
 
 def show_store(summary: dict) -> None:
@@ -104,6 +105,42 @@ def show_manifest(summary: dict) -> None:
         err.print(f"[yellow]problem:[/] {printable(problem)}", highlight=False, soft_wrap=True)
     if summary.get("problem_count", len(problems)) > len(problems):
         err.print(f"… and {summary['problem_count'] - len(problems)} more problems", highlight=False)
+
+
+def parameters(params: dict[str, Any]) -> str:
+    """A trial's parameters on one line: `lr=0.00312 network.dim=64`."""
+    return " ".join(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+                    for name, value in sorted(params.items()))
+
+
+def show_study(summary: dict) -> None:
+    """A `phr tune` study (`tune.read_study`): its task, its trials, the best, what was trained."""
+    task, best, trained = summary["task"] or {}, summary["best"], summary["trained"]
+    rows: list[tuple[str, object]] = [
+        ("objective", summary["objective"]),
+        ("task", ", ".join(f"{k} {v}" for k, v in task.items()) or "not recorded"),
+        ("trials", f"{len(summary['trials'])}: " + ", ".join(f"{n} {s}" for s, n in summary["states"].items())
+         if summary["trials"] else "none"),
+        ("best trial", "none complete" if best is None else f"{best['trial']}: {best['value']:.4f}"),
+    ]
+    if trained is not None:
+        rows.append(("trained", f"trial {trained.get('trial')} → {trained.get('checkpoint', 'its checkpoint')}"))
+    _fields(f"phr tune study {printable(summary['study'])}", rows)
+    if not summary["trials"]:
+        return
+    table = Table()
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    table.add_column("value", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("parameters")
+    for trial in summary["trials"]:
+        table.add_row(str(trial["number"]), trial["state"],
+                      "–" if trial["value"] is None else f"{trial['value']:.4f}",
+                      "–" if trial["seconds"] is None else f"{trial['seconds']:.1f}",
+                      printable(parameters(trial["params"])),
+                      style="bold" if best is not None and trial["number"] == best["trial"] else None)
+    out.print(table)
 
 
 def show_extract(report: ExtractReport, random_weights: bool, replace: bool) -> None:

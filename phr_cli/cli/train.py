@@ -168,15 +168,21 @@ def train(
     if not other_rank:
         err.print(f"training on {printable(store)}; checkpoint {printable(checkpoint)}", highlight=False)
     outcome = _run(store, checkpoint, model_config, config, split_by.value, resume, overwrite, quiet or other_rank)
+    show_outcome(outcome, config.validation_metric, checkpoint, draw=not other_rank)
+
+
+def show_outcome(outcome: StoreTraining, metric_name: str, checkpoint: Path, draw: bool = True) -> None:
+    """The training curve beside the checkpoint (with `draw`), then the summary: `phr train`'s,
+    and `phr tune`'s of its final training."""
     from phr_cli.evaluation.plots import curve_path, plot_training_curve
 
-    if not other_rank:
+    if draw:
         try:
-            plot_training_curve(outcome.result.history, outcome.result.best_epoch, config.validation_metric,
+            plot_training_curve(outcome.result.history, outcome.result.best_epoch, metric_name,
                                 curve_path(checkpoint))
         except PhrError as error:
             fail(str(error))
-    present.show_training(outcome, config.validation_metric, curve_path(checkpoint))
+    present.show_training(outcome, metric_name, curve_path(checkpoint))
 
 
 def _run(store: Path, checkpoint: Path, model_config: ModelConfig, config: TrainConfig, split_by: str,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,6 +13,7 @@ from phr_cli.cli.app import (
     DEFAULT_STORE,
     SEED_MAX,
     DeviceOption,
+    QuietOption,
     SplitBy,
     app,
     check_device,
@@ -20,7 +21,9 @@ from phr_cli.cli.app import (
     fail,
     finite,
     out,
+    printable,
 )
+from phr_cli.cli.train import show_outcome
 from phr_cli.errors import PhrError
 from phr_cli.training.config import TrainConfig
 
@@ -47,12 +50,16 @@ def tune(
     split_by: Annotated[SplitBy, typer.Option(
         "--split-by", help="post, item or time (as `phr train`).")] = SplitBy.post,
     device: DeviceOption = TrainConfig.device,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing checkpoint with the best configuration's (refused without it); "
+        "its study keeps its trials and adds more.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Search the model and training settings for validation P@5 (Optuna), then train the best."""
     import optuna
 
     from phr_cli.model.config import ModelConfig
-    from phr_cli.training.tune import OBJECTIVE
+    from phr_cli.training.tune import OBJECTIVE, study_path
     from phr_cli.training.tune import tune as run_tune
 
     check_device(device)
@@ -65,12 +72,15 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # phr prints one line a trial itself
     budget = " and ".join(part for part in (f"{trials} trials" if trials else "",
                                             f"{timeout:g} s" if timeout else "") if part)
-    err.print(f"tuning on {store} ({budget}); study {checkpoint}.tune.db", highlight=False)
+    if not quiet:
+        err.print(f"tuning on {printable(store)} ({budget}); study {printable(study_path(checkpoint))}",
+                  highlight=False)
 
-    def on_trial(number: int, state: str, value: float | None, best: float | None) -> None:
+    def on_trial(number: int, state: str, value: float | None, best: float | None, params: dict[str, Any]) -> None:
         shown = f"validation {OBJECTIVE} {value:.4f}" if value is not None else "stopped early by the pruner"
         best_shown = f"{best:.4f}" if best is not None else "–"
-        err.print(f"trial {number}: {shown} (best {best_shown})", highlight=False)
+        err.print(f"trial {number}: {shown} (best {best_shown}): {present.parameters(params)}", highlight=False,
+                  soft_wrap=True)
 
     # The final training can take as long as a trial: one line per epoch and per step after them.
     def on_epoch(epoch: int, loss: float, metric: float, best: float) -> None:
@@ -82,19 +92,15 @@ def tune(
             err.print(f"best configuration: {step} …", highlight=False)
 
     try:
-        result = run_tune(store, checkpoint, ModelConfig(), train_base, split_by.value, trials, timeout, on_trial,
-                          progress=on_epoch, finishing=on_finishing)
+        result = run_tune(store, checkpoint, ModelConfig(), train_base, split_by.value, trials, timeout,
+                          None if quiet else on_trial, progress=None if quiet else on_epoch,
+                          finishing=None if quiet else on_finishing, overwrite=overwrite)
     except PhrError as error:
         fail(str(error))
-    training = result.training.result
     out.print(
-        f"{result.trials_run} trials run; study {result.study_path}: {result.trials_complete} complete, "
+        f"{result.trials_run} trials run; study {printable(result.study_path)}: {result.trials_complete} complete, "
         f"{result.trials_pruned} pruned; best trial {result.best_trial}: validation {OBJECTIVE} "
-        f"{result.best_value:.4f} → {result.best_path}",
-        highlight=False,
+        f"{result.best_value:.4f}; trained into the checkpoint, its settings → {printable(result.best_path)}",
+        highlight=False, soft_wrap=True,  # a path broken over two lines cannot be copied
     )
-    out.print(
-        f"trained the best configuration: best epoch {training.best_epoch}, validation {OBJECTIVE} "
-        f"{training.best_metric:.4f} on {training.device} → {training.checkpoint_path}",
-        highlight=False,
-    )
+    show_outcome(result.training, OBJECTIVE, checkpoint)  # the final training's curve and summary

@@ -1,8 +1,9 @@
 """`phr inspect PATH`: what a file is, and what is in it.
 
 A feature store (files with their status and reason, users, hashtags), a checkpoint
-(configuration, split, best epoch, provenance) or a manifest (rows, users, hashtags,
-problems); anything else is named for what it is, never called a damaged store.
+(configuration, split, best epoch, provenance), a manifest (rows, users, hashtags,
+problems) or a `phr tune` study (`.tune.db` or its `.tune.json`: trials, the best, what was
+trained); anything else is named for what it is, never called a damaged store.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from phr_cli.errors import PhrError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"  # torch.save's format
+SQLITE_SIGNATURE = b"SQLite format 3\x00"  # `phr tune`'s study
 
 
 class InspectError(PhrError):
@@ -26,7 +28,7 @@ class InspectError(PhrError):
 
 
 def kind_of(path: Path) -> str:
-    """"store", "checkpoint" or "manifest", from the file's first bytes and name."""
+    """"store", "checkpoint", "manifest" or "study", from the file's first bytes and name."""
     path = Path(path)
     if path.is_dir():
         raise InspectError(f"{path} is a folder; `phr extract {path}` makes a feature store of its posts, "
@@ -36,15 +38,17 @@ def kind_of(path: Path) -> str:
     head = HDF5_SIGNATURE  # only segments of an interrupted first extract: a store
     if path.is_file():
         with open(path, "rb") as handle:
-            head = handle.read(len(HDF5_SIGNATURE))
+            head = handle.read(len(SQLITE_SIGNATURE))
     if head.startswith(HDF5_SIGNATURE):
         return "store"
     if head.startswith(ZIP_SIGNATURE):
         return "checkpoint"
+    if head.startswith(SQLITE_SIGNATURE) or path.name.endswith(".tune.json"):
+        return "study"
     if path.name in MANIFEST_NAMES or path.suffix in (".csv", ".jsonl"):
         return "manifest"
     raise InspectError(f"{path} is not a phr feature store, checkpoint or posts manifest "
-                       "(posts.csv / posts.jsonl)")
+                       "(posts.csv / posts.jsonl), nor a tune study (.tune.db / .tune.json)")
 
 
 def _top(counts: Counter, limit: int) -> list[list[Any]]:
@@ -125,5 +129,9 @@ def inspect_path(path: Path, limit: int = 20, failures_only: bool = False) -> di
         return inspect_store(path, limit, failures_only)
     if kind == "checkpoint":
         return inspect_checkpoint(path)
+    if kind == "study":
+        from phr_cli.training.tune import read_study  # Optuna and torch: only for studies
+
+        return read_study(path)
     return inspect_manifest(path, limit)
 

@@ -4,6 +4,6 @@
 - `train`: BPR training with model selection on validation; PITF, calibration, re-ranker after.
 - `checkpoint`: the file `phr train` writes and every later command reads.
 - `distributed`: several processes (torchrun) training one model.
-- `tune`: Optuna's search over model and training options.
+- `tune`: Optuna's search over model and training options; a study read back (`phr inspect`).
 - `comparison`: a checkpoint against the baselines on its own split (`phr evaluate`).
 """

@@ -230,12 +230,17 @@ class _Run:
             self.record.save(self.path)
 
 
+def check_trainable(data: SplitPosts) -> None:
+    """Refuse training posts no model can learn a ranking from (`tune` asks before its first trial)."""
+    if data.graph.n_hashtags < 2 or len(data.graph.triples) == 0:
+        raise DataError("training posts need at least two distinct hashtags")
+
+
 def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig, checkpoint_path: Path,
            provenance: Provenance, progress: ProgressCallback | None, resume: bool, ranks: Ranks,
            device: torch.device, factors: FittedFactors | None, finishing: FinishingCallback) -> TrainResult:
+    check_trainable(data)
     graph = data.graph
-    if graph.n_hashtags < 2 or len(graph.triples) == 0:
-        raise DataError("training posts need at least two distinct hashtags")
     if model_config.item_ids.dropout is None:
         model_config = model_config.with_item_id_dropout(new_item_share(data.posts, data.split.validation, graph))
     id_dropout = model_config.item_ids.dropout

@@ -4,16 +4,22 @@ Each trial trains on the store's split (the same split for every trial: the spli
 on the seed and unit only) and is scored by its best epoch's validation P@5, full ranking.
 Trials report their best-so-far value after every epoch, so a median pruner can stop one
 that trails the others. The study lives in `<checkpoint>.tune.db` (SQLite): a second run
-with the same checkpoint adds trials to it. The best configuration goes to
-`<checkpoint>.tune.json` and is trained into the checkpoint itself.
+with the same checkpoint (and `overwrite`, since the checkpoint is there) adds trials to it.
+The best configuration is trained into the checkpoint, and what was trained goes to
+`<checkpoint>.tune.json`. Everything a run needs (the checkpoint's place, the store, enough
+posts) is checked before the study is opened, so that a refused run leaves no study behind.
+`read_study` reads a study back (`phr inspect`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import tempfile
+import urllib.parse
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,12 +29,26 @@ import optuna
 
 from phr_cli.choices import plain_values
 from phr_cli.data.dataset import Dataset
-from phr_cli.errors import ConfigError, DataError
+from phr_cli.errors import CheckpointError, ConfigError, DataError, PhrError
+from phr_cli.files import atomic_file
 from phr_cli.model.config import ModelConfig
+from phr_cli.training.checkpoint import load_checkpoint, read_checkpoint_file
 from phr_cli.training.config import TrainConfig, settings, with_settings
-from phr_cli.training.train import FinishingCallback, ProgressCallback, StoreTraining, train, train_from_store
+from phr_cli.training.train import (
+    FinishingCallback,
+    ProgressCallback,
+    StoreTraining,
+    check_trainable,
+    train,
+    train_from_store,
+)
 
 OBJECTIVE = "P@5"  # validation, full ranking of every known hashtag
+STUDY_NAME = "phr-tune"
+
+
+class StudyError(PhrError):
+    """A study (`.tune.db`) or its record (`.tune.json`) that cannot be read."""
 
 Suggest = Callable[[optuna.trial.BaseTrial, str], Any]
 
@@ -106,18 +126,18 @@ def best_path(checkpoint: Path) -> Path:
 @dataclass
 class TuneResult:
     study_path: Path
-    best_path: Path  # the best configuration, JSON
+    best_path: Path  # the configuration trained into the checkpoint, JSON
     trials_run: int  # by this call
     trials_complete: int  # in the whole study
     trials_pruned: int  # in the whole study
     best_trial: int
     best_value: float  # validation P@5 of the best trial
-    model_config: ModelConfig
+    model_config: ModelConfig  # as the checkpoint holds them (the item-ID dropout resolved)
     train_config: TrainConfig
     training: StoreTraining  # the best configuration trained into the checkpoint
 
 
-TrialCallback = Callable[[int, str, float | None, float | None], None]
+TrialCallback = Callable[[int, str, float | None, float | None, dict[str, Any]], None]
 
 
 def tune(
@@ -132,13 +152,15 @@ def tune(
     pruner: optuna.pruners.BasePruner | None = None,
     progress: ProgressCallback | None = None,
     finishing: FinishingCallback | None = None,
+    overwrite: bool = False,
 ) -> TuneResult:
     """Run `trials` more trials and/or for `timeout` seconds, then train the best configuration.
 
-    `on_trial(number, state, value, best)` follows each finished trial (state "complete" or
-    "pruned"; value None when pruned). The default pruner is Optuna's median pruner after
-    five complete trials and one epoch. `progress` and `finishing` follow the final training
-    as `train.train` reports it.
+    `on_trial(number, state, value, best, params)` follows each finished trial (state
+    "complete" or "pruned"; value None when pruned; params as SEARCH_SPACE names them). The
+    default pruner is Optuna's median pruner after five complete trials and one epoch.
+    `progress` and `finishing` follow the final training as `train.train` reports it. An
+    existing checkpoint is replaced only with `overwrite` (refused before the first trial).
     """
     if trials is None and timeout is None:
         raise ConfigError("give tune a budget: a number of trials, a timeout, or both")
@@ -146,10 +168,19 @@ def tune(
         raise ConfigError("the number of trials and the timeout must be positive")
     train_base = replace(train_base, validation_metric=OBJECTIVE)
     checkpoint_path = Path(checkpoint_path)
-    checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     database = study_path(checkpoint_path)
+    _check_target(checkpoint_path, database, overwrite)
+    dataset = Dataset.from_store(store_path, split_by, train_base.seed)  # read once, for every trial
+    provenance = dataset.provenance()
+    check_trainable(dataset)
+    if len(dataset.validation) == 0:  # every trial's value would be NaN
+        raise DataError(f"{store_path}: no validation post has a hashtag known to training; nothing to tune on")
+    try:
+        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f"{checkpoint_path}: cannot make its folder ({error.strerror or error})") from None
     study = optuna.create_study(
-        study_name="phr-tune", storage=f"sqlite:///{database}", direction="maximize", load_if_exists=True,
+        study_name=STUDY_NAME, storage=f"sqlite:///{database}", direction="maximize", load_if_exists=True,
         pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     )
     _check_same_task(study, database, store_path, split_by, train_base)
@@ -158,8 +189,6 @@ def tune(
         # The first trial is the base configuration (phr's defaults): tuning then never
         # returns something worse on validation than not tuning at all.
         study.enqueue_trial(base_point(model_base, train_base))
-    dataset = Dataset.from_store(store_path, split_by, train_base.seed)  # read once, for every trial
-    provenance = dataset.provenance()
     # A resumed study draws new points, not the first session's again.
     study.sampler = optuna.samplers.TPESampler(seed=train_base.seed + before)
 
@@ -179,18 +208,14 @@ def tune(
             # final training has them.
             result = train(dataset, replace(model_config, factors=False), replace(train_config, rerank=False),
                            Path(scratch) / f"trial-{trial.number}.pt", provenance, report, resume=False)
-            value = result.best_metric
-            if math.isnan(value):
-                raise DataError(f"{store_path}: no validation post has a hashtag known to training; "
-                                "nothing to tune on")
-            return value
+            return result.best_metric
 
         def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             if on_trial is not None:
                 values = [t.value for t in study.trials
                           if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
                 best = max(values, default=None)
-                on_trial(trial.number, trial.state.name.lower(), trial.value, best)
+                on_trial(trial.number, trial.state.name.lower(), trial.value, best, trial.params)
 
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[finished])
 
@@ -203,7 +228,14 @@ def tune(
     model_config = ModelConfig(**best.user_attrs["model_config"])
     # The device is this run's; the rest is the trial's.
     train_config = TrainConfig(**{**best.user_attrs["train_config"], "device": train_base.device})
-    record = {
+    best_file = best_path(checkpoint_path)
+    best_file.unlink(missing_ok=True)  # it describes the checkpoint about to be replaced
+    training = train_from_store(store_path, checkpoint_path, model_config, train_config, split_by, progress,
+                                overwrite=overwrite, finishing=finishing)
+    # What the checkpoint holds, as training resolved it (an item-ID dropout left to the data).
+    trained = load_checkpoint(checkpoint_path)
+    model_config, train_config = trained.model_config, trained.train_config
+    _write_record(best_file, {
         "objective": f"validation {OBJECTIVE}, full ranking",
         "value": best_value,
         "trial": best.number,
@@ -211,13 +243,10 @@ def tune(
         "split_by": split_by,
         "store": str(store_path),
         "study": str(database),
+        "checkpoint": str(checkpoint_path),
         "model_config": plain_values(model_config),
         "train_config": plain_values(train_config),
-    }
-    best_file = best_path(checkpoint_path)
-    best_file.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    training = train_from_store(store_path, checkpoint_path, model_config, train_config, split_by, progress,
-                                finishing=finishing)
+    })
     return TuneResult(
         study_path=database,
         best_path=best_file,
@@ -232,6 +261,27 @@ def tune(
     )
 
 
+def _check_target(checkpoint_path: Path, database: Path, overwrite: bool) -> None:
+    """The best configuration can be trained into checkpoint_path: nothing is there, or
+    (with `overwrite`) a checkpoint training may replace."""
+    if not checkpoint_path.exists():
+        return
+    if not overwrite:
+        resumed = f" (its study {database} then adds this run's trials to its own)" if database.exists() else ""
+        raise CheckpointError(f"{checkpoint_path}: a checkpoint is already there, which tune would replace with "
+                              f"the best configuration's; write to another --checkpoint, or pass --overwrite to "
+                              f"replace it{resumed}")
+    read_checkpoint_file(checkpoint_path)  # training replaces a checkpoint, never another file
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    try:
+        with atomic_file(path) as temporary:
+            temporary.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot write the tuned configuration ({error.strerror or error})") from None
+
+
 def _check_same_task(study: optuna.Study, database: Path, store_path: Path, split_by: str,
                      train_base: TrainConfig) -> None:
     """A study's values compare only on one store, split and epoch budget."""
@@ -244,3 +294,57 @@ def _check_same_task(study: optuna.Study, database: Path, store_path: Path, spli
         differ = ", ".join(f"{k} {saved.get(k)!r} → {v!r}" for k, v in task.items() if saved.get(k) != v)
         raise ConfigError(f"{database}: this study tuned another task ({differ}); use another "
                           "--checkpoint or the same options")
+
+
+def read_study(path: Path) -> dict[str, Any]:
+    """A study as `phr inspect` shows it, from its `.tune.db` or its `.tune.json`: the task it
+    tunes, each trial (number, state, value, seconds, parameters), the best one, and what
+    was trained into the checkpoint (the `.tune.json` beside the study; None before one)."""
+    path = Path(path)
+    checkpoint = next((path.with_name(path.name.removesuffix(suffix)) for suffix in (".tune.db", ".tune.json")
+                       if path.name.endswith(suffix)), None)
+    database = path if checkpoint is None else study_path(checkpoint)
+    if not database.is_file():
+        raise StudyError(f"{database}: no study (`phr tune` keeps it beside the checkpoint it trains)")
+    study = _load_study(database)
+    trials = [{"number": t.number, "state": t.state.name.lower(), "value": t.value,
+               "seconds": t.duration.total_seconds() if t.duration is not None else None, "params": t.params}
+              for t in study.trials]
+    try:
+        best: optuna.trial.FrozenTrial | None = study.best_trial
+    except ValueError:  # no trial complete
+        best = None
+    return {
+        "kind": "study",
+        "study": str(database),
+        "objective": f"validation {OBJECTIVE}, full ranking",
+        "task": study.user_attrs.get("task"),
+        "states": dict(Counter(trial["state"] for trial in trials)),
+        "trials": trials,
+        "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params},
+        "trained": _read_record(best_path(checkpoint)) if checkpoint and best_path(checkpoint).is_file() else None,
+    }
+
+
+def _load_study(database: Path) -> optuna.Study:
+    """The study in the database, opened read-only: inspecting a file never changes it (Optuna
+    would otherwise add its tables to any SQLite file)."""
+    uri = f"file:{urllib.parse.quote(str(database.resolve()))}?mode=ro"
+    try:
+        storage = optuna.storages.RDBStorage(
+            "sqlite://", engine_kwargs={"creator": lambda: sqlite3.connect(uri, uri=True)}, skip_table_creation=True)
+        return optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    except KeyError:
+        raise StudyError(f"{database}: no `phr tune` study in this database") from None
+    except optuna.exceptions.OptunaError as error:  # Optuna wraps the database's errors in its own
+        raise StudyError(f"{database} is not a readable Optuna study ({type(error).__name__})") from None
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StudyError(f"{path} is not a readable `phr tune` record ({type(error).__name__})") from None
+    if not isinstance(record, dict):
+        raise StudyError(f"{path} is not a `phr tune` record (no JSON object)")
+    return record
