@@ -244,3 +244,9 @@ def show_comparison(comparison: Comparison, protocols: tuple[str, ...]) -> None:
         f"{counts.get('dropped_cases', 0)} cases left empty dropped",
         highlight=False,
     )
+    source = comparison.provenance
+    if source:
+        out.print(f"checkpoint {printable(source['checkpoint'])} (sha256 {source['checkpoint_sha256'][:12]}…) on "
+                  f"{printable(source['store'])}"
+                  + ("; RANDOM encoder weights (the store's)" if source["random_weights"] else ""),
+                  highlight=False, soft_wrap=True)
