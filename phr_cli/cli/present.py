@@ -216,13 +216,16 @@ def show_recommendations(results: list[ClipRecommendation], user: str | None, ex
         out.print(table)
 
 
-def show_clip_problems(results: list[ClipRecommendation]) -> None:
-    """Each clip's notices, and one error line a clip that could not be ranked."""
+def show_clip_problems(results: list[ClipRecommendation], shown: str = "") -> None:
+    """Each clip's notices (but `shown`, already said once for all), and one error line a clip
+    that could not be ranked."""
     for result in results:
         if result.error:  # one line a failed clip: the error already carries its notice
             err.print(f"[bold red]error:[/] {printable(result.error)}", highlight=False, soft_wrap=True)
             continue
         for notice in result.notices:
+            if notice == shown:
+                continue
             err.print(f"{printable(result.clip)}: {printable(notice)}", highlight=False, soft_wrap=True)
 
 
