@@ -153,11 +153,13 @@ def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolNa
 def provenance(checkpoint_path: Path, checkpoint: Checkpoint, store_path: Path) -> dict[str, Any]:
     """Which figures these are: the checkpoint file (and its sha256), the store evaluated on and
     the one trained on, the encoders that made the features, whether their weights were random."""
+    digest = hashlib.sha256()
     with open(checkpoint_path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        for block in iter(lambda: handle.read(1 << 20), b""):  # hashlib.file_digest: Python 3.11
+            digest.update(block)
     encoders = checkpoint.provenance.encoders
     return {
-        "checkpoint": str(checkpoint_path), "checkpoint_sha256": digest, "store": str(store_path),
+        "checkpoint": str(checkpoint_path), "checkpoint_sha256": digest.hexdigest(), "store": str(store_path),
         "trained_on": checkpoint.provenance.store,
         "encoders": {modality: {"name": e["spec"]["name"], "version": e["spec"]["version"], "weights": e["weights"]}
                      for modality, e in encoders.items()},
