@@ -183,6 +183,8 @@ def test_resume_continues_at_the_next_epoch(data, uninterrupted, tmp_path):
     interrupted = load_checkpoint(path)
     assert len(interrupted.history) == 2
     assert interrupted.resume is not None and interrupted.resume.optimizer is not None
+    with pytest.raises(CheckpointError, match=r"already past --epochs 1 \(epoch 2 of 4\); pass --epochs 4"):
+        train(SplitPosts(posts, split), SMALL_MODEL, replace(SMALL, epochs=1), path)
 
     seen = []
     result = train(SplitPosts(posts, split), SMALL_MODEL, SMALL, path, progress=lambda epoch, *_: seen.append(epoch))
