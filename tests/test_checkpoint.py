@@ -67,6 +67,34 @@ def test_a_checkpoint_reads_back_as_it_was_written(tmp_path):
     assert raw["format"] == CHECKPOINT_FORMAT and raw["model_config"]["network"]["fusion"] == "sum"
 
 
+def test_the_previous_format_still_reads(tmp_path):
+    raw = record().to_dict()
+    raw["format"] = "phr-gcn-checkpoint/7"
+    del raw["stages"], raw["store_relative"]
+    torch.save(raw, tmp_path / "seven.pt")
+    read = load_checkpoint(tmp_path / "seven.pt")
+    assert read.stages == {} and read.store_relative == "" and read.best_epoch == 2
+
+
+def test_the_store_is_found_relative_to_the_checkpoint_wherever_both_moved(tmp_path, monkeypatch):
+    first = tmp_path / "first"
+    (first / "data").mkdir(parents=True)
+    (first / "data" / "features.h5").write_bytes(b"store")
+    written = record()
+    written.provenance.store = str(first / "data" / "features.h5")
+    written.save(first / "models" / "model.pt")
+    assert written.store_relative == "../data/features.h5"
+    moved = tmp_path / "elsewhere" / "project"
+    moved.parent.mkdir()
+    first.rename(moved)
+    monkeypatch.chdir(tmp_path)  # another working folder than training's
+    read = load_checkpoint(Path("elsewhere/project/models/model.pt"))
+    assert read.store_candidates() == [Path("elsewhere/project/data/features.h5"), first / "data" / "features.h5"]
+    assert read.find_store() == Path("elsewhere/project/data/features.h5")
+    (moved / "data" / "features.h5").unlink()
+    assert read.find_store() is None
+
+
 def test_another_format_is_refused_in_one_line(tmp_path):
     raw = record().to_dict()
     raw["format"] = "phr-gcn-checkpoint/6"

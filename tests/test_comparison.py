@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -72,10 +73,24 @@ def test_a_checkpoint_whose_posts_are_gone_is_a_one_line_error(trained, tmp_path
     assert message.startswith("error: ") and "3 of the 80 posts the checkpoint was trained on are no longer" in message
 
 
+def test_the_json_names_what_was_evaluated(trained):
+    _, store, checkpoint = trained
+    result = evaluated(store, checkpoint)
+    assert result.exit_code == 0, result.output
+    source = json.loads(result.stdout)["provenance"]
+    assert source["checkpoint"] == str(checkpoint) and source["store"] == str(store)
+    assert source["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert source["trained_on"] == str(store.absolute())  # train records the store's absolute path
+    assert source["random_weights"] is True and source["encoders"]["visual"]["name"] == "resnet50"
+    assert source["encoders"]["visual"]["weights"] == "random-init(seed=0)"
+
+
 def test_figures_from_too_few_cases_or_hashtags_come_with_a_warning(trained):
     _, store, checkpoint = trained
     result = invoke("evaluate", "--store", store, "--checkpoint", checkpoint, "--device", "cpu", "--no-baselines")
     assert result.exit_code == 0, result.output
+    assert "fitting baselines" not in result.stderr and "scoring the test split" in result.stderr
+    assert f"checkpoint {checkpoint} (sha256 " in result.stdout and "RANDOM encoder weights" in result.stdout
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert any("test case(s)" in line and "fewer than 30" in line for line in warnings), result.stderr
     assert any("only 9 known hashtags" in line for line in warnings), result.stderr

@@ -7,7 +7,14 @@ import math
 import matplotlib.image
 import pytest
 
-from phr_cli.evaluation.plots import METRICS, PlotError, curve_path, plot_comparison, plot_training_curve
+from phr_cli.evaluation.plots import (
+    METRICS,
+    PlotError,
+    curve_path,
+    plot_comparison,
+    plot_training_curve,
+    training_curve,
+)
 
 
 def test_the_curve_lies_beside_the_checkpoint(tmp_path):
@@ -37,3 +44,16 @@ def test_comparison_has_a_panel_per_protocol(tmp_path):
 def test_an_unwritable_picture_is_a_phr_error(tmp_path):
     with pytest.raises(PlotError, match="cannot write the picture"):
         plot_training_curve([{"epoch": 1, "loss": 1.0, "metric": 0.1}], 1, "R@10", tmp_path / "no" / "c.png")
+
+
+def test_the_curve_s_legend_names_both_lines_and_covers_neither_axis():
+    history = [{"epoch": e, "loss": 1 / e, "metric": 0.1 * e} for e in range(1, 6)]
+    figure = training_curve(history, 5, "P@5")
+    figure.canvas.draw()
+    [legend] = figure.legends  # one legend for both axes, the figure's own
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels[0].startswith("training loss") and labels[1] == "validation P@5 (full ranking)"
+    assert labels[2] == "best epoch 5"
+    box = legend.get_window_extent()
+    for axis in figure.axes:  # the loss axis and its twin
+        assert not box.overlaps(axis.get_window_extent())

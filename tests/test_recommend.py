@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
@@ -285,18 +286,55 @@ def test_a_folder_shares_one_model_load(cli, corpus, monkeypatch):
     assert all(r["suggestions"] and r["error"] is None for r in recommendations)
 
 
-def test_missing_and_corrupt_clips_fail_one_line_each(cli, corpus):
-    missing, empty = corpus / "odd" / "gone.mp4", corpus / "odd" / "empty.mp4"
-    result = cli(corpus / "new" / "ocean.mp4", missing, empty, "--user", USER, "--json")
+def test_a_missing_clip_fails_before_anything_loads(cli, corpus, monkeypatch):
+    def no_loading(*arguments):
+        raise AssertionError("the checkpoint and encoders load only for clips that are there")
+
+    monkeypatch.setattr("phr_cli.serving.recommend.load_checkpoint", no_loading)
+    missing = corpus / "odd" / "gone.mp4"
+    result = cli(corpus / "new" / "ocean.mp4", missing, corpus / "odd" / "also-gone.mp4", "--user", USER)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert error_lines(result.stderr) == [f"error: {missing}: no such file (and 1 more clip(s) not found or "
+                                          "unreadable)"]
+
+
+def test_a_corrupt_clip_fails_one_line_and_the_others_rank(cli, corpus):
+    empty = corpus / "odd" / "empty.mp4"
+    result = cli(corpus / "new" / "ocean.mp4", empty, "--user", USER, "--json")
     assert result.exit_code == 1
     by_name = {Path(r["clip"]).name: r for r in json.loads(result.stdout)}
     assert by_name["ocean.mp4"]["suggestions"] and by_name["ocean.mp4"]["error"] is None
-    for name in ("gone.mp4", "empty.mp4"):
-        assert not by_name[name]["suggestions"] and name in by_name[name]["error"]
-    errors = error_lines(result.stderr)
-    assert len(errors) == 2
-    assert str(missing) in errors[0] and "missing" in errors[0]
-    assert str(empty) in errors[1] and "corrupt" in errors[1]
+    assert not by_name["empty.mp4"]["suggestions"] and "empty.mp4" in by_name["empty.mp4"]["error"]
+    [error] = error_lines(result.stderr)
+    assert str(empty) in error and "corrupt" in error
+
+
+def test_a_checkpoint_finds_its_store_beside_it_or_says_it_explains_nothing(cli, checkpoint, corpus, tmp_path,
+                                                                              monkeypatch):
+    moved = tmp_path / "moved"  # the checkpoint and its store, copied together; the training folder gone
+    moved.mkdir()
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert raw["store_relative"] == "features.h5"
+    raw["metadata"]["store"] = str(tmp_path / "gone" / "features.h5")
+    torch.save(raw, moved / "model.pt")
+    shutil.copy(corpus / "features.h5", moved / "features.h5")
+    monkeypatch.chdir(tmp_path)
+    clip, relative = corpus / "new" / "ocean.mp4", Path("moved/model.pt")
+
+    def explained(result) -> bool:
+        assert result.exit_code == 0, result.output
+        [recommendation] = json.loads(result.stdout)
+        return all(s["because"] for s in recommendation["suggestions"])
+
+    found = cli(clip, "--user", USER, "--json", checkpoint_path=relative)
+    assert explained(found) and "warning" not in found.stderr
+    (moved / "features.h5").unlink()
+    lost = cli(clip, "--user", USER, "--json", checkpoint_path=relative)
+    assert not explained(lost)
+    warnings = [line for line in lost.stderr.splitlines() if "no explanations" in line]
+    assert warnings == [f"warning: no explanations: the store {relative} was trained on is at neither "
+                        f"{Path('moved/features.h5')} nor {tmp_path / 'gone' / 'features.h5'}; pass it with --store"]
+    assert explained(cli(clip, "--user", USER, "--json", "--store", corpus / "features.h5", checkpoint_path=relative))
 
 
 def test_missing_and_corrupt_clips_with_a_caption_rank_from_the_text(recommender, corpus):

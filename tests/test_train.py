@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from phr_cli.evaluation.metrics import evaluate
 from phr_cli.model.config import ItemIdConfig, ModelConfig, NetworkConfig
 from phr_cli.training.checkpoint import load_checkpoint, save_checkpoint
 from phr_cli.training.config import TrainConfig
-from phr_cli.training.train import NegativeSampler, train
+from phr_cli.training.train import NegativeSampler, Start, train
 
 WIDTHS = {"visual": 32, "acoustic": 8, "textual": 16}
 N_TOPICS, TAGS_PER_TOPIC, N_PERSONAL_TAGS = 4, 5, 10
@@ -179,11 +180,15 @@ def test_resume_continues_at_the_next_epoch(data, uninterrupted, tmp_path):
 
     with pytest.raises(Interrupted):
         train(SplitPosts(posts, split), SMALL_MODEL, SMALL, path, progress=interrupt_after_two)
-    assert len(load_checkpoint(path).history) == 2
+    interrupted = load_checkpoint(path)
+    assert len(interrupted.history) == 2
+    assert interrupted.resume is not None and interrupted.resume.optimizer is not None
+    with pytest.raises(CheckpointError, match=r"already past --epochs 1 \(epoch 2 of 4\); pass --epochs 4"):
+        train(SplitPosts(posts, split), SMALL_MODEL, replace(SMALL, epochs=1), path)
 
     seen = []
     result = train(SplitPosts(posts, split), SMALL_MODEL, SMALL, path, progress=lambda epoch, *_: seen.append(epoch))
-    assert seen == [3, 4] and result.resumed_from_epoch == 2
+    assert seen == [3, 4] and result.resumed_from_epoch == 2 and result.start is Start.RESUMED
     # Resumed, the run ends exactly where an uninterrupted one does.
     numbers, state = state_of(path)
     reference_numbers, reference_state = state_of(uninterrupted)
@@ -213,7 +218,7 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(data, tmp_path):
     seen = []
     result = train(SplitPosts(posts, split), SMALL_MODEL, replace(one_epoch, lr=1e-2), path,
                    progress=lambda epoch, *_: seen.append(epoch))
-    assert seen == [1] and result.resumed_from_epoch is None
+    assert seen == [1] and result.resumed_from_epoch is None and result.start is Start.FRESH
     assert load_checkpoint(path).train_config.lr == 1e-2
 
 
@@ -223,9 +228,40 @@ def test_early_stopping_keeps_the_best_epoch_and_is_final(data, tmp_path):
     frozen = replace(SMALL, lr=0.0, patience=2, epochs=10)  # validation can never improve
     result = train(SplitPosts(posts, split), SMALL_MODEL, frozen, path)
     assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+    finished = path.read_bytes()
     seen = []
     again = train(SplitPosts(posts, split), SMALL_MODEL, frozen, path, progress=lambda epoch, *_: seen.append(epoch))
-    assert seen == [] and again.best_epoch == 1 and again.stopped_early
+    assert seen == [] and again.best_epoch == 1 and again.stopped_early and again.start is Start.FINISHED
+    assert path.read_bytes() == finished  # nothing to do: not even written again
+
+
+def test_more_epochs_extend_a_run_that_stopped_early_with_patience_afresh(data, tmp_path):
+    posts, split = data
+    path = tmp_path / "model.pt"
+    frozen = replace(SMALL, lr=0.0, patience=2, epochs=10)
+    train(SplitPosts(posts, split), SMALL_MODEL, frozen, path)
+    seen = []
+    extended = train(SplitPosts(posts, split), SMALL_MODEL, replace(frozen, epochs=20), path,
+                     progress=lambda epoch, *_: seen.append(epoch))
+    # Validation cannot improve: `patience` more epochs, counted from the extension's first.
+    assert seen == [4, 5] and extended.start is Start.EXTENDED and extended.resumed_from_epoch == 3
+    assert extended.stopped_early and extended.epochs == 20 and len(extended.history) == 5
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.completed and checkpoint.train_config.epochs == 20 and checkpoint.best_epoch == 1
+
+
+def test_a_finished_checkpoint_keeps_what_ran_after_the_epochs_and_no_optimizer(uninterrupted, data):
+    checkpoint = load_checkpoint(uninterrupted)
+    assert checkpoint.resume is not None and checkpoint.resume.optimizer is None  # finished: Adam's moments go
+    assert checkpoint.resume.model.keys() == checkpoint.state_dict.keys()  # the last epoch's, to extend from
+    n_validation = len(build_cases(data[0], data[1].validation, build_graph(data[0].subset(data[1].train))))
+    assert n_validation < 200
+    assert checkpoint.stages == {
+        "PITF's factors": f"fitted (epoch {checkpoint.pitf_epoch} of at most 200)",
+        "calibration": f"skipped ({n_validation} validation cases < 200)",
+        "re-ranker": f"skipped ({n_validation} validation cases < 200)",
+    }
+    assert checkpoint.calibration is None and checkpoint.reranker is None
 
 
 def test_negatives_are_never_on_the_post():
@@ -321,6 +357,19 @@ def test_a_tiny_validation_set_is_reported_with_a_warning(small_store, tmp_path)
     result = train_cli(small_store, tmp_path / "m.pt", "--dim", "8")
     assert result.exit_code == 0, result.output
     assert "warning: only 1 validation case(s)" in result.stderr and "fewer than 30" in result.stderr
+    assert "trained epochs 1–2 of at most 2\n" in result.stdout
+    # The steps after the epochs say what they did, here and in `phr inspect`.
+    assert "calibration: skipped (1 validation case < 200)\n" in result.stdout
+    assert "re-ranker: skipped (1 validation case < 200)\n" in result.stdout
+    inspected = CliRunner().invoke(app, ["inspect", str(tmp_path / "m.pt"), "--json"])
+    assert json.loads(inspected.stdout)["stages"]["re-ranker"] == "skipped (1 validation case < 200)"
+
+    again = train_cli(small_store, tmp_path / "m.pt", "--dim", "8")
+    assert again.exit_code == 0, again.output
+    assert "already finished after epoch 2 of 2 (all its epochs run); nothing to do: pass --epochs above 2 to " \
+           "extend it" in again.stdout and "resumed" not in again.stdout
+    extended = train_cli(small_store, tmp_path / "m.pt", "--dim", "8", "--epochs", "3")
+    assert "extended after epoch 2: epochs 3–3 of at most 3" in extended.stdout
 
 
 def test_other_settings_never_silently_overwrite_a_finished_checkpoint(small_store, tmp_path):

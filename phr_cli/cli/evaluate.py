@@ -64,7 +64,7 @@ def evaluate(
     check_device(device)
     if not checkpoint.is_file():
         fail(f"{printable(checkpoint)}: no checkpoint; run `phr train --checkpoint {printable(checkpoint)}` first")
-    phase = "fitting baselines and scoring the test split …"
+    phase = "fitting baselines and scoring the test split …" if baselines else "scoring the test split …"
     if not quiet and not err.is_terminal:  # a log gets the phase as a line (a spinner shows nothing there)
         err.print(phase, highlight=False)
     try:

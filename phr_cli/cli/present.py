@@ -87,8 +87,14 @@ def show_checkpoint(summary: dict) -> None:
                        f"{summary['train_config']['validation_metric']} {summary['best_metric']:.4f})"),
         ("state", ("finished" if summary["completed"] else "interrupted: `phr train` resumes it")
          + (", stopped early" if summary["stopped_early"] else "")),
+        *summary["stages"].items(),
         ("trained on", provenance["store"] or "posts from no store"),
     ]
+    if provenance["store"]:
+        found = provenance["store_found"]
+        rows.append(("store", f"{found} (found)" if found else "not found beside the checkpoint"
+                     + (f" ({provenance['store_relative']})" if provenance["store_relative"] else "")
+                     + " nor where it was: recommend and serve explain nothing without --store"))
     rows += [(f"{modality} encoder", text) for modality, text in provenance["encoders"].items()]
     if provenance["posts_recorded"] is not None:
         rows.append(("posts recorded", provenance["posts_recorded"]))
@@ -183,7 +189,10 @@ def epoch_scores(loss: float, metric: float, best: float, metric_name: str) -> s
 
 
 def show_training(outcome: StoreTraining, metric_name: str, curve: Path) -> None:
-    """`phr train`'s summary: the split, the best epoch, the curve, the re-ranker's verdict, warnings."""
+    """`phr train`'s summary: the split, what the run did (fresh, resumed, extended or nothing),
+    the best epoch, the curve, a line for each step after the epochs, warnings."""
+    from phr_cli.training.train import Start
+
     result = outcome.result
     train_size, val_size, test_size = outcome.split_sizes
     out.print(
@@ -191,21 +200,27 @@ def show_training(outcome: StoreTraining, metric_name: str, curve: Path) -> None
         f"left out: {', '.join(f'{k} {v}' for k, v in outcome.skipped.items() if v) or 'none'}",
         highlight=False,
     )
-    resumed = f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
-    stopped = ", stopped early" if result.stopped_early else ""
+    run = len(result.history)
+    if result.start is Start.FINISHED:
+        how = "stopped early" if result.stopped_early else "all its epochs run"
+        out.print(f"already finished after epoch {run} of {result.epochs} ({how}); nothing to do: pass --epochs "
+                  f"above {result.epochs} to extend it", highlight=False, soft_wrap=True)
+    else:
+        first = (result.resumed_from_epoch or 0) + 1
+        head = {Start.FRESH: "trained", Start.RESUMED: f"resumed after epoch {first - 1}:",
+                Start.EXTENDED: f"extended after epoch {first - 1}:"}[result.start]
+        tail = " (patience counted afresh, Adam's moments anew)" if result.start is Start.EXTENDED else ""
+        out.print(f"{head} epochs {first}–{run} of at most {result.epochs}"
+                  + (", stopped early" if result.stopped_early else "") + tail, highlight=False, soft_wrap=True)
     validation = "no validation set: the last epoch is kept" if math.isnan(result.best_metric) else \
         f"validation {metric_name} {result.best_metric:.4f}"
     out.print(
-        f"best epoch {result.best_epoch}: {validation} on {result.device}{resumed}{stopped} → "
-        f"{printable(result.checkpoint_path)}",
+        f"best epoch {result.best_epoch}: {validation} on {result.device} → {printable(result.checkpoint_path)}",
         highlight=False, soft_wrap=True,  # a path broken over two lines cannot be copied
     )
     out.print(f"training curve → {printable(curve)}", highlight=False, soft_wrap=True)
-    reranking = result.reranking
-    if reranking is not None:
-        verdict = "kept" if reranking["kept"] else "left out (the calibrated model ranks as well)"
-        out.print(f"re-ranker: {verdict}; held-out validation {reranking['metric']} "
-                  f"{reranking['held_out_before']:.4f} → {reranking['held_out_after']:.4f}", highlight=False)
+    for stage, verdict in result.stages.items():
+        out.print(f"{stage}: {verdict}", highlight=False, soft_wrap=True)
     for notice in outcome.notices:
         err.print(f"[yellow]warning:[/] {printable(notice)}", highlight=False, soft_wrap=True)
 
@@ -238,13 +253,16 @@ def show_recommendations(results: list[ClipRecommendation], user: str | None, ex
         out.print(table)
 
 
-def show_clip_problems(results: list[ClipRecommendation]) -> None:
-    """Each clip's notices, and one error line a clip that could not be ranked."""
+def show_clip_problems(results: list[ClipRecommendation], shown: str = "") -> None:
+    """Each clip's notices (but `shown`, already said once for all), and one error line a clip
+    that could not be ranked."""
     for result in results:
         if result.error:  # one line a failed clip: the error already carries its notice
             err.print(f"[bold red]error:[/] {printable(result.error)}", highlight=False, soft_wrap=True)
             continue
         for notice in result.notices:
+            if notice == shown:
+                continue
             err.print(f"{printable(result.clip)}: {printable(notice)}", highlight=False, soft_wrap=True)
 
 
@@ -281,3 +299,9 @@ def show_comparison(comparison: Comparison, protocols: tuple[str, ...]) -> None:
         f"{counts.get('dropped_cases', 0)} cases left empty dropped",
         highlight=False,
     )
+    source = comparison.provenance
+    if source:
+        out.print(f"checkpoint {printable(source['checkpoint'])} (sha256 {source['checkpoint_sha256'][:12]}…) on "
+                  f"{printable(source['store'])}"
+                  + ("; RANDOM encoder weights (the store's)" if source["random_weights"] else ""),
+                  highlight=False, soft_wrap=True)

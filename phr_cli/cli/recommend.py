@@ -48,7 +48,7 @@ def recommend(
     """Rank hashtags for new clips, personalised to --user."""
     from phr_cli.data.posts import find_videos
     from phr_cli.devices import resolve_device
-    from phr_cli.serving.recommend import Recommender
+    from phr_cli.serving.recommend import Recommender, check_clips
 
     check_device(device)
     paths: list[Path] = []
@@ -58,6 +58,10 @@ def recommend(
         fail(f"no video files found in {', '.join(map(str, clips))}")
     if not checkpoint.is_file():
         fail(f"{printable(checkpoint)}: no checkpoint; run `phr train --checkpoint {printable(checkpoint)}` first")
+    try:
+        check_clips(paths)  # before the encoders load: a mistyped name fails in a second
+    except PhrError as error:
+        fail(str(error))
     quiet_libraries()
     try:
         recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
@@ -74,10 +78,15 @@ def recommend(
     if recommender.random_weights:
         err.print("note: visual/acoustic encoders use random weights, as the training store did",
                   highlight=False)
+    # Asked for and lost (no store, another store): said once, not a line a clip.
+    lost = (explain or as_json) and recommender.explain_problem
+    unexplained = f"no explanations: {recommender.explain_problem}" if lost else ""
+    if unexplained:
+        err.print(f"[yellow]warning:[/] {printable(unexplained)}", highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
     else:
         present.show_recommendations(results, user, explain)
-    present.show_clip_problems(results)
+    present.show_clip_problems(results, shown=unexplained)
     if len(ranked) < len(results):
         raise typer.Exit(1)

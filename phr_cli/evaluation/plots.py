@@ -37,7 +37,14 @@ def _save(figure: Any, path: Path) -> None:
 
 
 def plot_training_curve(history: list[dict[str, float]], best_epoch: int, metric_name: str, path: Path) -> None:
-    """Loss (left axis) and the validation metric (right axis) per epoch, the best epoch marked."""
+    """`training_curve` as a PNG at path."""
+    _save(training_curve(history, best_epoch, metric_name), path)
+
+
+def training_curve(history: list[dict[str, float]], best_epoch: int, metric_name: str) -> Any:
+    """Loss (left axis) and the validation metric (right axis) per epoch, the best epoch marked,
+    as a matplotlib Figure. The legend lies below both axes: drawn inside either, the other
+    axis's line passes over or under it."""
     from matplotlib.figure import Figure
 
     epochs = [int(row["epoch"]) for row in history]
@@ -60,10 +67,10 @@ def plot_training_curve(history: list[dict[str, float]], best_epoch: int, metric
     if best_epoch in epochs:
         handles.append(loss_axis.axvline(best_epoch, color="tab:green", linestyle="--",
                                          label=f"best epoch {best_epoch}"))
-    loss_axis.legend(handles=handles, loc="best", fontsize="small")
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
     title = "GCN-PHR training" + ("" if has_metric else " (no validation set: the last epoch is kept)")
     loss_axis.set_title(title)
-    _save(figure, path)
+    return figure
 
 
 def plot_comparison(comparison: dict, path: Path) -> None:

@@ -79,7 +79,7 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
     from phr_cli.training.checkpoint import load_checkpoint  # torch: only for checkpoints
 
     checkpoint = load_checkpoint(path)
-    provenance = checkpoint.provenance
+    provenance, store = checkpoint.provenance, checkpoint.find_store()
     return {
         "kind": "checkpoint",
         "checkpoint": str(path),
@@ -95,8 +95,11 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         "epochs_run": len(checkpoint.history),
         "completed": checkpoint.completed,
         "stopped_early": checkpoint.stopped_early,
+        "stages": checkpoint.stages,  # what each step after the epochs did (empty: none ran)
         "provenance": {
             "store": provenance.store,
+            "store_relative": checkpoint.store_relative,
+            "store_found": None if store is None else str(store),  # relative to the checkpoint first
             "encoders": {m: f"{e['spec']['name']} ({e['spec']['version']}); weights {e['weights']}"
                          for m, e in provenance.encoders.items()},
             "posts_recorded": None if provenance.post_ids is None else len(provenance.post_ids),

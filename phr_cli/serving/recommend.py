@@ -5,6 +5,10 @@ checkpoint (those of the store it was trained on); a clip already in that store 
 stored features. The user's learned representation personalises the score; an unknown
 user (or none) gets the mean user representation, i.e. a content-based ranking for an
 average user.
+
+The store is the one the checkpoint was trained on, found relative to the checkpoint first
+(`Checkpoint.find_store`), or the one given; without it clips are decoded anew and nothing
+is explained, and `explain_problem` says why.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ from phr_cli.encoders.registry import random_weights_id
 from phr_cli.errors import EncoderMismatchError, PhrError
 from phr_cli.ranking.rerank import RERANKER_PART
 from phr_cli.serving.explain import Because, Explainer
-from phr_cli.training.checkpoint import load_checkpoint
+from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
+
+
+class ClipError(PhrError):
+    """A clip named to `recommend` that is not there or cannot be read."""
 
 
 @dataclass
@@ -113,7 +121,7 @@ class Recommender:
         # Encode as the store's videos were: the same weights and autocast precision.
         self.encoders = Encoders(self.device, weights_dir, self.random_weights,
                                  self.fingerprint["visual"].get("precision", "fp32"))
-        self.store_path = Path(store_path or provenance.store)
+        self.store_path, self.store_problem = _training_store(self.checkpoint, checkpoint_path, store_path)
         self._stored: dict[str, tuple[np.ndarray, np.ndarray, bool, bool]] | None = None
         self._explainer: Explainer | None = None
         self.explain_problem = ""  # why explanations are unavailable, once tried
@@ -127,7 +135,8 @@ class Recommender:
         if encoder.spec.to_dict() != recorded["spec"] or encoder.weights_id != recorded["weights"]:
             raise EncoderMismatchError(
                 f"the {modality} encoder here ({encoder.spec.name}, weights {encoder.weights_id[:16]}) "
-                f"differs from the one that built {self.store_path} ({recorded['spec']['name']}, "
+                f"differs from the one that built {self.checkpoint.provenance.store or 'the store'} "
+                f"({recorded['spec']['name']}, "
                 f"weights {recorded['weights'][:16]}); use the same weight files (--weights-dir) "
                 "or re-extract and retrain"
             )
@@ -142,9 +151,9 @@ class Recommender:
         with self._store_lock:
             if self._stored is not None and (self._explainer is not None or self.explain_problem or not explain):
                 return
-            if not self.store_path.exists():
+            if self.store_path is None:
                 self._stored = self._stored or {}
-                self.explain_problem = f"{self.store_path}: no store, so no explanations"
+                self.explain_problem = self.store_problem
                 return
             contents = load_store(self.store_path)
             # Features of another store are only comparable if made the same way.
@@ -322,6 +331,40 @@ class Recommender:
                 self.decode(clip)
         self.encode(prepared)
         return [self.rank(clip, user, top, exclude_used, explain) for clip in prepared]
+
+
+def _training_store(checkpoint: Checkpoint, checkpoint_path: Path, given: Path | None) -> tuple[Path | None, str]:
+    """The store to read (None: none) and, when there is none, why (one line)."""
+    if given is not None:
+        given = Path(given)
+        return (given, "") if given.exists() else (None, f"{given}: no such store (--store)")
+    found = checkpoint.find_store()
+    if found is not None:
+        return found, ""
+    tried = checkpoint.store_candidates()
+    if not tried:
+        return None, f"{checkpoint_path} was trained on posts from no store"
+    where = f"at neither {tried[0]} nor {tried[1]}" if len(tried) > 1 else f"not at {tried[0]}"
+    return None, f"the store {checkpoint_path} was trained on is {where}; pass it with --store"
+
+
+def check_clips(clips: list[Path]) -> None:
+    """Refuse, before anything loads, a clip that is not there or cannot be read (a
+    ClipError naming the first, and how many more)."""
+    problems = []
+    for clip in clips:
+        if not clip.exists():
+            problems.append(f"{clip}: no such file")
+        elif not clip.is_file():
+            problems.append(f"{clip}: not a file")
+        else:
+            try:
+                open(clip, "rb").close()
+            except OSError as error:
+                problems.append(f"{clip}: cannot read it ({error.strerror})")
+    if problems:
+        more = f" (and {len(problems) - 1} more clip(s) not found or unreadable)" if len(problems) > 1 else ""
+        raise ClipError(problems[0] + more)
 
 
 def _recorded_sampling(record: dict, checkpoint_path: Path) -> FrameSampling:

@@ -184,6 +184,8 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
             "best_epoch": checkpoint.best_epoch, "users": len(checkpoint.users),
             "hashtags": len(checkpoint.hashtags), "random_weights": recommender.random_weights,
             "explanations": recommender.explain_problem or "available",
+            # The store read: found relative to the checkpoint first (`Checkpoint.find_store`), or --store.
+            "store": None if recommender.store_path is None else str(recommender.store_path),
             "provenance": {"store": provenance.store, "encoders": provenance.encoders,
                            "sampling": provenance.sampling, "posts_fingerprint": provenance.posts_fingerprint},
         }

@@ -2,14 +2,16 @@
 
 One file (torch's safe, weights-only pickle): the configurations, the split, the
 vocabulary, the best epoch's weights and representations, the history, the provenance of
-the data (`Provenance`) and, while training runs, the state to resume from. Written
-atomically (`files.atomic_file`), so a crash or a full disk leaves the previous one.
-Reading a checkpoint needs nothing of the training loop.
+the data (`Provenance`), what the steps after the epochs did (`stages`), the store's path
+relative to the checkpoint's folder, and the state to continue from (the optimizer's only
+while the run is unfinished). Written atomically (`files.atomic_file`), so a crash or a full
+disk leaves the previous one. Reading a checkpoint needs nothing of the training loop.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import struct
 from dataclasses import asdict, dataclass, field
@@ -39,18 +41,21 @@ from phr_cli.training.config import TrainConfig
 # factors as a score part (`factors.TagFactors`) and config field; /6: the re-ranker
 # (`rerank.Reranker`) and config field; /7: the model configuration by part (network,
 # evidence, item IDs, factors), the network's weights under "network.", `rerank` a training
-# option (CHANGELOG.md).
-CHECKPOINT_FORMAT = "phr-gcn-checkpoint/7"
+# option; /8: `stages`, `store_relative`, no optimizer state once finished (CHANGELOG.md).
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/8"
+# Formats read as well: /7 lacks only what /8 added, read as empty.
+EARLIER_READABLE = ("phr-gcn-checkpoint/7",)
 
 
 @dataclass
 class ResumeState:
-    """What an interrupted run continues from: the state after its last saved epoch."""
+    """What a run continues from: the state after its last saved epoch (an interrupted run
+    resumes from it, a finished one is extended from it)."""
 
     epoch: int
     bad_epochs: int  # epochs since the best one
     model: dict[str, Tensor]  # the weights after the epoch (the best epoch's are saved apart)
-    optimizer: dict[str, Any]
+    optimizer: dict[str, Any] | None  # Adam's moments; None once finished (an extension starts them afresh)
     torch_rng: Tensor
     cuda_rng: Tensor | None
     numpy_rng: dict[str, Any]
@@ -81,7 +86,11 @@ class Checkpoint:
     reranker: Reranker | None = None  # the second stage fitted on validation (None: none, or not kept)
     reranking: dict[str, Any] | None = None  # how the re-ranker was chosen (`rerank.Reranking` as a dict)
     resume: ResumeState | None = None  # None once nothing is left to resume
+    # The steps after the epochs, each with what it did ("kept; …", "skipped (…)"), in order.
+    stages: dict[str, str] = field(default_factory=dict)
+    store_relative: str = ""  # the store's path relative to the checkpoint's folder, as `save` found it
     phr_version: str = __version__
+    path: Path | None = None  # where it was read from (not saved)
 
     def model(self, device: torch.device = torch.device("cpu")) -> PHRModel:
         """The best epoch's model in eval mode, serving the saved representations (no graph needed)."""
@@ -109,6 +118,20 @@ class Checkpoint:
         """The best epoch's model, re-ranker included, as a `metrics.Scorer`."""
         model = self.model(device)
         return ModelScorer(model, *model.network.propagate(), item_index=self.item_index(), reranker=self.reranker)
+
+    def store_candidates(self) -> list[Path]:
+        """Where the store it was trained on may be: relative to the checkpoint's folder as
+        recorded, then the absolute path recorded (a checkpoint travels with its store)."""
+        candidates = []
+        if self.store_relative and self.path is not None:
+            candidates.append(Path(os.path.normpath(self.path.parent / self.store_relative)))
+        if self.provenance.store:
+            candidates.append(Path(self.provenance.store))
+        return list(dict.fromkeys(candidates))
+
+    def find_store(self) -> Path | None:
+        """The first of `store_candidates` that exists (None: none does)."""
+        return next((path for path in self.store_candidates() if path.exists()), None)
 
     def item_index(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.items)}
@@ -148,6 +171,8 @@ class Checkpoint:
             "reranker": None if self.reranker is None else self.reranker.to_dict(),
             "reranking": self.reranking,
             "resume": None if self.resume is None else asdict(self.resume),
+            "stages": self.stages,
+            "store_relative": self.store_relative,
         }
 
     @classmethod
@@ -176,10 +201,16 @@ class Checkpoint:
             reranker=None if raw["reranker"] is None else Reranker.from_dict(raw["reranker"]),
             reranking=raw["reranking"],
             resume=None if raw["resume"] is None else ResumeState(**raw["resume"]),
+            stages=raw.get("stages", {}),  # format 7 recorded none
+            store_relative=raw.get("store_relative", ""),
             phr_version=raw["phr_version"],
         )
 
     def save(self, path: Path) -> None:
+        """Write it to path, with the store's path relative to path's folder."""
+        if self.provenance.store:
+            self.store_relative = os.path.relpath(os.path.abspath(self.provenance.store),
+                                                  os.path.abspath(Path(path).parent))
         save_checkpoint(self.to_dict(), path)
 
 
@@ -200,13 +231,16 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """The checkpoint at path; a one-line CheckpointError for another file or another format."""
     raw = read_checkpoint_file(path)
     written_as = raw.get("format") if isinstance(raw, dict) else None
+    readable = (CHECKPOINT_FORMAT, *EARLIER_READABLE)
     if isinstance(written_as, str) and written_as.startswith(CHECKPOINT_FORMAT.split("/")[0] + "/") \
-            and written_as != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is a {written_as} checkpoint; this phr reads {CHECKPOINT_FORMAT}: "
+            and written_as not in readable:
+        raise CheckpointError(f"{path} is a {written_as} checkpoint; this phr reads {', '.join(readable)}: "
                               "upgrade phr, or retrain with this one")
-    if written_as != CHECKPOINT_FORMAT:
+    if written_as not in readable:
         raise CheckpointError(f"{path} is not a phr checkpoint ({CHECKPOINT_FORMAT})")
-    return Checkpoint.from_dict(raw)
+    checkpoint = Checkpoint.from_dict(raw)
+    checkpoint.path = Path(path)
+    return checkpoint
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:

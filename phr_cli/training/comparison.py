@@ -8,6 +8,7 @@ test split with the same sampled negatives and tie-breaking seed.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from phr_cli.data.dataset import Dataset, SplitPosts
+from phr_cli.encoders.registry import random_weights_id
 from phr_cli.errors import CheckpointError
 from phr_cli.evaluation.baselines import (
     GlobalPopularity,
@@ -52,6 +54,8 @@ class Comparison:
     protocol: str
     seed: int
     notices: list[str] = field(default_factory=list)  # what makes a figure less than it seems
+    # What was evaluated: the checkpoint (path, sha256), the store, the encoders (`provenance`).
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,4 +146,22 @@ def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolNa
     dataset = Dataset.for_checkpoint(store_path, checkpoint.split, checkpoint.provenance, checkpoint_path)
     comparison = compare(dataset, checkpoint, protocol, baselines, pitf, device, seed)
     comparison.notices[:0] = dataset.notices
+    comparison.provenance = provenance(checkpoint_path, checkpoint, store_path)
     return comparison
+
+
+def provenance(checkpoint_path: Path, checkpoint: Checkpoint, store_path: Path) -> dict[str, Any]:
+    """Which figures these are: the checkpoint file (and its sha256), the store evaluated on and
+    the one trained on, the encoders that made the features, whether their weights were random."""
+    digest = hashlib.sha256()
+    with open(checkpoint_path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):  # hashlib.file_digest: Python 3.11
+            digest.update(block)
+    encoders = checkpoint.provenance.encoders
+    return {
+        "checkpoint": str(checkpoint_path), "checkpoint_sha256": digest.hexdigest(), "store": str(store_path),
+        "trained_on": checkpoint.provenance.store,
+        "encoders": {modality: {"name": e["spec"]["name"], "version": e["spec"]["version"], "weights": e["weights"]}
+                     for modality, e in encoders.items()},
+        "random_weights": any(e["weights"] == random_weights_id() for e in encoders.values()),
+    }

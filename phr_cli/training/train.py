@@ -1,11 +1,19 @@
 """Training GCN-PHR with BPR (Eq. 11): model selection on validation, atomic resumable checkpoints.
 
 train.py prints nothing; the CLI draws progress through the `progress` callback.
+
+A run starts fresh, resumes an interrupted checkpoint of the same settings, or extends a
+finished one when `epochs` exceeds the epochs it was trained with: from its last epoch's
+weights and random streams, Adam's moments anew (a finished checkpoint drops them) and
+patience counted afresh (an early-stopped run gets `patience` more epochs to beat its best
+epoch), the steps after the epochs run again. A finished run with no more epochs is left as
+it is (`Start.FINISHED`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from phr_cli.choices import plain_values
+from phr_cli.choices import Choice, plain_values
 from phr_cli.data.cases import TestCases
 from phr_cli.data.dataset import Dataset, SplitPosts
 from phr_cli.data.graph import MODALITIES, Graph, PostData
@@ -33,8 +41,10 @@ from phr_cli.model.pitf import PITF, PITFConfig
 from phr_cli.ranking.calibration import calibrate
 from phr_cli.ranking.rerank import fit_reranker
 from phr_cli.ranking.scorer import ModelScorer
+from phr_cli.ranking.validation import MIN_FIT_CASES
 from phr_cli.training.checkpoint import (
     CHECKPOINT_FORMAT,
+    EARLIER_READABLE,
     Checkpoint,
     ResumeState,
     load_checkpoint,
@@ -57,6 +67,15 @@ CALIBRATING = "calibrating on validation"
 RERANKING = "fitting the re-ranker on validation"
 
 
+class Start(Choice):
+    """What a `train` call did with the checkpoint it found."""
+
+    FRESH = "fresh"  # no checkpoint of this run: from the first epoch
+    RESUMED = "resumed"  # an interrupted run, continued at its next epoch
+    EXTENDED = "extended"  # a finished run, continued up to more epochs
+    FINISHED = "finished"  # a finished run with no more epochs to run: nothing done
+
+
 @dataclass
 class TrainResult:
     checkpoint_path: Path
@@ -64,7 +83,7 @@ class TrainResult:
     best_metric: float
     # per epoch: epoch, loss, metric, seconds (all of it), train_seconds (the training pass alone)
     history: list[dict[str, float]]
-    resumed_from_epoch: int | None  # last epoch of the checkpoint a run continued, else None
+    resumed_from_epoch: int | None  # last epoch of the checkpoint a run continued (resumed or extended)
     stopped_early: bool
     device: str
     n_validation_cases: int
@@ -72,6 +91,9 @@ class TrainResult:
     # How the re-ranker was chosen (`rerank.Reranking` as a dict); None: not fitted (too few
     # validation cases, or a model without it).
     reranking: dict[str, Any] | None = None
+    start: Start = Start.FRESH
+    epochs: int = 0  # the run's maximum epochs, as its checkpoint records them
+    stages: dict[str, str] = field(default_factory=dict)  # `Checkpoint.stages`
 
 
 class NegativeSampler:
@@ -172,7 +194,8 @@ def _resumable(path: Path, record: Checkpoint) -> Checkpoint | None:
     """The checkpoint at path if it is an interrupted (or finished) run of this record's
     settings; None for a checkpoint of another run or format, which training replaces."""
     raw = read_checkpoint_file(path)  # a file that is no checkpoint at all is an error
-    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT or raw.get("resume") is None:
+    if not isinstance(raw, dict) or raw.get("format") not in (CHECKPOINT_FORMAT, *EARLIER_READABLE) \
+            or raw.get("resume") is None:
         return None
     saved = Checkpoint.from_dict(raw)
     return saved if _same_run(saved, record) else None
@@ -194,7 +217,8 @@ def train(
     `progress(epoch, loss, metric, best_metric)` is called after each epoch is saved (epoch
     1-based, best_metric the best validation value so far); the last epoch of a model with
     evidence is reported before the steps that follow it, and saved with them. With `resume`, a checkpoint of the same
-    data, split and configuration (epochs and device may differ) continues at its next epoch.
+    data, split and configuration (epochs and device may differ) continues at its next epoch,
+    or is extended, or left as it is (see the module docstring; `TrainResult.start` says which).
     `provenance` is saved as it is (none: an empty record). A model with PITF's factors
     takes `factors` (a fit on the same posts with the same seed) instead of fitting PITF.
     `finishing` reports the steps after the epochs (see FinishingCallback).
@@ -263,21 +287,29 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig, che
                             dict(model.network.item_encoder.widths), provenance)
         run = _Run(data, config, checkpoint_path, model, step, optimizer, np.random.default_rng(config.seed),
                    NegativeSampler(graph.triples, graph.n_hashtags, config.hard_negatives), record, ranks, device)
-        start_epoch, bad_epochs, resumed_from = 1, 0, None
+        start, start_epoch, bad_epochs, resumed_from = Start.FRESH, 1, 0, None
         saved = _resumable(checkpoint_path, record) if resume and checkpoint_path.exists() else None
         if saved is not None:
             assert saved.resume is not None
-            if saved.stopped_early or saved.resume.epoch >= config.epochs:  # nothing left to run
-                return _result(checkpoint_path, saved, device, data.validation, resumed_from=saved.resume.epoch)
+            done = saved.resume.epoch
+            if saved.completed and config.epochs <= saved.train_config.epochs:
+                return _result(checkpoint_path, saved, device, data.validation, None, Start.FINISHED)
+            if not saved.completed and done >= config.epochs:
+                raise CheckpointError(f"{checkpoint_path}: an interrupted run already past --epochs {config.epochs} "
+                                      f"(epoch {done} of {saved.train_config.epochs}); pass --epochs "
+                                      f"{saved.train_config.epochs} to finish it, or --restart")
             _restore(saved.resume, run)
             record.history = list(saved.history)
             record.state_dict, record.best_epoch, record.best_metric = (saved.state_dict, saved.best_epoch,
                                                                         saved.best_metric)
             record.user_representations = saved.user_representations
             record.hashtag_representations = saved.hashtag_representations
-            start_epoch, bad_epochs, resumed_from = saved.resume.epoch + 1, saved.resume.bad_epochs, saved.resume.epoch
+            # An extension counts patience afresh: a run stopped early gets `patience` more epochs.
+            start = Start.EXTENDED if saved.completed else Start.RESUMED
+            bad_epochs = 0 if saved.completed else saved.resume.bad_epochs
+            start_epoch, resumed_from = done + 1, done
         _run_epochs(run, start_epoch, bad_epochs, progress, factors, finishing)
-    return _result(checkpoint_path, record, device, data.validation, resumed_from=resumed_from)
+    return _result(checkpoint_path, record, device, data.validation, resumed_from, start)
 
 
 def _run_epochs(run: _Run, start_epoch: int, bad_epochs: int, progress: ProgressCallback | None,
@@ -304,8 +336,14 @@ def _run_epochs(run: _Run, start_epoch: int, bad_epochs: int, progress: Progress
         if finishes:
             # Saved with the last epoch, so that a kill cannot leave a finished, uncalibrated run.
             _finish(run, factors, finishing)
+        elif record.completed:
+            without = "skipped (the model has no evidence)"
+            record.stages = {"calibration": without, **({"re-ranker": without} if config.rerank else {})}
         record.resume = ResumeState(
-            epoch=epoch, bad_epochs=bad_epochs, model=current, optimizer=run.optimizer.state_dict(),
+            # Adam's moments only while resumable: an extension starts them afresh, and they
+            # are twice the weights' size.
+            epoch=epoch, bad_epochs=bad_epochs, model=current,
+            optimizer=None if record.completed else run.optimizer.state_dict(),
             torch_rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
             numpy_rng=dict(run.rng.bit_generator.state))
@@ -344,13 +382,16 @@ def _finish(run: _Run, factors: FittedFactors | None, finishing: FinishingCallba
     model, record = run.model, run.record
     model.load_state_dict(record.state_dict)
     model.eval()
+    record.stages = {}
     if model.factors is not None and factors is not None:
         model.factors.load_state_dict(factors.state)
         record.pitf_epoch = factors.epoch
+        record.stages["PITF's factors"] = f"taken from the given fit (epoch {factors.epoch})"
     elif model.factors is not None:
         pitf = fit_pitf(run.data, model, run.device, run.config.seed, finishing)
         model.factors.load_fitted(pitf)
         record.pitf_epoch = pitf.best_epoch
+        record.stages["PITF's factors"] = f"fitted (epoch {pitf.best_epoch} of at most {pitf.config.epochs})"
     assert record.user_representations is not None and record.hashtag_representations is not None
     scorer = ModelScorer(model, record.user_representations.to(run.device),
                          record.hashtag_representations.to(run.device), run.data.graph.item_index)
@@ -358,18 +399,34 @@ def _finish(run: _Run, factors: FittedFactors | None, finishing: FinishingCallba
     calibration = calibrate(scorer, posts, validation, metric=config.validation_metric, seed=config.seed,
                             on_start=lambda: finishing(CALIBRATING, 0, None))
     record.calibration = None if calibration is None else asdict(calibration)
-    if config.rerank and run.ranks.main:  # only the main rank saves the checkpoint
+    too_few = f"skipped ({len(validation)} validation case{'s' * (len(validation) != 1)} < {MIN_FIT_CASES})"
+    record.stages["calibration"] = too_few if calibration is None else _verdict(
+        calibration.kept, "the trained scales rank as well", calibration.metric, calibration.held_out_before,
+        calibration.held_out_after)
+    if not config.rerank:
+        record.stages["re-ranker"] = "off (--no-rerank)"
+    elif run.ranks.main:  # only the main rank saves the checkpoint
         reranker, reranking = fit_reranker(scorer, posts, validation, run.data.graph, config.validation_metric,
                                            config.seed, on_start=lambda: finishing(RERANKING, 0, None))
         record.reranker = reranker
         record.reranking = None if reranking is None else asdict(reranking)
+        record.stages["re-ranker"] = too_few if reranking is None else _verdict(
+            reranking.kept, "the calibrated model ranks as well", reranking.metric, reranking.held_out_before,
+            reranking.held_out_after)
     record.state_dict = _cpu_state(model)
+
+
+def _verdict(kept: bool, why_not: str, metric: str, before: float, after: float) -> str:
+    """A step chosen on held-out validation cases: kept or left out, and the figures why."""
+    return (f"{'kept' if kept else f'left out ({why_not})'}; held-out validation {metric} "
+            f"{before:.4f} → {after:.4f}")
 
 
 def _restore(state: ResumeState, run: _Run) -> None:
     """Weights, optimizer moments and random streams as they were after the saved epoch."""
     run.model.load_state_dict(state.model)
-    run.optimizer.load_state_dict(state.optimizer)
+    if state.optimizer is not None:  # a finished run's were dropped: Adam starts afresh
+        run.optimizer.load_state_dict(state.optimizer)
     torch.set_rng_state(state.torch_rng)
     if run.device.type == "cuda" and state.cuda_rng is not None:
         torch.cuda.set_rng_state(state.cuda_rng, run.device)
@@ -389,7 +446,7 @@ def fit_pitf(data: SplitPosts, model: PHRModel, device: torch.device, seed: int,
 
 
 def _result(path: Path, record: Checkpoint, device: torch.device, validation: TestCases,
-            resumed_from: int | None) -> TrainResult:
+            resumed_from: int | None, start: Start) -> TrainResult:
     return TrainResult(
         checkpoint_path=path,
         best_epoch=record.best_epoch,
@@ -401,6 +458,9 @@ def _result(path: Path, record: Checkpoint, device: torch.device, validation: Te
         n_validation_cases=len(validation),
         n_validation_dropped=validation.n_dropped_cases,
         reranking=record.reranking,
+        start=start,
+        epochs=record.train_config.epochs,
+        stages=dict(record.stages),
     )
 
 
@@ -514,7 +574,8 @@ def train_from_store(
 ) -> StoreTraining:
     """Read the store's trainable posts, split them 8:1:1 with the seed, train and checkpoint.
 
-    The checkpoint's provenance records the store's encoders and text projection, so that
+    The checkpoint's provenance records the store (its absolute path; the checkpoint adds
+    the path relative to its own folder), its encoders and text projection, so that
     `recommend` encodes a new clip exactly as the store's videos were, and the ids of its
     posts, so that `evaluate` finds them again in a store that grew. A finished checkpoint
     of other settings is replaced only with `overwrite`.
@@ -522,7 +583,10 @@ def train_from_store(
     if not overwrite:
         _refuse_overwriting(checkpoint_path, model_config, config, split_by)
     dataset = Dataset.from_store(store_path, split_by, config.seed)
-    result = train(dataset, model_config, config, checkpoint_path, dataset.provenance(), progress, resume,
+    provenance = dataset.provenance()
+    # Absolute, beside the path relative to the checkpoint's folder that `Checkpoint.save` records.
+    provenance.store = os.path.abspath(store_path)
+    result = train(dataset, model_config, config, checkpoint_path, provenance, progress, resume,
                    finishing=finishing)
     _, n_validation, n_test = dataset.split_sizes
     return StoreTraining(result, len(dataset.posts), dataset.skipped, dataset.split_sizes,
