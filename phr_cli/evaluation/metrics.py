@@ -340,18 +340,25 @@ def _batch_scores(scorer: Scorer, posts: PostData, cases: TestCases, start: int,
 
 
 MIN_RELIABLE_CASES = 30  # below this a metric moves by ≥ 1/30 with one case: not a figure to compare
-
-
+RESULTS_PAGE = "docs/results.md"  # figures on real data, where a small evaluation points
 
 
 def small_data_notices(cases: dict[str, int], n_hashtags: int | None = None, protocol: ProtocolName = "both",
-                       n_negatives: int = 1000) -> list[str]:
+                       n_negatives: int = 1000, evaluating: bool = False) -> list[str]:
     """Warnings for figures that mean little: `cases` maps a set's name ("validation",
     "test") to its number of cases; the sampled protocol with fewer hashtags than its
-    negatives ranks every hashtag, like the full one."""
-    notices = [f"only {count} {name} case(s): its metrics are too noisy to compare methods or epochs "
-               f"(fewer than {MIN_RELIABLE_CASES}); add posts"
-               for name, count in cases.items() if count < MIN_RELIABLE_CASES]
+    negatives ranks every hashtag, like the full one. `evaluating`: the test set's warning
+    is `phr evaluate`'s, which points to figures that do measure something."""
+    notices = []
+    for name, count in cases.items():
+        if count >= MIN_RELIABLE_CASES:
+            continue
+        if evaluating and name == "test":
+            notices.append(f"only {count} test case(s) (fewer than {MIN_RELIABLE_CASES}): so few test cases "
+                           f"measure nothing; see {RESULTS_PAGE} for figures on real data")
+        else:
+            notices.append(f"only {count} {name} case(s): its metrics are too noisy to compare methods or epochs "
+                           f"(fewer than {MIN_RELIABLE_CASES}); add posts")
     if n_hashtags is not None and protocol != "full" and n_hashtags <= n_negatives:
         notices.append(f"only {n_hashtags} known hashtags, not more than the {n_negatives:,} sampled "
                        "negatives: the paper protocol ranks all of them (the same as the full ranking)")
