@@ -266,8 +266,7 @@ def show_comparison(comparison: Comparison, protocols: tuple[str, ...], segments
                   f"(paired t-test and Fisher's randomisation test, both Holm-corrected for "
                   f"{len(comparison.methods) - 1} baselines; p-values in --json)", highlight=False, soft_wrap=True)
     if segments:
-        _segments_table(comparison.methods[0].metrics["ks"], protocols[-1], names[protocols[-1]],
-                        [(m.name, m.segments[protocols[-1]], None) for m in comparison.methods])
+        _segments_table(ks, names[protocols[-1]], [(m.name, m.segments[protocols[-1]]) for m in comparison.methods])
     for method in comparison.methods:
         if method.note:
             out.print(f"{method.name}: {method.note}", highlight=False)
@@ -292,14 +291,14 @@ def show_seed_summary(summary: SeedSummary, protocols: tuple[str, ...], segments
                        [(m["name"], _spread(m["metrics"][name]["all"], m["std"][name]["all"]))
                         for m in summary.methods])
     if segments:
-        _segments_table(ks, protocols[-1], names[protocols[-1]],
-                        [(m["name"], m["segments"][protocols[-1]], m["segments_std"][protocols[-1]])
-                         for m in summary.methods])
-    out.print("each checkpoint's own figures, paired tests and segments: --json", highlight=False)
+        _segments_table(ks, f"{names[protocols[-1]]}, mean of {seeds} checkpoints",
+                        [(m["name"], m["segments"][protocols[-1]]) for m in summary.methods])
+    out.print("standard deviations of the segments, and each checkpoint's own figures, paired tests and "
+              "segments: --json", highlight=False)
 
 
-def _segments_table(ks: list[int], protocol: str, title: str, rows: list[tuple[str, dict, dict | None]]) -> None:
-    """One metric by segment (columns) for each method (rows), with the catalogue coverage; std: ± beside each."""
+def _segments_table(ks: list[int], title: str, rows: list[tuple[str, dict]]) -> None:
+    """One metric by segment (columns) for each method (rows), with the catalogue coverage."""
     metric = f"{SEGMENT_METRIC}@{min(ks)}"
     first = rows[0][1]
     columns = [(kind, segment) for kind in ("user activity", "hashtag frequency", "item") for segment in first[kind]]
@@ -311,14 +310,7 @@ def _segments_table(ks: list[int], protocol: str, title: str, rows: list[tuple[s
         table.add_column(f"{segment} video" if kind == "item" else segment, justify="right")
     table.add_column(coverage, justify="right")
     table.add_row("cases", *(f"{first[kind][segment]['cases']:g}" for kind, segment in columns), "", end_section=True)
-    for name, values, std in rows:
-        def cell(value: float | None, spread: float | None) -> str:
-            if value is None:
-                return "–"
-            return f"{value:.3f}±{spread:.3f}" if spread is not None else f"{value:.4f}"
-
-        table.add_row(name, *(cell(values[kind][segment].get(metric),
-                                   std[kind][segment].get(metric) if std is not None else None)
-                              for kind, segment in columns),
-                      cell(values[coverage], std[coverage] if std is not None else None))
+    for name, values in rows:
+        table.add_row(name, *(f"{values[kind][segment][metric]:.4f}" if metric in values[kind][segment] else "–"
+                              for kind, segment in columns), f"{values[coverage]:.4f}")
     out.print(table)
