@@ -102,8 +102,8 @@ def test_run_files_give_phr_s_figures_and_p_values_to_ranx(trained, tmp_path, re
     from ranx import Qrels, Run, compare, evaluate
 
     qrels = Qrels.from_file(str(runs / "qrels.txt"), kind="trec")
-    assert len(qrels.keys()) == comparison["counts"]["cases"]
-    assert all(" " not in query for query in qrels.keys())
+    queries = list(qrels.to_dict())
+    assert len(queries) == comparison["counts"]["cases"] and all(" " not in query for query in queries)
     loaded = {m["name"]: Run.from_file(str(runs / (m["name"].replace(" ", "_") + ".run")), kind="trec")
               for m in methods}
     for method in methods:
