@@ -1,7 +1,7 @@
 """GCN-PHR against the baselines on real personalised tagging data: HetRec 2011 Last.fm 2K.
 
     python bench/lastfm.py ../shared/datasets/lastfm-2k [--work DIR] [--epochs N] [--patience N]
-        [--splits post item time] [--variant paper] [--set NAME=VALUE ...]
+        [--splits post item time] [--variant paper] [--set NAME=VALUE ...] [--seeds N]
 
 Each (user, artist) pair becomes a text-only post (caption = the artist's name, hashtags =
 the user's tags for it) written to a posts.jsonl manifest; then the product's own code
@@ -9,7 +9,8 @@ path runs: `extract` (MiniLM + PCA text features; no video, so visual and acoust
 masked and the random ResNet50/VGGish weights are never applied), `train`, `evaluate`.
 Three splits: random posts, artists held out (the analogue of a new micro-video), and by
 time (each post dated by the user's latest tagging of the artist; the latest 10 % tested).
-Prints one summary line per method, split and protocol.
+Prints one summary line per method, split and protocol; with --seeds N, N checkpoints per split
+(seeds 0 … N−1, each its own split and initialisation) and each figure as mean ± standard deviation.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from phr_cli.devices import resolve_device
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.model.pitf import PITFConfig
-from phr_cli.training.comparison import evaluate_store
+from phr_cli.training.comparison import evaluate_checkpoints, summarise_seeds
 from phr_cli.training.config import TrainConfig, settings, with_settings
-from phr_cli.training.train import train_from_store
+from phr_cli.training.seeds import seed_checkpoint, train_seeds
 
 
 def write_manifest(dataset: Path, folder: Path) -> int:
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--set", dest="changes", action="append", default=[], metavar="NAME=VALUE",
                         help="change one option (an ablation), e.g. factors=false, recency=false, "
                         "rerank=false, network.residual=false; repeatable")
+    parser.add_argument("--seeds", type=int, default=1, help="checkpoints per split, seeds 0 … N-1")
     args = parser.parse_args()
     network = NetworkConfig(dim=args.dim) if args.variant == "paper" else NetworkConfig(dim=args.dim,
                                                                                         variant=args.variant)
@@ -104,30 +106,38 @@ def main() -> None:
     report = extract(posts_dir, store, ExtractOptions(device=args.device, random_weights=True))
     print(f"lastfm extract: {n_posts} posts, text features in {report.seconds:.1f} s")
 
+    seeds = list(range(args.seeds))
     for split_by in args.splits:
         checkpoint = args.work / f"gcn-phr-{split_by}.pt"
-        outcome = train_from_store(
-            store, checkpoint,
-            model_config, train_config,
-            split_by=split_by)
-        history = outcome.result.history
-        per_epoch = sum(h["seconds"] for h in history) / max(len(history), 1)
-        print(f"lastfm train split={split_by}: {len(history)} epochs, {per_epoch:.2f} s/epoch on "
-              f"{outcome.result.device}, best epoch {outcome.result.best_epoch} "
-              f"(validation {TrainConfig().validation_metric} {outcome.result.best_metric:.4f})")
-        comparison = evaluate_store(store, checkpoint, "both", device=resolve_device(args.device),
-                                    pitf=PITFConfig(epochs=args.pitf_epochs, device=args.device))
-        counts = comparison.counts
-        print(f"lastfm split={split_by}: {counts['cases']} test cases, {counts['cold_cases']} cold, "
-              f"{counts['dropped_hashtags']} unseen test hashtags dropped, "
-              f"{counts['dropped_cases']} cases dropped")
-        for method in comparison.methods:
+        outcomes = train_seeds(store, checkpoint, model_config, train_config, seeds, split_by=split_by)
+        for seed, outcome in zip(seeds, outcomes):
+            history = outcome.result.history
+            per_epoch = sum(h["seconds"] for h in history) / max(len(history), 1)
+            print(f"lastfm train split={split_by} seed={seed}: {len(history)} epochs, {per_epoch:.2f} s/epoch on "
+                  f"{outcome.result.device}, best epoch {outcome.result.best_epoch} "
+                  f"(validation {TrainConfig().validation_metric} {outcome.result.best_metric:.4f})")
+        comparisons = evaluate_checkpoints(store, [seed_checkpoint(checkpoint, seed) for seed in seeds], "both",
+                                           device=resolve_device(args.device),
+                                           pitf=PITFConfig(epochs=args.pitf_epochs, device=args.device))
+        for comparison in comparisons:
+            counts = comparison.counts
+            print(f"lastfm split={split_by} seed={comparison.split['seed']}: {counts['cases']} test cases, "
+                  f"{counts['cold_cases']} cold, {counts['dropped_hashtags']} unseen test hashtags dropped, "
+                  f"{counts['dropped_cases']} cases dropped")
+        summary = summarise_seeds(comparisons)
+        for method in summary.methods:
+            note = next((m.note for m in comparisons[0].methods if m.name == method["name"]), "")
             for protocol in ("sampled", "full"):
-                m = method.metrics[protocol]["all"]
-                print(f"lastfm split={split_by} {protocol:7s} {method.name:22s} "
-                      f"P@5 {m['P@5']:.3f} R@5 {m['R@5']:.3f} A@5 {m['A@5']:.3f} "
-                      f"P@10 {m['P@10']:.3f} R@10 {m['R@10']:.3f} A@10 {m['A@10']:.3f}"
-                      + (f"  ({method.note})" if method.note and protocol == "full" else ""))
+                means, spread = method["metrics"][protocol]["all"], method["std"][protocol]["all"]
+                figures = " ".join(f"{name} {means[name]:.3f}" + (f"±{spread[name]:.3f}" if len(seeds) > 1 else "")
+                                   for name in ("P@5", "R@5", "A@5", "F1@5", "nDCG@5", "MAP@5", "MRR@5",
+                                                "P@10", "R@10", "A@10"))
+                marks = [c.methods[i].significance.get(protocol, {}).get("P@5", {}).get("mark", "")
+                         for c in comparisons for i, m in enumerate(c.methods) if m.name == method["name"]]
+                print(f"lastfm split={split_by} {protocol:7s} {method['name']:22s} {figures}"
+                      + (f"  P@5 vs GCN-PHR per seed: {' '.join(mark or 'ns' for mark in marks)}"
+                         if any(c.methods[0].name != method["name"] for c in comparisons) else "")
+                      + (f"  ({note})" if note and protocol == "full" else ""))
     print(f"lastfm total: {time.perf_counter() - started:.0f} s")
 
 

@@ -1,12 +1,15 @@
-"""`phr evaluate` on a store that grew or changed after training (comparison.evaluate_store)."""
+"""`phr evaluate` (comparison.evaluate_store): a store that grew or changed after training, the
+TREC run files, the paired tests, the segments and several seeds."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from reliability.reliability_data import write_text_posts
 from typer.testing import CliRunner
@@ -32,7 +35,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
     store, checkpoint = root.parent / "features.h5", root.parent / "model.pt"
     assert invoke("extract", root, "--store", store, *RANDOM).exit_code == 0
     result = invoke("train", "--store", store, "--checkpoint", checkpoint, "--epochs", "2", "--dim", "8",
-                    "--device", "cpu")
+                    "--device", "cpu", "--seeds", "2")  # seed 0 writes model.pt, seed 1 model.seed1.pt
     assert result.exit_code == 0, result.output
     return root, store, checkpoint
 
@@ -92,6 +95,115 @@ def test_figures_from_too_few_cases_or_hashtags_come_with_a_warning(trained):
     assert "fitting baselines" not in result.stderr and "scoring the test split" in result.stderr
     assert f"checkpoint {checkpoint} (sha256 " in result.stdout and "RANDOM encoder weights" in result.stdout
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert any("test case(s)" in line and "fewer than 30" in line for line in warnings), result.stderr
+    assert any("test case(s)" in line and "fewer than 30" in line and "docs/results.md" in line
+               for line in warnings), result.stderr
     assert any("only 9 known hashtags" in line for line in warnings), result.stderr
     assert "all 9 known hashtags" in result.stdout and "1,000 sampled" not in result.stdout
+
+
+@pytest.mark.filterwarnings("ignore:unsafe cast from uint64 to int64")  # inside ranx's numba code
+def test_run_files_give_phr_s_figures_and_p_values_to_ranx(trained, tmp_path, request, monkeypatch):
+    _, store, checkpoint = trained
+    runs = tmp_path / "runs"
+    result = invoke("evaluate", "--store", store, "--checkpoint", checkpoint, "--device", "cpu", "--json",
+                    "--runs", runs)
+    assert result.exit_code == 0, result.output
+    comparison = json.loads(result.stdout)
+    methods = comparison["methods"]
+    assert {path.name for path in runs.iterdir()} == {"qrels.txt", *(
+        name.replace(" ", "_") + ".run" for name in (m["name"] for m in methods))}
+    if "numba" not in sys.modules:  # ranx's numba compiles for a minute: kept between runs in pytest's cache
+        monkeypatch.setenv("NUMBA_CACHE_DIR", str(request.config.cache.mkdir("numba")))
+    from ranx import Qrels, Run, compare, evaluate
+
+    qrels = Qrels.from_file(str(runs / "qrels.txt"), kind="trec")
+    queries = list(qrels.to_dict())
+    assert len(queries) == comparison["counts"]["cases"] and all(" " not in query for query in queries)
+    loaded = {m["name"]: Run.from_file(str(runs / (m["name"].replace(" ", "_") + ".run")), kind="trec")
+              for m in methods}
+    for method in methods:
+        figures = evaluate(qrels, loaded[method["name"]], ["precision@5", "ndcg@5"])
+        assert figures["precision@5"] == pytest.approx(method["metrics"]["full"]["all"]["P@5"], abs=1e-6)
+        assert figures["ndcg@5"] == pytest.approx(method["metrics"]["full"]["all"]["nDCG@5"], abs=1e-4)
+    # phr's Student t p-values are those ranx's compare gives (over the same per-case values)
+    model, baseline = methods[0], methods[1]
+    for run, name in ((loaded[model["name"]], "model"), (loaded[baseline["name"]], "baseline")):
+        run.name = name
+    report = compare(qrels, [loaded[model["name"]], loaded[baseline["name"]]], ["precision@5", "ndcg@5"],
+                     stat_test="student")
+    for ours, theirs in (("P@5", "precision@5"), ("nDCG@5", "ndcg@5")):
+        tested = baseline["significance"]["full"][ours]
+        expected = report.comparisons["model", "baseline"][theirs]["p_value"]
+        assert tested["student"] == pytest.approx(1.0 if np.isnan(expected) else expected, abs=1e-9)
+        assert tested["student"] <= tested["student_holm"] <= 1 and 0 < tested["fisher"] <= tested["fisher_holm"]
+
+
+def test_json_holds_tests_and_segments_and_the_same_run_gives_the_same_verdict(trained):
+    _, store, checkpoint = trained
+    results = [invoke("evaluate", "--store", store, "--checkpoint", checkpoint, "--device", "cpu", "--json")
+               for _ in range(2)]
+    assert all(r.exit_code == 0 for r in results), results[0].output
+    first, second = (json.loads(r.stdout) for r in results)
+    assert [m["significance"] for m in first["methods"]] == [m["significance"] for m in second["methods"]]
+    model, *baselines = first["methods"]
+    assert model["significance"] == {} and len(baselines) >= 5
+    for baseline in baselines:
+        assert set(baseline["significance"]) == {"sampled", "full"}
+        assert set(baseline["significance"]["full"]) == {"P@5", "nDCG@5"}
+    segments = model["segments"]["full"]
+    assert sum(group["cases"] for group in segments["user activity"].values()) == first["counts"]["cases"]
+    assert segments["user activity"]["0 (cold)"]["cases"] == first["counts"]["cold_cases"]
+    assert sum(group["cases"] for group in segments["item"].values()) == first["counts"]["cases"]
+    assert 0 < segments["coverage@5"] <= 1
+    assert sum(first["segments"]["hashtags"].values()) == first["counts"]["known_hashtags"]
+    table = invoke("evaluate", "--store", store, "--checkpoint", checkpoint, "--device", "cpu", "--segments")
+    assert table.exit_code == 0, table.output
+    assert "R@5 by segment" in table.stdout and "Holm" in table.stdout
+
+
+def test_several_seeds_give_mean_and_deviation(trained, tmp_path):
+    _, store, checkpoint = trained
+    seed1 = checkpoint.with_name("model.seed1.pt")
+    assert seed1.is_file()
+    pattern = str(checkpoint.parent / "model*.pt")
+    result = invoke("evaluate", "--store", store, "--checkpoint", pattern, "--device", "cpu", "--json",
+                    "--no-baselines", "--runs", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["seeds"] == 2 and summary["checkpoints"] == [str(checkpoint), str(seed1)]
+    assert [c["split"]["seed"] for c in summary["comparisons"]] == [0, 1]
+    each = [c["methods"][0]["metrics"]["full"]["all"]["P@5"] for c in summary["comparisons"]]
+    model = summary["methods"][0]
+    assert model["metrics"]["full"]["all"]["P@5"] == pytest.approx(np.mean(each))
+    assert model["std"]["full"]["all"]["P@5"] == pytest.approx(np.std(each, ddof=1))
+    assert (tmp_path / "runs" / "model.seed1" / "qrels.txt").is_file()
+    table = invoke("evaluate", "--store", store, "--checkpoint", checkpoint, "--checkpoint", seed1,
+                   "--device", "cpu", "--no-baselines", "--protocol", "full")
+    assert table.exit_code == 0, table.output
+    assert "mean ± standard deviation over 2 checkpoints" in table.stdout and "±" in table.stdout
+
+
+def test_runs_need_the_full_ranking(trained, tmp_path):
+    _, store, checkpoint = trained
+    result = invoke("evaluate", "--store", store, "--checkpoint", checkpoint, "--protocol", "sampled",
+                    "--runs", tmp_path)
+    assert result.exit_code == 2 and "--protocol full or both" in result.output
+    assert invoke("evaluate", "--store", store, "--checkpoint", str(tmp_path / "none*.pt")).exit_code == 2
+
+
+def test_the_table_and_the_library_name_the_same_metrics():
+    from phr_cli.cli import present
+    from phr_cli.evaluation import metrics
+
+    assert present.METRICS == metrics.METRICS
+
+
+def test_checkpoints_of_one_split_share_their_baselines(trained, tmp_path):
+    from phr_cli.training.comparison import evaluate_checkpoints
+
+    _, store, checkpoint = trained
+    copy = Path(shutil.copy(checkpoint, tmp_path / "again.pt"))
+    first, second = evaluate_checkpoints(store, [checkpoint, copy], "full", ("global popularity",))
+    assert second.methods[1].metrics is first.methods[1].metrics  # fitted and scored once
+    assert second.methods[0].metrics is not first.methods[0].metrics
+    assert second.methods[1].significance == first.methods[1].significance

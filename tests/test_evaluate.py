@@ -5,7 +5,7 @@ import torch
 import phr_cli.evaluation.metrics as evaluation
 from phr_cli.data.cases import build_cases
 from phr_cli.data.graph import PostData, build_graph
-from phr_cli.evaluation.metrics import evaluate, ranking_metrics, sample_candidates
+from phr_cli.evaluation.metrics import evaluate, metric_names, ranking_metrics, sample_candidates
 
 
 def make_posts(rows: list[tuple[str, str, list[str]]]) -> PostData:
@@ -27,11 +27,30 @@ def test_metrics_by_hand() -> None:
     assert metrics["P@10"] == pytest.approx((3 / 10 + 0) / 2)
     assert metrics["R@10"] == pytest.approx((1 + 0) / 2)
     assert metrics["A@10"] == pytest.approx((1 + 0) / 2)
+    # row 0 hits at ranks 1, 3 and 10 of |G| = 3; row 1 has no hit, so it adds 0 to every mean.
+    assert metrics["F1@5"] == pytest.approx(2 * (2 / 5) * (2 / 3) / (2 / 5 + 2 / 3) / 2)
+    assert metrics["F1@10"] == pytest.approx(2 * (3 / 10) * 1 / (3 / 10 + 1) / 2)
+    ideal = 1 + 1 / np.log2(3) + 1 / np.log2(4)  # three relevant hashtags ranked first
+    assert metrics["nDCG@5"] == pytest.approx((1 + 1 / np.log2(4)) / ideal / 2)
+    assert metrics["nDCG@10"] == pytest.approx((1 + 1 / np.log2(4) + 1 / np.log2(11)) / ideal / 2)
+    assert metrics["MAP@5"] == pytest.approx((1 / 1 + 2 / 3) / 3 / 2)  # precision at each hit, over |G|
+    assert metrics["MAP@10"] == pytest.approx((1 / 1 + 2 / 3 + 3 / 10) / 3 / 2)
+    assert metrics["MRR@5"] == metrics["MRR@10"] == pytest.approx(1 / 2)
+    assert list(metrics) == metric_names((5, 10))
+
+
+def test_reciprocal_rank_counts_only_the_first_hit_within_k() -> None:
+    scores = np.array([[5.0, 4, 3, 2, 1, 0]])
+    assert ranking_metrics(scores, [np.array([2, 3])], ks=(2, 3))["MRR@3"] == pytest.approx(1 / 3)
+    assert ranking_metrics(scores, [np.array([2, 3])], ks=(2, 3))["MRR@2"] == 0.0
 
 
 def test_fewer_columns_than_k_still_divides_by_k() -> None:
     metrics = ranking_metrics(np.array([[1.0, 3.0, 2.0]]), [np.array([0, 1])], ks=(5,))
-    assert metrics == {"P@5": pytest.approx(2 / 5), "R@5": 1.0, "A@5": 1.0}
+    # ranked 1, 2, 0: hits at ranks 1 and 3; the ideal ranks both first
+    assert metrics == {"P@5": pytest.approx(2 / 5), "R@5": 1.0, "A@5": 1.0, "F1@5": pytest.approx(4 / 7),
+                       "nDCG@5": pytest.approx((1 + 0.5) / (1 + 1 / np.log2(3))),
+                       "MAP@5": pytest.approx((1 + 2 / 3) / 2), "MRR@5": 1.0}
 
 
 def test_empty_ground_truth_is_refused() -> None:
@@ -133,7 +152,7 @@ def test_evaluate_matches_metrics_on_the_sampled_candidates(monkeypatch: pytest.
     sampled = [ranking_metrics(np.concatenate([scores[b, relevant[b]], scores[b, negatives[b]]])[None],
                                [np.arange(len(relevant[b]))], ks=(5,)) for b in range(n_cases)]
     full = ranking_metrics(scores, relevant, ks=(5,))
-    for name in ("P@5", "R@5", "A@5"):
+    for name in metric_names((5,)):
         assert result["sampled"]["all"][name] == pytest.approx(np.mean([m[name] for m in sampled]))
         assert result["full"]["all"][name] == pytest.approx(full[name])
 
@@ -174,8 +193,8 @@ def test_cases_drop_unseen_hashtags_and_count_cold_users() -> None:
     result = evaluate(Oracle(), test, cases, protocol="full", ks=(1,))
     assert result["counts"] == {"posts": 4, "cases": 3, "warm_cases": 1, "cold_cases": 2,
                                 "dropped_hashtags": 4, "dropped_cases": 1}
-    assert result["full"]["warm"] == {"cases": 1, "P@1": 1.0, "R@1": 1.0, "A@1": 1.0}
-    assert result["full"]["cold"] == {"cases": 2, "P@1": 0.0, "R@1": 0.0, "A@1": 0.0}
+    assert result["full"]["warm"] == {"cases": 1, **{name: 1.0 for name in metric_names((1,))}}
+    assert result["full"]["cold"] == {"cases": 2, **{name: 0.0 for name in metric_names((1,))}}
     assert result["full"]["all"]["P@1"] == pytest.approx(1 / 3)
     assert "sampled" not in result
 

@@ -22,6 +22,7 @@ from phr_cli.cli.app import (
     check_device,
     err,
     fail,
+    out,
     printable,
 )
 from phr_cli.errors import PhrError
@@ -39,8 +40,9 @@ class Protocol(str, Enum):
 def evaluate(
     store: Annotated[Path, typer.Option(
         "--store", help="Feature store the checkpoint was trained on.")] = DEFAULT_STORE,
-    checkpoint: Annotated[Path, typer.Option(
-        "--checkpoint", help="Checkpoint from `phr train`.")] = DEFAULT_CHECKPOINT,
+    checkpoint: Annotated[list[Path] | None, typer.Option(
+        "--checkpoint", help="Checkpoint from `phr train`; repeat it, or give a quoted glob ('models/gcn-phr*.pt'), "
+        f"for the mean ± standard deviation over seeds [default: {DEFAULT_CHECKPOINT}]")] = None,
     protocol: Annotated[Protocol, typer.Option(
         "--protocol", help="sampled (the paper's: ground truth + 1,000 random hashtags), full (every known "
         "hashtag) or both.")] = Protocol.both,
@@ -52,32 +54,63 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     plot: Annotated[Path | None, typer.Option(
         "--plot", metavar="FILE", help="Also draw the methods side by side into this PNG.")] = None,
+    runs: Annotated[Path | None, typer.Option(
+        "--runs", metavar="DIR", help="Also write TREC qrels.txt and a run file per method (full ranking) into "
+        "this folder; one subfolder a checkpoint when there are several.")] = None,
+    segments: Annotated[bool, typer.Option(
+        "--segments", help="Also print every metric by user activity, hashtag frequency and new or seen video, "
+        "and the catalogue coverage (always in --json).")] = False,
     quiet: QuietOption = False,
 ) -> None:
-    """P@K, R@K and A@K (K = 5, 10) on the test split: GCN-PHR next to the baselines."""
+    """P/R/A/F1/nDCG/MAP/MRR@K (K = 5, 10) on the test split: GCN-PHR next to the baselines, with paired tests."""
     from phr_cli.devices import resolve_device
     from phr_cli.evaluation.plots import plot_comparison
-    from phr_cli.training.comparison import BASELINES, evaluate_store
+    from phr_cli.training.comparison import BASELINES, evaluate_checkpoints, summarise_seeds, write_all_runs
 
     if plot is not None and plot.suffix.lower() != ".png":
         fail(f"--plot {printable(plot)}: give a .png file name", code=2)
+    if runs is not None and protocol is Protocol.sampled:
+        fail(f"--runs {printable(runs)}: the run files hold the full ranking; use --protocol full or both", code=2)
     check_device(device)
-    if not checkpoint.is_file():
-        fail(f"{printable(checkpoint)}: no checkpoint; run `phr train --checkpoint {printable(checkpoint)}` first")
+    checkpoints = _existing(checkpoint or [DEFAULT_CHECKPOINT])
     phase = "fitting baselines and scoring the test split …" if baselines else "scoring the test split …"
     if not quiet and not err.is_terminal:  # a log gets the phase as a line (a spinner shows nothing there)
         err.print(phase, highlight=False)
     try:
         with err.status(phase) if not quiet else nullcontext():
-            comparison = evaluate_store(store, checkpoint, protocol.value, BASELINES if baselines else (),
-                                        resolve_device(device), seed)
+            comparisons = evaluate_checkpoints(store, checkpoints, protocol.value, BASELINES if baselines else (),
+                                               resolve_device(device), seed)
+        summary = summarise_seeds(comparisons) if len(comparisons) > 1 else None
+        result = summary.to_dict() if summary is not None else comparisons[0].to_dict()
         if plot is not None:
-            plot_comparison(comparison.to_dict(), plot)
+            plot_comparison(result, plot)
+        if runs is not None:
+            write_all_runs(comparisons, runs)
     except PhrError as error:
         fail(str(error))
-    for notice in comparison.notices:
+    for notice in dict.fromkeys(n for c in comparisons for n in c.notices):
         err.print(f"[yellow]warning:[/] {printable(notice)}", highlight=False, soft_wrap=True)
     if as_json:
-        print(json.dumps(comparison.to_dict(), indent=2))
+        print(json.dumps(result, indent=2))
         return
-    present.show_comparison(comparison, ("sampled", "full") if protocol is Protocol.both else (protocol.value,))
+    shown = ("sampled", "full") if protocol is Protocol.both else (protocol.value,)
+    if summary is not None:
+        present.show_seed_summary(summary, shown, segments)
+    else:
+        present.show_comparison(comparisons[0], shown, segments)
+    if runs is not None:
+        out.print(f"TREC qrels and runs → {printable(runs)}", highlight=False, soft_wrap=True)
+
+
+def _existing(patterns: list[Path]) -> list[Path]:
+    """The checkpoints the --checkpoint values name (a glob expanded); a missing one is a one-line error."""
+    from phr_cli.training.comparison import expand_checkpoints
+
+    try:
+        checkpoints = expand_checkpoints(patterns)
+    except PhrError as error:
+        fail(str(error), code=2)
+    for path in checkpoints:
+        if not path.is_file():
+            fail(f"{printable(path)}: no checkpoint; run `phr train --checkpoint {printable(path)}` first")
+    return checkpoints

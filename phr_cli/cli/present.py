@@ -5,6 +5,7 @@ shows of a store, checkpoint, manifest or tune study; `extract`'s statuses; `tra
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from phr_cli.extract import ExtractReport
     from phr_cli.serving.explain import Because
     from phr_cli.serving.recommend import ClipRecommendation
-    from phr_cli.training.comparison import Comparison
+    from phr_cli.training.comparison import Comparison, SeedSummary
     from phr_cli.training.train import StoreTraining
 
 
@@ -266,29 +267,61 @@ def show_clip_problems(results: list[ClipRecommendation], shown: str = "") -> No
             err.print(f"{printable(result.clip)}: {printable(notice)}", highlight=False, soft_wrap=True)
 
 
-METRICS = ("P@5", "R@5", "A@5", "P@10", "R@10", "A@10")
+# evaluation.metrics.METRICS (a module that imports torch), at each K; tests/test_comparison.py checks both agree.
+METRICS = ("P", "R", "A", "F1", "nDCG", "MAP", "MRR")
+SEGMENT_METRIC = "R"  # the --segments table's metric, at the smallest K (every metric is in --json)
 
 
-def show_comparison(comparison: Comparison, protocols: tuple[str, ...]) -> None:
-    """`phr evaluate`'s tables (a protocol and a group of users each), method notes and split."""
+def _metrics_table(title: str, ks: list[int], rows: list[tuple[str, Callable[[str], str]]]) -> None:
+    """Methods as rows, one a K, METRICS as columns; cell(metric name) is a cell's text."""
+    table = Table(title=title)
+    table.add_column("method")
+    table.add_column("K", justify="right")
+    for metric in METRICS:
+        table.add_column(metric, justify="right")
+    for name, cell in rows:
+        for index, k in enumerate(ks):
+            table.add_row(name if index == 0 else "", str(k), *(cell(f"{m}@{k}") for m in METRICS),
+                          end_section=index == len(ks) - 1)
+    out.print(table)
+
+
+def _value(scores: dict, tests: dict) -> Callable[[str], str]:
+    """A method's mean, with its mark when its paired test against the model is significant."""
+    return lambda m: f"{scores[m]:.4f}{tests.get(m, {}).get('mark', '')}" if m in scores else "–"
+
+
+def _spread(means: dict, std: dict) -> Callable[[str], str]:
+    return lambda m: f"{means[m]:.3f}±{std[m]:.3f}" if m in means else "–"
+
+
+def _protocol_names(known: int) -> dict[str, str]:
+    return {"sampled": "paper protocol (ground truth + 1,000 sampled hashtags)" if known > 1000 else
+            f"paper protocol (all {known} known hashtags: fewer than 1,000 to sample)",
+            "full": "full ranking (every known hashtag)"}
+
+
+def show_comparison(comparison: Comparison, protocols: tuple[str, ...], segments: bool = False) -> None:
+    """`phr evaluate`'s tables (a protocol and a group of users each), significance, method notes and split;
+    with `segments`, the segments' table too."""
     counts = comparison.counts
-    known = counts.get("known_hashtags", 0)
-    names = {"sampled": "paper protocol (ground truth + 1,000 sampled hashtags)" if known > 1000 else
-             f"paper protocol (all {known} known hashtags: fewer than 1,000 to sample)",
-             "full": "full ranking (every known hashtag)"}
+    names = _protocol_names(counts.get("known_hashtags", 0))
+    ks = comparison.methods[0].metrics["ks"] if comparison.methods else []
     groups = ("all", "cold") if counts.get("cold_cases") else ("all",)
     for name in protocols:
         for group in groups:
             title = f"{names[name]}, {counts.get('cases', 0)} test cases" if group == "all" else \
                 f"{names[name]}, cold users only ({counts['cold_cases']} cases)"
-            table = Table(title=title)
-            table.add_column("method")
-            for metric in METRICS:
-                table.add_column(metric, justify="right")
-            for method in comparison.methods:
-                scores = method.metrics[name][group]
-                table.add_row(method.name, *(f"{scores[m]:.4f}" if m in scores else "–" for m in METRICS))
-            out.print(table)
+            _metrics_table(title, ks, [(m.name, _value(m.metrics[name][group],
+                                                        m.significance.get(name, {}) if group == "all" else {}))
+                                       for m in comparison.methods])
+    tested = next((list(m.significance[p]) for m in comparison.methods[1:] for p in m.significance), [])
+    if tested:
+        out.print(f"* p < 0.05, ** p < 0.01: differs from {comparison.methods[0].name} on {', '.join(tested)} "
+                  f"(paired t-test and Fisher's randomisation test, both Holm-corrected for "
+                  f"{len(comparison.methods) - 1} baselines; p-values in --json)", highlight=False, soft_wrap=True)
+    if segments:
+        _segments_table(ks, names[protocols[-1]], [(m.name, m.segments[protocols[-1]]) for m in comparison.methods])
     for method in comparison.methods:
         if method.note:
             out.print(f"{method.name}: {method.note}", highlight=False)
@@ -305,3 +338,40 @@ def show_comparison(comparison: Comparison, protocols: tuple[str, ...]) -> None:
                   f"{printable(source['store'])}"
                   + ("; RANDOM encoder weights (the store's)" if source["random_weights"] else ""),
                   highlight=False, soft_wrap=True)
+
+
+def show_seed_summary(summary: SeedSummary, protocols: tuple[str, ...], segments: bool = False) -> None:
+    """`phr evaluate` of several checkpoints: mean ± standard deviation over them, a table a protocol."""
+    first = summary.comparisons[0]
+    names = _protocol_names(first.counts.get("known_hashtags", 0))
+    ks = first.methods[0].metrics["ks"] if first.methods else []
+    seeds = len(summary.comparisons)
+    for name in protocols:
+        _metrics_table(f"{names[name]}: mean ± standard deviation over {seeds} checkpoints (seeds "
+                       f"{', '.join(str(c.split['seed']) for c in summary.comparisons)})", ks,
+                       [(m["name"], _spread(m["metrics"][name]["all"], m["std"][name]["all"]))
+                        for m in summary.methods])
+    if segments:
+        _segments_table(ks, f"{names[protocols[-1]]}, mean of {seeds} checkpoints",
+                        [(m["name"], m["segments"][protocols[-1]]) for m in summary.methods])
+    out.print("standard deviations of the segments, and each checkpoint's own figures, paired tests and "
+              "segments: --json", highlight=False)
+
+
+def _segments_table(ks: list[int], title: str, rows: list[tuple[str, dict]]) -> None:
+    """One metric by segment (columns) for each method (rows), with the catalogue coverage."""
+    metric = f"{SEGMENT_METRIC}@{min(ks)}"
+    first = rows[0][1]
+    columns = [(kind, segment) for kind in ("user activity", "hashtag frequency", "item") for segment in first[kind]]
+    coverage = next(key for key in first if key.startswith("coverage@"))
+    table = Table(title=f"{title}: {metric} by segment (user's training posts; hashtag frequency; video); "
+                  f"{coverage} of all hashtags")
+    table.add_column("method")
+    for kind, segment in columns:
+        table.add_column(f"{segment} video" if kind == "item" else segment, justify="right")
+    table.add_column(coverage, justify="right")
+    table.add_row("cases", *(f"{first[kind][segment]['cases']:g}" for kind, segment in columns), "", end_section=True)
+    for name, values in rows:
+        table.add_row(name, *(f"{values[kind][segment][metric]:.4f}" if metric in values[kind][segment] else "–"
+                              for kind, segment in columns), f"{values[coverage]:.4f}")
+    out.print(table)

@@ -26,7 +26,7 @@ from phr_cli.cli.app import (
     out,
     printable,
 )
-from phr_cli.errors import PhrError
+from phr_cli.errors import ConfigError, PhrError
 from phr_cli.model.config import (
     EvidenceConfig,
     Fusion,
@@ -126,6 +126,10 @@ def train(
         min=1, help="Epochs without validation gain before stopping.")] = TrainConfig.patience,
     seed: Annotated[int, typer.Option(
         min=0, max=SEED_MAX, help="Seed of the split, initialisation and sampling.")] = TrainConfig.seed,
+    seeds: Annotated[str | None, typer.Option(
+        "--seeds", metavar="LIST|N", help="One checkpoint per seed, each its own split and initialisation: seeds "
+        "(0,1,2) or a count (3: seeds 0, 1, 2). Seed 0 writes --checkpoint, seed N NAME.seedN.pt beside it.")
+    ] = None,
     split_by: Annotated[SplitBy, typer.Option(
         "--split-by", help="post: random posts; item: whole videos held out; time: the latest posts held out "
         "(every post needs a time).")] = SplitBy.post,
@@ -163,12 +167,15 @@ def train(
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
                              weight_decay=weight_decay, negatives=negatives, patience=patience,
                              seed=seed, device=device, hard_negatives=hard_negatives, rerank=rerank)
+        runs = [(checkpoint, config)] if seeds is None else _seed_runs(checkpoint, config, seeds, seed)
     except PhrError as error:
         fail(str(error), code=2)
-    if not other_rank:
-        err.print(f"training on {printable(store)}; checkpoint {printable(checkpoint)}", highlight=False)
-    outcome = _run(store, checkpoint, model_config, config, split_by.value, resume, overwrite, quiet or other_rank)
-    show_outcome(outcome, config.validation_metric, checkpoint, draw=not other_rank)
+    for path, run_config in runs:  # with --seeds, one a seed
+        if not other_rank:
+            err.print(f"training on {printable(store)}; checkpoint {printable(path)}", highlight=False)
+        outcome = _run(store, path, model_config, run_config, split_by.value, resume, overwrite,
+                       quiet or other_rank)
+        show_outcome(outcome, run_config.validation_metric, path, draw=not other_rank)
 
 
 def show_outcome(outcome: StoreTraining, metric_name: str, checkpoint: Path, draw: bool = True) -> None:
@@ -183,6 +190,14 @@ def show_outcome(outcome: StoreTraining, metric_name: str, checkpoint: Path, dra
         except PhrError as error:
             fail(str(error))
     present.show_training(outcome, metric_name, curve_path(checkpoint))
+
+
+def _seed_runs(checkpoint: Path, config: TrainConfig, seeds: str, seed: int) -> list[tuple[Path, TrainConfig]]:
+    from phr_cli.training.seeds import parse_seeds, seed_runs
+
+    if seed != TrainConfig.seed:
+        raise ConfigError("give --seed or --seeds, not both")
+    return seed_runs(checkpoint, config, parse_seeds(seeds))
 
 
 def _run(store: Path, checkpoint: Path, model_config: ModelConfig, config: TrainConfig, split_by: str,

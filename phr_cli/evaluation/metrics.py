@@ -1,4 +1,4 @@
-"""Evaluation protocol (docs/evaluation.md): test cases, sampled and full ranking, P/R/A@K.
+"""Evaluation protocol (docs/evaluation.md): test cases, sampled and full ranking, the metrics.
 
 A test case is one post: (user, item, ground-truth hashtags G). Hashtags never seen in
 training cannot be recommended, so they are dropped from G and cases left empty are
@@ -8,12 +8,15 @@ dropped; both are counted. Two protocols:
   the same candidates;
 - "full": rank every known hashtag.
 Ties are broken uniformly at random, so a method gains nothing from constant scores.
+Metrics at each K: P, R, A (hit rate), F1, nDCG, MAP and MRR, as trec_eval and ranx define
+them for binary relevance (G relevant, every other hashtag not).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
@@ -31,6 +34,8 @@ NEGATIVE_BLOCK = 4096
 _NEGATIVES_STREAM, _SAMPLED_TIES_STREAM, _FULL_TIES_STREAM = 0, 1, 2
 
 ProtocolName = Literal["sampled", "full", "both"]
+# Each reported at every K, in this order (docs/evaluation.md defines them).
+METRICS = ("P", "R", "A", "F1", "nDCG", "MAP", "MRR")
 
 
 class Scorer(Protocol):
@@ -54,9 +59,8 @@ def _flatten(relevant: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
     return sizes, row_of, flat
 
 
-def _ranked_hits(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray], depth: int,
-                 rng: np.random.Generator) -> np.ndarray:
-    """(B, min(depth, C)) bool: is the column ranked r-th in row b relevant.
+def _ranked_columns(scores: np.ndarray | Tensor, depth: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, min(depth, C)): the column ranked r-th in row b.
 
     Exact random tie-breaking in O(C) per row: every column scoring at least the row's
     depth-th largest score is a contender (all of the top, plus whatever ties with its
@@ -80,33 +84,61 @@ def _ranked_hits(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray], de
     in_top = place < depth
     ranked = np.empty((n_rows, depth), dtype=np.int64)
     ranked[rows[in_top], place[in_top]] = columns[in_top]
+    return ranked
 
+
+def _hits(ranked: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
+    """(B, D) bool: is ranked[b, r] in relevant[b]; -1 (a padding candidate) never is."""
     _, row_of, flat = _flatten(relevant)
-    relevant_keys = row_of * n_columns + flat
-    ranked_keys = np.arange(n_rows, dtype=np.int64)[:, None] * n_columns + ranked
+    width = int(max(ranked.max(initial=-1), flat.max(initial=-1))) + 2
+    relevant_keys = row_of * width + flat + 1
+    ranked_keys = np.arange(len(ranked), dtype=np.int64)[:, None] * width + ranked + 1
     return np.isin(ranked_keys, relevant_keys)
+
+
+def metric_names(ks: Sequence[int]) -> list[str]:
+    """Every metric evaluate() reports, in its order: each of METRICS at each K."""
+    return [f"{metric}@{k}" for k in ks for metric in METRICS]
+
+
+def case_metrics(ranked: np.ndarray, relevant: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Each case's metrics (docs/evaluation.md) from its ranking: ranked[b] the ids ranked
+    first, at least min(max(ks), candidates) of them; relevant[b] the ids that count (G)."""
+    sizes = np.asarray([len(r) for r in relevant], dtype=np.float64)
+    if np.any(sizes == 0):
+        raise ValueError("a row has no relevant column: drop empty cases first")
+    hits = _hits(ranked[:, : max(ks)], relevant).astype(np.float64)
+    found_by_rank = np.cumsum(hits, axis=1)
+    discounts = 1.0 / np.log2(np.arange(2, max(ks) + 2))
+    ideal = np.cumsum(discounts)  # DCG of r relevant ids ranked first
+    precision_at_hits = hits * found_by_rank / np.arange(1, hits.shape[1] + 1)
+    first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), hits.shape[1])
+    metrics = {}
+    for k in ks:
+        depth = min(k, hits.shape[1])  # fewer candidates than K: still divided by K
+        found = found_by_rank[:, depth - 1]
+        metrics[f"P@{k}"] = found / k
+        metrics[f"R@{k}"] = found / sizes
+        metrics[f"A@{k}"] = (found > 0).astype(np.float64)
+        metrics[f"F1@{k}"] = 2 * found / (k + sizes)  # 2PR / (P + R), 0 without a hit
+        metrics[f"nDCG@{k}"] = hits[:, :depth] @ discounts[:depth] / ideal[np.minimum(sizes, k).astype(np.int64) - 1]
+        metrics[f"MAP@{k}"] = precision_at_hits[:, :depth].sum(axis=1) / sizes
+        metrics[f"MRR@{k}"] = np.where(first_hit < depth, 1.0 / (first_hit + 1), 0.0)
+    return {name: metrics[name] for name in metric_names(ks)}
 
 
 def _row_metrics(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray], ks: Sequence[int],
                  rng: np.random.Generator) -> dict[str, np.ndarray]:
     if scores.ndim != 2 or scores.shape[0] != len(relevant):
         raise ValueError(f"scores {scores.shape} do not match {len(relevant)} ground-truth rows")
-    sizes = np.asarray([len(r) for r in relevant], dtype=np.float64)
-    if np.any(sizes == 0):
+    if any(len(r) == 0 for r in relevant):
         raise ValueError("a row has no relevant column: drop empty cases first")
-    hits = np.cumsum(_ranked_hits(scores, relevant, max(ks), rng), axis=1)
-    metrics = {}
-    for k in ks:
-        found = hits[:, min(k, hits.shape[1]) - 1].astype(np.float64)
-        metrics[f"P@{k}"] = found / k
-        metrics[f"R@{k}"] = found / sizes
-        metrics[f"A@{k}"] = (found > 0).astype(np.float64)
-    return metrics
+    return case_metrics(_ranked_columns(scores, max(ks), rng), relevant, ks)
 
 
 def ranking_metrics(scores: np.ndarray | Tensor, relevant: list[np.ndarray], ks: Sequence[int] = (5, 10),
                     rng: np.random.Generator | None = None) -> dict[str, float]:
-    """P@K, R@K, A@K averaged over rows; scores (B, C), relevant[b] = row b's relevant columns.
+    """Every metric of `metric_names(ks)` averaged over rows; scores (B, C), relevant[b] = row b's relevant columns.
 
     Ties are broken uniformly at random with rng (a fixed default when None).
     """
@@ -186,8 +218,9 @@ def sample_candidates(cases: TestCases, n_hashtags: int, n_negatives: int = 1000
 
 
 def _candidate_scores(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray],
-                      negatives: np.ndarray) -> tuple[Tensor, list[np.ndarray]]:
-    """Scores of G (first) and the negatives per row, gathered where the scores are; padding scores -inf."""
+                      negatives: np.ndarray) -> tuple[Tensor, np.ndarray]:
+    """Scores of G (first) and the negatives per row, gathered where the scores are, and the
+    hashtag of each candidate (-1 for padding, which scores -inf)."""
     sizes, row_of, flat = _flatten(relevant)
     ground_truth = np.full((len(relevant), int(sizes.max())), -1, dtype=np.int64)
     ground_truth[row_of, np.arange(len(flat)) - (np.cumsum(sizes) - sizes)[row_of]] = flat
@@ -196,30 +229,32 @@ def _candidate_scores(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray
     gathered = scores.gather(1, torch.as_tensor(np.maximum(columns, 0), device=scores.device))
     candidate_scores = gathered.to(torch.float64)
     candidate_scores[torch.as_tensor(columns < 0, device=scores.device)] = -math.inf
-    return candidate_scores, [np.arange(s) for s in sizes]
+    return candidate_scores, columns
 
 
-# protocol -> "warm" | "cold" -> metric name -> its sum over the group's cases
-_MetricSums = dict[str, dict[str, dict[str, float]]]
+@dataclass
+class RankedCases:
+    """One protocol's outcome case by case: what the run files, the significance tests and
+    the segments are made of (evaluate() keeps only the means)."""
+
+    ranked: np.ndarray  # (cases, min(max K, candidates)) hashtag ranked r-th; -1 a padding candidate
+    metrics: dict[str, np.ndarray]  # metric name -> (cases,) its value for each case
 
 
-def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: ProtocolName = "both",
-             ks: Sequence[int] = (5, 10), seed: int = 0, batch_size: int = 512,
-             n_negatives: int = 1000) -> dict:
-    """Metrics per protocol, over all cases and split into warm and cold users, with counts.
+def rank_cases(scorer: Scorer, posts: PostData, cases: TestCases, protocol: ProtocolName = "both",
+               ks: Sequence[int] = (5, 10), seed: int = 0, batch_size: int = 512,
+               n_negatives: int = 1000) -> dict[str, RankedCases]:
+    """Each case's top max(ks) hashtags and metrics, per protocol ("sampled", "full").
 
     posts is the PostData that cases.rows index. Scores are computed batch by batch, so
-    no (cases × hashtags) matrix is ever held whole. Returns {"seed", "ks", "negatives",
-    "counts": {posts, cases, warm_cases, cold_cases, dropped_hashtags, dropped_cases},
-    protocol: {"all" | "warm" | "cold": {"cases": n, "P@5": …, "R@5": …, "A@5": …, …}}};
-    a group without cases holds only "cases": 0.
+    no (cases × hashtags) matrix is ever held whole.
     """
     protocols = ("sampled", "full") if protocol == "both" else (protocol,)
     if any(p not in ("sampled", "full") for p in protocols):
         raise ValueError(f"unknown protocol {protocol!r}: use 'sampled', 'full' or 'both'")
     tie_rngs = {"sampled": np.random.default_rng([seed, _SAMPLED_TIES_STREAM]),
                 "full": np.random.default_rng([seed, _FULL_TIES_STREAM])}
-    sums: _MetricSums = {p: {"warm": {}, "cold": {}} for p in protocols}
+    batches: dict[str, list[np.ndarray]] = {p: [] for p in protocols}
     n_hashtags: int | None = None
 
     for block_start in range(0, len(cases), NEGATIVE_BLOCK):
@@ -229,22 +264,43 @@ def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: Protoc
             stop = min(start + batch_size, block_stop)
             scores = _batch_scores(scorer, posts, cases, start, stop, n_hashtags)
             n_hashtags = int(scores.shape[1])
-            relevant = cases.relevant[start:stop]
             for p in protocols:
                 if p == "full":
-                    per_row = _row_metrics(scores, relevant, ks, tie_rngs[p])
-                else:
-                    if negatives is None:
-                        negatives = _negatives_for_block(cases, block_start // NEGATIVE_BLOCK,
-                                                         n_hashtags, n_negatives, seed)
-                    offset = start - block_start
-                    candidate_scores, positions = _candidate_scores(
-                        scores, relevant, negatives[offset : offset + stop - start])
-                    per_row = _row_metrics(candidate_scores, positions, ks, tie_rngs[p])
-                _add_to_sums(sums[p], per_row, warm=cases.users[start:stop] >= 0)
+                    batches[p].append(_ranked_columns(scores, max(ks), tie_rngs[p]))
+                    continue
+                if negatives is None:
+                    negatives = _negatives_for_block(cases, block_start // NEGATIVE_BLOCK,
+                                                     n_hashtags, n_negatives, seed)
+                offset = start - block_start
+                candidate_scores, columns = _candidate_scores(
+                    scores, cases.relevant[start:stop], negatives[offset : offset + stop - start])
+                positions = _ranked_columns(candidate_scores, max(ks), tie_rngs[p])
+                batches[p].append(np.take_along_axis(columns, positions, axis=1))
+    outcome = {}
+    for p in protocols:
+        ranked = np.concatenate(batches[p]) if batches[p] else np.zeros((0, max(ks)), np.int64)
+        outcome[p] = RankedCases(ranked, case_metrics(ranked, cases.relevant, ks))
+    return outcome
 
-    n_cold = cases.n_cold
-    group_sizes = {"all": len(cases), "warm": len(cases) - n_cold, "cold": n_cold}
+
+def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: ProtocolName = "both",
+             ks: Sequence[int] = (5, 10), seed: int = 0, batch_size: int = 512,
+             n_negatives: int = 1000) -> dict:
+    """Metrics per protocol, over all cases and split into warm and cold users, with counts.
+
+    rank_cases() averaged: returns {"seed", "ks", "negatives", "counts": {posts, cases,
+    warm_cases, cold_cases, dropped_hashtags, dropped_cases}, protocol: {"all" | "warm" |
+    "cold": {"cases": n, "P@5": …, "R@5": …, "A@5": …, …}}}; a group without cases holds
+    only "cases": 0.
+    """
+    return summarise(rank_cases(scorer, posts, cases, protocol, ks, seed, batch_size, n_negatives),
+                     cases, ks, seed, n_negatives)
+
+
+def summarise(outcome: dict[str, RankedCases], cases: TestCases, ks: Sequence[int], seed: int,
+              n_negatives: int) -> dict:
+    """evaluate()'s result from rank_cases()'s."""
+    warm = cases.users >= 0
     result: dict = {
         "seed": seed,
         "ks": list(ks),
@@ -252,15 +308,23 @@ def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: Protoc
         "counts": {
             "posts": cases.n_posts,
             "cases": len(cases),
-            "warm_cases": group_sizes["warm"],
-            "cold_cases": n_cold,
+            "warm_cases": int(warm.sum()),
+            "cold_cases": cases.n_cold,
             "dropped_hashtags": cases.n_dropped_hashtags,
             "dropped_cases": cases.n_dropped_cases,
         },
     }
-    for p in protocols:
-        result[p] = _group_means(sums[p], group_sizes)
+    for p, ranked in outcome.items():
+        result[p] = {group: mean_metrics(ranked.metrics, mask)
+                     for group, mask in (("all", np.ones_like(warm)), ("warm", warm), ("cold", ~warm))}
     return result
+
+
+def mean_metrics(metrics: dict[str, np.ndarray], cases: np.ndarray) -> dict[str, float]:
+    """{"cases": n, metric: its mean over the cases selected by the mask, …}; only "cases" when none is."""
+    size = int(np.count_nonzero(cases))
+    return {"cases": size, **({name: float(values[cases].mean()) for name, values in metrics.items()}
+                              if size else {})}
 
 
 def _batch_scores(scorer: Scorer, posts: PostData, cases: TestCases, start: int, stop: int,
@@ -275,36 +339,26 @@ def _batch_scores(scorer: Scorer, posts: PostData, cases: TestCases, start: int,
     return scores
 
 
-def _add_to_sums(sums: dict[str, dict[str, float]], per_row: dict[str, np.ndarray], warm: np.ndarray) -> None:
-    """Adds a batch's per-case metrics to the warm and cold sums (warm: the rows of warm users)."""
-    for group, mask in (("warm", warm), ("cold", ~warm)):
-        for name, values in per_row.items():
-            sums[group][name] = sums[group].get(name, 0.0) + float(values[mask].sum())
-
-
-def _group_means(sums: dict[str, dict[str, float]], group_sizes: dict[str, int]) -> dict[str, dict[str, float]]:
-    """{"all" | "warm" | "cold": {"cases": n, metric: mean, …}}; a group without cases holds only "cases"."""
-    names = sums["warm"].keys()
-    groups: dict[str, dict[str, float]] = {}
-    for group, size in group_sizes.items():
-        totals = {n: sums["warm"][n] + sums["cold"][n] for n in names} if group == "all" else sums[group]
-        groups[group] = {"cases": size, **({n: totals[n] / size for n in names} if size else {})}
-    return groups
-
-
 MIN_RELIABLE_CASES = 30  # below this a metric moves by ≥ 1/30 with one case: not a figure to compare
-
-
+RESULTS_PAGE = "docs/results.md"  # figures on real data, where a small evaluation points
 
 
 def small_data_notices(cases: dict[str, int], n_hashtags: int | None = None, protocol: ProtocolName = "both",
-                       n_negatives: int = 1000) -> list[str]:
+                       n_negatives: int = 1000, evaluating: bool = False) -> list[str]:
     """Warnings for figures that mean little: `cases` maps a set's name ("validation",
     "test") to its number of cases; the sampled protocol with fewer hashtags than its
-    negatives ranks every hashtag, like the full one."""
-    notices = [f"only {count} {name} case(s): its metrics are too noisy to compare methods or epochs "
-               f"(fewer than {MIN_RELIABLE_CASES}); add posts"
-               for name, count in cases.items() if count < MIN_RELIABLE_CASES]
+    negatives ranks every hashtag, like the full one. `evaluating`: the test set's warning
+    is `phr evaluate`'s, which points to figures that do measure something."""
+    notices = []
+    for name, count in cases.items():
+        if count >= MIN_RELIABLE_CASES:
+            continue
+        if evaluating and name == "test":
+            notices.append(f"only {count} test case(s) (fewer than {MIN_RELIABLE_CASES}): so few test cases "
+                           f"measure nothing; see {RESULTS_PAGE} for figures on real data")
+        else:
+            notices.append(f"only {count} {name} case(s): its metrics are too noisy to compare methods or epochs "
+                           f"(fewer than {MIN_RELIABLE_CASES}); add posts")
     if n_hashtags is not None and protocol != "full" and n_hashtags <= n_negatives:
         notices.append(f"only {n_hashtags} known hashtags, not more than the {n_negatives:,} sampled "
                        "negatives: the paper protocol ranks all of them (the same as the full ranking)")

@@ -13,7 +13,7 @@ from typing import Any
 from phr_cli.errors import PhrError
 from phr_cli.files import atomic_file
 
-METRICS = ("P@5", "R@5", "A@5", "P@10", "R@10", "A@10")
+METRICS = tuple(f"{metric}@{k}" for k in (5, 10) for metric in ("P", "R", "A", "F1", "nDCG", "MAP", "MRR"))
 PROTOCOL_TITLES = {"sampled": "paper protocol (ground truth + up to 1,000 sampled)",
                    "full": "full ranking (every known hashtag)"}
 
@@ -74,26 +74,31 @@ def training_curve(history: list[dict[str, float]], best_epoch: int, metric_name
 
 
 def plot_comparison(comparison: dict, path: Path) -> None:
-    """One panel per protocol (sampled, full): P/R/A@K as grouped bars, one colour per method."""
+    """One panel per protocol (sampled, full): every metric as grouped bars, one colour per method;
+    a summary of several seeds (`comparison.SeedSummary.to_dict`) draws its means with ±1 standard
+    deviation as error bars."""
     from matplotlib.figure import Figure
 
     methods = comparison["methods"]
     protocols = [name for name in ("sampled", "full") if methods and name in methods[0]["metrics"]]
     if not protocols:
         raise PlotError(f"{path}: nothing to draw (no method was evaluated)")
-    figure = Figure(figsize=(6 + 1.2 * len(methods), 4.2 * len(protocols)), layout="constrained")
+    figure = Figure(figsize=(8 + 1.5 * len(methods), 4.2 * len(protocols)), layout="constrained")
     axes = figure.subplots(len(protocols), 1, squeeze=False)[:, 0]
     width = 0.8 / len(methods)
+    seeds = f", mean ± sd of {comparison['seeds']} seeds" if "seeds" in comparison else ""
     for axis, protocol in zip(axes, protocols):
         for index, method in enumerate(methods):
             scores = method["metrics"][protocol]["all"]
             values = [scores.get(metric, 0.0) for metric in METRICS]
+            spread = method.get("std", {}).get(protocol, {}).get("all")
+            errors = [spread.get(metric, 0.0) for metric in METRICS] if spread else None
             positions = [x + (index - (len(methods) - 1) / 2) * width for x in range(len(METRICS))]
-            axis.bar(positions, values, width, label=method["name"])
-        axis.set_xticks(range(len(METRICS)), METRICS)
+            axis.bar(positions, values, width, yerr=errors, capsize=2 if errors else 0, label=method["name"])
+        axis.set_xticks(range(len(METRICS)), METRICS, rotation=45, ha="right")
         axis.set_ylim(0, 1.05)  # a bar at 1.0 stays visible above the frame
         axis.set_ylabel("score")
-        axis.set_title(PROTOCOL_TITLES[protocol] + f", {comparison['counts'].get('cases', 0)} test cases")
+        axis.set_title(PROTOCOL_TITLES[protocol] + f", {comparison['counts'].get('cases', 0)} test cases{seeds}")
         axis.grid(axis="y", alpha=0.3)
     axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     _save(figure, path)

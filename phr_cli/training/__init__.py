@@ -2,6 +2,7 @@
 
 - `config`: training options (the model's own live in `model.config`), and options by name.
 - `train`: BPR training with model selection on validation; PITF, calibration, re-ranker after.
+- `seeds`: one training per seed (`phr train --seeds`), each to its own checkpoint.
 - `checkpoint`: the file `phr train` writes and every later command reads.
 - `distributed`: several processes (torchrun) training one model.
 - `tune`: Optuna's search over model and training options; a study read back (`phr inspect`).

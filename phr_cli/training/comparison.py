@@ -8,19 +8,22 @@ test split with the same sampled negatives and tie-breaking seed.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from phr_cli.data.dataset import Dataset, SplitPosts
+from phr_cli.data.provenance import posts_fingerprint
 from phr_cli.encoders.registry import random_weights_id
-from phr_cli.errors import CheckpointError
+from phr_cli.errors import CheckpointError, ConfigError
 from phr_cli.evaluation.baselines import (
     GlobalPopularity,
     ItemPopularity,
@@ -30,12 +33,24 @@ from phr_cli.evaluation.baselines import (
     tune_beta,
     tune_content_neighbours,
 )
-from phr_cli.evaluation.metrics import ProtocolName, Scorer, evaluate, small_data_notices
+from phr_cli.evaluation.metrics import (
+    ProtocolName,
+    RankedCases,
+    Scorer,
+    rank_cases,
+    small_data_notices,
+    summarise,
+)
+from phr_cli.evaluation.runs import query_ids, write_runs
+from phr_cli.evaluation.segments import CaseGroups, case_groups, segment_metrics
+from phr_cli.evaluation.significance import compare_to_model, tested_metrics
 from phr_cli.model.pitf import PITF, PITFConfig
 from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
              "PITF", "content-only")
+KS = (5, 10)  # the K of every metric
+N_NEGATIVES = 1000  # the sampled protocol's negatives per case
 
 
 @dataclass
@@ -44,6 +59,10 @@ class MethodResult:
     metrics: dict  # evaluate()'s result: per protocol, "all"/"warm"/"cold" groups
     note: str = ""
     seconds: float = 0.0  # fitting and evaluating
+    # protocol -> metric -> the paired tests against the model (`significance.compare_to_model`); {} for the model
+    significance: dict = field(default_factory=dict)
+    segments: dict = field(default_factory=dict)  # protocol -> `segments.segment_metrics`
+    cases: dict[str, RankedCases] = field(default_factory=dict, repr=False)  # protocol -> per case; not in JSON
 
 
 @dataclass
@@ -56,54 +75,94 @@ class Comparison:
     notices: list[str] = field(default_factory=list)  # what makes a figure less than it seems
     # What was evaluated: the checkpoint (path, sha256), the store, the encoders (`provenance`).
     provenance: dict[str, Any] = field(default_factory=dict)
+    segments: dict = field(default_factory=dict)  # how the segments are cut (`segments.CaseGroups.describe`)
+    # What the run files need, not in JSON: each case's query id and ground truth, the hashtags by index.
+    queries: list[str] = field(default_factory=list, repr=False)
+    relevant: list[np.ndarray] = field(default_factory=list, repr=False)
+    hashtags: list[str] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        kept = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_IN_JSON}
+        kept["methods"] = [{f.name: getattr(m, f.name) for f in fields(m) if f.name not in _NOT_IN_JSON}
+                           for m in self.methods]
+        return kept
+
+    def write_runs(self, folder: Path) -> list[Path]:
+        """qrels.txt and a run file per method from the full ranking (`evaluation.runs`)."""
+        if self.methods and "full" not in self.methods[0].cases:
+            raise ConfigError("the run files hold the full ranking: evaluate with --protocol full or both")
+        return write_runs(folder, self.queries, self.relevant,
+                          {m.name: m.cases["full"].ranked for m in self.methods}, self.hashtags)
+
+
+_NOT_IN_JSON = ("cases", "queries", "relevant", "hashtags")
+# Fitted baselines by (split fingerprint, name): checkpoints of one split share them (`evaluate_checkpoints`).
+BaselineCache = dict[tuple[str, str], MethodResult]
+
+
+def split_fingerprint(data: SplitPosts) -> str:
+    """The posts and their split: what a baseline's fit and its test cases depend on."""
+    digest = hashlib.sha256(posts_fingerprint(data.posts).encode())
+    digest.update(data.split.by.encode())
+    for part in (data.split.train, data.split.validation, data.split.test):
+        digest.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")
+    return digest.hexdigest()
 
 
 def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "both",
             baselines: tuple[str, ...] = BASELINES, pitf: PITFConfig | None = None,
-            device: torch.device = torch.device("cpu"), seed: int = 0) -> Comparison:
-    """Evaluate the checkpoint's model and the named baselines on data's test cases."""
+            device: torch.device = torch.device("cpu"), seed: int = 0,
+            cache: BaselineCache | None = None) -> Comparison:
+    """Evaluate the checkpoint's model and the named baselines on data's test cases; a baseline
+    already in `cache` for this split is taken from it, one fitted here is added to it."""
     posts, split, graph = data.posts, data.split, data.graph
     if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:
         raise CheckpointError("the posts differ from those the checkpoint was trained on; "
                          "evaluate with the store it was trained on, or retrain")
     test, validation = data.test, data.validation
     methods: list[MethodResult] = []
+    cache = {} if cache is None else cache
+    fingerprint = split_fingerprint(data)
 
-    def run(name: str, make_scorer, note: str | Callable[[Any], str] = "") -> None:
-        """Time and evaluate one method; a callable note is given the scorer once it is made."""
+    def run(name: str, make_scorer, note: str | Callable[[Any], str] = "", shared: bool = True) -> None:
+        """Time and evaluate one method; a callable note is given the scorer once it is made.
+        A shared method's result depends only on the split: cached."""
+        if shared and (fingerprint, name) in cache:
+            methods.append(cache[fingerprint, name])
+            return
         started = time.perf_counter()
         scorer: Scorer = make_scorer()
-        metrics = evaluate(scorer, posts, test, protocol=protocol, seed=seed)
-        methods.append(MethodResult(name, metrics, note(scorer) if callable(note) else note,
-                                    time.perf_counter() - started))
+        outcome = rank_cases(scorer, posts, test, protocol=protocol, ks=KS, seed=seed)
+        methods.append(MethodResult(name, summarise(outcome, test, KS, seed, N_NEGATIVES),
+                                    note(scorer) if callable(note) else note, time.perf_counter() - started,
+                                    cases=outcome))
+        if shared:
+            cache[fingerprint, name] = methods[-1]
 
     network = checkpoint.model_config.network
     run("GCN-PHR" if network.propagate else "GCN-PHR (content-only)", lambda: checkpoint.scorer(device),
         f"best epoch {checkpoint.best_epoch}, {network.variant.value}, fusion {network.fusion.value}"
-        + (", re-ranked" if checkpoint.reranker is not None else ""))
-    if "global popularity" in baselines:
-        run("global popularity", lambda: GlobalPopularity(graph))
-    if "user popularity" in baselines:
-        run("user popularity", lambda: UserPopularity(graph))
-    if "item popularity" in baselines:
-        run("item popularity", lambda: ItemPopularity(graph))
+        + (", re-ranked" if checkpoint.reranker is not None else ""), shared=False)
+    popularity = {"global popularity": GlobalPopularity, "user popularity": UserPopularity,
+                  "item popularity": ItemPopularity}
+    for name in (name for name in popularity if name in baselines):
+        run(name, lambda make=popularity[name]: make(graph))
     if "user+item popularity" in baselines:
-        beta, _ = tune_beta(graph, posts, validation, seed=seed)
-        run("user+item popularity", lambda: PopularityMix(graph, beta), f"β = {beta:.1f} (validation P@5)")
+        def mix() -> PopularityMix:
+            beta, _ = tune_beta(graph, posts, validation, seed=seed)
+            return PopularityMix(graph, beta)
+
+        run("user+item popularity", mix, lambda scorer: f"β = {scorer.beta:.1f} (validation P@5)")
     if "content kNN" in baselines:
-        neighbours, _ = tune_content_neighbours(graph, posts, validation, seed=seed)
-        run("content kNN", lambda: neighbours,
-            f"k = {neighbours.k}, β = {neighbours.beta:.1f} (validation P@5)")
+        run("content kNN", lambda: tune_content_neighbours(graph, posts, validation, seed=seed)[0],
+            lambda scorer: f"k = {scorer.k}, β = {scorer.beta:.1f} (validation P@5)")
     if "PITF" in baselines and pitf is None and checkpoint.pitf_epoch is not None \
             and checkpoint.train_config.seed == seed == PITFConfig().seed:
         # The model's factors are this very baseline, fitted by `phr train` on the same
         # graph, validation cases and seeds (`train.fit_pitf`): scored, not fitted again.
         run("PITF", lambda: checkpoint.factor_scorer(device),
             f"k = {PITFConfig().dim}, epoch {checkpoint.pitf_epoch} of at most {PITFConfig().epochs} "
-            "(validation P@5; the checkpoint's own fit)")
+            "(validation P@5; the checkpoint's own fit)", shared=False)
     elif "PITF" in baselines:
         config = pitf or PITFConfig(device=device)
 
@@ -112,16 +171,40 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
             f"{config.epochs} (validation P@5)")
     if "content-only" in baselines and checkpoint.model_config.network.propagate:
         run("content-only", lambda: _content_only(data, checkpoint, device),
-            "GCN-PHR's scorer without graph messages, same training")
+            "GCN-PHR's scorer without graph messages, same training", shared=False)
+    methods = [replace(m) for m in methods]  # a cached result's tests and segments are this model's
+    groups = case_groups(data)
+    _add_tests_and_segments(methods, groups, test.relevant, seed)
     counts = {**(methods[0].metrics["counts"] if methods else {}), "known_hashtags": graph.n_hashtags}
+    names = data.names if isinstance(data, Dataset) else [f"post{row + 1}" for row in range(len(posts))]
     return Comparison(
         methods=methods, counts=counts,
         split={"train": len(split.train), "validation": len(split.validation), "test": len(split.test),
                "seed": split.seed, "by": split.by},
         protocol=protocol, seed=seed,
         notices=small_data_notices({"validation": len(validation), "test": len(test)}, graph.n_hashtags,
-                                   protocol),
+                                   protocol, evaluating=True),
+        segments=groups.describe(), queries=query_ids([names[row] for row in test.rows.tolist()]),
+        relevant=test.relevant, hashtags=graph.hashtags,
     )
+
+
+def _add_tests_and_segments(methods: list[MethodResult], groups: CaseGroups, relevant: list[np.ndarray],
+                            seed: int) -> None:
+    """Each baseline's paired tests against the model (methods[0]); every method's segments."""
+    if not methods:
+        return
+    model, others = methods[0], methods[1:]
+    for method in others:
+        method.significance = {}
+    for protocol, outcome in model.cases.items():
+        tests = compare_to_model(outcome.metrics, {m.name: m.cases[protocol].metrics for m in others},
+                                 tested_metrics(list(KS)), seed)
+        for method in others:
+            method.significance[protocol] = tests[method.name]
+    for method in methods:
+        method.segments = {protocol: segment_metrics(outcome, relevant, groups, KS)
+                           for protocol, outcome in method.cases.items()}
 
 
 def _content_only(data: SplitPosts, checkpoint: Checkpoint, device: torch.device) -> Scorer:
@@ -140,11 +223,11 @@ def _content_only(data: SplitPosts, checkpoint: Checkpoint, device: torch.device
 
 def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolName = "both",
                    baselines: tuple[str, ...] = BASELINES, device: torch.device = torch.device("cpu"), seed: int = 0,
-                   pitf: PITFConfig | None = None) -> Comparison:
+                   pitf: PITFConfig | None = None, cache: BaselineCache | None = None) -> Comparison:
     """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
     checkpoint = load_checkpoint(checkpoint_path)
     dataset = Dataset.for_checkpoint(store_path, checkpoint.split, checkpoint.provenance, checkpoint_path)
-    comparison = compare(dataset, checkpoint, protocol, baselines, pitf, device, seed)
+    comparison = compare(dataset, checkpoint, protocol, baselines, pitf, device, seed, cache)
     comparison.notices[:0] = dataset.notices
     comparison.provenance = provenance(checkpoint_path, checkpoint, store_path)
     return comparison
@@ -165,3 +248,76 @@ def provenance(checkpoint_path: Path, checkpoint: Checkpoint, store_path: Path) 
                      for modality, e in encoders.items()},
         "random_weights": any(e["weights"] == random_weights_id() for e in encoders.values()),
     }
+
+
+def expand_checkpoints(paths: Sequence[Path]) -> list[Path]:
+    """The checkpoints named, a glob pattern (`models/gcn-phr*.pt`) standing for the files it matches, sorted;
+    each file once."""
+    found: list[Path] = []
+    for path in paths:
+        if glob.has_magic(str(path)):
+            matches = sorted(Path(match) for match in glob.glob(str(path)))
+            if not matches:
+                raise CheckpointError(f"{path}: no checkpoint matches the pattern")
+            found += matches
+        else:
+            found.append(Path(path))
+    return list(dict.fromkeys(found))
+
+
+@dataclass
+class SeedSummary:
+    """Several checkpoints (one a seed: its own split and initialisation) evaluated alike: each
+    comparison, and per method the mean and sample standard deviation over the checkpoints of
+    every metric and segment figure (`methods`: {"name", "seeds", "metrics", "std", "segments",
+    "segments_std"}, metrics shaped as a comparison's)."""
+
+    comparisons: list[Comparison]
+    methods: list[dict]
+
+    def to_dict(self) -> dict:
+        cases = [c.counts.get("cases", 0) for c in self.comparisons]
+        return {"seeds": len(self.comparisons), "checkpoints": [c.provenance["checkpoint"] for c in self.comparisons],
+                "counts": {"cases": round(float(np.mean(cases))) if cases else 0, "cases_per_seed": cases},
+                "methods": self.methods, "comparisons": [c.to_dict() for c in self.comparisons]}
+
+
+def _spread(values: list[Any]) -> tuple[Any, Any]:
+    """Mean and sample standard deviation (0 for one value) of numbers, key by key through
+    nested dicts; keys some values lack (a group without cases) are left out."""
+    if isinstance(values[0], dict):
+        pairs = {key: _spread([v[key] for v in values]) for key in values[0] if all(key in v for v in values)}
+        return {k: mean for k, (mean, _) in pairs.items()}, {k: std for k, (_, std) in pairs.items()}
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def summarise_seeds(comparisons: list[Comparison]) -> SeedSummary:
+    """Every method found in each comparison, its figures as mean ± standard deviation."""
+    names = [m.name for m in comparisons[0].methods
+             if all(any(other.name == m.name for other in c.methods) for c in comparisons)]
+    methods = []
+    for name in names:
+        results = [next(m for m in c.methods if m.name == name) for c in comparisons]
+        protocols = [p for p in ("sampled", "full") if p in results[0].metrics]
+        metrics, std = _spread([{p: r.metrics[p] for p in protocols} for r in results])
+        segments, segments_std = _spread([r.segments for r in results])
+        methods.append({"name": name, "seeds": len(results), "metrics": metrics, "std": std,
+                        "segments": segments, "segments_std": segments_std})
+    return SeedSummary(comparisons, methods)
+
+
+def write_all_runs(comparisons: Sequence[Comparison], folder: Path) -> list[Path]:
+    """Each comparison's TREC files (`Comparison.write_runs`): in the folder for one, in a subfolder
+    named after its checkpoint for several."""
+    if len(comparisons) == 1:
+        return comparisons[0].write_runs(folder)
+    return [path for c in comparisons for path in c.write_runs(Path(folder) / Path(c.provenance["checkpoint"]).stem)]
+
+
+def evaluate_checkpoints(store_path: Path, checkpoints: Sequence[Path], protocol: ProtocolName = "both",
+                         baselines: tuple[str, ...] = BASELINES, device: torch.device = torch.device("cpu"),
+                         seed: int = 0, pitf: PITFConfig | None = None) -> list[Comparison]:
+    """evaluate_store for each checkpoint, the baselines fitted once per distinct split."""
+    cache: BaselineCache = {}
+    return [evaluate_store(store_path, path, protocol, baselines, device, seed, pitf, cache) for path in checkpoints]
