@@ -59,7 +59,7 @@ def test_folders_lists_each_folder_with_its_posts_and_statuses(built, store):
         {"folder": str(notes.resolve()), "posts": 2, "statuses": {"text_only": 2}, "exists": True},
     ]
     table = invoke("store", "folders", "--store", store)
-    assert table.exit_code == 0 and "trips" in table.stdout and "ok 1, text_only 1" in table.stdout
+    assert table.exit_code == 0 and "ok 1, text_only 1" in table.stdout and "text_only 2" in table.stdout
 
 
 def test_a_moved_folder_keeps_its_post_ids_and_is_renamed_in_place(built, store, tmp_path):

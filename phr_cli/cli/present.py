@@ -180,7 +180,7 @@ def extract_summary(report: ExtractReport, random_weights: bool) -> str:
         loaded = f", {report.load_seconds:.1f} s loading the encoders" if report.encoders_loaded else \
             "; nothing to encode, encoders not loaded"
         return f"{done} in {report.seconds:.1f} s{loaded}"
-    return (f"{done} in {report.seconds:.1f} s ({report.videos_per_second:.2f} videos/s extracting, after "
+    return (f"{done} in {report.seconds:.1f} s ({report.videos_per_second:.2f} videos/s after "
             f"{report.load_seconds:.1f} s loading the encoders)"
             + (" with RANDOM encoder weights" if random_weights else ""))
 

@@ -70,7 +70,6 @@ class ExtractReport:
     seconds: float = 0.0
     encoders_loaded: bool = False  # False: nothing to encode, the encoders were not loaded
     load_seconds: float = 0.0  # loading the encoders, included in seconds
-    extract_seconds: float = 0.0  # decoding, encoding and committing the extracted videos
     decode_wait_seconds: float = 0.0  # main process waiting for decoders (with Ray: the cluster)
     encode_seconds: float = 0.0
     write_seconds: float = 0.0  # waiting for the segment writer (which runs beside encoding), and the final merge
@@ -91,8 +90,9 @@ class ExtractReport:
 
     @property
     def videos_per_second(self) -> float:
-        """Throughput of the videos extracted, over the time spent extracting them."""
-        return self.extracted / self.extract_seconds if self.extract_seconds > 0 else 0.0
+        """Throughput of the videos extracted (reused ones are no work), once the encoders are loaded."""
+        busy = self.seconds - self.load_seconds
+        return self.extracted / busy if busy > 0 else 0.0
 
 
 ProgressCallback = Callable[[VideoOutcome, ExtractReport, int], None]

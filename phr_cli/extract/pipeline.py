@@ -155,7 +155,6 @@ def _encode_into(writer: StoreWriter, todo: dict[str, Path], retried: set[str], 
                  on_progress: ProgressCallback | None, on_phase: PhaseCallback) -> None:
     """Decode and encode `todo`, committing the videos to the store in segments as they come."""
     on_phase("extracting", len(todo))
-    started = time.perf_counter()
     relpath_of = {post.video: post.relpath for post in post_set.posts if post.video}
     batches: Generator[list[EncodedVideo], None, None]
     if options.ray:
@@ -185,7 +184,6 @@ def _encode_into(writer: StoreWriter, todo: dict[str, Path], retried: set[str], 
             if not keep_going:
                 report.stopped_early = True
                 break
-    report.extract_seconds = time.perf_counter() - started
 
 
 def _stored_embeddings(post_set: PostSet, writer: StoreWriter) -> tuple[dict[str, np.ndarray], list[str]]:

@@ -74,7 +74,8 @@ def store_files(contents: StoreContents) -> list[dict[str, str]]:
 
 
 # Why a post's file has no stored video: found while hashing, never decoded.
-_UNSTORED_REASONS = {Status.MISSING: "file not found", Status.UNREADABLE: "cannot be read as a regular file"}
+_UNSTORED_REASONS: dict[str, str] = {Status.MISSING: "file not found",
+                                     Status.UNREADABLE: "cannot be read as a regular file"}
 
 
 def inspect_store(path: Path, limit: int = 20, failures_only: bool = False) -> dict[str, Any]:
