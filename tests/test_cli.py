@@ -23,12 +23,13 @@ from typer.testing import CliRunner
 from phr_cli import __version__
 from phr_cli.cli import app
 
-COMMANDS = ("extract", "inspect", "train", "recommend", "evaluate", "tune", "serve")
+COMMANDS = ("extract", "inspect", "store", "train", "recommend", "evaluate", "tune", "serve")
 # What each command is given besides the hostile options: nothing that would start real work.
 MISSING = "missing-folder/missing.mp4"
 BASE = {
     "extract": ["extract", "missing-folder"],
     "inspect": ["inspect"],
+    "store": ["store", "drop", "missing-folder"],  # a group: its subcommand `drop` is driven
     "train": ["train"],
     "recommend": ["recommend", MISSING],
     "evaluate": ["evaluate"],
@@ -59,7 +60,10 @@ def options_of(command: str) -> list[tuple[str, bool]]:
     """(name, is_flag) of every option of `command`, read from the app itself so that a new
     option is driven too."""
     group = typer.main.get_command(app)
-    return [(param.opts[0], bool(param.is_flag)) for param in group.commands[command].params
+    found = group.commands[command]
+    if hasattr(found, "commands"):  # a group (`phr store`): the subcommand BASE drives
+        found = found.commands[BASE[command][1]]
+    return [(param.opts[0], bool(param.is_flag)) for param in found.params
             if param.param_type_name == "option" and "--help" not in param.opts]
 
 

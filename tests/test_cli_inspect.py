@@ -35,18 +35,39 @@ def store_and_checkpoint(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 
 def test_a_store_lists_files_users_and_hashtags(store_and_checkpoint):
-    _, store, _ = store_and_checkpoint
+    root, store, _ = store_and_checkpoint
     shown = invoke("inspect", store, "--json", "--limit", "2")
     summary = json.loads(shown.stdout)
     assert summary["kind"] == "store" and summary["failed_files"] == 2
-    assert sorted(f[:2] for f in summary["files"]) == [["broken.mp4", "corrupt"], ["gone.mp4", "missing"]]
-    assert all(reason for _, _, reason in summary["files"])
+    assert sorted((f["file"], f["status"]) for f in summary["files"]) == [("broken.mp4", "corrupt"),
+                                                                          ("gone.mp4", "missing")]
+    assert all(f["reason"] for f in summary["files"]) and {f["folder"] for f in summary["files"]} == {
+        str(root.resolve())}
     assert summary["top_hashtags"] == [["all", 12], ["tag0", 3]]  # top two of six
     assert summary["top_users"][0] == ["user0", 5]
     table = invoke("inspect", store, "--limit", "2")
     assert table.exit_code == 0 and "broken.mp4" in table.stdout and "top 2 of 6" in table.stdout
     failures = json.loads(invoke("inspect", "--store", store, "--failures", "--json").stdout)
-    assert {f[1] for f in failures["files"]} == {"corrupt", "missing"}
+    assert {f["status"] for f in failures["files"]} == {"corrupt", "missing"}
+    assert "top_users" not in failures and "top_hashtags" not in failures
+    only = invoke("inspect", "--store", store, "--failures")
+    assert only.exit_code == 0 and "broken.mp4" in only.stdout and "gone.mp4" in only.stdout
+    assert "user0" not in only.stdout and "tag0" not in only.stdout and "folder" in only.stdout
+
+
+def test_a_video_at_two_paths_is_listed_at_both(tmp_path):
+    root = tmp_path / "posts"
+    root.mkdir()
+    media.write_clip(root / "a.mp4", 1.2, size=(64, 48))
+    media.copy_clip(root / "a.mp4", root / "copy of a.mp4")
+    store = tmp_path / "s.h5"
+    assert invoke("extract", root, "--store", store, "--random-weights", "--workers", "0", "--device", "cpu") \
+        .exit_code == 0
+    files = json.loads(invoke("inspect", store, "--json").stdout)["files"]
+    assert [(f["folder"], f["file"], f["status"]) for f in files] == [
+        (str(root.resolve()), "a.mp4", "ok"), (str(root.resolve()), "copy of a.mp4", "ok")]
+    table = invoke("inspect", store)
+    assert "copy of a.mp4" in table.stdout and "folder" in table.stdout
 
 
 def test_a_checkpoint_is_summarised(store_and_checkpoint):

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from conftest import FAST_SAMPLING, write_numbered_clips
 from phr_cli.cli import app
+from phr_cli.data import decode
+from phr_cli.data.statuses import FAILED_STATUSES
 from phr_cli.data.store import load_store, parts_dir
 from phr_cli.extract import ExtractOptions, extract
 from support import media
@@ -79,13 +81,16 @@ def test_features_masks_and_text(extracted):
     assert encoders["acoustic"]["spec"]["preprocessing"]["final_relu"] is False
 
 
-def test_rerun_reuses_everything(extracted, clip_dir):
-    _, store = extracted
+def test_a_rerun_reuses_what_succeeded_and_retries_what_failed(extracted, clip_dir):
+    first, store = extracted
     before = load_store(store)
+    failed = [key for key, status in zip(before.videos.key, before.videos.status) if status in FAILED_STATUSES]
     report = extract(clip_dir, store, OPTIONS)
     after = load_store(store)
-    assert report.extracted == 0 and report.reused == len(after.videos.key)
-    assert after.videos.key == before.videos.key
+    assert len(failed) >= 3 and report.extracted == report.retried == report.retried_failed == len(failed)
+    assert report.reused == len(after.videos.key) - len(failed) and report.retried_ok == 0
+    assert sorted(str(f.path) for f in report.failures) == sorted(str(f.path) for f in first.failures)
+    assert after.videos.key == before.videos.key and after.videos.status == before.videos.status
     np.testing.assert_array_equal(np.stack(after.videos.visual), np.stack(before.videos.visual))
 
 
@@ -225,7 +230,10 @@ def test_replace_starts_the_store_over(tmp_path):
     store = tmp_path / "s.h5"
     extract(second, store, OPTIONS)
     extract(first, store, OPTIONS)
-    report = extract(first, store, ExtractOptions(**{**vars(OPTIONS), "replace": True}))
+    replace = ExtractOptions(**{**vars(OPTIONS), "replace": True})
+    again = extract(second, store, replace)
+    assert (again.extracted, again.reused) == (1, 0)  # --replace extracts every video again
+    report = extract(first, store, replace)
     assert report.post_changes.kept == 0
     contents = load_store(store)
     assert contents.posts.user == ["ana"] and contents.videos.key == []  # no post uses the clip now
@@ -259,3 +267,81 @@ def test_the_summary_says_what_was_added_updated_and_kept(tmp_path):
     result = runner.invoke(app, ["extract", str(second), *args])
     assert result.exit_code == 0, result.output
     assert "1 added, 0 updated, 0 unchanged, 0 removed (this folder); 2 kept (other folders)" in result.stdout
+
+
+def time_out_every_file(monkeypatch) -> None:
+    """Decoding (in-process, --workers 0) that reports every file as past --file-timeout."""
+    monkeypatch.setattr(decode, "decode_guarded", lambda path, sampling, limits: decode.timed_out(limits))
+
+
+def test_failed_files_are_retried_and_their_failure_replaced(tmp_path, monkeypatch):
+    root = write_numbered_clips(tmp_path / "two", count=2)
+    store = tmp_path / "s.h5"
+    with monkeypatch.context() as patch:
+        time_out_every_file(patch)
+        first = extract(root, store, OPTIONS)
+    assert first.statuses == {"timed_out": 2} and len(first.failures) == 2
+    assert not Path(str(store) + ".lock").exists()
+    with monkeypatch.context() as patch:  # still failing: retried, reported failed again
+        time_out_every_file(patch)
+        again = extract(root, store, OPTIONS)
+    assert (again.retried, again.retried_ok, again.retried_failed, again.reused) == (2, 0, 2, 0)
+    assert len(again.failures) == 2
+    fixed = extract(root, store, OPTIONS)
+    assert (fixed.retried, fixed.retried_ok, fixed.retried_failed, fixed.reused, fixed.extracted) == (2, 2, 0, 0, 2)
+    assert not fixed.failures
+    contents = load_store(store)
+    assert contents.videos.status == ["ok", "ok"] and contents.posts.status == ["ok", "ok"]
+    assert all(contents.videos.visual_mask)
+    reused = extract(root, store, OPTIONS)
+    assert (reused.retried, reused.reused, reused.extracted, reused.encoders_loaded) == (0, 2, 0, False)
+
+
+def test_a_fully_reused_run_loads_no_encoder_and_prints_no_rate(tmp_path, monkeypatch):
+    root = write_numbered_clips(tmp_path / "clips", count=1)
+    store = tmp_path / "s.h5"
+    args = ["extract", str(root), "--store", str(store), "--random-weights", "--workers", "0", "--device", "cpu"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    from phr_cli.encoders import pipeline
+
+    def no_loading(*_):
+        raise AssertionError("an encoder was loaded")
+
+    monkeypatch.setattr(pipeline.Encoders, "__init__", no_loading)
+    result = CliRunner().invoke(app, [*args, "-q"])
+    assert result.exit_code == 0, result.output
+    assert "videos/s" not in result.stdout and "1 posts, 1 videos: 0 extracted, 1 reused" in result.stdout
+    assert "nothing to encode, encoders not loaded" in result.stdout
+    assert result.stderr == ""  # -q: no header, no progress
+
+
+def test_the_cli_says_what_was_retried_and_exits_1_while_a_file_still_fails(tmp_path, monkeypatch):
+    root = write_numbered_clips(tmp_path / "clips", count=2)
+    store = tmp_path / "s.h5"
+    args = ["extract", str(root), "--store", str(store), "--random-weights", "--workers", "0", "--device", "cpu"]
+    time_out_every_file(monkeypatch)
+    assert CliRunner().invoke(app, args).exit_code == 1
+    failing = CliRunner().invoke(app, args)
+    assert failing.exit_code == 1
+    assert "retried 2 file(s) that had failed: 0 now succeeded, 2 failed again" in failing.stdout
+    monkeypatch.undo()
+    fixed = CliRunner().invoke(app, args)
+    assert fixed.exit_code == 0, fixed.output
+    assert "retried 2 file(s) that had failed: 2 now succeeded, 0 failed again" in fixed.stdout
+    assert "2 extracted, 0 reused" in fixed.stdout
+    shown = json.loads(CliRunner().invoke(app, ["inspect", "--store", str(store), "--json"]).stdout)
+    assert shown["video_statuses"] == {"ok": 2} and shown["failed_files"] == 0
+
+
+def test_a_failed_first_run_leaves_no_lock_or_folder_behind(tmp_path):
+    root = write_numbered_clips(tmp_path / "clips", count=1)
+    store = tmp_path / "new" / "deeper" / "s.h5"
+    missing = CliRunner().invoke(app, ["extract", str(root), "--store", str(store), "--weights-dir", str(tmp_path),
+                                       "--workers", "0", "--device", "cpu"])
+    assert missing.exit_code == 1 and "resnet50-11ad3fa6.pth" in missing.output
+    assert not (tmp_path / "new").exists()
+    media.write_zero_bytes(root / "clip0.mp4")  # every file fails: the store records it, and no lock stays
+    failed = CliRunner().invoke(app, ["extract", str(root), "--store", str(store), "--random-weights",
+                                      "--workers", "0", "--device", "cpu"])
+    assert failed.exit_code == 1 and store.exists()
+    assert sorted(p.name for p in store.parent.iterdir()) == ["s.h5"]

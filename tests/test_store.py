@@ -11,6 +11,7 @@ from phr_cli.data.store import (
     PostRows,
     StoreError,
     StoreWriter,
+    TextProjection,
     load_store,
     merge_posts,
     parts_dir,
@@ -59,7 +60,7 @@ def test_duplicate_keys_in_segments_count_once_and_resume_skips_them(tmp_path):
         writer.add(**video("a", 1))
         writer.commit()
     with StoreWriter(path, ENCODERS, SAMPLING) as writer:
-        assert writer.known_keys() == {"a"}
+        assert set(writer.statuses()) == {"a"}
         writer.add(**video("a", 1))
         writer.commit()
     assert load_store(path).videos.key == ["a"]
@@ -180,18 +181,19 @@ def test_merge_streams_blocks_from_many_sources_into_key_order(tmp_path, monkeyp
                 writer.commit()
         writer.finalize(posts(keys[:1]), None)
     with StoreWriter(path, ENCODERS, SAMPLING) as writer:
-        known = writer.known_keys()
+        known = set(writer.statuses())
         for key in rng.permutation(keys):
             if key not in known:
                 writer.add(**{**video(key, int(key)), "status": f"s{key}"})
                 writer.commit()
-        writer.add(**video(keys[0], 99))  # a duplicate: the stored copy wins
+        writer.add(**video(keys[0], 99))  # extracted again (a retried failure): the newest copy wins
         writer.finalize(posts(keys), None)
     contents = load_store(path)
     assert contents.videos.key == keys
     for i, key in enumerate(keys):
-        np.testing.assert_array_equal(contents.videos.visual[i], video(key, int(key))["visual"])
-        np.testing.assert_array_equal(contents.videos.acoustic[i], video(key, int(key))["acoustic"])
+        seed = 99 if i == 0 else int(key)
+        np.testing.assert_array_equal(contents.videos.visual[i], video(key, seed)["visual"])
+        np.testing.assert_array_equal(contents.videos.acoustic[i], video(key, seed)["acoustic"])
         assert contents.videos.status[i] in ("ok", f"s{key}") and contents.videos.path[i] == f"{key}.mp4"
 
 
@@ -251,18 +253,25 @@ def test_posts_of_a_store_without_recorded_folders_are_adopted_only_when_asked()
     legacy = folder_posts("", [("1.mp4", "ana", "x")])
     again = folder_posts("/a", [("1.mp4", "ana", "x")])
     adopted, changes = merge_posts(legacy, again, "/a", adopt_unrecorded=True)
-    assert adopted.path == ["1.mp4"] and changes.updated == 1  # the folder is now recorded: a new id
+    assert adopted.path == ["1.mp4"] and changes.unchanged == 1  # where it lives is no part of a post's id
     kept, changes = merge_posts(legacy, again, "/a")
     assert kept.path == ["1.mp4", "1.mp4"] and changes.kept == 1
 
 
-def test_post_ids_are_stable_and_tell_folders_and_content_apart(tmp_path):
+def test_post_ids_are_stable_tell_content_apart_and_do_not_depend_on_where_the_folder_is(tmp_path):
     one = folder_posts("/a", [("1.mp4", "ana", "x"), ("1.mp4", "ben", "x")])
     assert len(set(one.post_ids().tolist())) == 2
     same = folder_posts("/a", [("1.mp4", "ana", "x"), ("1.mp4", "ben", "x")])
     assert one.post_ids().tolist() == same.post_ids().tolist()
-    assert one.post_ids()[0] != folder_posts("/b", [("1.mp4", "ana", "x")]).post_ids()[0]
+    moved = folder_posts("/elsewhere/a", [("1.mp4", "ana", "x"), ("1.mp4", "ben", "x")])
+    assert moved.post_ids().tolist() == one.post_ids().tolist()
     assert one.post_ids()[0] != folder_posts("/a", [("1.mp4", "ana", "x y")]).post_ids()[0]
+    assert one.post_ids()[0] != folder_posts("/a", [("2.mp4", "ana", "x")]).post_ids()[0]
+    # The same post in two folders of one store: two ids, the first folder's unchanged.
+    both = PostRows.concat(one, moved).post_ids().tolist()
+    assert len(set(both)) == 4 and both[:2] == one.post_ids().tolist()
+    # What checkpoints recorded before: the folder's path was hashed in.
+    assert one.post_ids(with_folder=True)[0] != moved.post_ids(with_folder=True)[0]
     path = tmp_path / "features.h5"
     with StoreWriter(path, ENCODERS, SAMPLING) as writer:
         writer.finalize(one, None)
@@ -285,3 +294,27 @@ def test_merging_keeps_each_posts_time_and_manifest_line_and_a_store_without_fol
         del handle["posts/folder"]
     old = load_store(path).posts
     assert old.folder == ["", "", ""] and old.source == ["posts.csv:2", "posts.csv:3", "sidecar"]
+
+
+def test_a_checkpoint_finds_its_posts_by_their_ids_whichever_way_it_recorded_them(tmp_path):
+    """A checkpoint from before ids left the folder out recorded the older ids: both find
+    their posts in a store that grew since."""
+    import torch
+
+    from phr_cli.data.graph import posts_from_store
+    from phr_cli.data.provenance import Provenance, posts_fingerprint, select_trained_posts
+
+    rows = folder_posts("/a", [("1.mp4", "ana", "x"), ("2.mp4", "ben", "y"), ("3.mp4", "cem", "z")])
+    projection = TextProjection(np.zeros(384, np.float32), np.zeros((100, 384), np.float32), np.zeros(100))
+    path = tmp_path / "features.h5"
+    with StoreWriter(path, ENCODERS, SAMPLING) as writer:
+        writer.finalize(rows, projection)
+    contents = load_store(path)
+    trained = np.array([0, 1])
+    fingerprint = posts_fingerprint(posts_from_store(contents).posts.subset(trained))
+    for ids in (contents.posts.post_ids(), contents.posts.post_ids(with_folder=True)):
+        provenance = Provenance(posts_fingerprint=fingerprint, post_ids=torch.as_tensor(ids[trained]),
+                                text_projection_mean=torch.as_tensor(projection.mean),
+                                text_projection_components=torch.as_tensor(projection.components))
+        chosen, notice = select_trained_posts(contents, provenance)
+        assert chosen.store_rows.tolist() == [0, 1] and "1 trainable post(s) added" in notice

@@ -46,8 +46,8 @@ def extract(
         "--store", help="The HDF5 feature store to create or add to (other folders' posts are kept; this "
         "folder's are updated).")] = DEFAULT_STORE,
     replace: Annotated[bool, typer.Option(
-        "--replace", help="Start the store over with this folder's posts only (stored videos are still "
-        "reused).")] = ExtractOptions.replace,
+        "--replace", help="Start the store over with this folder's posts only, every video extracted "
+        "again.")] = ExtractOptions.replace,
     device: DeviceOption = ExtractOptions.device,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=0, help="Decoding processes (default: one per core; 0 decodes in-process). With "
@@ -96,7 +96,8 @@ def extract(
                              limits=DecodeLimits(seconds_per_file=file_timeout), precision=precision.value,
                              replace=replace,
                              ray=ray, ray_address=ray_address, ray_encoders=ray_encoders)
-    err.print(f"reading posts under {printable(videos)}; store {printable(store)}", highlight=False)
+    if not quiet:
+        err.print(f"reading posts under {printable(videos)}; store {printable(store)}", highlight=False)
     report = _run(videos, store, options, quiet)
     present.show_extract(report, random_weights, replace)
     if report.failures:

@@ -14,6 +14,7 @@ from rich.table import Table
 from phr_cli.cli.app import err, out, printable
 
 if TYPE_CHECKING:
+    from phr_cli.data.folders import FolderPosts
     from phr_cli.extract import ExtractReport
     from phr_cli.serving.explain import Because
     from phr_cli.serving.recommend import ClipRecommendation
@@ -49,6 +50,12 @@ def show_inspection(summary: dict) -> None:
 
 
 def show_store(summary: dict) -> None:
+    """A store's fields, files, users and hashtags; with --failures only its failed files."""
+    if summary["failures_only"]:
+        _files(summary, f"failed files of {printable(summary['store'])}")
+        if not summary["files"]:
+            out.print(f"no failed files in {printable(summary['store'])}", highlight=False)
+        return
     rows = [(name, summary[name]) for name in ("phr_version", "updated", "videos", "posts", "users", "hashtags",
                                                "text_only_posts", "unmerged_segments") if name in summary]
     rows += [(name, ", ".join(f"{k} {v}" for k, v in summary[name].items()))
@@ -57,20 +64,26 @@ def show_store(summary: dict) -> None:
              for modality, e in summary["encoders"].items()]
     rows += [("folder", f"{folder}: {count} posts") for folder, count in summary.get("folders", [])]
     _fields(f"phr store {printable(summary['store'])}", rows)
-    files = summary["files"]
-    if files:
-        table = Table(title=f"files (first {len(files)} of {summary['files_listed']})"
-                      if summary["files_listed"] > len(files) else "files")
-        for column in ("file", "status", "reason"):
-            table.add_column(column)
-        for file, status, reason in files:
-            table.add_row(printable(file), status, printable(reason))
-        out.print(table)
+    _files(summary, "files")
     _counts(summary.get("top_users", []), summary.get("users", 0), ("user", "posts"))
     _counts(summary.get("top_hashtags", []), summary.get("hashtags", 0), ("hashtag", "posts"))
     if summary["failed_files"]:
         out.print(f"{summary['failed_files']} file(s) failed (`phr inspect --failures` lists only those)",
                   highlight=False)
+
+
+def _files(summary: dict, title: str) -> None:
+    """The files table: folder, file (relative to it), status, reason."""
+    files = summary["files"]
+    if not files:
+        return
+    table = Table(title=f"{title} (first {len(files)} of {summary['files_listed']})"
+                  if summary["files_listed"] > len(files) else title)
+    for column in ("folder", "file", "status", "reason"):
+        table.add_column(column)
+    for file in files:
+        table.add_row(printable(file["folder"]), printable(file["file"]), file["status"], printable(file["reason"]))
+    out.print(table)
 
 
 def show_checkpoint(summary: dict) -> None:
@@ -150,6 +163,28 @@ def show_study(summary: dict) -> None:
     out.print(table)
 
 
+def show_folders(store: Path, folders: list[FolderPosts]) -> None:
+    """`phr store folders`: a folder a row, with its posts, their statuses and whether it is still there."""
+    from phr_cli.data.folders import UNRECORDED
+
+    if not folders:
+        out.print(f"{printable(store)} has no posts", highlight=False)
+        return
+    table = Table(title=f"folders of {printable(store)}")
+    table.add_column("folder")
+    table.add_column("posts", justify="right")
+    table.add_column("statuses")
+    table.add_column("there")
+    for each in folders:
+        table.add_row(printable(each.folder or UNRECORDED), str(each.posts),
+                      ", ".join(f"{status} {count}" for status, count in each.statuses.items()),
+                      "yes" if each.exists else "[yellow]no[/]")
+    out.print(table)
+    if not all(each.exists for each in folders):
+        out.print("a folder that is not there: `phr store rename OLD NEW` once its videos are in NEW, "
+                  "or `phr store drop FOLDER`", highlight=False, soft_wrap=True)
+
+
 def show_extract(report: ExtractReport, random_weights: bool, replace: bool) -> None:
     """`phr extract`'s notices, missing files, table of statuses and summary lines."""
     from phr_cli.data.statuses import Status
@@ -167,20 +202,31 @@ def show_extract(report: ExtractReport, random_weights: bool, replace: bool) -> 
     for status, count in sorted(report.statuses.items()):
         table.add_row(status, str(count))
     table.add_row("reused (already in store)", str(report.reused))
+    table.add_row("retried (failed before)", str(report.retried))
     out.print(table)
-    out.print(
-        f"{report.posts} posts, {report.videos} videos: {report.extracted} extracted in "
-        f"{report.seconds:.1f} s ({report.videos_per_second:.2f} videos/s after "
-        f"{report.load_seconds:.1f} s loading the encoders)"
-        + (" with RANDOM encoder weights" if random_weights else ""),
-        highlight=False,
-    )
+    out.print(extract_summary(report, random_weights), highlight=False, soft_wrap=True)
+    if report.retried:
+        out.print(f"retried {report.retried} file(s) that had failed: {report.retried_ok} now succeeded, "
+                  f"{report.retried_failed} failed again", highlight=False, soft_wrap=True)
     if not report.stopped_early:
         changes = report.post_changes
         out.print(f"posts: {changes.added} added, {changes.updated} updated, "
                   f"{changes.unchanged} unchanged, {changes.removed} removed (this folder); "
                   f"{changes.kept} kept (other folders)" + (" — started over (--replace)" if replace else ""),
                   highlight=False, soft_wrap=True)
+
+
+def extract_summary(report: ExtractReport, random_weights: bool) -> str:
+    """What was extracted and how fast: a rate only over videos extracted, and only the time
+    the encoders took when they were loaded."""
+    done = f"{report.posts} posts, {report.videos} videos: {report.extracted} extracted, {report.reused} reused"
+    if not report.extracted:
+        loaded = f", {report.load_seconds:.1f} s loading the encoders" if report.encoders_loaded else \
+            "; nothing to encode, encoders not loaded"
+        return f"{done} in {report.seconds:.1f} s{loaded}"
+    return (f"{done} in {report.seconds:.1f} s ({report.videos_per_second:.2f} videos/s after "
+            f"{report.load_seconds:.1f} s loading the encoders)"
+            + (" with RANDOM encoder weights" if random_weights else ""))
 
 
 def epoch_scores(loss: float, metric: float, best: float, metric_name: str) -> str:

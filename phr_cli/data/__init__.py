@@ -5,6 +5,7 @@
 - `decode`: PyAV decoding of keyframes and audio, under time and memory limits.
 - `decode_options`: how decoding samples a clip and the limits it keeps (without PyAV).
 - `store`: the HDF5 feature store, the only module that touches h5py.
+- `folders`: the folders a store's posts came from: list, re-root, drop (`phr store`).
 - `graph`: the store's trainable posts, their 8:1:1 split and the user–hashtag–video graph.
 - `cases`: a split's test cases (user, video, known ground-truth hashtags).
 - `provenance`: what a trained model records of its data, and finding those posts again.

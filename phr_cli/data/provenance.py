@@ -107,10 +107,16 @@ def select_trained_posts(contents: StoreContents, provenance: Provenance,
         raise CheckpointError(f"{contents.path}: its posts changed since {checkpoint_path} was trained "
                               "(the split would not match); retrain with `phr train`")
     assert contents.posts is not None  # posts_from_store checked it
-    position: dict[int, int] = {}
-    for index, post_id in enumerate(contents.posts.post_ids()[selected.store_rows].tolist()):
-        position.setdefault(post_id, index)
     wanted = provenance.post_ids.tolist()
+    stored_ids = contents.posts.post_ids()[selected.store_rows]
+    if not set(wanted) <= set(stored_ids.tolist()):
+        # A checkpoint from before ids left out where the folder lives recorded the older ids.
+        older = contents.posts.post_ids(with_folder=True)[selected.store_rows]
+        if set(wanted) <= set(older.tolist()):
+            stored_ids = older
+    position: dict[int, int] = {}
+    for index, post_id in enumerate(stored_ids.tolist()):
+        position.setdefault(post_id, index)
     missing = sum(post_id not in position for post_id in wanted)
     if missing:
         raise CheckpointError(f"{contents.path}: its posts changed since {checkpoint_path} was trained: "

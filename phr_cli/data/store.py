@@ -139,14 +139,26 @@ class PostRows:
                         textual_mask=np.concatenate([first.textual_mask, second.textual_mask]),
                         time=np.concatenate([first.time, second.time]))
 
-    def post_ids(self) -> np.ndarray:
-        """A stable 64-bit id a post: its folder, file, video content, user, caption and
-        hashtags. Re-extracting an unchanged post gives the same id; a checkpoint records
-        the ids of its posts to find them again in a store that grew."""
+    def post_ids(self, with_folder: bool = False) -> np.ndarray:
+        """A stable 64-bit id a post: its file (relative to its folder), video content, user,
+        caption and hashtags; where the folder lives is no part of it, so a moved folder's
+        posts keep their ids. Re-extracting an unchanged post gives the same id; a checkpoint
+        records the ids of its posts to find them again in a store that grew. Identical posts
+        of two folders are told apart by their order in the table.
+
+        `with_folder`: the ids phr gave before, which also hashed the folder's resolved path
+        (and left identical posts equal): what older checkpoints recorded."""
         assert self.folder is not None
         ids = np.empty(len(self), dtype=np.int64)
-        for row, fields in enumerate(zip(self.folder, self.path, self.video_key, self.user, self.caption)):
+        seen: Counter[str] = Counter()
+        for row, fields in enumerate(zip(self.path, self.video_key, self.user, self.caption)):
             text = "\0".join((*fields, " ".join(self.hashtags[row])))
+            if with_folder:
+                text = self.folder[row] + "\0" + text
+            else:
+                seen[text] += 1
+                if seen[text] > 1:  # the second identical post on: its rank makes the id its own
+                    text += f"\0{seen[text]}"
             ids[row] = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little",
                                       signed=True)
         return ids
@@ -306,6 +318,10 @@ def _read_posts(group: h5py.Group) -> PostRows:
     )
 
 
+def _read_projection(group: h5py.Group) -> TextProjection:
+    return TextProjection(*(group[name][()] for name in ("mean", "components", "explained_variance_ratio")))
+
+
 def _open_readable(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
@@ -354,7 +370,8 @@ class _Vanished(Exception):
 
 
 def load_store(path: Path) -> StoreContents:
-    """Read a whole store, including segments of an interrupted run (deduplicated by key).
+    """Read a whole store, including segments of an interrupted run (deduplicated by key,
+    the newest copy of a video winning).
 
     Safe while `phr extract` appends: segments appear by atomic rename, and when a
     finalize removes them mid-read the read starts again from the new main file.
@@ -381,19 +398,21 @@ def _load_once(path: Path) -> StoreContents:
                 if "posts" in handle:
                     posts = _read_posts(handle["posts"])
                 if "text_projection" in handle:
-                    group = handle["text_projection"]
-                    projection = TextProjection(*(group[n][()] for n in
-                                                  ("mean", "components", "explained_variance_ratio")))
-    seen = set(videos.key)
+                    projection = _read_projection(handle["text_projection"])
+    row_of = {key: row for row, key in enumerate(videos.key)}
     for segment in segments:
         with _open_readable(segment) as handle:
             attributes = attributes or _attributes(handle, segment)
             with _damage_explained(segment, "delete it and rerun `phr extract`: its videos "
                                    "are extracted again"):
                 rows = _read_videos(handle["videos"])
-        fresh = [i for i, key in enumerate(rows.key) if key not in seen]
-        videos.extend(rows, fresh)
-        seen.update(rows.key)
+        for index, key in enumerate(rows.key):
+            if key in row_of:  # extracted again (a retried failure): the newer row wins
+                for column in VideoRows.COLUMNS:
+                    getattr(videos, column)[row_of[key]] = getattr(rows, column)[index]
+            else:
+                row_of[key] = len(videos)
+                videos.extend(rows, [index])
     return StoreContents(path, attributes, videos, posts, projection, len(segments))
 
 
@@ -409,27 +428,55 @@ def _damage_explained(path: Path, fix: str):
 
 class StoreLock:
     """The exclusive right to write a store: an flock on `<store>.lock`, so that a second
-    `phr extract` on the same store refuses at once instead of interleaving writes."""
+    `phr extract` on the same store refuses at once instead of interleaving writes.
+
+    The lock file goes when the lock is released (removed while still locked), and the
+    folders made for the store go too when nothing was written to them: a run that fails
+    leaves nothing beside the store. A taker checks that the file it locked is still the
+    one at the path, since a releasing writer may have removed it in between."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._file = Path(str(self.path) + ".lock")
+        # The store's missing folders, deepest first: made here, removed on release when empty.
+        self._made = [folder for folder in (self.path.parent, *self.path.parent.parents) if not folder.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(Path(str(self.path) + ".lock"), "w")  # noqa: SIM115 - held open for the flock; release() closes it
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.close()
-            raise StoreError(f"{self.path}: another phr process is writing this store; "
-                             "wait for it to finish or use another --store") from None
+        while True:
+            self._handle = open(self._file, "a")  # noqa: SIM115 - held open for the flock; release() closes it
+            try:
+                fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._handle.close()
+                self._remove_made_folders()
+                raise StoreError(f"{self.path}: another phr process is writing this store; "
+                                 "wait for it to finish or use another --store") from None
+            if self._is_current():
+                break
+            self._handle.close()  # a writer removed the file we locked: lock the new one
         # Temporary files left by a killed writer; the lock says no writer is alive.
         for stale in [*self.path.parent.glob(self.path.name + ".tmp-*"),
                       *parts_dir(self.path).glob("*.tmp-*")]:
             stale.unlink(missing_ok=True)
 
+    def _is_current(self) -> bool:
+        try:
+            return os.stat(self._file).st_ino == os.fstat(self._handle.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
+    def _remove_made_folders(self) -> None:
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:  # something was written there (the store), or another process uses it
+                return
+
     def release(self) -> None:
         if not self._handle.closed:
+            self._file.unlink(missing_ok=True)  # before unlocking: a taker then never locks a removed file
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
+            self._remove_made_folders()
 
     def __enter__(self) -> StoreLock:
         return self
@@ -442,19 +489,25 @@ class StoreWriter:
     """Appends videos to a store as crash-safe segments, then compacts it into one file.
 
     Holds the store's `StoreLock` for its lifetime (its own, or one the caller took earlier).
+    `encoders` None: the store's own (a run that encodes nothing need not load them); a
+    writer of a new store is given them, with `use_encoders`, before it writes.
     """
 
-    def __init__(self, path: Path, encoders: dict, sampling: dict, feature_dtype: str = "float32",
+    def __init__(self, path: Path, encoders: dict | None, sampling: dict, feature_dtype: str = "float32",
                  lock: StoreLock | None = None):
         self.path = Path(path)
         self._lock = lock or StoreLock(self.path)
         self._owns_lock = lock is None
         self.attributes: dict[str, Any] = {"encoders": encoders, "sampling": sampling,
                                            "feature_dtype": feature_dtype}
+        self._stored: dict | None = None  # the attributes the store was written with
         sources = self._sources()
         if sources:  # every source was written with the same attributes: one is enough
             with _open_readable(sources[0]) as handle:
-                self._check_compatible(_attributes(handle, sources[0]))
+                self._stored = _attributes(handle, sources[0])
+            if encoders is None:
+                self.attributes["encoders"] = self._stored["encoders"]
+            self._check_compatible(self._stored)
         self.pending = VideoRows()
         self._segment_count = 0
         # One thread writes segments committed with wait=False, one at a time.
@@ -464,6 +517,30 @@ class StoreWriter:
     def _sources(self) -> list[Path]:
         """The main file (if any), then the segments, oldest first."""
         return ([self.path] if self.path.exists() else []) + _segments(self.path)
+
+    @classmethod
+    def reopen(cls, path: Path) -> StoreWriter:
+        """A writer, holding the lock, of an existing store with the attributes it was written
+        with: to edit its posts without encoding anything. A path that holds no store is
+        refused before the lock is taken."""
+        path = Path(path)
+        sources = ([path] if path.exists() else []) + _segments(path)
+        if not sources:
+            raise StoreError(f"{path}: no feature store here; run `phr extract VIDEOS --store {path}` first")
+        with _open_readable(sources[0]) as handle:
+            stored = _attributes(handle, sources[0])
+        return cls(path, stored["encoders"], stored["sampling"], stored["feature_dtype"])
+
+    @property
+    def has_encoders(self) -> bool:
+        """Whether the encoders are known: given, or the store's own."""
+        return self.attributes["encoders"] is not None
+
+    def use_encoders(self, encoders: dict) -> None:
+        """The encoders of this run, once loaded: refused when the store was built with others."""
+        self.attributes["encoders"] = encoders
+        if self._stored is not None:
+            self._check_compatible(self._stored)
 
     def _check_compatible(self, stored: dict) -> None:
         for name in ("encoders", "sampling", "feature_dtype"):
@@ -485,19 +562,11 @@ class StoreWriter:
                 lengths.append(len(handle["videos/key"]))
         return values, lengths
 
-    def known_keys(self) -> set[str]:
-        """Keys of every stored video; only the key columns are read."""
-        (keys,), _ = self._columns("key")
-        return set(keys)
-
     def statuses(self) -> dict[str, str]:
-        """Each stored video's status, by key (pending rows committed first)."""
+        """Each stored video's status, by key, from its newest copy (pending rows committed first)."""
         self.commit()
-        statuses: dict[str, str] = {}
         (keys, stored), _ = self._columns("key", "status")
-        for key, status in zip(keys, stored):
-            statuses.setdefault(key, status)
-        return statuses
+        return dict(zip(keys, stored))  # sources oldest first: a later copy overwrites
 
     def stored_text_embeddings(self) -> dict[str, np.ndarray]:
         """Caption -> raw text embedding from the last finalized /posts table, for reuse."""
@@ -507,6 +576,13 @@ class StoreWriter:
             if "posts" not in handle:
                 return {}
             return dict(zip(_strings(handle["posts/caption"]), handle["posts/text_embedding"][()]))
+
+    def stored_projection(self) -> TextProjection | None:
+        """The last finalized caption projection (None before the first finalize)."""
+        if not self.path.exists():
+            return None
+        with _open_readable(self.path) as handle, _damage_explained(self.path, "move it away and rerun"):
+            return _read_projection(handle["text_projection"]) if "text_projection" in handle else None
 
     def stored_posts(self) -> PostRows | None:
         """The last finalized /posts table (None before the first finalize)."""
@@ -561,6 +637,7 @@ class StoreWriter:
                              "stored before is intact: free space and rerun `phr extract` to go on") from None
 
     def _write_attributes(self, handle: h5py.File) -> None:
+        assert self.has_encoders, "a new store's writer is given its encoders (use_encoders) before it writes"
         handle.attrs["format_version"] = FORMAT_VERSION
         handle.attrs["phr_version"] = __version__
         handle.attrs["encoders"] = json.dumps(self.attributes["encoders"], sort_keys=True)
@@ -570,7 +647,8 @@ class StoreWriter:
 
     def finalize(self, posts: PostRows, projection: TextProjection | None,
                  only_keys: set[str] | None = None) -> None:
-        """Merge everything into the main file, sorted by key so that reruns give equal files.
+        """Merge everything into the main file, sorted by key so that reruns give equal files;
+        of a video stored twice (a failure extracted again) the newest copy is kept.
 
         With `only_keys`, the videos of other keys are left out (starting a store over).
 
@@ -581,10 +659,9 @@ class StoreWriter:
         sources = self._sources()
         stored, lengths = self._columns(*_SMALL_COLUMNS, sources=sources)  # every row, in source order
         origins = [(number, row) for number, length in enumerate(lengths) for row in range(length)]
-        first: dict[str, int] = {}  # key -> its first stored row; the first copy wins
-        for index, key in enumerate(stored[0]):
-            first.setdefault(key, index)
-        chosen = [first[key] for key in sorted(first) if only_keys is None or key in only_keys]
+        # key -> its newest row (sources are oldest first): a video extracted again replaces its old row
+        newest = {key: index for index, key in enumerate(stored[0])}
+        chosen = [newest[key] for key in sorted(newest) if only_keys is None or key in only_keys]
         columns = VideoRows(**{name: [values[i] for i in chosen] for name, values in zip(_SMALL_COLUMNS, stored)})
         dtype = self.attributes["feature_dtype"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phr_cli.data.decode_options import DecodeLimits, FrameSampling
-from phr_cli.data.statuses import Status
+from phr_cli.data.statuses import FAILED_STATUSES, Status
 from phr_cli.errors import DataError
 
 if TYPE_CHECKING:
@@ -59,12 +59,16 @@ class ExtractReport:
     store: Path
     posts: int = 0
     videos: int = 0  # distinct video files found
-    extracted: int = 0  # decoded and encoded in this run
-    reused: int = 0  # already in the store (same content hash)
+    extracted: int = 0  # decoded and encoded in this run (retried ones included)
+    reused: int = 0  # already in the store (same content hash) and not failed there
+    retried: int = 0  # in the store as failed (timed out, corrupt, ...): extracted again
+    retried_ok: int = 0  # of those, now without a failure
+    retried_failed: int = 0  # of those, failed again
     statuses: Counter = field(default_factory=Counter)
     failures: list[VideoOutcome] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # the manifest's, line-numbered
     seconds: float = 0.0
+    encoders_loaded: bool = False  # False: nothing to encode, the encoders were not loaded
     load_seconds: float = 0.0  # loading the encoders, included in seconds
     decode_wait_seconds: float = 0.0  # main process waiting for decoders (with Ray: the cluster)
     encode_seconds: float = 0.0
@@ -73,9 +77,20 @@ class ExtractReport:
     stopped_early: bool = False
     post_changes: PostChanges = field(default_factory=_no_post_changes)  # what the /posts table gained and kept
 
+    def count(self, outcome: VideoOutcome, retried: bool) -> None:
+        """An extracted video's outcome; `retried`: its stored copy had failed."""
+        self.extracted += 1
+        self.statuses[outcome.status] += 1
+        failed = outcome.status in FAILED_STATUSES
+        if failed:
+            self.failures.append(outcome)
+        if retried:
+            self.retried_failed += failed
+            self.retried_ok += not failed
+
     @property
     def videos_per_second(self) -> float:
-        """Throughput once the encoders are loaded."""
+        """Throughput of the videos extracted (reused ones are no work), once the encoders are loaded."""
         busy = self.seconds - self.load_seconds
         return self.extracted / busy if busy > 0 else 0.0
 

@@ -1,10 +1,12 @@
 """`phr extract`: a folder of posts -> the HDF5 feature store.
 
-Videos are hashed, the new ones decoded and encoded, by worker processes feeding this
-one's encoders (`extract.local`) or, with `ExtractOptions.ray`, on a Ray cluster
-(`extract.ray`); either way this module commits finished videos to the store in
-crash-safe segments. Captions are embedded at the end, when the PCA can be fitted on all
-of them. Hashing, resume, statuses, segments and captions are the same code for both.
+Videos are hashed; the new ones, and those whose stored status is a failure (retried),
+are decoded and encoded by worker processes feeding this one's encoders (`extract.local`)
+or, with `ExtractOptions.ray`, on a Ray cluster (`extract.ray`); either way this module
+commits finished videos to the store in crash-safe segments. Captions are embedded at the
+end, when the PCA can be fitted on all of them. Hashing, resume, retries, statuses,
+segments and captions are the same code for both. The encoders are loaded only when
+something is to be encoded (or the store is new and records them).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from phr_cli.data.posts import MANIFEST_NAMES, Post, PostSet, caption_without_hashtags, read_posts
 from phr_cli.data.statuses import FAILED_STATUSES, Status
-from phr_cli.data.store import TEXTUAL_DIM, PostRows, StoreLock, StoreWriter, merge_posts
+from phr_cli.data.store import TEXT_EMBEDDING_DIM, TEXTUAL_DIM, PostRows, StoreLock, StoreWriter, merge_posts
 from phr_cli.encoders.pipeline import EncodedVideo, Encoders, content_key
 from phr_cli.extract.local import encode_locally
 from phr_cli.extract.options import (
@@ -84,65 +86,31 @@ def extract(
 def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions, device: torch.device,
                     lock: StoreLock, started: float, on_progress: ProgressCallback | None,
                     on_phase: PhaseCallback) -> ExtractReport:
-    tick = time.perf_counter()
-    on_phase("loading encoders", None)
-    encoders = Encoders(device, options.weights_dir, options.random_weights, options.precision)
-    fingerprint = encoders.fingerprint()  # loads every encoder: missing weights fail here, early
-    report = ExtractReport(store=Path(store_path), posts=len(post_set.posts),
-                           notices=post_set.notices, load_seconds=time.perf_counter() - tick)
-    on_phase("hashing videos", None)
-    keys, problems = _hash_videos(post_set)
-    report.videos = len(keys) + len(problems)
-    for outcome in problems.values():
-        report.statuses[outcome.status] += 1
-        report.failures.append(outcome)
-
-    with StoreWriter(store_path, fingerprint, options.sampling.to_dict(),
-                     options.feature_dtype, lock) as writer:
-        known = writer.known_keys()
-        todo: dict[str, Path] = {}
-        for path, key in keys.items():
-            if key not in known:
-                todo.setdefault(key, path)  # the first path of duplicate files names the video
-        report.reused = len({key for key in keys.values() if key in known})
-        total = len(todo)
-        on_phase("extracting", total)
-        relpath_of = {post.video: post.relpath for post in post_set.posts if post.video}
-        batches: Generator[list[EncodedVideo], None, None]
-        if options.ray:
-            from phr_cli.extract.ray import encode_on_ray  # Ray is an optional extra
-
-            batches = encode_on_ray(todo, options, fingerprint, report)
-        else:
-            batches = encode_locally(todo, encoders, options, report)
-        since_commit = 0
-        with closing(batches):  # stops decoders (or the Ray pipeline) when --strict breaks off
-            for batch in batches:
-                keep_going = True
-                for video in batch:
-                    path = todo[video.key]
-                    writer.add(path=relpath_of[path], **vars(video))
-                    outcome = VideoOutcome(path, video.status, video.reason)
-                    report.extracted += 1
-                    report.statuses[video.status] += 1
-                    if video.status in FAILED_STATUSES:
-                        report.failures.append(outcome)
-                        keep_going = keep_going and not options.strict
-                    if on_progress:
-                        on_progress(outcome, report, total)
-                since_commit += len(batch)
-                if since_commit >= options.commit_every or not keep_going:
-                    tick = time.perf_counter()
-                    writer.commit(wait=False)  # written on the writer's thread while encoding goes on
-                    report.write_seconds += time.perf_counter() - tick
-                    since_commit = 0
-                if not keep_going:
-                    report.stopped_early = True
-                    break
+    report = ExtractReport(store=Path(store_path), posts=len(post_set.posts), notices=post_set.notices)
+    with StoreWriter(store_path, None, options.sampling.to_dict(), options.feature_dtype, lock) as writer:
+        # A new store records the encoders: load them first, so that missing weights fail early.
+        encoders = None if writer.has_encoders else _load_encoders(device, options, writer, report, on_phase)
+        on_phase("hashing videos", None)
+        keys, problems = _hash_videos(post_set)
+        report.videos = len(keys) + len(problems)
+        for outcome in problems.values():
+            report.statuses[outcome.status] += 1
+            report.failures.append(outcome)
+        todo, retried, report.reused = _plan(keys, writer.statuses(), options.replace)
+        report.retried = len(retried)
+        embeddings, new_texts = _stored_embeddings(post_set, writer)
+        if encoders is None and (todo or new_texts):  # a rerun with nothing new loads nothing
+            encoders = _load_encoders(device, options, writer, report, on_phase)
+        if todo:
+            assert encoders is not None
+            _encode_into(writer, todo, retried, encoders, post_set, options, report, on_progress, on_phase)
         if not report.stopped_early:
             on_phase("embedding captions", None)
             tick = time.perf_counter()
-            posts, projection, report.post_changes = _post_rows(post_set, keys, problems, writer, encoders,
+            if new_texts:
+                assert encoders is not None
+                embeddings.update(zip(new_texts, encoders.textual.embed(new_texts)))
+            posts, projection, report.post_changes = _post_rows(post_set, keys, problems, writer, embeddings,
                                                                 options.replace)
             report.text_seconds = time.perf_counter() - tick
             on_phase("writing the store", None)
@@ -153,22 +121,90 @@ def _extract_locked(post_set: PostSet, store_path: Path, options: ExtractOptions
     return report
 
 
-def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, VideoOutcome],
-               writer: StoreWriter, encoders: Encoders, replace: bool):
-    """The /posts table: the stored one with this folder's posts in place of its earlier
-    ones, every text embedded and projected by a projection fitted on all of them."""
-    from phr_cli.encoders.text import fit_projection
+def _load_encoders(device: torch.device, options: ExtractOptions, writer: StoreWriter, report: ExtractReport,
+                   on_phase: PhaseCallback) -> Encoders:
+    tick = time.perf_counter()
+    on_phase("loading encoders", None)
+    encoders = Encoders(device, options.weights_dir, options.random_weights, options.precision)
+    # Loads every encoder (missing weights fail here); a store built with other encoders refuses.
+    writer.use_encoders(encoders.fingerprint())
+    report.encoders_loaded = True
+    report.load_seconds = time.perf_counter() - tick
+    return encoders
 
-    status_of = writer.statuses()
+
+def _plan(keys: dict[Path, str], stored: dict[str, str], replace: bool) -> tuple[dict[str, Path], set[str], int]:
+    """The videos to extract (key -> the path that names it), which of them failed before
+    (retried), and how many stored videos are reused: all but the failed ones, none with `replace`."""
+    todo: dict[str, Path] = {}
+    retried: set[str] = set()
+    reused: set[str] = set()
+    for path, key in keys.items():
+        status = stored.get(key)
+        if status is not None and status not in FAILED_STATUSES and not replace:
+            reused.add(key)
+            continue
+        todo.setdefault(key, path)  # the first path of duplicate files names the video
+        if status in FAILED_STATUSES:
+            retried.add(key)
+    return todo, retried, len(reused)
+
+
+def _encode_into(writer: StoreWriter, todo: dict[str, Path], retried: set[str], encoders: Encoders,
+                 post_set: PostSet, options: ExtractOptions, report: ExtractReport,
+                 on_progress: ProgressCallback | None, on_phase: PhaseCallback) -> None:
+    """Decode and encode `todo`, committing the videos to the store in segments as they come."""
+    on_phase("extracting", len(todo))
+    relpath_of = {post.video: post.relpath for post in post_set.posts if post.video}
+    batches: Generator[list[EncodedVideo], None, None]
+    if options.ray:
+        from phr_cli.extract.ray import encode_on_ray  # Ray is an optional extra
+
+        batches = encode_on_ray(todo, options, writer.attributes["encoders"], report)
+    else:
+        batches = encode_locally(todo, encoders, options, report)
+    since_commit = 0
+    with closing(batches):  # stops decoders (or the Ray pipeline) when --strict breaks off
+        for batch in batches:
+            keep_going = True
+            for video in batch:
+                path = todo[video.key]
+                writer.add(path=relpath_of[path], **vars(video))
+                outcome = VideoOutcome(path, video.status, video.reason)
+                report.count(outcome, retried=video.key in retried)
+                keep_going = keep_going and not (options.strict and video.status in FAILED_STATUSES)
+                if on_progress:
+                    on_progress(outcome, report, len(todo))
+            since_commit += len(batch)
+            if since_commit >= options.commit_every or not keep_going:
+                tick = time.perf_counter()
+                writer.commit(wait=False)  # written on the writer's thread while encoding goes on
+                report.write_seconds += time.perf_counter() - tick
+                since_commit = 0
+            if not keep_going:
+                report.stopped_early = True
+                break
+
+
+def _stored_embeddings(post_set: PostSet, writer: StoreWriter) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Caption text (hashtags removed) -> its embedding, from the store; and the folder's texts
+    not there yet, to embed."""
     cached: dict[str, np.ndarray] = {}
     for caption, embedding in writer.stored_text_embeddings().items():
         cached.setdefault(Post(None, None, caption, [], "").text, embedding)
-    texts = [post.text for post in post_set.posts]
-    new_texts = sorted({t for t in texts if t and t not in cached})
-    cached.update(zip(new_texts, encoders.textual.embed(new_texts)))
+    return cached, sorted({post.text for post in post_set.posts if post.text and post.text not in cached})
 
-    width = encoders.textual.spec.output_dim
-    embedding = np.stack([cached[t] if t else np.zeros(width, np.float32) for t in texts]) \
+
+def _post_rows(post_set: PostSet, keys: dict[Path, str], problems: dict[Path, VideoOutcome],
+               writer: StoreWriter, embeddings: dict[str, np.ndarray], replace: bool):
+    """The /posts table: the stored one with this folder's posts in place of its earlier
+    ones, every text (in `embeddings`) projected by a projection fitted on all of them."""
+    from phr_cli.encoders.text import fit_projection
+
+    status_of = writer.statuses()
+    texts = [post.text for post in post_set.posts]
+    width = TEXT_EMBEDDING_DIM
+    embedding = np.stack([embeddings[t] if t else np.zeros(width, np.float32) for t in texts]) \
         if texts else np.zeros((0, width), np.float32)
 
     def status(post: Post) -> Status:

@@ -15,7 +15,7 @@ from typing import Any
 from phr_cli.choices import plain_values
 from phr_cli.data.posts import MANIFEST_NAMES, ManifestError, read_manifest
 from phr_cli.data.statuses import FAILED_STATUSES, Status
-from phr_cli.data.store import load_store, summarize
+from phr_cli.data.store import StoreContents, load_store, summarize
 from phr_cli.errors import PhrError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -55,23 +55,48 @@ def _top(counts: Counter, limit: int) -> list[list[Any]]:
     return [[name, count] for name, count in counts.most_common(limit)]
 
 
-def inspect_store(path: Path, limit: int = 20, failures_only: bool = False) -> dict[str, Any]:
-    """`summarize` plus the files (status, reason), and the most frequent users and hashtags."""
-    summary = summarize(path)
-    contents = load_store(path)
-    files = {p: (s, r) for p, s, r in zip(contents.videos.path, contents.videos.status, contents.videos.reason)}
+def store_files(contents: StoreContents) -> list[dict[str, str]]:
+    """Every file a store knows, a row per folder and path (so a video found at two paths is
+    listed at both), with its status and reason; videos no post names (an interrupted first
+    extract, a folder's posts removed) have no folder."""
+    videos = contents.videos
+    reason_of = dict(zip(videos.key, videos.reason))
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    named: set[str] = set()
     posts = contents.posts
     if posts is not None:
-        for p, status in zip(posts.path, posts.status):
-            if status == Status.MISSING:
-                files.setdefault(p, (status, "file not found"))
-    listed = [[p, s, r] for p, (s, r) in sorted(files.items()) if not failures_only or s in FAILED_STATUSES]
-    summary.update(kind="store", files=listed[:limit], files_listed=len(listed),
-                   failed_files=sum(s in FAILED_STATUSES for s, _ in files.values()))
+        assert posts.folder is not None  # PostRows.__post_init__ fills it
+        for folder, path, key, status in zip(posts.folder, posts.path, posts.video_key, posts.status):
+            if path:
+                named.add(key)
+                reason = reason_of.get(key) or _UNSTORED_REASONS.get(status, "")
+                rows.setdefault((folder, path), {"folder": folder, "file": path, "status": status, "reason": reason})
+    for key, path, status, reason in zip(videos.key, videos.path, videos.status, videos.reason):
+        if key not in named:
+            rows.setdefault(("", path), {"folder": "", "file": path, "status": status, "reason": reason})
+    return [rows[place] for place in sorted(rows)]
+
+
+# Why a post's file has no stored video: found while hashing, never decoded.
+_UNSTORED_REASONS: dict[str, str] = {Status.MISSING: "file not found",
+                                     Status.UNREADABLE: "cannot be read as a regular file"}
+
+
+def inspect_store(path: Path, limit: int = 20, failures_only: bool = False) -> dict[str, Any]:
+    """`summarize` plus the files (folder, status, reason), and the most frequent users and
+    hashtags; with `failures_only`, the failed files and not the users and hashtags."""
+    summary = summarize(path)
+    contents = load_store(path)
+    files = store_files(contents)
+    listed = [f for f in files if not failures_only or f["status"] in FAILED_STATUSES]
+    summary.update(kind="store", failures_only=failures_only, files=listed[:limit], files_listed=len(listed),
+                   failed_files=sum(f["status"] in FAILED_STATUSES for f in files))
+    posts = contents.posts
     if posts is not None:
-        summary.update(top_users=_top(Counter(u for u in posts.user if u), limit),
-                       top_hashtags=_top(Counter(h for tags in posts.hashtags for h in tags), limit),
-                       folders=sorted(Counter(s or "(not recorded)" for s in posts.folder or []).items()))
+        summary.update(folders=sorted(Counter(s or "(not recorded)" for s in posts.folder or []).items()))
+        if not failures_only:
+            summary.update(top_users=_top(Counter(u for u in posts.user if u), limit),
+                           top_hashtags=_top(Counter(h for tags in posts.hashtags for h in tags), limit))
     return summary
 
 
