@@ -91,6 +91,8 @@ def main() -> None:
                         help="change one option (an ablation), e.g. factors=false, recency=false, "
                         "rerank=false, network.residual=false; repeatable")
     parser.add_argument("--seeds", type=int, default=1, help="checkpoints per split, seeds 0 … N-1")
+    parser.add_argument("--json-out", type=Path, help="also write each split's figures (`phr evaluate --json` of its "
+                        "checkpoints) to DIR/lastfm-SPLIT.json, which docs/results.md is built from")
     args = parser.parse_args()
     network = NetworkConfig(dim=args.dim) if args.variant == "paper" else NetworkConfig(dim=args.dim,
                                                                                         variant=args.variant)
@@ -125,6 +127,9 @@ def main() -> None:
                   f"{counts['cold_cases']} cold, {counts['dropped_hashtags']} unseen test hashtags dropped, "
                   f"{counts['dropped_cases']} cases dropped")
         summary = summarise_seeds(comparisons)
+        if args.json_out is not None:
+            args.json_out.mkdir(parents=True, exist_ok=True)
+            (args.json_out / f"lastfm-{split_by}.json").write_text(json.dumps(summary.to_dict(), indent=1))
         for method in summary.methods:
             note = next((m.note for m in comparisons[0].methods if m.name == method["name"]), "")
             for protocol in ("sampled", "full"):

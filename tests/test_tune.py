@@ -152,6 +152,14 @@ def test_a_database_that_is_no_study_is_named_and_left_unchanged(tmp_path):
         read_study(tmp_path / "missing.tune.json")
 
 
+def test_a_damaged_study_beside_the_checkpoint_is_one_error(store, tmp_path, small_space):
+    checkpoint = tmp_path / "model.pt"
+    (tmp_path / "model.pt.tune.db").write_bytes(b"SQLite format 3\x00" + b"damaged" * 40)
+    with pytest.raises(StudyError, match=r"model\.pt\.tune\.db is not a readable Optuna study.*move it away"):
+        tune(store, checkpoint, ModelConfig(), BASE, trials=1)
+    assert not checkpoint.exists()
+
+
 def test_a_pruned_trial_is_counted_and_needs_no_value(store, tmp_path, small_space):
     class PruneAfterTheFirstTrial(optuna.pruners.BasePruner):
         def prune(self, study, trial) -> bool:

@@ -16,7 +16,8 @@ from phr_cli.errors import PhrError
 @app.command()
 def inspect(
     path: Annotated[Path | None, typer.Argument(
-        help="A feature store, a checkpoint or a posts.csv / posts.jsonl manifest (default: --store).")] = None,
+        help="A feature store, a checkpoint, a `phr tune` study (.tune.db or .tune.json) or a posts.csv / "
+        "posts.jsonl manifest (default: --store).")] = None,
     store: Annotated[Path, typer.Option(
         "--store", help="The HDF5 feature store (when no PATH is given).")] = DEFAULT_STORE,
     failures: Annotated[bool, typer.Option("--failures", help="List only the files that failed.")] = False,

@@ -111,7 +111,9 @@ def train(
     video_messages: Annotated[VideoMessages, typer.Option(
         "--video-messages", help="mean (default: Eq. 6's sum divided by the node's number of groups) or sum "
         "(Eq. 6 as printed).")] = NetworkConfig.video_messages,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = TrainConfig.epochs,
+    epochs: Annotated[int, typer.Option(
+        min=1, help="Maximum epochs; above a finished run's, it continues that run (patience counted afresh).")
+    ] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="BPR triples per step.")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 
 from phr_cli.choices import plain_values
 from phr_cli.data.dataset import Dataset
@@ -179,10 +180,7 @@ def tune(
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CheckpointError(f"{checkpoint_path}: cannot make its folder ({error.strerror or error})") from None
-    study = optuna.create_study(
-        study_name=STUDY_NAME, storage=f"sqlite:///{database}", direction="maximize", load_if_exists=True,
-        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-    )
+    study = _open_study(database, pruner)
     _check_same_task(study, database, store_path, split_by, train_base)
     before = len(study.trials)
     if not study.trials:
@@ -324,6 +322,18 @@ def read_study(path: Path) -> dict[str, Any]:
         "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params},
         "trained": _read_record(best_path(checkpoint)) if checkpoint and best_path(checkpoint).is_file() else None,
     }
+
+
+def _open_study(database: Path, pruner: optuna.pruners.BasePruner | None) -> optuna.Study:
+    """The study beside the checkpoint, created on the first run."""
+    try:
+        return optuna.create_study(
+            study_name=STUDY_NAME, storage=f"sqlite:///{database}", direction="maximize", load_if_exists=True,
+            pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        )
+    except (optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError) as error:  # a damaged database
+        raise StudyError(f"{database} is not a readable Optuna study ({type(error).__name__}); move it "
+                         "away to start a new study") from None
 
 
 def _load_study(database: Path) -> optuna.Study:
