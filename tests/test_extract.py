@@ -324,6 +324,8 @@ def test_the_cli_says_what_was_retried_and_exits_1_while_a_file_still_fails(tmp_
     failing = CliRunner().invoke(app, args)
     assert failing.exit_code == 1
     assert "retried 2 file(s) that had failed: 0 now succeeded, 2 failed again" in failing.stdout
+    # Failed files are not "extracted", and no rate is claimed for them.
+    assert "2 videos: 0 extracted, 2 failed, 0 reused" in failing.stdout and "videos/s" not in failing.stdout
     monkeypatch.undo()
     fixed = CliRunner().invoke(app, args)
     assert fixed.exit_code == 0, fixed.output

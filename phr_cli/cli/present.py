@@ -217,10 +217,11 @@ def show_extract(report: ExtractReport, random_weights: bool, replace: bool) -> 
 
 
 def extract_summary(report: ExtractReport, random_weights: bool) -> str:
-    """What was extracted and how fast: a rate only over videos extracted, and only the time
-    the encoders took when they were loaded."""
-    done = f"{report.posts} posts, {report.videos} videos: {report.extracted} extracted, {report.reused} reused"
-    if not report.extracted:
+    """What was extracted and how fast: a rate only over videos extracted without a failure,
+    and only the time the encoders took when they were loaded."""
+    failed = f", {len(report.failures)} failed" if report.failures else ""
+    done = f"{report.posts} posts, {report.videos} videos: {report.succeeded} extracted{failed}, {report.reused} reused"
+    if not report.succeeded:
         loaded = f", {report.load_seconds:.1f} s loading the encoders" if report.encoders_loaded else \
             "; nothing to encode, encoders not loaded"
         return f"{done} in {report.seconds:.1f} s{loaded}"

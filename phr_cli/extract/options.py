@@ -59,7 +59,7 @@ class ExtractReport:
     store: Path
     posts: int = 0
     videos: int = 0  # distinct video files found
-    extracted: int = 0  # decoded and encoded in this run (retried ones included)
+    extracted: int = 0  # processed in this run, failed ones and retried ones included
     reused: int = 0  # already in the store (same content hash) and not failed there
     retried: int = 0  # in the store as failed (timed out, corrupt, ...): extracted again
     retried_ok: int = 0  # of those, now without a failure
@@ -89,10 +89,16 @@ class ExtractReport:
             self.retried_ok += not failed
 
     @property
+    def succeeded(self) -> int:
+        """Videos extracted in this run without a failure."""
+        return self.extracted - len(self.failures)
+
+    @property
     def videos_per_second(self) -> float:
-        """Throughput of the videos extracted (reused ones are no work), once the encoders are loaded."""
+        """Throughput of the videos extracted without a failure (reused ones are no work), once
+        the encoders are loaded."""
         busy = self.seconds - self.load_seconds
-        return self.extracted / busy if busy > 0 else 0.0
+        return self.succeeded / busy if busy > 0 else 0.0
 
 
 ProgressCallback = Callable[[VideoOutcome, ExtractReport, int], None]
