@@ -1,7 +1,7 @@
 """GCN-PHR against the baselines on real personalised tagging data: HetRec 2011 Last.fm 2K.
 
     python bench/lastfm.py ../shared/datasets/lastfm-2k [--work DIR] [--epochs N] [--patience N]
-        [--splits post item time] [--variant paper] [--set NAME=VALUE ...] [--seeds N]
+        [--splits post item time] [--variant paper] [--set NAME=VALUE ...] [--seeds N] [--json-out DIR]
 
 Each (user, artist) pair becomes a text-only post (caption = the artist's name, hashtags =
 the user's tags for it) written to a posts.jsonl manifest; then the product's own code

@@ -191,11 +191,6 @@ def test_runs_need_the_full_ranking(trained, tmp_path):
     assert invoke("evaluate", "--store", store, "--checkpoint", str(tmp_path / "none*.pt")).exit_code == 2
 
 
-def test_the_table_and_the_library_name_the_same_metrics():
-    from phr_cli.cli import present
-    from phr_cli.evaluation import metrics
-
-    assert present.METRICS == metrics.METRICS
 
 
 def test_checkpoints_of_one_split_share_their_baselines(trained, tmp_path):

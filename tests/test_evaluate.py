@@ -5,7 +5,8 @@ import torch
 import phr_cli.evaluation.metrics as evaluation
 from phr_cli.data.cases import build_cases
 from phr_cli.data.graph import PostData, build_graph
-from phr_cli.evaluation.metrics import evaluate, metric_names, ranking_metrics, sample_candidates
+from phr_cli.evaluation.measures import metric_names
+from phr_cli.evaluation.metrics import evaluate, ranking_metrics, sample_candidates
 
 
 def make_posts(rows: list[tuple[str, str, list[str]]]) -> PostData:
@@ -159,6 +160,17 @@ def test_evaluate_matches_metrics_on_the_sampled_candidates(monkeypatch: pytest.
     alone = evaluate(HashScorer(n_hashtags), posts, cases, protocol="sampled", ks=(5,), seed=3, batch_size=4,
                      n_negatives=10)
     assert alone["sampled"] == result["sampled"]
+
+
+def test_batches_with_fewer_candidates_than_k_are_padded() -> None:
+    """Few hashtags and negatives: batches rank fewer than max K, and not all as many."""
+    relevant = [[0], [1, 2, 3], [4], [0, 5]]
+    cases = cases_with(relevant)
+    posts = make_posts([("u", str(i), []) for i in range(len(relevant))])
+    result = evaluate(HashScorer(6), posts, cases, protocol="sampled", ks=(5, 10), seed=0, batch_size=1,
+                      n_negatives=1)
+    # Every candidate is within the top 5: each case's ground truth is found in full.
+    assert result["sampled"]["all"]["R@5"] == result["sampled"]["all"]["R@10"] == 1.0
 
 
 def test_cases_drop_unseen_hashtags_and_count_cold_users() -> None:

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from phr_cli.data.cases import TestCases
 from phr_cli.data.graph import PostData
+from phr_cli.evaluation.measures import KS, NEGATIVES, metric_names
 
 # Negatives are drawn per block of this many cases, each block from its own stream of the
 # seed, so they do not depend on the batch size and need not be held for all cases at once.
@@ -34,8 +35,6 @@ NEGATIVE_BLOCK = 4096
 _NEGATIVES_STREAM, _SAMPLED_TIES_STREAM, _FULL_TIES_STREAM = 0, 1, 2
 
 ProtocolName = Literal["sampled", "full", "both"]
-# Each reported at every K, in this order (docs/evaluation.md defines them).
-METRICS = ("P", "R", "A", "F1", "nDCG", "MAP", "MRR")
 
 
 class Scorer(Protocol):
@@ -96,11 +95,6 @@ def _hits(ranked: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
     return np.isin(ranked_keys, relevant_keys)
 
 
-def metric_names(ks: Sequence[int]) -> list[str]:
-    """Every metric evaluate() reports, in its order: each of METRICS at each K."""
-    return [f"{metric}@{k}" for k in ks for metric in METRICS]
-
-
 def case_metrics(ranked: np.ndarray, relevant: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, np.ndarray]:
     """Each case's metrics (docs/evaluation.md) from its ranking: ranked[b] the ids ranked
     first, at least min(max(ks), candidates) of them; relevant[b] the ids that count (G)."""
@@ -136,7 +130,7 @@ def _row_metrics(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray], ks
     return case_metrics(_ranked_columns(scores, max(ks), rng), relevant, ks)
 
 
-def ranking_metrics(scores: np.ndarray | Tensor, relevant: list[np.ndarray], ks: Sequence[int] = (5, 10),
+def ranking_metrics(scores: np.ndarray | Tensor, relevant: list[np.ndarray], ks: Sequence[int] = KS,
                     rng: np.random.Generator | None = None) -> dict[str, float]:
     """Every metric of `metric_names(ks)` averaged over rows; scores (B, C), relevant[b] = row b's relevant columns.
 
@@ -206,7 +200,7 @@ def _negatives_for_block(cases: TestCases, block: int, n_hashtags: int, n_negati
     return _sample_negatives(cases.relevant[start : start + NEGATIVE_BLOCK], n_hashtags, n_negatives, rng)
 
 
-def sample_candidates(cases: TestCases, n_hashtags: int, n_negatives: int = 1000, seed: int = 0) -> np.ndarray:
+def sample_candidates(cases: TestCases, n_hashtags: int, n_negatives: int = NEGATIVES, seed: int = 0) -> np.ndarray:
     """The sampled protocol's negatives, (n_cases, min(n_negatives, n_hashtags)), -1 padded.
 
     A case's candidates are its ground truth plus its row here; the same seed gives the
@@ -242,8 +236,8 @@ class RankedCases:
 
 
 def rank_cases(scorer: Scorer, posts: PostData, cases: TestCases, protocol: ProtocolName = "both",
-               ks: Sequence[int] = (5, 10), seed: int = 0, batch_size: int = 512,
-               n_negatives: int = 1000) -> dict[str, RankedCases]:
+               ks: Sequence[int] = KS, seed: int = 0, batch_size: int = 512,
+               n_negatives: int = NEGATIVES) -> dict[str, RankedCases]:
     """Each case's top max(ks) hashtags and metrics, per protocol ("sampled", "full").
 
     posts is the PostData that cases.rows index. Scores are computed batch by batch, so
@@ -278,14 +272,17 @@ def rank_cases(scorer: Scorer, posts: PostData, cases: TestCases, protocol: Prot
                 batches[p].append(np.take_along_axis(columns, positions, axis=1))
     outcome = {}
     for p in protocols:
-        ranked = np.concatenate(batches[p]) if batches[p] else np.zeros((0, max(ks)), np.int64)
+        # A batch ranks fewer than max(ks) when it has fewer candidates (few hashtags, few
+        # negatives): its rows are padded with -1, which never counts as a hit.
+        ranked = np.concatenate([np.pad(rows, ((0, 0), (0, max(0, max(ks) - rows.shape[1]))), constant_values=-1)
+                                 for rows in batches[p]]) if batches[p] else np.zeros((0, max(ks)), np.int64)
         outcome[p] = RankedCases(ranked, case_metrics(ranked, cases.relevant, ks))
     return outcome
 
 
 def evaluate(scorer: Scorer, posts: PostData, cases: TestCases, protocol: ProtocolName = "both",
-             ks: Sequence[int] = (5, 10), seed: int = 0, batch_size: int = 512,
-             n_negatives: int = 1000) -> dict:
+             ks: Sequence[int] = KS, seed: int = 0, batch_size: int = 512,
+             n_negatives: int = NEGATIVES) -> dict:
     """Metrics per protocol, over all cases and split into warm and cold users, with counts.
 
     rank_cases() averaged: returns {"seed", "ks", "negatives", "counts": {posts, cases,
@@ -344,7 +341,7 @@ RESULTS_PAGE = "docs/results.md"  # figures on real data, where a small evaluati
 
 
 def small_data_notices(cases: dict[str, int], n_hashtags: int | None = None, protocol: ProtocolName = "both",
-                       n_negatives: int = 1000, evaluating: bool = False) -> list[str]:
+                       n_negatives: int = NEGATIVES, evaluating: bool = False) -> list[str]:
     """Warnings for figures that mean little: `cases` maps a set's name ("validation",
     "test") to its number of cases; the sampled protocol with fewer hashtags than its
     negatives ranks every hashtag, like the full one. `evaluating`: the test set's warning

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from phr_cli.errors import PhrError
+from phr_cli.evaluation.measures import KS, metric_names
 from phr_cli.files import atomic_file
 
-METRICS = tuple(f"{metric}@{k}" for k in (5, 10) for metric in ("P", "R", "A", "F1", "nDCG", "MAP", "MRR"))
+METRICS = tuple(metric_names(KS))
 PROTOCOL_TITLES = {"sampled": "paper protocol (ground truth + up to 1,000 sampled)",
                    "full": "full ranking (every known hashtag)"}
 

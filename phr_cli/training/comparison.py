@@ -33,6 +33,7 @@ from phr_cli.evaluation.baselines import (
     tune_beta,
     tune_content_neighbours,
 )
+from phr_cli.evaluation.measures import KS, NEGATIVES
 from phr_cli.evaluation.metrics import (
     ProtocolName,
     RankedCases,
@@ -49,8 +50,6 @@ from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
              "PITF", "content-only")
-KS = (5, 10)  # the K of every metric
-N_NEGATIVES = 1000  # the sampled protocol's negatives per case
 
 
 @dataclass
@@ -96,7 +95,8 @@ class Comparison:
 
 
 _NOT_IN_JSON = ("cases", "queries", "relevant", "hashtags")
-# Fitted baselines by (split fingerprint, name): checkpoints of one split share them (`evaluate_checkpoints`).
+# Fitted baselines by (split fingerprint, protocol, seed and PITF configuration; name): checkpoints of one
+# split share them (`evaluate_checkpoints`).
 BaselineCache = dict[tuple[str, str], MethodResult]
 
 
@@ -114,7 +114,8 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
             device: torch.device = torch.device("cpu"), seed: int = 0,
             cache: BaselineCache | None = None) -> Comparison:
     """Evaluate the checkpoint's model and the named baselines on data's test cases; a baseline
-    already in `cache` for this split is taken from it, one fitted here is added to it."""
+    already in `cache` for this split, protocol, seed and PITF configuration is taken from it,
+    one fitted here is added to it."""
     posts, split, graph = data.posts, data.split, data.graph
     if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:
         raise CheckpointError("the posts differ from those the checkpoint was trained on; "
@@ -122,22 +123,22 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
     test, validation = data.test, data.validation
     methods: list[MethodResult] = []
     cache = {} if cache is None else cache
-    fingerprint = split_fingerprint(data)
+    task = f"{split_fingerprint(data)} {protocol} {seed} {pitf!r}"  # what a cached result depends on
 
     def run(name: str, make_scorer, note: str | Callable[[Any], str] = "", shared: bool = True) -> None:
         """Time and evaluate one method; a callable note is given the scorer once it is made.
-        A shared method's result depends only on the split: cached."""
-        if shared and (fingerprint, name) in cache:
-            methods.append(cache[fingerprint, name])
+        A shared method's result depends only on the task: cached."""
+        if shared and (task, name) in cache:
+            methods.append(cache[task, name])
             return
         started = time.perf_counter()
         scorer: Scorer = make_scorer()
-        outcome = rank_cases(scorer, posts, test, protocol=protocol, ks=KS, seed=seed)
-        methods.append(MethodResult(name, summarise(outcome, test, KS, seed, N_NEGATIVES),
+        outcome = rank_cases(scorer, posts, test, protocol=protocol, ks=KS, seed=seed, n_negatives=NEGATIVES)
+        methods.append(MethodResult(name, summarise(outcome, test, KS, seed, NEGATIVES),
                                     note(scorer) if callable(note) else note, time.perf_counter() - started,
                                     cases=outcome))
         if shared:
-            cache[fingerprint, name] = methods[-1]
+            cache[task, name] = methods[-1]
 
     network = checkpoint.model_config.network
     run("GCN-PHR" if network.propagate else "GCN-PHR (content-only)", lambda: checkpoint.scorer(device),
@@ -255,7 +256,7 @@ def expand_checkpoints(paths: Sequence[Path]) -> list[Path]:
     each file once."""
     found: list[Path] = []
     for path in paths:
-        if glob.has_magic(str(path)):
+        if glob.has_magic(str(path)) and not Path(path).is_file():  # a file named `a[1].pt` is itself
             matches = sorted(Path(match) for match in glob.glob(str(path)))
             if not matches:
                 raise CheckpointError(f"{path}: no checkpoint matches the pattern")
