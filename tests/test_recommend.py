@@ -298,6 +298,13 @@ def test_a_missing_clip_fails_before_anything_loads(cli, corpus, monkeypatch):
                                           "unreadable)"]
 
 
+def test_a_missing_clip_with_a_caption_is_ranked_from_the_text(cli, corpus):
+    result = cli(corpus / "odd" / "gone.mp4", "--user", USER, "--caption", "Waves at sunrise", "--json")
+    assert result.exit_code == 0, result.output
+    (recommendation,) = json.loads(result.stdout)
+    assert recommendation["suggestions"] and recommendation["error"] is None
+
+
 def test_a_corrupt_clip_fails_one_line_and_the_others_rank(cli, corpus):
     empty = corpus / "odd" / "empty.mp4"
     result = cli(corpus / "new" / "ocean.mp4", empty, "--user", USER, "--json")

@@ -58,10 +58,11 @@ def recommend(
         fail(f"no video files found in {', '.join(map(str, clips))}")
     if not checkpoint.is_file():
         fail(f"{printable(checkpoint)}: no checkpoint; run `phr train --checkpoint {printable(checkpoint)}` first")
-    try:
-        check_clips(paths)  # before the encoders load: a mistyped name fails in a second
-    except PhrError as error:
-        fail(str(error))
+    if not caption:  # with a caption, a missing clip is ranked from its text (README)
+        try:
+            check_clips(paths)  # before the encoders load: a mistyped name fails in a second
+        except PhrError as error:
+            fail(str(error))
     quiet_libraries()
     try:
         recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
