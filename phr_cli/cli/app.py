@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, get_args, get_origin
 
 import typer
 from rich.console import Console
@@ -95,6 +95,8 @@ def _name_value(param: Parameter) -> None:
         param.metavar = "[" + "|".join(str(getattr(c, "value", c)) for c in described.choices or ()) + "]"
     else:
         kind = described.annotation
+        if get_origin(kind) is list:  # a repeatable option: each value's kind
+            kind = get_args(kind)[0]
         placeholder = _PLACEHOLDERS.get(kind, str(kind).upper()) if isinstance(kind, type) else "VALUE"
         declared = described.parameter_info.callback  # typer's wrapper hides the range
         bounds = getattr(getattr(declared, "__self__", None), "bounds", None)

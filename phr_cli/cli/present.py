@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rich.table import Table
 
 from phr_cli.cli.app import err, out, printable
+from phr_cli.evaluation.measures import METRICS
 
 if TYPE_CHECKING:
     from phr_cli.data.folders import FolderPosts
@@ -219,7 +220,7 @@ def show_extract(report: ExtractReport, random_weights: bool, replace: bool) -> 
 def extract_summary(report: ExtractReport, random_weights: bool) -> str:
     """What was extracted and how fast: a rate only over videos extracted without a failure,
     and only the time the encoders took when they were loaded."""
-    failed = f", {len(report.failures)} failed" if report.failures else ""
+    failed = f", {report.extract_failed} failed" if report.extract_failed else ""
     done = f"{report.posts} posts, {report.videos} videos: {report.succeeded} extracted{failed}, {report.reused} reused"
     if not report.succeeded:
         loaded = f", {report.load_seconds:.1f} s loading the encoders" if report.encoders_loaded else \
@@ -314,8 +315,6 @@ def show_clip_problems(results: list[ClipRecommendation], shown: str = "") -> No
             err.print(f"{printable(result.clip)}: {printable(notice)}", highlight=False, soft_wrap=True)
 
 
-# evaluation.metrics.METRICS (a module that imports torch), at each K; tests/test_comparison.py checks both agree.
-METRICS = ("P", "R", "A", "F1", "nDCG", "MAP", "MRR")
 SEGMENT_METRIC = "R"  # the --segments table's metric, at the smallest K (every metric is in --json)
 
 

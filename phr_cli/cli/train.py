@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer._click.core import ParameterSource
 
 from phr_cli.choices import Choice
 from phr_cli.cli import present
@@ -65,6 +66,7 @@ def without_option(arguments: list[str], name: str) -> list[str]:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Option("--store", help="Feature store written by `phr extract`.")] = DEFAULT_STORE,
     checkpoint: Annotated[Path, typer.Option(
         "--checkpoint", help="Checkpoint to write (and resume).")] = DEFAULT_CHECKPOINT,
@@ -169,7 +171,8 @@ def train(
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l2=l2,
                              weight_decay=weight_decay, negatives=negatives, patience=patience,
                              seed=seed, device=device, hard_negatives=hard_negatives, rerank=rerank)
-        runs = [(checkpoint, config)] if seeds is None else _seed_runs(checkpoint, config, seeds, seed)
+        runs = [(checkpoint, config)] if seeds is None else _seed_runs(
+            checkpoint, config, seeds, seed_given=ctx.get_parameter_source("seed") is ParameterSource.COMMANDLINE)
     except PhrError as error:
         fail(str(error), code=2)
     for path, run_config in runs:  # with --seeds, one a seed
@@ -194,10 +197,10 @@ def show_outcome(outcome: StoreTraining, metric_name: str, checkpoint: Path, dra
     present.show_training(outcome, metric_name, curve_path(checkpoint))
 
 
-def _seed_runs(checkpoint: Path, config: TrainConfig, seeds: str, seed: int) -> list[tuple[Path, TrainConfig]]:
+def _seed_runs(checkpoint: Path, config: TrainConfig, seeds: str, seed_given: bool) -> list[tuple[Path, TrainConfig]]:
     from phr_cli.training.seeds import parse_seeds, seed_runs
 
-    if seed != TrainConfig.seed:
+    if seed_given:  # even --seed 0: each of --seeds is a seed
         raise ConfigError("give --seed or --seeds, not both")
     return seed_runs(checkpoint, config, parse_seeds(seeds))
 

@@ -11,6 +11,7 @@ the checkpoint's posts by their ids and says so in `notices` (evaluate).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -98,7 +99,8 @@ class Dataset(SplitPosts):
             raise DataError(f"{self.store_path}: the store has no text projection yet; "
                             "finish `phr extract` (rerun it) first")
         return Provenance(
-            store=str(self.store_path),
+            # Absolute, beside the path relative to the checkpoint's folder that `Checkpoint.save` records.
+            store=os.path.abspath(self.store_path),
             encoders=self.contents.attributes["encoders"],
             sampling=self.contents.attributes["sampling"],
             text_projection_mean=torch.as_tensor(projection.mean),

@@ -60,6 +60,7 @@ class ExtractReport:
     posts: int = 0
     videos: int = 0  # distinct video files found
     extracted: int = 0  # processed in this run, failed ones and retried ones included
+    extract_failed: int = 0  # of those, failed (`failures` also holds files that failed before: missing, ...)
     reused: int = 0  # already in the store (same content hash) and not failed there
     retried: int = 0  # in the store as failed (timed out, corrupt, ...): extracted again
     retried_ok: int = 0  # of those, now without a failure
@@ -84,6 +85,7 @@ class ExtractReport:
         failed = outcome.status in FAILED_STATUSES
         if failed:
             self.failures.append(outcome)
+            self.extract_failed += 1
         if retried:
             self.retried_failed += failed
             self.retried_ok += not failed
@@ -91,7 +93,7 @@ class ExtractReport:
     @property
     def succeeded(self) -> int:
         """Videos extracted in this run without a failure."""
-        return self.extracted - len(self.failures)
+        return self.extracted - self.extract_failed
 
     @property
     def videos_per_second(self) -> float:

@@ -13,7 +13,6 @@ it is (`Start.FINISHED`).
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -583,10 +582,7 @@ def train_from_store(
     if not overwrite:
         _refuse_overwriting(checkpoint_path, model_config, config, split_by)
     dataset = Dataset.from_store(store_path, split_by, config.seed)
-    provenance = dataset.provenance()
-    # Absolute, beside the path relative to the checkpoint's folder that `Checkpoint.save` records.
-    provenance.store = os.path.abspath(store_path)
-    result = train(dataset, model_config, config, checkpoint_path, provenance, progress, resume,
+    result = train(dataset, model_config, config, checkpoint_path, dataset.provenance(), progress, resume,
                    finishing=finishing)
     _, n_validation, n_test = dataset.split_sizes
     return StoreTraining(result, len(dataset.posts), dataset.skipped, dataset.split_sizes,
