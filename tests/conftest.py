@@ -75,7 +75,7 @@ def pytest_configure(config):
 # collection order (pytest-xdist's loadfile), so a long file collected last would run alone at
 # the end. Durations from `pytest --durations=30`; the order changes no verdict.
 LONGEST_FIRST = ("test_ray_extract.py", "test_kill_loops.py", "test_recommend.py", "test_disk_full.py",
-                 "test_train.py", "test_concurrent_runs.py", "test_train_distributed.py")
+                 "test_train.py", "test_comparison.py", "test_concurrent_runs.py", "test_train_distributed.py")
 
 
 def pytest_collection_modifyitems(config, items):
