@@ -49,6 +49,8 @@ def p_text(p: float | None) -> str:
     if p is None:
         return "–"
     mark = "**" if p < 0.01 else "*" if p < 0.05 else ""
+    if p == 0:  # below the smallest double: scipy's t-test underflows
+        return f"< 1e-300{mark}"
     return f"{p:.0e}{mark}" if p < 1e-3 else f"{p:.3f}{mark}"
 
 
