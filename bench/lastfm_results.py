@@ -122,15 +122,14 @@ def ablation_section(ablations: dict) -> list[str]:
 
 
 def page(results: dict[str, dict], ablations: list[dict]) -> str:
-    seeds = {result["seeds"] for result in results.values()}
     out = ["# Results on real data", "",
            "GCN-PHR (phr's default model, as `phr train` writes it) against every baseline of `phr evaluate`",
            "on HetRec 2011 Last.fm 2K: each (user, artist) pair a text-only post, the artist's name its",
            "caption, the user's tags its hashtags (`bench/lastfm_data.py`; 59,849 posts, 1,348 users,",
            "2,132 tags after the 5-core). docs/evaluation.md defines the protocol, the metrics, the paired",
            "tests and the segments. A demo store (fewer than 30 test cases) measures nothing; these do.", "",
-           f"Every figure is the mean ± standard deviation over {', '.join(map(str, sorted(seeds)))} seeds "
-           "(each seed its own split", "and initialisation; the time split is the same for every seed, only the "
+           "Every figure is the mean ± standard deviation over the split's seeds (the tables say how many; "
+           "each seed", "its own split and initialisation; the time split is the same for every seed, only the "
            "initialisation and", "sampling differ). The p-values are each baseline's paired test against "
            "GCN-PHR over the test", "cases, Holm-corrected over the baselines, and the largest of the seeds: "
            "`**` p < 0.01 and `*`", "p < 0.05 on every seed.", "",
@@ -142,15 +141,16 @@ def page(results: dict[str, dict], ablations: list[dict]) -> str:
            "    phr train --store bench_work/lastfm/features.h5 --checkpoint models/lastfm.pt --seeds 3",
            "    phr evaluate --store bench_work/lastfm/features.h5 --checkpoint 'models/lastfm*.pt' --segments",
            "", "## The lead over the best baseline (full ranking, P@5)", "",
-           "| split | GCN-PHR | best baseline | ratio | largest p (t-test, Holm) | content-only | p, GCN-PHR against "
-           "content-only |", "|---|---|---|---|---|---|---|"]
+           "| split | seeds | GCN-PHR | best baseline | ratio | largest p (t-test, Holm) | content-only | p, GCN-PHR "
+           "against content-only |", "|---|---|---|---|---|---|---|---|"]
     for split, result in results.items():
         best, best_value, model = lead(result)
         model_std = next(m for m in result["methods"] if m["name"] == MODEL)["std"]["full"]["all"]["P@5"]
         content = next((m for m in result["methods"] if m["name"] == CONTENT_ONLY), None)
         content_text = spread(content["metrics"]["full"]["all"]["P@5"], content["std"]["full"]["all"]["P@5"],
                               result["seeds"]) if content else "–"
-        out.append(f"| {SPLITS[split].split(' (')[0]} | **{spread(model, model_std, result['seeds'])}** | "
+        model_text = spread(model, model_std, result["seeds"])
+        out.append(f"| {SPLITS[split].split(' (')[0]} | {result['seeds']} | **{model_text}** | "
                    f"{best} {best_value:.3f} | {model / best_value:.2f}× | "
                    f"{p_text(worst_p(result, best, 'full', 'P@5', 'student'))} | {content_text} | "
                    f"{p_text(worst_p(result, CONTENT_ONLY, 'full', 'P@5', 'student'))} |")
