@@ -128,12 +128,12 @@ def page(results: dict[str, dict], ablations: list[dict]) -> str:
            "caption, the user's tags its hashtags (`bench/lastfm_data.py`; 59,849 posts, 1,348 users,",
            "2,132 tags after the 5-core). docs/evaluation.md defines the protocol, the metrics, the paired",
            "tests and the segments. A demo store (fewer than 30 test cases) measures nothing; these do.", "",
-           "Every figure is the mean ± standard deviation over the split's seeds (the tables say how many; "
-           "each seed", "its own split and initialisation; the time split is the same for every seed, only the "
-           "initialisation and", "sampling differ). The p-values are each baseline's paired test against "
-           "GCN-PHR over the test", "cases, Holm-corrected over the baselines, and the largest of the seeds: "
-           "`**` p < 0.01 and `*`", "p < 0.05 on every seed. The randomisation test's 10,000 draws cannot go below "
-           "p = 1/10,001", "(times the Holm factor).", "",
+           "Every figure is the mean ± standard deviation over the split's seeds (the tables say how",
+           "many; each seed is its own split and initialisation; on the time split a seed only orders the",
+           "posts of equal dates, which are month-grained, so its splits differ a little). The p-values are",
+           "each baseline's paired test against GCN-PHR over the test cases, Holm-corrected over the",
+           "baselines, and the largest of the seeds: `**` p < 0.01 and `*` p < 0.05 on every seed. The",
+           "randomisation test's 10,000 draws cannot go below p = 1/10,001 (times the Holm factor).", "",
            "## How this page is rebuilt", "",
            "    OMP_NUM_THREADS=1 python bench/lastfm.py ../shared/datasets/lastfm-2k --seeds 3 \\",
            "        --json-out bench_work/lastfm/json      # --splits post (or item, time) to run them apart",
