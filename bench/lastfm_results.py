@@ -121,7 +121,7 @@ def ablation_section(ablations: dict) -> list[str]:
     return [*lines, ""]
 
 
-def page(results: dict[str, dict], ablations: list[dict]) -> str:
+def page(results: dict[str, dict], ablations: list[dict], recorded: str = "") -> str:
     out = ["# Results on real data", "",
            "GCN-PHR (phr's default model, as `phr train` writes it) against every baseline of `phr evaluate`",
            "on HetRec 2011 Last.fm 2K: each (user, artist) pair a text-only post, the artist's name its",
@@ -134,6 +134,7 @@ def page(results: dict[str, dict], ablations: list[dict]) -> str:
            "each baseline's paired test against GCN-PHR over the test cases, Holm-corrected over the",
            "baselines, and the largest of the seeds: `**` p < 0.01 and `*` p < 0.05 on every seed. The",
            "randomisation test's 10,000 draws cannot go below p = 1/10,001 (times the Holm factor).", "",
+           *([recorded, ""] if recorded else []),
            "## How this page is rebuilt", "",
            "    OMP_NUM_THREADS=1 python bench/lastfm.py ../shared/datasets/lastfm-2k --seeds 3 \\",
            "        --json-out bench_work/lastfm/json      # --splits post (or item, time) to run them apart",
@@ -181,6 +182,7 @@ def page(results: dict[str, dict], ablations: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="where bench/lastfm.py --json-out wrote lastfm-SPLIT.json")
+    parser.add_argument("--recorded", default="", help="when, where and with which code the figures were made")
     args = parser.parse_args()
     results: dict[str, Any] = {}
     ablations = []
@@ -193,7 +195,7 @@ def main() -> None:
             ablations.append(json.loads(path.read_text()))
     if not results:
         raise SystemExit(f"{args.folder}: no lastfm-SPLIT.json; run bench/lastfm.py --json-out {args.folder}")
-    print(page(results, ablations))
+    print(page(results, ablations, args.recorded))
 
 
 if __name__ == "__main__":
