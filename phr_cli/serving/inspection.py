@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from phr_cli.choices import plain_values
+from phr_cli.data.folders import UNRECORDED
 from phr_cli.data.posts import MANIFEST_NAMES, ManifestError, read_manifest
 from phr_cli.data.statuses import FAILED_STATUSES, Status
 from phr_cli.data.store import StoreContents, load_store, summarize
@@ -93,7 +94,7 @@ def inspect_store(path: Path, limit: int = 20, failures_only: bool = False) -> d
                    failed_files=sum(f["status"] in FAILED_STATUSES for f in files))
     posts = contents.posts
     if posts is not None:
-        summary.update(folders=sorted(Counter(s or "(not recorded)" for s in posts.folder or []).items()))
+        summary.update(folders=sorted(Counter(s or UNRECORDED for s in posts.folder or []).items()))
         if not failures_only:
             summary.update(top_users=_top(Counter(u for u in posts.user if u), limit),
                            top_hashtags=_top(Counter(h for tags in posts.hashtags for h in tags), limit))

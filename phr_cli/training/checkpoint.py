@@ -45,6 +45,7 @@ from phr_cli.training.config import TrainConfig
 CHECKPOINT_FORMAT = "phr-gcn-checkpoint/8"
 # Formats read as well: /7 lacks only what /8 added, read as empty.
 EARLIER_READABLE = ("phr-gcn-checkpoint/7",)
+READABLE_FORMATS = (CHECKPOINT_FORMAT, *EARLIER_READABLE)
 
 
 @dataclass
@@ -231,12 +232,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """The checkpoint at path; a one-line CheckpointError for another file or another format."""
     raw = read_checkpoint_file(path)
     written_as = raw.get("format") if isinstance(raw, dict) else None
-    readable = (CHECKPOINT_FORMAT, *EARLIER_READABLE)
     if isinstance(written_as, str) and written_as.startswith(CHECKPOINT_FORMAT.split("/")[0] + "/") \
-            and written_as not in readable:
-        raise CheckpointError(f"{path} is a {written_as} checkpoint; this phr reads {', '.join(readable)}: "
+            and written_as not in READABLE_FORMATS:
+        raise CheckpointError(f"{path} is a {written_as} checkpoint; this phr reads {', '.join(READABLE_FORMATS)}: "
                               "upgrade phr, or retrain with this one")
-    if written_as not in readable:
+    if written_as not in READABLE_FORMATS:
         raise CheckpointError(f"{path} is not a phr checkpoint ({CHECKPOINT_FORMAT})")
     checkpoint = Checkpoint.from_dict(raw)
     checkpoint.path = Path(path)

@@ -42,8 +42,7 @@ from phr_cli.ranking.rerank import fit_reranker
 from phr_cli.ranking.scorer import ModelScorer
 from phr_cli.ranking.validation import MIN_FIT_CASES
 from phr_cli.training.checkpoint import (
-    CHECKPOINT_FORMAT,
-    EARLIER_READABLE,
+    READABLE_FORMATS,
     Checkpoint,
     ResumeState,
     load_checkpoint,
@@ -193,7 +192,7 @@ def _resumable(path: Path, record: Checkpoint) -> Checkpoint | None:
     """The checkpoint at path if it is an interrupted (or finished) run of this record's
     settings; None for a checkpoint of another run or format, which training replaces."""
     raw = read_checkpoint_file(path)  # a file that is no checkpoint at all is an error
-    if not isinstance(raw, dict) or raw.get("format") not in (CHECKPOINT_FORMAT, *EARLIER_READABLE) \
+    if not isinstance(raw, dict) or raw.get("format") not in READABLE_FORMATS \
             or raw.get("resume") is None:
         return None
     saved = Checkpoint.from_dict(raw)
