@@ -125,8 +125,6 @@ def _row_metrics(scores: np.ndarray | Tensor, relevant: Sequence[np.ndarray], ks
                  rng: np.random.Generator) -> dict[str, np.ndarray]:
     if scores.ndim != 2 or scores.shape[0] != len(relevant):
         raise ValueError(f"scores {scores.shape} do not match {len(relevant)} ground-truth rows")
-    if any(len(r) == 0 for r in relevant):
-        raise ValueError("a row has no relevant column: drop empty cases first")
     return case_metrics(_ranked_columns(scores, max(ks), rng), relevant, ks)
 
 
