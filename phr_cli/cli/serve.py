@@ -20,6 +20,7 @@ from phr_cli.cli.app import (
     quiet_libraries,
 )
 from phr_cli.errors import PhrError
+from phr_cli.serving.logs import LogFormat
 from phr_cli.serving.options import MAX_BATCH_WINDOW, ServeOptions
 
 MIB = 1 << 20  # --max-upload-mb's unit
@@ -53,13 +54,26 @@ def serve(
         "--batch-window-ms", callback=finite(0, maximum=MAX_BATCH_WINDOW * MS),
         help="How long a clip waits for others to share its encoder batch.")
     ] = ServeOptions.batch_window * MS,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="Server processes on the one port, each loading the model.")
+    ] = ServeOptions.workers,
+    drain_timeout: Annotated[float, typer.Option(
+        "--drain-timeout", callback=finite(0),
+        help="Seconds the requests in flight get to finish after SIGTERM or SIGINT.")] = ServeOptions.drain_timeout,
+    log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", help="Log lines as text, or one JSON object per line.")] = ServeOptions.log_format,
     device: DeviceOption = DEFAULT_DEVICE,
     weights_dir: WeightsDirOption = None,
 ) -> None:
-    """Serve suggestions over HTTP (POST /recommend, GET /health, GET /users/ID; docs at /docs)."""
-    import logging
+    """Serve suggestions over HTTP (POST /recommend, GET /health, GET /users/ID, GET /metrics; docs at /docs).
+
+    SIGHUP (or POST /admin/reload) loads the checkpoint file again and swaps it in; SIGTERM or
+    SIGINT drains the requests in flight and exits 0."""
+    import logging.config
 
     from phr_cli.devices import resolve_device
+    from phr_cli.serving import lifecycle
+    from phr_cli.serving.logs import logging_config
     from phr_cli.serving.recommend import Recommender
     from phr_cli.serving.serve import run
 
@@ -67,11 +81,16 @@ def serve(
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no checkpoint; run `phr train --checkpoint {checkpoint}` first")
     quiet_libraries()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.config.dictConfig(logging_config(log_format))
     try:
         options = ServeOptions(host=host, port=port, token=token, media_root=media_root,
                                max_upload_bytes=int(max_upload_mb * MIB), decode_workers=decode_workers,
-                               file_timeout=file_timeout, batch_window=batch_window_ms / MS)
+                               file_timeout=file_timeout, batch_window=batch_window_ms / MS, workers=workers,
+                               drain_timeout=drain_timeout, log_format=log_format)
+        lifecycle.ignore_hangup()  # while the model loads: the server reloads on it once it runs
+        if workers > 1:  # each worker loads the model itself
+            lifecycle.serve_workers(lifecycle.worker_spec(checkpoint, device, weights_dir, store, options))
+            return
         with err.status("loading the checkpoint, encoders and store…"):
             recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
             recommender.load_store(explain=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phr_cli.errors import ConfigError
+from phr_cli.serving.logs import LogFormat
 
 # Seconds: a clip never waits longer than this for others to share its batch; a longer window
 # only delays every answer (an upload's own decode takes about as long).
@@ -27,6 +28,9 @@ class ServeOptions:
     file_timeout: float = 30.0  # seconds of decoding a clip gets
     batch_window: float = 0.01  # seconds a clip waits for others to share its encoder batch
     max_batch: int = 32
+    workers: int = 1  # processes on one port, each with its own model (serving/lifecycle.py)
+    drain_timeout: float = 30.0  # seconds in-flight requests get to finish after SIGTERM or SIGINT
+    log_format: LogFormat = LogFormat.text
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.token:
@@ -38,6 +42,9 @@ class ServeOptions:
                 or not 0 <= self.batch_window <= MAX_BATCH_WINDOW or self.max_batch < 1:
             raise ConfigError("upload limit, timeout and batch size must be positive, workers ≥ 0 and the "
                               f"window within 0…{MAX_BATCH_WINDOW:g} s")
+        if self.workers < 1 or not (math.isfinite(self.drain_timeout) and self.drain_timeout >= 0):
+            raise ConfigError("workers must be at least 1 and the drain timeout a finite number of seconds ≥ 0")
+        self.log_format = LogFormat.parse(self.log_format, "log format")
 
 
 def is_loopback(host: str) -> bool:

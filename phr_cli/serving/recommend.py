@@ -71,6 +71,7 @@ class Timings:
     decode: float = 0.0
     encode: float = 0.0
     score: float = 0.0
+    explain: float = 0.0
 
 
 @dataclass
@@ -293,9 +294,11 @@ class Recommender:
                                                  float(row[column]), hashtag in used))
             if len(result.suggestions) == top:
                 break
-        if explain:
-            self._explain(result, clip, posts, position)
         self._spent(clip, "score", tick)
+        if explain:
+            tick = time.perf_counter()
+            self._explain(result, clip, posts, position)
+            self._spent(clip, "explain", tick)
         return result
 
     def _explain(self, result: ClipRecommendation, clip: PreparedClip, posts: PostData, position: int) -> None:

@@ -10,6 +10,10 @@ Safe by default: loopback only unless a bearer token is set (compared in constan
 uploads are streamed into a private temporary folder, capped while they stream and deleted
 after the answer; a JSON `path` is served only from under `--media-root`, resolved first
 so that `..` and symbolic links cannot leave it.
+
+Its lifecycle (serving/lifecycle.py): SIGHUP or `POST /admin/reload` swaps in the checkpoint
+file anew (serving/reload.py), SIGTERM drains, `--workers` runs several processes; `/metrics`
+serves Prometheus metrics (serving/metrics.py).
 """
 
 from __future__ import annotations
@@ -33,13 +37,15 @@ from typing import Any, BinaryIO
 import pebble
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from phr_cli.data import decode
 from phr_cli.data.decode_options import DecodeLimits
 from phr_cli.errors import PhrError
+from phr_cli.serving import lifecycle, reload
+from phr_cli.serving.metrics import CONTENT_TYPE, RequestMetrics, ServeMetrics
 from phr_cli.serving.options import ServeOptions
 from phr_cli.serving.recommend import PreparedClip, Recommender
 
@@ -61,7 +67,8 @@ class Stages:
 
     decode: float = 0.0  # store look-up and decoding, waiting for a decoder included
     encode: float = 0.0  # from joining a batch to its features: the window and device waits included
-    score: float = 0.0  # scoring, ranking and explanations (their own time on the device thread)
+    score: float = 0.0  # scoring and ranking (its own time on the device thread)
+    explain: float = 0.0  # the suggestions' explanations (likewise)
 
     def header(self) -> str:
         return ", ".join(f"{name};dur={1000 * value:.1f}" for name, value in vars(self).items())
@@ -70,10 +77,12 @@ class Stages:
 class Service:
     """The warm recommender with its decoding pool, device thread and encoder batches."""
 
-    def __init__(self, recommender: Recommender, options: ServeOptions) -> None:
-        self.recommender, self.options = recommender, options
+    def __init__(self, recommender: Recommender, options: ServeOptions, checkpoint_path: Path,
+                 metrics: ServeMetrics) -> None:
+        self.options, self.metrics = options, metrics
         self.limits = DecodeLimits(seconds_per_file=options.file_timeout)
         recommender.load_store(explain=True)
+        self.reloader = reload.Reloader(reload.loaded(recommender, checkpoint_path), checkpoint_path, metrics)
         self.upload_dir = Path(tempfile.mkdtemp(prefix="phr-serve-"))  # mode 0700: this user only
         self.device = futures.ThreadPoolExecutor(1, thread_name_prefix="phr-device")
         self.files = futures.ThreadPoolExecutor(4, thread_name_prefix="phr-files")  # hashing, thread decoding
@@ -82,8 +91,18 @@ class Service:
             max_workers=options.decode_workers, context=multiprocessing.get_context("spawn"),
             initializer=decode.limit_memory, initargs=(self.limits.memory_bytes,),
         ) if options.decode_workers else None
-        self.waiting: list[tuple[PreparedClip, asyncio.Future]] = []
+        # Each clip with the recommender of its request (a reload may come between two requests).
+        self.waiting: list[tuple[Recommender, PreparedClip, asyncio.Future]] = []
         self.flush_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def recommender(self) -> Recommender:
+        """The model serving now: a request reads it once, at its start, and keeps it."""
+        return self.reloader.model.recommender
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        return self.reloader.model.sha256
 
     def close(self) -> None:
         if self.pool is not None:
@@ -93,27 +112,27 @@ class Service:
         self.files.shutdown(wait=True)
         shutil.rmtree(self.upload_dir, ignore_errors=True)
 
-    async def recommend(self, clip: Path, name: str, user: str | None, caption: str, top: int,
-                        stages: Stages) -> dict[str, Any]:
+    async def recommend(self, recommender: Recommender, clip: Path, name: str, user: str | None, caption: str,
+                        top: int, stages: Stages) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         tick = time.perf_counter()
-        prepared = await loop.run_in_executor(self.files, self.recommender.look_up, clip, caption)
+        prepared = await loop.run_in_executor(self.files, recommender.look_up, clip, caption)
         if prepared.needs_decoding:
-            await self._decode(prepared)
+            await self._decode(recommender, prepared)
         stages.decode = time.perf_counter() - tick
         tick = time.perf_counter()
-        await self._encode(prepared)
-        result = await loop.run_in_executor(self.device, self.recommender.rank, prepared, user, top, False, True)
+        await self._encode(recommender, prepared)
+        result = await loop.run_in_executor(self.device, recommender.rank, prepared, user, top, False, True)
         # Waiting for the device thread (behind other batches' encoders) counts as encoding.
-        stages.score = prepared.timings.score
-        stages.encode = time.perf_counter() - tick - stages.score
+        stages.score, stages.explain = prepared.timings.score, prepared.timings.explain
+        stages.encode = time.perf_counter() - tick - stages.score - stages.explain
         result.clip = name
         answer = result.to_dict()
         answer["duration"] = prepared.duration
         return answer
 
-    async def _decode(self, prepared: PreparedClip) -> None:
-        path, sampling = Path(prepared.clip), self.recommender.sampling
+    async def _decode(self, recommender: Recommender, prepared: PreparedClip) -> None:
+        path, sampling = Path(prepared.clip), recommender.sampling
         if self.pool is None:
             decoded = await asyncio.get_running_loop().run_in_executor(
                 self.files, decode.decode_guarded, path, sampling, self.limits)
@@ -122,13 +141,14 @@ class Service:
                                         timeout=self.limits.seconds_per_file)
             await asyncio.wait([asyncio.wrap_future(future)])  # a failure becomes the clip's status below
             decoded = decode.result_from_pool(future, self.limits)
-        self.recommender.set_decoded(prepared, decoded)
+        recommender.set_decoded(prepared, decoded)
 
-    async def _encode(self, prepared: PreparedClip) -> None:
+    async def _encode(self, recommender: Recommender, prepared: PreparedClip) -> None:
         """Join the next encoder batch; it runs when the window closes or the batch is full."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        self.waiting.append((prepared, done))
+        self.waiting.append((recommender, prepared, done))
+        self.metrics.encode_queue.set(len(self.waiting))
         if len(self.waiting) >= self.options.max_batch:
             self._flush()
         elif self.flush_timer is None:
@@ -139,11 +159,16 @@ class Service:
         if self.flush_timer is not None:
             self.flush_timer.cancel()
             self.flush_timer = None
-        batch, self.waiting = self.waiting, []
-        if not batch:
-            return
+        waiting, self.waiting = self.waiting, []
+        self.metrics.encode_queue.set(0)
+        # One batch per model: a clip is encoded with its own request's text projection (the
+        # encoders themselves are shared across a reload).
+        for recommender in {id(r): r for r, _, _ in waiting}.values():
+            self._run_batch(recommender, [(clip, done) for r, clip, done in waiting if r is recommender])
+
+    def _run_batch(self, recommender: Recommender, batch: list[tuple[PreparedClip, asyncio.Future]]) -> None:
         running = asyncio.get_running_loop().run_in_executor(
-            self.device, self.recommender.encode, [clip for clip, _ in batch])
+            self.device, recommender.encode, [clip for clip, _ in batch])
 
         def settle(finished: asyncio.Future) -> None:
             for _, waiter in batch:
@@ -158,29 +183,58 @@ class Service:
         running.add_done_callback(settle)
 
 
-def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path: Path) -> FastAPI:
-    """The HTTP API over a loaded recommender (the service starts with the app's lifespan)."""
+def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path: Path,
+               after_reload: Callable[[], None] | None = None) -> FastAPI:
+    """The HTTP API over a loaded recommender (the service starts with the app's lifespan).
+    `after_reload` runs after `POST /admin/reload` swapped the model (workers: tell the others)."""
     state: dict[str, Service] = {}
+    metrics = ServeMetrics()
+    reloading: set[asyncio.Task] = set()  # SIGHUP's reloads, kept until they end
+
+    def reload_in_background() -> None:
+        task = asyncio.ensure_future(reload.answer(state["service"].reloader, None))  # logs its outcome
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        state["service"] = Service(recommender, options)
+        state["service"] = Service(recommender, options, checkpoint_path, metrics)
         try:
-            yield
+            with lifecycle.on_hangup(reload_in_background):
+                yield
         finally:
             state.pop("service").close()
+            metrics.close()
 
     app = FastAPI(title="phr", description="Personalised hashtag suggestions for micro-videos (GCN-PHR).",
                   lifespan=lifespan, dependencies=[Depends(bearer_check(options))])
     app.exception_handler(HTTPException)(one_line_error)
     app.exception_handler(RequestValidationError)(invalid_request)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+
+    @app.get("/metrics", response_class=Response)
+    def prometheus_metrics() -> Response:
+        """Prometheus metrics in the text format (requests, stage latencies, queue depth, model version)."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+    @app.post("/admin/reload")
+    async def admin_reload() -> JSONResponse:
+        """Load the checkpoint file again and swap it in, as SIGHUP does; needs --token. 200 with the
+        new SHA-256; 409 with the reason when the file cannot replace the serving checkpoint, 500
+        when loading failed otherwise: either way the previous checkpoint serves on."""
+        if options.token is None:
+            return JSONResponse({"error": "reloading over HTTP needs a token (--token); send SIGHUP instead"}, 403)
+        status, body = await reload.answer(state["service"].reloader, after_reload)
+        return JSONResponse(body, status)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
         """200 when ready, with the checkpoint's provenance."""
+        recommender = state["service"].recommender
         checkpoint, provenance = recommender.checkpoint, recommender.checkpoint.provenance
         return {
             "status": "ready", "checkpoint": str(checkpoint_path), "device": str(recommender.device),
+            "checkpoint_sha256": state["service"].checkpoint_sha256,
             "best_epoch": checkpoint.best_epoch, "users": len(checkpoint.users),
             "hashtags": len(checkpoint.hashtags), "random_weights": recommender.random_weights,
             "explanations": recommender.explain_problem or "available",
@@ -193,6 +247,7 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
     @app.get("/users/{user}")
     def user_hashtags(user: str) -> dict[str, Any]:
         """Whether the model knows the user, and their training hashtags with counts."""
+        recommender = state["service"].recommender
         counts = recommender.user_hashtag_counts(user)
         return {"user": user, "known": recommender.checkpoint.user_position(user) >= 0,
                 "hashtags": [{"hashtag": h, "count": n} for h, n in counts.items()]}
@@ -202,6 +257,7 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
         """Suggestions for one clip: a multipart upload (`clip`, `user`, `caption`, `top`) or a
         JSON body with `path` under --media-root. Answers one element of `phr recommend --json`."""
         service = state["service"]
+        recommender = service.recommender  # this request's model, whatever a reload swaps in meanwhile
         stages = Stages()
         uploaded: Path | None = None
         status, outcome = 500, "error"
@@ -209,8 +265,9 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
         try:
             fields, clip, name, uploaded = await read_clip_request(request, service.upload_dir, options)
             user, caption, top = form_values(fields, len(recommender.checkpoint.hashtags))
-            answer = await service.recommend(clip, name, user, caption, top, stages)
+            answer = await service.recommend(recommender, clip, name, user, caption, top, stages)
             status, outcome = (422, str(answer["status"])) if answer["error"] else (200, str(answer["status"]))
+            metrics.observe_stages(vars(stages))
             log_request(status, outcome, answer.get("duration", 0.0), stages, started)
             return JSONResponse(answer, status, headers={"Server-Timing": stages.header()})
         except RequestError as error:
@@ -274,9 +331,12 @@ REQUEST_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {
 
 
 def log_request(status: int, outcome: str, duration: float, stages: Stages, started: float) -> None:
-    log.info("%d %s clip %.1f s, decode %.0f ms, encode %.0f ms, score %.0f ms, total %.0f ms",
+    total = time.perf_counter() - started
+    fields = {"status": status, "outcome": outcome, "clip_seconds": round(duration, 3), "total_ms": round(1000 * total)}
+    fields.update({f"{stage}_ms": round(1000 * seconds) for stage, seconds in vars(stages).items()})
+    log.info("%d %s clip %.1f s, decode %.0f ms, encode %.0f ms, score %.0f ms, explain %.0f ms, total %.0f ms",
              status, outcome, duration, 1000 * stages.decode, 1000 * stages.encode, 1000 * stages.score,
-             1000 * (time.perf_counter() - started))
+             1000 * stages.explain, 1000 * total, extra=fields)
 
 
 def form_values(fields: dict[str, Any], n_hashtags: int) -> tuple[str, str, int]:
@@ -417,9 +477,7 @@ async def _parse_parts(request: Request, boundary: bytes, file: BinaryIO, limit:
 
 
 def run(recommender: Recommender, options: ServeOptions, checkpoint_path: Path) -> None:
-    """Serve until interrupted (uvicorn's signal handling; the service closes on the way out)."""
-    import uvicorn
-
-    uvicorn.run(create_app(recommender, options, checkpoint_path), host=options.host, port=options.port,
-                log_level="info", access_log=False)
+    """Serve in this process until SIGTERM or SIGINT, then drain (serving/lifecycle.py; the
+    service closes on the way out). `--workers` above 1 runs `lifecycle.serve_workers` instead."""
+    lifecycle.serve_one(create_app(recommender, options, checkpoint_path), options)
 
