@@ -82,6 +82,7 @@ def serve(
         fail(f"{checkpoint}: no checkpoint; run `phr train --checkpoint {checkpoint}` first")
     quiet_libraries()
     logging.config.dictConfig(logging_config(log_format))
+    logging.captureWarnings(True)  # in the log's format too
     try:
         options = ServeOptions(host=host, port=port, token=token, media_root=media_root,
                                max_upload_bytes=int(max_upload_mb * MIB), decode_workers=decode_workers,
@@ -96,8 +97,9 @@ def serve(
             recommender.load_store(explain=True)
     except PhrError as error:
         fail(str(error))
+    log = logging.getLogger("phr.serve")  # a server's notes are log lines (one JSON object each with --log-format)
     if recommender.random_weights:
-        err.print("note: visual/acoustic encoders use random weights, as the training store did", highlight=False)
+        log.warning("visual/acoustic encoders use random weights, as the training store did")
     if recommender.explain_problem:
-        err.print(f"note: suggestions come without reasons: {recommender.explain_problem}", highlight=False)
+        log.warning("suggestions come without reasons: %s", recommender.explain_problem)
     run(recommender, options, checkpoint)

@@ -117,6 +117,7 @@ def worker_app(spec: WorkerSpec) -> FastAPI:
     from phr_cli.serving.serve import create_app
 
     ignore_hangup()
+    logging.captureWarnings(True)  # uvicorn configured this process's logging; warnings join it
     try:
         recommender = Recommender(spec.checkpoint, spec.device, spec.weights_dir, spec.store)
         recommender.load_store(explain=True)
