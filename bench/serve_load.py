@@ -1,10 +1,12 @@
-"""`phr serve` under load on loopback, against one `phr recommend` process per clip.
+"""`phr serve` under load on loopback, against one `phr recommend` process per clip; a reload
+and a stop under load.
 
 On the bundled samples, from the repository root:
 
     phr extract sample_videos/ --random-weights && phr train
     python bench/serve_load.py [--store phr_data/features.h5] [--checkpoint models/gcn-phr.pt]
         [--clients 8] [--requests 1000] [--max-seconds 900] [--cold 3] [--device auto]
+        [--scenarios load,reload,sigterm] [--swap-to models/other.pt] [--burst-clients 32]
 
 Starts `phr serve` on 127.0.0.1 (a free port) as a subprocess and waits for /health. Then,
 in one run: `--cold` fresh `phr recommend CLIP --json` processes (the per-clip cost without
@@ -14,6 +16,16 @@ and `--requests` uploads from `--clients` concurrent clients, stopped after
 new to the store, so every request is decoded and encoded. Latencies are split into decode,
 encode and score (graph + scoring + explanations) from the server's Server-Timing header; the server's RSS
 (VmRSS, decoding workers not included) is read after request 100 and after the last.
+
+`reload`: `--burst-clients` clients post without pause to a server serving a copy of the
+checkpoint; after `--before` answers, `--swap-to` (default: a checkpoint trained here with the
+next seed) is moved into place and the server gets SIGHUP. Reported: failed requests (any answer
+but 200, or none), and p95 of the requests that overlapped the swap (from SIGHUP until
+/metrics names the new checkpoint) over p95 of those answered before it (target: 0 failed,
+ratio ≤ 2). `sigterm`: the same burst on a fresh server, SIGTERM after `--before` answers;
+each client keeps posting (a new connection each time) until the server refuses connections.
+Reported: requests the server took (connected) and how many of them were answered (target: all),
+the drain time and the exit status (target: 0).
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -32,12 +45,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: synthetic media
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from recommend_latency import phr_command, run_seconds
 
+from phr_cli.files import sha256_of
 from phr_cli.training.checkpoint import load_checkpoint
 from support import media
 
@@ -114,6 +129,153 @@ def report(name: str, results: list[tuple[float, dict[str, float]]]) -> None:
         print(f"{' ' * len(name)}  {stage:6} {percentiles([parts[stage] for _, parts in results])}")
 
 
+def start_server(phr: list[str], checkpoint: Path, args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen, str]:
+    """`phr serve` on a free loopback port, once /health answers; its log (stderr) in `log`."""
+    port = free_port()
+    server = subprocess.Popen(
+        [*phr, "serve", "--checkpoint", str(checkpoint), "--store", str(args.store), "--host", "127.0.0.1",
+         "--port", str(port), "--device", args.device, "--decode-workers", str(args.decode_workers),
+         "--workers", str(args.workers)],
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"),  # noqa: SIM115 - lives with the server
+    )
+    base = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.perf_counter() - started > 300:
+            server.kill()
+            raise SystemExit(f"phr serve did not start: see {log}")
+        time.sleep(0.5)
+
+
+def serving_sha256(base: str) -> set[str]:
+    """The checkpoints serving (phr_model_info at 1; with --workers, one series per worker)."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    return {s.labels["sha256"] for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == "phr_model_info" and s.value == 1}
+
+
+Attempt = tuple[float, float, str]  # start, end (perf_counter) and outcome: "200", another status, or an error
+
+
+async def attempt(client: httpx.AsyncClient, clip: Path, user: str) -> Attempt:
+    started = time.perf_counter()
+    try:
+        response = await client.post("/recommend", data={"user": user},
+                                     files={"clip": (clip.name, clip.read_bytes())})
+        outcome = str(response.status_code) if response.status_code != 200 or response.json()["suggestions"] \
+            else "200 without suggestions"
+    except httpx.ConnectError:
+        outcome = "refused"  # the server no longer accepts connections
+    except httpx.HTTPError as error:
+        outcome = type(error).__name__
+    return started, time.perf_counter(), outcome
+
+
+async def burst(base: str, clips: list[Path], users: list[str], clients: int, before: int, event,
+                fresh_connections: bool = False) -> tuple[list[Attempt], float, float]:
+    """`clients` clients posting without pause; after `before` answers, `event()` (awaited) runs
+    and its start and end times are returned. The clients stop once it ended and every client
+    had one more answer (or a refused connection)."""
+    attempts: list[Attempt] = []
+    event_started = event_ended = 0.0
+    event_done = asyncio.Event()
+    limits = httpx.Limits(max_keepalive_connections=0) if fresh_connections else httpx.Limits()
+    async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
+        async def client_loop(n: int) -> None:
+            after_event = 0
+            while after_event < 1:
+                result = await attempt(client, clips[n % len(clips)], users[n % len(users)])
+                attempts.append(result)
+                n += clients
+                if (event_done.is_set() and result[0] >= event_ended) or result[2] == "refused":
+                    after_event += 1
+                if result[2] == "refused":
+                    return
+
+        loops = [asyncio.create_task(client_loop(n)) for n in range(clients)]
+        while sum(outcome == "200" for _, _, outcome in attempts) < before:
+            await asyncio.sleep(0.05)
+        event_started = time.perf_counter()
+        await event()
+        event_ended = time.perf_counter()
+        event_done.set()
+        await asyncio.gather(*loops)
+    return attempts, event_started, event_ended
+
+
+def p95(values: list[float]) -> float:
+    return float(np.percentile(np.asarray(values), 95)) if values else float("nan")
+
+
+def reload_scenario(phr: list[str], clips: list[Path], users: list[str], args: argparse.Namespace,
+                    scratch: Path) -> None:
+    live = scratch / "serving.pt"
+    shutil.copy(args.checkpoint, live)
+    swap_to = args.swap_to
+    if swap_to is None:  # another model of the same store: the next seed
+        swap_to = scratch / "swap.pt"
+        seed = load_checkpoint(args.checkpoint).train_config.seed + 1
+        subprocess.run([*phr, "train", "--store", str(args.store), "--checkpoint", str(swap_to), "--seed",
+                        str(seed), "--device", args.device, "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    new_sha = sha256_of(swap_to)
+    server, base = start_server(phr, live, args, scratch / "serve-reload.log")
+
+    async def swap() -> None:
+        staged = live.with_suffix(".new")
+        shutil.copy(swap_to, staged)
+        os.replace(staged, live)
+        server.send_signal(signal.SIGHUP)
+        while await asyncio.to_thread(serving_sha256, base) != {new_sha}:
+            if server.poll() is not None:
+                raise SystemExit(f"phr serve ended during the reload: see {scratch / 'serve-reload.log'}")
+            await asyncio.sleep(0.05)
+
+    try:
+        attempts, swap_started, swap_ended = asyncio.run(
+            burst(base, clips, users, args.burst_clients, args.before, swap))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+    failed = [outcome for _, _, outcome in attempts if outcome != "200"]
+    before = [end - start for start, end, _ in attempts if end <= swap_started]
+    during = [end - start for start, end, _ in attempts if start < swap_ended and end > swap_started]
+    print(f"reload under {args.burst_clients} concurrent clients: {len(attempts)} requests, {len(failed)} failed"
+          + (f" ({', '.join(sorted(set(failed)))})" if failed else "")
+          + f"; swap {swap_ended - swap_started:.2f} s (SIGHUP to /metrics naming the new checkpoint)")
+    print(f"  p95 before the swap {1000 * p95(before):.0f} ms (n={len(before)}), during it "
+          f"{1000 * p95(during):.0f} ms (n={len(during)}): ratio {p95(during) / p95(before):.2f} (target ≤ 2)")
+
+
+def sigterm_scenario(phr: list[str], clips: list[Path], users: list[str], args: argparse.Namespace,
+                     scratch: Path) -> None:
+    server, base = start_server(phr, args.checkpoint, args, scratch / "serve-sigterm.log")
+    exit_status: list[int] = []
+
+    async def stop() -> None:
+        server.send_signal(signal.SIGTERM)
+        exit_status.append(await asyncio.to_thread(server.wait, args.drain_wait))
+
+    try:
+        attempts, stop_sent, exited = asyncio.run(
+            burst(base, clips, users, args.burst_clients, args.before, stop, fresh_connections=True))
+    finally:
+        if server.poll() is None:
+            server.kill()
+    taken = [outcome for _, _, outcome in attempts if outcome != "refused"]
+    answered = [outcome for outcome in taken if outcome == "200"]
+    in_flight = sum(start < stop_sent < end for start, end, outcome in attempts if outcome != "refused")
+    print(f"SIGTERM during a burst of {args.burst_clients} clients: {len(taken)} requests taken, "
+          f"{len(answered)} answered 200, {len(taken) - len(answered)} not"
+          + (f" ({', '.join(sorted(set(taken) - {'200'}))})" if len(answered) < len(taken) else "")
+          + f"; {in_flight} were in flight at SIGTERM; {len(attempts) - len(taken)} refused after it")
+    print(f"  exit status {exit_status[0]} after {exited - stop_sent:.2f} s of draining")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=Path("phr_data/features.h5"))
@@ -128,37 +290,43 @@ def main() -> None:
                         help="length of each synthetic clip (shorter: more requests per minute on a CPU)")
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=1, help="phr serve --workers")
+    parser.add_argument("--scenarios", default="load,reload,sigterm",
+                        help="comma-separated: load (cold, warm, throughput), reload, sigterm")
+    parser.add_argument("--swap-to", type=Path, help="the checkpoint the reload swaps in (default: trained here, "
+                        "the next seed)")
+    parser.add_argument("--burst-clients", type=int, default=32, help="concurrent clients of reload and sigterm")
+    parser.add_argument("--before", type=int, default=64, help="answers before the reload or SIGTERM")
+    parser.add_argument("--drain-wait", type=float, default=300.0, help="seconds to wait for the server to exit")
     args = parser.parse_args()
+    scenarios = set(args.scenarios.split(","))
+    if not scenarios <= {"load", "reload", "sigterm"}:
+        raise SystemExit(f"--scenarios: unknown {sorted(scenarios - {'load', 'reload', 'sigterm'})}")
 
     scratch = Path(tempfile.mkdtemp(prefix="phr-serve-bench-"))
     clips = [media.write_clip(scratch / f"clip{i}.mp4", args.clip_seconds, pattern=["ocean", "fire", "city"][i % 3],
                               tone_hz=110.0 + 50 * i, noise=0.15, seed=5000 + i) for i in range(args.clips)]
     users = load_checkpoint(args.checkpoint).users
     phr = phr_command()
+    print(f"machine: {os.cpu_count()} CPUs; device {args.device}; clips of {args.clip_seconds:g} s")
+    if "reload" in scenarios:
+        reload_scenario(phr, clips, users, args, scratch)
+    if "sigterm" in scenarios:
+        sigterm_scenario(phr, clips, users, args, scratch)
+    if "load" in scenarios:
+        load_scenario(phr, clips, users, args, scratch)
 
+
+def load_scenario(phr: list[str], clips: list[Path], users: list[str], args: argparse.Namespace,
+                  scratch: Path) -> None:
     cold = [run_seconds([*phr, "recommend", str(clips[n % len(clips)]), "--user", users[0], "--json",
                          "--checkpoint", str(args.checkpoint), "--store", str(args.store),
                          "--device", args.device])[0] for n in range(args.cold)]
 
-    port = free_port()
-    server = subprocess.Popen(
-        [*phr, "serve", "--checkpoint", str(args.checkpoint), "--store", str(args.store), "--host", "127.0.0.1",
-         "--port", str(port), "--device", args.device, "--decode-workers", str(args.decode_workers)],
-        stdout=subprocess.DEVNULL, stderr=open(scratch / "serve.log", "w"),  # noqa: SIM115 - lives with the server
-    )
-    base = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    server, base = start_server(phr, args.checkpoint, args, scratch / "serve.log")
+    ready = time.perf_counter() - started
     try:
-        started = time.perf_counter()
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.perf_counter() - started > 300:
-                raise SystemExit(f"phr serve did not start: see {scratch / 'serve.log'}")
-            time.sleep(0.5)
-        ready = time.perf_counter() - started
         rss_start = rss_mib(server.pid)
         warm = asyncio.run(sequential(base, clips, users[0], args.warm))
         results, seconds, rss = asyncio.run(load(base, clips, users, args.clients, args.requests,
@@ -168,8 +336,7 @@ def main() -> None:
         server.wait(timeout=60)
 
     warm_p50 = statistics.median(total for total, _ in warm)
-    print(f"machine: {os.cpu_count()} CPUs; device {args.device}; clips of {args.clip_seconds:g} s; "
-          f"server ready after {ready:.1f} s")
+    print(f"server ready after {ready:.1f} s")
     print(f"cold `phr recommend` process per clip: median {statistics.median(cold):.2f} s (n={len(cold)})")
     report(f"warm serve, 1 client, n={len(warm)}", warm)
     print(f"warm vs cold: {statistics.median(cold) / warm_p50:.1f}x faster (median cold process / p50 warm)")
