@@ -222,7 +222,7 @@ def test_sighup_reloads_every_worker(served, live_checkpoint, tmp_path):
 
 def wait_for_models(base: str, shas: set[str], server, log: Path, meanwhile=lambda: None) -> None:
     """Until both workers serve the checkpoints `shas` (phr_model_info at 1, one series per worker)."""
-    deadline = time.monotonic() + 300  # a reload that never comes, not a speed limit
+    deadline = time.monotonic() + WAIT
     while True:
         meanwhile()
         text = httpx.get(f"{base}/metrics", timeout=30).text
@@ -241,17 +241,24 @@ def multipart(clip: Path) -> tuple[bytes, str]:
     return request.read(), boundary
 
 
+WAIT = 300  # seconds before a wait counts as a failure (something that never comes, not a speed limit)
+
+
 def wait_for_requests_in_progress(port: int, count: int) -> None:
-    while True:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
         [family] = [f for f in text_string_to_metric_families(text) if f.name == "phr_http_requests_in_progress"]
         if family.samples[0].value >= count:
             return
         time.sleep(0.05)
+    raise AssertionError(f"never {count} requests in progress")
 
 
 def wait_for_log(log: Path, text: str) -> None:
+    deadline = time.monotonic() + WAIT
     while text not in log.read_text():
+        assert time.monotonic() < deadline, f"{text!r} never logged:\n{log.read_text()}"
         time.sleep(0.05)
 
 
