@@ -22,8 +22,9 @@ checkpoint; after `--before` answers, `--swap-to` (default: a checkpoint trained
 next seed) is moved into place and the server gets SIGHUP. Reported: failed requests (any answer
 but 200, or none), and p95 of the requests that overlapped the swap (from SIGHUP until
 /metrics names the new checkpoint) over p95 of those answered before it, once the burst was
-steady (after its first wave; target: 0 failed, ratio ≤ 2). `sigterm`: the same burst on a fresh server, SIGTERM after `--before` answers;
-each client keeps posting (a new connection each time) until the server refuses connections.
+steady (after its first wave; target: 0 failed, ratio ≤ 2). `sigterm`: the same burst on a
+fresh server, SIGTERM after `--before` answers; each client keeps posting (a new connection
+each time) until the server refuses connections.
 Reported: requests the server took (connected) and how many of them were answered (target: all),
 the drain time and the exit status (target: 0).
 """
