@@ -8,6 +8,8 @@ import json
 import logging
 import logging.config
 import multiprocessing
+import subprocess
+import sys
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -128,3 +130,13 @@ def test_json_log_lines_carry_time_level_logger_message_and_the_request_fields()
 def test_text_log_lines_read_as_before():
     record = logging.LogRecord("phr.serve", logging.INFO, __file__, 1, "200 ok", None, None)
     assert formatter(LogFormat.text).format(record).endswith(" phr.serve 200 ok")
+
+
+def test_with_json_logs_a_server_that_cannot_start_says_why_in_json(tmp_path):
+    garbage = tmp_path / "model.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    done = subprocess.run([sys.executable, "-m", "phr_cli", "serve", "--checkpoint", str(garbage), "--device", "cpu",
+                           "--log-format", "json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    [line] = [json.loads(line) for line in done.stderr.splitlines()]
+    assert line["level"] == "ERROR" and "not a readable phr checkpoint" in line["message"]

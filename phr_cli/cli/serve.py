@@ -80,15 +80,19 @@ def serve(
     check_device(device)
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no checkpoint; run `phr train --checkpoint {checkpoint}` first")
-    quiet_libraries()
-    logging.config.dictConfig(logging_config(log_format))
-    logging.captureWarnings(True)  # in the log's format too
     try:
         options = ServeOptions(host=host, port=port, token=token, media_root=media_root,
                                max_upload_bytes=int(max_upload_mb * MIB), decode_workers=decode_workers,
                                file_timeout=file_timeout, batch_window=batch_window_ms / MS, workers=workers,
                                drain_timeout=drain_timeout, log_format=log_format)
-        lifecycle.ignore_hangup()  # while the model loads: the server reloads on it once it runs
+    except PhrError as error:
+        fail(str(error))
+    quiet_libraries()
+    # From here on the process is a server: its output is log lines, in --log-format.
+    logging.config.dictConfig(logging_config(log_format))
+    logging.captureWarnings(True)
+    lifecycle.ignore_hangup()  # while the model loads: the server reloads on it once it runs
+    try:
         if workers > 1:  # each worker loads the model itself
             lifecycle.serve_workers(lifecycle.worker_spec(checkpoint, device, weights_dir, store, options))
             return
@@ -96,6 +100,9 @@ def serve(
             recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
             recommender.load_store(explain=True)
     except PhrError as error:
+        if log_format is LogFormat.json:  # a log collector reads the reason as one more JSON object
+            logging.getLogger("phr.serve").error("%s", error)
+            raise typer.Exit(1) from None
         fail(str(error))
     log = logging.getLogger("phr.serve")  # a server's notes are log lines (one JSON object each with --log-format)
     if recommender.random_weights:
