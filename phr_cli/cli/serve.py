@@ -20,10 +20,17 @@ from phr_cli.cli.app import (
     quiet_libraries,
 )
 from phr_cli.errors import PhrError
-from phr_cli.serving.options import MAX_BATCH_WINDOW, ServeOptions
+from phr_cli.serving.options import MAX_BATCH_WINDOW, ServeOptions, token_problem
 
 MIB = 1 << 20  # --max-upload-mb's unit
 MS = 1000  # --batch-window-ms's unit
+
+
+def _usable_token(token: str | None) -> str | None:
+    problem = token_problem(token)
+    if problem:
+        raise typer.BadParameter(problem)
+    return token
 
 
 @app.command()
@@ -37,7 +44,8 @@ def serve(
         "--host", help="Address to listen on; beyond loopback needs --token.")] = ServeOptions.host,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = ServeOptions.port,
     token: Annotated[str | None, typer.Option(
-        "--token", envvar="PHR_TOKEN", help="Bearer token every request must carry.")] = ServeOptions.token,
+        "--token", envvar="PHR_TOKEN", callback=_usable_token,
+        help="Bearer token every request but /health/live must carry.")] = ServeOptions.token,
     media_root: Annotated[Path | None, typer.Option(
         "--media-root", help="Serve JSON `path` requests for files under this folder (off by default).")
     ] = ServeOptions.media_root,
@@ -56,7 +64,7 @@ def serve(
     device: DeviceOption = DEFAULT_DEVICE,
     weights_dir: WeightsDirOption = None,
 ) -> None:
-    """Serve suggestions over HTTP (POST /recommend, GET /health, GET /users/ID; docs at /docs)."""
+    """Serve suggestions over HTTP (POST /recommend, GET /users/ID, /health/live, /health/ready; docs at /docs)."""
     import logging
 
     from phr_cli.devices import resolve_device

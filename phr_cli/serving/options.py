@@ -29,6 +29,9 @@ class ServeOptions:
     max_batch: int = 32
 
     def __post_init__(self) -> None:
+        problem = token_problem(self.token)
+        if problem:
+            raise ConfigError(f"--token (PHR_TOKEN) {problem}")
         if not is_loopback(self.host) and not self.token:
             raise ConfigError(f"listening on {self.host} (beyond this machine) needs a token: "
                               "pass --token or set PHR_TOKEN")
@@ -38,6 +41,17 @@ class ServeOptions:
                 or not 0 <= self.batch_window <= MAX_BATCH_WINDOW or self.max_batch < 1:
             raise ConfigError("upload limit, timeout and batch size must be positive, workers ≥ 0 and the "
                               f"window within 0…{MAX_BATCH_WINDOW:g} s")
+
+
+def token_problem(token: str | None) -> str:
+    """Why no client could send `token` as its bearer token ("" when one can, or none is set)."""
+    if token is None:
+        return ""
+    if not token.strip():
+        return "is blank: give it a secret"
+    if token != token.strip():
+        return "starts or ends with spaces, which HTTP drops from a header: no client could send it"
+    return ""
 
 
 def is_loopback(host: str) -> bool:
