@@ -11,9 +11,9 @@ its own subclass of `ClipFields`) and `clip_request_body` documents both bodies.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from phr_cli.data.statuses import Status
 
@@ -37,8 +37,16 @@ class ClipFields(BaseModel):
     caption: str = Field("", description="The post's text; hashtags already in it are not suggested.")
 
 
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON Schema's integer, which 5.0 is too; JSON bodies are validated strictly, which would refuse it.
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+
+
 class RecommendFields(ClipFields):
-    top: int = Field(DEFAULT_TOP, ge=1, description="How many hashtags; more than the model knows gives them all.")
+    top: WholeNumber = Field(DEFAULT_TOP, ge=1, description="How many hashtags; more than the model has gives all.")
 
 
 FieldsT = TypeVar("FieldsT", bound=ClipFields)
@@ -60,12 +68,15 @@ def upload_body(fields: type[ClipFields]) -> type[ClipFields]:
                         clip=(bytes, Field(description="The video file; its file name names it in answers.")))
 
 
-def clip_request_body(fields: type[ClipFields]) -> dict[str, Any]:
+def clip_request_body(fields: type[ClipFields], json_example: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI `requestBody` of a route reading a clip request with `fields` (`openapi_extra`)."""
     return {"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": upload_body(fields).model_json_schema()},
-        "application/json": {"schema": json_body(fields).model_json_schema()},
+        "application/json": {"schema": json_body(fields).model_json_schema(), "example": json_example},
     }}}
+
+
+RECOMMEND_EXAMPLE = {"path": "beach.mp4", "user": "ana", "caption": "Morning swim #sea", "top": 5}
 
 
 class Part(BaseModel):

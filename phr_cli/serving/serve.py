@@ -51,6 +51,7 @@ from phr_cli.files import sha256_of
 from phr_cli.serving.options import ServeOptions, is_loopback
 from phr_cli.serving.recommend import PreparedClip, Recommender
 from phr_cli.serving.schema import (
+    RECOMMEND_EXAMPLE,
     ErrorMessage,
     FieldsT,
     Liveness,
@@ -296,7 +297,8 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
         "model": Recommendation | ErrorMessage, "description": "The clip gave nothing to rank from (a Recommendation "
         "with its status and error), or a field is missing, repeated or out of its range."}
 
-    @guarded.post("/recommend", response_model=Recommendation, openapi_extra=clip_request_body(RecommendFields),
+    @guarded.post("/recommend", response_model=Recommendation,
+                  openapi_extra=clip_request_body(RecommendFields, RECOMMEND_EXAMPLE),
                   responses={**refusals(400, 403, 404, 413, 415, 500), 422: clip_refused})
     async def recommend(request: Request, response: Response) -> Recommendation | JSONResponse:
         """Suggestions for one clip: a multipart upload (`clip`, `user`, `caption`, `top`) or a
