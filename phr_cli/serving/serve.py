@@ -327,8 +327,7 @@ def bearer_check(token: str | None) -> Callable[..., None]:
     must be it (the scheme's name in any case, as RFC 9110 has it)."""
     expected = (token or "").encode()
 
-    def authorised(request: Request,
-                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+    def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         # Starlette decodes header bytes as Latin-1: encoding back gives the bytes the client sent.
         given = credentials.credentials.encode("latin-1") if credentials is not None else b""
         if not hmac.compare_digest(given, expected):
