@@ -18,7 +18,6 @@ from its first use on: its counts carry it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -47,7 +46,7 @@ class LiveModel:
         self.trained = (len(self.users), len(self.hashtags), len(scorer.item_index))
         self.folded = 0  # posts folded in so far
         if scorer.reranker is not None:
-            scorer.reranker = dataclasses.replace(scorer.reranker)
+            scorer.reranker = scorer.reranker.copy()
 
     @property
     def new_users(self) -> int:
@@ -101,8 +100,8 @@ class LiveModel:
                 items.append(item_index[posts.items[row]])
                 days.append(time / SECONDS_PER_DAY)
         device = self.scorer.user_reps.device
-        self._count(*(torch.tensor(values, dtype=torch.long, device=device) for values in (users, hashtags, items)),
-                    torch.tensor(days, dtype=torch.float32, device=device))
+        self._count(torch.tensor(users, device=device), torch.tensor(hashtags, device=device),
+                    torch.tensor(items, device=device), torch.tensor(days, dtype=torch.float32, device=device))
         post_users = torch.tensor([self.user_index[u] for u in posts.users], device=device)
         post_items = torch.tensor([item_index[i] for i in posts.items], device=device)
         if self.scorer.reranker is not None:

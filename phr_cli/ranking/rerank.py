@@ -18,6 +18,7 @@ weights-only file.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -135,6 +136,9 @@ class Reranker:
             dtype=total.dtype, device=total.device).view(top.shape)
         lift = total.max(dim=1, keepdim=True).values + 1.0 - predicted.min(dim=1, keepdim=True).values
         return total.scatter(1, top, predicted + lift)
+
+    def copy(self) -> Reranker:
+        return dataclasses.replace(self)
 
     def count_posts(self, users: Tensor, items: Tensor, n_users: int, n_items: int) -> None:
         """Posts (their user and item rows) added to the counts, which grow to n_users and n_items."""
