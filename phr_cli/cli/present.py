@@ -344,7 +344,8 @@ def _spread(means: dict, std: dict) -> Callable[[str], str]:
 def _protocol_names(known: int) -> dict[str, str]:
     return {"sampled": "paper protocol (ground truth + 1,000 sampled hashtags)" if known > 1000 else
             f"paper protocol (all {known} known hashtags: fewer than 1,000 to sample)",
-            "full": "full ranking (every known hashtag)"}
+            "full": "full ranking (every known hashtag)",
+            "stream": "stream (full ranking, each test post folded in once scored, in time order)"}
 
 
 def show_comparison(comparison: Comparison, protocols: tuple[str, ...], segments: bool = False) -> None:
