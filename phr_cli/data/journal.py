@@ -59,7 +59,7 @@ class LivePost:
                  "key": self.key, "clip": self.clip, "masks": {m: bool(self.masks.get(m, False)) for m in MODALITIES}}
         blob = b"".join(np.asarray(self.features.get(name, np.zeros(width)), np.float32).reshape(width).tobytes()
                         for name, width in WIDTHS.items())
-        return json.dumps(small, ensure_ascii=False), blob
+        return json.dumps(small), blob  # ASCII: a lone surrogate in a caption stays writable
 
     @classmethod
     def unpack(cls, post_id: str, small: str, blob: bytes) -> LivePost:
