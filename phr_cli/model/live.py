@@ -119,6 +119,12 @@ class LiveModel:
         device = scorer.user_reps.device
         features = {m: torch.as_tensor(np.asarray(f, np.float32), device=device) for m, f in new_items.features.items()}
         masks = {m: torch.as_tensor(np.asarray(k, bool), device=device) for m, k in new_items.masks.items()}
+        # The network's ID embeddings are not read once trained (the representations are): they
+        # grow only so that a refreshed checkpoint's tables agree on its vocabularies.
+        network = model.network
+        for embedding, rows in ((network.user_embedding, n_users), (network.hashtag_embedding, n_hashtags)):
+            embedding.weight = nn.Parameter(_grown(embedding.weight.detach(), rows, embedding.weight.detach().mean(0)),
+                                            requires_grad=False)
         if model.item_embedding is not None and n_items:
             model.item_embedding.weight = nn.Parameter(_grown(model.item_embedding.weight.detach(), n_items),
                                                        requires_grad=False)

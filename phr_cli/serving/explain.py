@@ -72,7 +72,7 @@ class Explainer:
         selected, _ = select_trained_posts(contents, checkpoint.provenance)
         train = selected.posts.subset(checkpoint.split.train)
         graph = build_graph(train)
-        if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:
+        if graph.users != checkpoint.trained_users or graph.hashtags != checkpoint.trained_hashtags:
             raise CheckpointError(f"{contents.path}: its training graph differs from the checkpoint's")
         self.model = model
         self.n_hashtags = graph.n_hashtags

@@ -127,7 +127,7 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
     already in `cache` for this split, protocol, seed and PITF configuration is taken from it,
     one fitted here is added to it."""
     posts, split, graph = data.posts, data.split, data.graph
-    if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:
+    if graph.users != checkpoint.trained_users or graph.hashtags != checkpoint.trained_hashtags:
         raise CheckpointError("the posts differ from those the checkpoint was trained on; "
                          "evaluate with the store it was trained on, or retrain")
     test, validation = data.test, data.validation
