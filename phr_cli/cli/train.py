@@ -16,6 +16,7 @@ from phr_cli.cli.app import (
     DEFAULT_STORE,
     SEED_MAX,
     DeviceOption,
+    JournalOption,
     QuietOption,
     SplitBy,
     app,
@@ -26,6 +27,7 @@ from phr_cli.cli.app import (
     finite,
     out,
     printable,
+    take_journal,
 )
 from phr_cli.errors import ConfigError, PhrError
 from phr_cli.model.config import (
@@ -147,9 +149,7 @@ def train(
     refresh: Annotated[bool, typer.Option(
         "--refresh", help="Do not train: fold the posts the store gained since the checkpoint was trained (and "
         "--journal's) into its counts, in place, in seconds; the network stays as trained.")] = False,
-    journal: Annotated[str | None, typer.Option(
-        "--journal", metavar="PATH|URL", help="First take the posts `phr serve` recorded in this journal (a file, "
-        "or postgresql://…) into the store.")] = None,
+    journal: JournalOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Train GCN-PHR on the store's posts (8:1:1 split) and write a checkpoint."""
@@ -185,25 +185,13 @@ def train(
     except PhrError as error:
         fail(str(error), code=2)
     if journal is not None and not other_rank:
-        _take_journal(journal, store)
+        take_journal(journal, store)
     for path, run_config in runs:  # with --seeds, one a seed
         if not other_rank:
             err.print(f"training on {printable(store)}; checkpoint {printable(path)}", highlight=False)
         outcome = _run(store, path, model_config, run_config, split_by.value, resume, overwrite,
                        quiet or other_rank)
         show_outcome(outcome, run_config.validation_metric, path, draw=not other_rank)
-
-
-def _take_journal(journal: str, store: Path) -> None:
-    from phr_cli.data.journal import open_journal, take_into_store
-
-    try:
-        with open_journal(journal) as opened:
-            intake = take_into_store(opened, store)
-    except PhrError as error:
-        fail(str(error))
-    err.print(f"journal {printable(journal)}: {intake.posts} post(s) taken into the store "
-              f"({intake.already} there before)", highlight=False, soft_wrap=True)
 
 
 def _refresh(checkpoint: Path, store: Path, journal: str | None) -> None:
