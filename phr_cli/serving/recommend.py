@@ -314,7 +314,8 @@ class Recommender:
         if self.scorer.reranker is not None:  # what the trees moved: the parts then add up to the score
             calibrated = sum(part_values.values())
             part_values[RERANKER_PART] = np.array([s.score for s in result.suggestions], np.float32) - calibrated
-        reasons = self._explainer.explain(position, item, part_values, columns)
+        assert posts.times is not None  # rank() posts the clip now
+        reasons = self._explainer.explain(position, item, part_values, columns, float(posts.times[0]))
         for suggestion, because in zip(result.suggestions, reasons):
             suggestion.because = because
 
