@@ -69,6 +69,18 @@ class LiveModel:
         columns = row.nonzero().squeeze(1).tolist()
         return dict(sorted(((c, float(row[c])) for c in columns), key=lambda pair: (-pair[1], pair[0])))
 
+    def last_use(self, position: int, column: int) -> float | None:
+        """Unix seconds of the user's latest post with the hashtag, training or folded in
+        (None: none, or no time known)."""
+        evidence = self.scorer.model.evidence
+        if evidence is None or position < 0:
+            return None
+        key = torch.tensor([[position * evidence.uses.n_columns + column]], device=evidence.uses.keys.device)
+        _, entries = evidence.uses.ranges(key)
+        days = evidence.uses.values[entries]
+        days = days[~days.isnan()]
+        return float(days.max()) * SECONDS_PER_DAY if len(days) else None
+
     def fold_in(self, posts: PostData) -> None:
         """Add posts (users, items, hashtags by name; features, masks, times) to the history."""
         if len(posts) == 0:

@@ -37,7 +37,7 @@ from phr_cli.encoders.registry import random_weights_id
 from phr_cli.errors import EncoderMismatchError, PhrError
 from phr_cli.model.live import LiveModel
 from phr_cli.ranking.rerank import RERANKER_PART
-from phr_cli.serving.explain import Because, Explainer, shares
+from phr_cli.serving.explain import Because, Explainer, sentences, shares
 from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -337,17 +337,21 @@ class Recommender:
             calibrated = sum(part_values.values())
             part_values[RERANKER_PART] = np.array([s.score for s in result.suggestions], np.float32) - calibrated
         # The explainer knows the training graph: a user or hashtag first seen since has no
-        # training videos to show, only the score's parts and the uses counted since.
-        n_users, n_hashtags = len(self.checkpoint.users), len(self.checkpoint.hashtags)
+        # training videos to show; the uses (and the latest) count the posts published since too.
+        assert posts.times is not None  # rank() posts the clip now
+        posted = float(posts.times[0])
+        n_users, n_hashtags = len(self.checkpoint.trained_users), len(self.checkpoint.trained_hashtags)
         trained = [n for n, column in enumerate(columns) if column < n_hashtags]
         reasons = dict(zip(trained, self._explainer.explain(
             position if position < n_users else -1, item, {name: v[trained] for name, v in part_values.items()},
-            [columns[n] for n in trained])))
+            [columns[n] for n in trained], posted)))
         uses = self.live.user_counts(position)
         for n, (suggestion, column) in enumerate(zip(result.suggestions, columns)):
-            because = reasons.get(n) or Because(shares({name: float(v[n]) for name, v in part_values.items()}), 0,
-                                                [], [])
+            because = reasons.get(n) or Because(shares({name: float(v[n]) for name, v in part_values.items()}),
+                                                0, None, [], [], 0, 0, [])
             because.uses = round(uses.get(column, 0))
+            because.last_used = self.live.last_use(position, column)
+            because.sentences = sentences(because, suggestion.hashtag, position >= 0, posted)
             suggestion.because = because
 
     def _spent(self, clip: PreparedClip, step: str, since: float) -> None:
