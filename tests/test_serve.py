@@ -39,7 +39,7 @@ from phr_cli.files import sha256_of
 from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.ranking.rerank import RERANKER_PART, CountsOfTraining, Reranker, candidate_table, fit_trees
 from phr_cli.serving import schema
-from phr_cli.serving.explain import Because
+from phr_cli.serving.explain import Because, Part, VideoEvidence
 from phr_cli.serving.options import ServeOptions
 from phr_cli.serving.recommend import ClipRecommendation, Recommender, Suggestion
 from phr_cli.serving.schema import Recommendation
@@ -389,6 +389,8 @@ def test_schema_names_every_field_the_answers_have():
     assert set(schema.Recommendation.model_fields) == {f.name for f in fields(ClipRecommendation)} | {"duration"}
     assert set(schema.Suggestion.model_fields) == {f.name for f in fields(Suggestion)}
     assert set(schema.Because.model_fields) == {f.name for f in fields(Because)}
+    assert set(schema.Part.model_fields) == {f.name for f in fields(Part)}
+    assert set(schema.VideoEvidence.model_fields) == {f.name for f in fields(VideoEvidence)}
 
 
 def test_a_clip_that_times_out_in_decoding_gets_422(recommender, checkpoint, corpus):

@@ -81,12 +81,13 @@ RECOMMEND_EXAMPLE = {"path": "beach.mp4", "user": "ana", "caption": "Morning swi
 
 class Part(BaseModel):
     name: str = Field(description="A named part of the score (`PHRModel.score_parts`).")
+    label: str = Field(description="Its name for a creator.")
     value: float
     share: float = Field(description="value / Σ|values|: signed; the shares' magnitudes sum to 1.")
 
 
 class VideoEvidence(BaseModel):
-    video: str = Field(description="A training video (the store's relative path), or `text: <caption>`.")
+    video: str = Field(description="The user's own post: its store path, or `text: <caption>`.")
     weight: float = Field(description="Attention α (the user's own videos) or cosine similarity (similar ones).")
 
 
@@ -96,9 +97,14 @@ class Because(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     parts: list[Part]
-    uses: int = Field(ge=0, description="The user's training posts with the hashtag.")
+    uses: int = Field(ge=0, description="The user's posts with the hashtag.")
+    last_used: float | None = Field(description="Unix seconds of the latest of them (null: none, or no time known).")
     own_videos: list[VideoEvidence] = Field(description="The user's training videos with it, by attention.")
-    similar_videos: list[VideoEvidence] = Field(description="Training videos with it, most similar to the clip.")
+    similar_videos: list[VideoEvidence] = Field(
+        description="The user's own training videos with it, most similar to the clip first.")
+    nearest: int = Field(ge=0, description="Training videos (anyone's) most similar to the clip looked at.")
+    nearest_with_it: int = Field(ge=0, description="How many of those carry the hashtag (a count, never names).")
+    sentences: list[str] = Field(description="The reasons in words, for the creator.")
 
 
 class Suggestion(BaseModel):
