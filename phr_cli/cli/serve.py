@@ -61,10 +61,15 @@ def serve(
         "--batch-window-ms", callback=finite(0, maximum=MAX_BATCH_WINDOW * MS),
         help="How long a clip waits for others to share its encoder batch.")
     ] = ServeOptions.batch_window * MS,
+    journal: Annotated[str | None, typer.Option(
+        "--journal", metavar="PATH|URL", help="Where POST /posts records published posts, replayed on start: a file "
+        "(SQLite), or a postgresql:// URL that replicas share [default: beside the checkpoint, NAME.journal.db]")
+    ] = ServeOptions.journal,
     device: DeviceOption = DEFAULT_DEVICE,
     weights_dir: WeightsDirOption = None,
 ) -> None:
-    """Serve suggestions over HTTP (POST /recommend, GET /users/ID, /health/live, /health/ready; docs at /docs)."""
+    """Serve suggestions over HTTP (POST /recommend, POST /posts, GET /users/ID, /health/live, /health/ready;
+    docs at /docs)."""
     import logging
 
     from phr_cli.devices import resolve_device
@@ -79,7 +84,7 @@ def serve(
     try:
         options = ServeOptions(host=host, port=port, token=token, media_root=media_root,
                                max_upload_bytes=int(max_upload_mb * MIB), decode_workers=decode_workers,
-                               file_timeout=file_timeout, batch_window=batch_window_ms / MS)
+                               file_timeout=file_timeout, batch_window=batch_window_ms / MS, journal=journal)
         with err.status("loading the checkpoint, encoders and store…"):
             recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
             recommender.load_store(explain=True)

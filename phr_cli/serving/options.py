@@ -27,6 +27,9 @@ class ServeOptions:
     file_timeout: float = 30.0  # seconds of decoding a clip gets
     batch_window: float = 0.01  # seconds a clip waits for others to share its encoder batch
     max_batch: int = 32
+    # Where published posts (POST /posts) are recorded: a file (SQLite) or a postgresql:// URL shared by
+    # replicas; None: beside the checkpoint (`journal_beside`).
+    journal: str | None = None
 
     def __post_init__(self) -> None:
         problem = token_problem(self.token)
@@ -61,3 +64,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name other than localhost may resolve anywhere
         return False
+
+
+JOURNAL_SUFFIX = ".journal.db"
+
+
+def journal_beside(checkpoint: Path) -> Path:
+    """The default journal of a checkpoint: models/gcn-phr.pt records into models/gcn-phr.journal.db."""
+    return Path(checkpoint).with_suffix(JOURNAL_SUFFIX)

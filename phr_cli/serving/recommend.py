@@ -30,7 +30,7 @@ from phr_cli.data.journal import JOURNAL_SOURCE, LivePost
 from phr_cli.data.posts import caption_without_hashtags, normalize_user, parse_hashtags
 from phr_cli.data.provenance import select_trained_posts
 from phr_cli.data.statuses import Status
-from phr_cli.data.store import ACOUSTIC_DIM, VISUAL_DIM, StoreContents, load_store
+from phr_cli.data.store import ACOUSTIC_DIM, TEXT_EMBEDDING_DIM, VISUAL_DIM, StoreContents, load_store
 from phr_cli.devices import resolve_device
 from phr_cli.encoders.pipeline import Encoders, content_key
 from phr_cli.encoders.registry import random_weights_id
@@ -88,6 +88,8 @@ class PreparedClip:
         "visual": np.zeros(VISUAL_DIM, np.float32), "acoustic": np.zeros(ACOUSTIC_DIM, np.float32)})
     masks: dict[str, bool] = field(default_factory=lambda: {"visual": False, "acoustic": False, "textual": False})
     decoded: DecodedClip | None = None  # frames and audio waiting for the encoders
+    # The caption's sentence embedding before the store's projection: what a published post's store row keeps.
+    text_embedding: np.ndarray = field(default_factory=lambda: np.zeros(TEXT_EMBEDDING_DIM, np.float32))
     key: str = ""  # content key: a video the model was trained on is ranked with its ID and history
     duration: float = 0.0
     timings: Timings = field(default_factory=Timings)
@@ -273,13 +275,16 @@ class Recommender:
         embedded = {}
         if wanted:
             self._check_encoder("textual")
-            embedded = dict(zip(wanted, self.projection.apply(self.encoders.textual.embed(wanted))))
+            raw = np.asarray(self.encoders.textual.embed(wanted), np.float32)
+            embedded = dict(zip(wanted, zip(raw, self.projection.apply(raw))))
         for clip in clips:
             clip.decoded = None  # frames are large; the features are all that is kept
             text = texts[clip.caption]
             clip.masks["textual"] = bool(text)
-            clip.features["textual"] = embedded[text] if text else \
-                np.zeros(self.projection.components.shape[0], np.float32)
+            if text:
+                clip.text_embedding, clip.features["textual"] = embedded[text]
+            else:
+                clip.features["textual"] = np.zeros(self.projection.components.shape[0], np.float32)
         share = (time.perf_counter() - tick) / max(1, len(clips))
         for clip in clips:  # one batch's time, shared by the clips in it
             clip.timings.encode += share

@@ -10,11 +10,13 @@ its own subclass of `ClipFields`) and `clip_request_body` documents both bodies.
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
+from phr_cli.data.posts import parse_time, split_hashtag_field
 from phr_cli.data.statuses import Status
 
 DEFAULT_TOP = 10  # suggestions when a request does not say
@@ -48,6 +50,46 @@ WholeNumber = Annotated[int, BeforeValidator(_whole)]
 class RecommendFields(ClipFields):
     top: WholeNumber = Field(DEFAULT_TOP, ge=1, description="How many hashtags; more than the model has gives all.")
 
+
+def _hashtags(value: Any) -> Any:
+    """A list (JSON) or space- or comma-separated text (a form), normalised as a manifest's are."""
+    return split_hashtag_field(value) if isinstance(value, (str, list)) else value
+
+
+def _time(value: Any) -> Any:
+    """Unix seconds or ISO 8601 text, as a manifest's `time`; none given: now."""
+    if value is None or value == "":
+        return time.time()
+    try:
+        return parse_time(value)
+    except (TypeError, ValueError):
+        raise ValueError("give Unix seconds or ISO 8601 text (2026-12-07T10:00:00Z)") from None
+
+
+class PostFields(ClipFields):
+    """A post the user just published (`POST /posts`): the clip, its caption and the hashtags they chose."""
+
+    hashtags: Annotated[list[str], BeforeValidator(_hashtags)] = Field(
+        min_length=1, description="The hashtags the user chose: a list (JSON) or space- or comma-separated text "
+        "(a form), each normalised as in a manifest (no '#', lower case).")
+    time: Annotated[float, BeforeValidator(_time)] = Field(
+        None, validate_default=True, description="When it was posted: Unix seconds or ISO 8601 text (default: now).")
+    id: str | None = Field(None, min_length=1, max_length=200, description="The platform's id of the post: a post "
+                           "sent again with the same id is not counted twice (default: a new id).")
+
+
+class Posted(BaseModel):
+    """A post recorded (durable in the journal) and in the user's history from the next request on."""
+
+    id: str = Field(description="The post's id: the one given, or a new one.")
+    sequence: int = Field(ge=1, description="Its place in the journal.")
+    new: bool = Field(description="False: a post with this id was recorded before; it is counted once.")
+    user: str
+    hashtags: list[str] = Field(description="The hashtags recorded, normalised.")
+
+
+POST_EXAMPLE = {"path": "beach.mp4", "user": "ana", "caption": "Morning swim", "hashtags": ["sea", "swim"],
+                "id": "post-1"}
 
 FieldsT = TypeVar("FieldsT", bound=ClipFields)
 
@@ -130,13 +172,14 @@ class Recommendation(BaseModel):
 
 class UserHashtag(BaseModel):
     hashtag: str
-    count: int | None = Field(description="The user's training posts with it (null when the store is unreadable).")
+    count: int | None = Field(description="The user's posts with it (null for a model without the count evidence).")
 
 
 class UserHashtags(BaseModel):
     user: str
-    known: bool = Field(description="Whether the model was trained on the user's posts.")
-    hashtags: list[UserHashtag] = Field(description="The user's training hashtags, most used first.")
+    known: bool = Field(description="Whether the model knows the user's posts: trained on, or published since.")
+    hashtags: list[UserHashtag] = Field(description="The user's hashtags, training and published since, most used "
+                                        "first.")
 
 
 class Liveness(BaseModel):

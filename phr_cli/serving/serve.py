@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent import futures
 from contextlib import asynccontextmanager
@@ -45,16 +46,22 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from phr_cli.data import decode
 from phr_cli.data.decode_options import DecodeLimits
+from phr_cli.data.journal import LivePost, open_journal
+from phr_cli.data.posts import normalize_user
 from phr_cli.encoders.pipeline import Encoders
 from phr_cli.errors import PhrError
 from phr_cli.files import sha256_of
-from phr_cli.serving.options import ServeOptions, is_loopback
-from phr_cli.serving.recommend import PreparedClip, Recommender
+from phr_cli.serving.history import LiveHistory
+from phr_cli.serving.options import ServeOptions, is_loopback, journal_beside
+from phr_cli.serving.recommend import ClipRecommendation, PreparedClip, Recommender
 from phr_cli.serving.schema import (
+    POST_EXAMPLE,
     RECOMMEND_EXAMPLE,
     ErrorMessage,
     FieldsT,
     Liveness,
+    Posted,
+    PostFields,
     Provenance,
     Readiness,
     ReadinessStatus,
@@ -105,6 +112,7 @@ class Stages:
     decode: float = 0.0  # store look-up and decoding, waiting for a decoder included
     encode: float = 0.0  # from joining a batch to its features: the window and device waits included
     score: float = 0.0  # scoring, ranking and explanations (their own time on the device thread)
+    record: float = 0.0  # a published post: the journal's durable write and its fold-in (POST /posts)
 
     def header(self) -> str:
         return ", ".join(f"{name};dur={1000 * value:.1f}" for name, value in vars(self).items())
@@ -134,8 +142,11 @@ class Service:
         recommender.load_store(explain=True)
         self.upload_dir = Path(tempfile.mkdtemp(prefix="phr-serve-"))  # mode 0700: this user only
         self.device = futures.ThreadPoolExecutor(1, thread_name_prefix="phr-device")
+        assert recommender.checkpoint.path is not None  # read from a file
+        self.history = LiveHistory(open_journal(options.journal or journal_beside(recommender.checkpoint.path)),
+                                   recommender)
         # First on the device thread: requests that arrive meanwhile queue behind it.
-        self.encoders_loading = self.device.submit(load_encoders, recommender.encoders)
+        self.encoders_loading = self.device.submit(self._warm_up)
         self.encoders_loading.add_done_callback(_log_encoder_failure)
         self.files = futures.ThreadPoolExecutor(4, thread_name_prefix="phr-files")  # hashing, thread decoding
         # spawn, not fork: this process holds torch threads a forked child must not inherit.
@@ -145,6 +156,13 @@ class Service:
         ) if options.decode_workers else None
         self.waiting: list[tuple[PreparedClip, asyncio.Future]] = []
         self.flush_timer: asyncio.TimerHandle | None = None
+
+    def _warm_up(self) -> None:
+        """Every encoder loaded, and the journal's posts since training replayed into the history."""
+        load_encoders(self.recommender.encoders)
+        replayed = self.history.catch_up()
+        if replayed:
+            log.info("replayed %d post(s) published since training from %s", replayed, self.history.journal.location)
 
     @property
     def readiness(self) -> ReadinessStatus:
@@ -158,31 +176,62 @@ class Service:
             self.pool.join()
         self.device.shutdown(wait=True)
         self.files.shutdown(wait=True)
+        self.history.close()
         shutil.rmtree(self.upload_dir, ignore_errors=True)
 
-    async def recommend(self, request: ClipRequest[RecommendFields], stages: Stages) -> dict[str, Any]:
-        """`Recommendation`'s fields for the request's clip."""
+    async def _features(self, request: ClipRequest[FieldsT], stages: Stages) -> PreparedClip:
+        """The request's clip looked up in the store, else decoded, then encoded (in the next batch)."""
         loop = asyncio.get_running_loop()
-        fields = request.fields
         tick = time.perf_counter()
-        prepared = await loop.run_in_executor(self.files, self.recommender.look_up, request.clip, fields.caption)
+        prepared = await loop.run_in_executor(self.files, self.recommender.look_up, request.clip,
+                                              request.fields.caption)
         if prepared.needs_decoding:
             await self._decode(prepared)
         stages.decode = time.perf_counter() - tick
         tick = time.perf_counter()
         await self._encode(prepared)
+        stages.encode = time.perf_counter() - tick
         prepared.clip = request.name  # the answer and its error name the clip as the client did
-        top = min(fields.top, len(self.recommender.checkpoint.hashtags))
-        result = await loop.run_in_executor(self.device, self.recommender.rank, prepared, fields.user, top, False,
-                                            True)
+        return prepared
+
+    def _rank(self, prepared: PreparedClip, user: str, top: int) -> ClipRecommendation:
+        """On the device thread: what other processes recorded first (if it is time to look), then the ranking."""
+        self.history.catch_up_if_due()
+        return self.recommender.rank(prepared, user, min(top, len(self.recommender.live.hashtags)), False, True)
+
+    async def recommend(self, request: ClipRequest[RecommendFields], stages: Stages) -> dict[str, Any]:
+        """`Recommendation`'s fields for the request's clip."""
+        prepared = await self._features(request, stages)
+        tick = time.perf_counter()
+        result = await asyncio.get_running_loop().run_in_executor(self.device, self._rank, prepared,
+                                                                  request.fields.user, request.fields.top)
         # Waiting for the device thread (behind other batches' encoders) counts as encoding.
         stages.score = prepared.timings.score
-        stages.encode = time.perf_counter() - tick - stages.score
+        stages.encode += time.perf_counter() - tick - stages.score
         # A decoder's message may quote the file it read: never show the server's path.
         result.notices = [notice.replace(str(request.clip), request.name) for notice in result.notices]
         if result.error is not None:
             result.error = result.error.replace(str(request.clip), request.name)
         return {**result.to_dict(), "duration": prepared.duration}
+
+    async def publish(self, request: ClipRequest[PostFields], stages: Stages) -> Posted:
+        """Record a published post durably, then fold it (and whatever else the journal gained)
+        into the history; raises RequestError when the clip gave nothing to learn from."""
+        prepared = await self._features(request, stages)
+        if not any(prepared.masks.values()):
+            reason = prepared.notices[0] if prepared.notices else "no content"
+            raise RequestError(422, f"{request.name}: {reason.replace(str(request.clip), request.name)}")
+        fields, loop = request.fields, asyncio.get_running_loop()
+        post = LivePost(
+            id=fields.id or uuid.uuid4().hex, user=normalize_user(fields.user) or fields.user,
+            hashtags=fields.hashtags, caption=fields.caption, time=fields.time, key=prepared.key, clip=request.name,
+            features={**prepared.features, "text_embedding": prepared.text_embedding}, masks=dict(prepared.masks),
+            status=str(prepared.status))
+        tick = time.perf_counter()
+        sequence, new = await loop.run_in_executor(self.files, self.history.record, post)
+        await loop.run_in_executor(self.device, self.history.catch_up)
+        stages.record = time.perf_counter() - tick
+        return Posted(id=post.id, sequence=sequence, new=new, user=post.user, hashtags=post.hashtags)
 
     async def _decode(self, prepared: PreparedClip) -> None:
         path, sampling = Path(prepared.clip), self.recommender.sampling
@@ -286,12 +335,39 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
     guarded.get("/health", responses=not_ready, summary="Ready (an alias of /health/ready)")(ready)
 
     @guarded.get("/users/{user}", responses=refusals(422))
-    def user_hashtags(user: str) -> UserHashtags:
-        """Whether the model knows the user, and their training hashtags with counts."""
-        counts = recommender.user_hashtag_counts(user)
-        return UserHashtags.model_validate({
-            "user": user, "known": recommender.checkpoint.user_position(user) >= 0,
-            "hashtags": [{"hashtag": h, "count": n} for h, n in counts.items()]})
+    async def user_hashtags(user: str) -> UserHashtags:
+        """Whether the model knows the user, and their hashtags with counts (training and published since)."""
+        def counts() -> UserHashtags:  # on the device thread, which folds posts in
+            service.history.catch_up_if_due()
+            return UserHashtags.model_validate({
+                "user": user, "known": recommender.known_user(user),
+                "hashtags": [{"hashtag": h, "count": n} for h, n in recommender.user_hashtag_counts(user).items()]})
+
+        service = state["service"]
+        return await asyncio.get_running_loop().run_in_executor(service.device, counts)
+
+    @guarded.post("/posts", status_code=201, response_model=Posted,
+                  openapi_extra=clip_request_body(PostFields, POST_EXAMPLE),
+                  responses={**refusals(400, 403, 404, 413, 415, 500), 422: {
+                      "model": ErrorMessage, "description": "A field missing, repeated or out of its range, or a "
+                      "clip that gave nothing to learn from."}})
+    async def posts(request: Request, response: Response) -> Posted | JSONResponse:
+        """A post the user just published, with the hashtags they chose (fields as /recommend's, plus
+        `hashtags`, optional `time` and `id`): recorded durably, then in the user's history (every
+        evidence term of /recommend and /users) from the next request on. A repeated `id` counts once."""
+        service = state["service"]
+        stages, started = Stages(), time.perf_counter()
+        async with read_clip_request(request, service.upload_dir, options, PostFields) as clip_request:
+            try:
+                posted = await service.publish(clip_request, stages)
+            except PhrError as error:
+                log_request(request, 500, "failed", started, str(error))
+                return JSONResponse({"error": str(error)}, 500)
+        response.headers["Server-Timing"] = stages.header()
+        log_request(request, 201, "recorded" if posted.new else "seen before", started, "",
+                    f"post {posted.id}, sequence {posted.sequence}, decode {1000 * stages.decode:.0f} ms, "
+                    f"encode {1000 * stages.encode:.0f} ms, record {1000 * stages.record:.0f} ms")
+        return posted
 
     clip_refused: dict[str, Any] = {
         "model": Recommendation | ErrorMessage, "description": "The clip gave nothing to rank from (a Recommendation "
