@@ -21,10 +21,17 @@ from phr_cli.cli.app import (
 )
 from phr_cli.errors import PhrError
 from phr_cli.serving.logs import LogFormat
-from phr_cli.serving.options import MAX_BATCH_WINDOW, ServeOptions
+from phr_cli.serving.options import MAX_BATCH_WINDOW, ServeOptions, token_problem
 
 MIB = 1 << 20  # --max-upload-mb's unit
 MS = 1000  # --batch-window-ms's unit
+
+
+def _usable_token(token: str | None) -> str | None:
+    problem = token_problem(token)
+    if problem:
+        raise typer.BadParameter(problem)
+    return token
 
 
 @app.command()
@@ -38,7 +45,8 @@ def serve(
         "--host", help="Address to listen on; beyond loopback needs --token.")] = ServeOptions.host,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = ServeOptions.port,
     token: Annotated[str | None, typer.Option(
-        "--token", envvar="PHR_TOKEN", help="Bearer token every request must carry.")] = ServeOptions.token,
+        "--token", envvar="PHR_TOKEN", callback=_usable_token,
+        help="Bearer token every request but /health/live must carry.")] = ServeOptions.token,
     media_root: Annotated[Path | None, typer.Option(
         "--media-root", help="Serve JSON `path` requests for files under this folder (off by default).")
     ] = ServeOptions.media_root,
@@ -54,6 +62,10 @@ def serve(
         "--batch-window-ms", callback=finite(0, maximum=MAX_BATCH_WINDOW * MS),
         help="How long a clip waits for others to share its encoder batch.")
     ] = ServeOptions.batch_window * MS,
+    journal: Annotated[str | None, typer.Option(
+        "--journal", metavar="PATH|URL", help="Where POST /posts records published posts, replayed on start: a file "
+        "(SQLite), or a postgresql:// URL that replicas share [default: beside the checkpoint, NAME.journal.db]")
+    ] = ServeOptions.journal,
     workers: Annotated[int, typer.Option(
         "--workers", min=1, help="Server processes on the one port, each loading the model.")
     ] = ServeOptions.workers,
@@ -65,7 +77,8 @@ def serve(
     device: DeviceOption = DEFAULT_DEVICE,
     weights_dir: WeightsDirOption = None,
 ) -> None:
-    """Serve suggestions over HTTP (POST /recommend, GET /health, GET /users/ID, GET /metrics; docs at /docs).
+    """Serve suggestions over HTTP (POST /recommend, POST /posts, GET /users/ID, /health/live, /health/ready,
+    /metrics; docs at /docs).
 
     SIGHUP (or POST /admin/reload) loads the checkpoint file again and swaps it in; SIGTERM or
     SIGINT drains the requests in flight and exits 0."""
@@ -83,8 +96,8 @@ def serve(
     try:
         options = ServeOptions(host=host, port=port, token=token, media_root=media_root,
                                max_upload_bytes=int(max_upload_mb * MIB), decode_workers=decode_workers,
-                               file_timeout=file_timeout, batch_window=batch_window_ms / MS, workers=workers,
-                               drain_timeout=drain_timeout, log_format=log_format)
+                               file_timeout=file_timeout, batch_window=batch_window_ms / MS, journal=journal,
+                               workers=workers, drain_timeout=drain_timeout, log_format=log_format)
     except PhrError as error:
         fail(str(error))
     quiet_libraries()

@@ -7,6 +7,8 @@ must be the running ones (which are reused, not loaded again: batches in flight 
 with them), and the store the server reads must match it (`Recommender.load_store`). Only then
 does the reference that each request reads once, at its start, point at it: a request in
 flight finishes on the model it started with, and a file that fails leaves the old model serving.
+The new model follows the same journal as the old one: the posts published since its training
+are folded into it before the swap (serving/history.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, NoReturn
 
 from phr_cli.errors import PhrError
 from phr_cli.files import sha256_of
+from phr_cli.serving.history import LiveHistory
 from phr_cli.serving.metrics import ServeMetrics
 from phr_cli.serving.recommend import Recommender
 
@@ -33,16 +36,18 @@ class ReloadRefused(PhrError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A recommender and the checkpoint file it came from (its SHA-256, computed once per load)."""
+    """A recommender, its live history and the checkpoint file it came from (its SHA-256,
+    computed once per load)."""
 
     recommender: Recommender
+    history: LiveHistory
     sha256: str
     loaded_at: float  # Unix time
 
 
-def loaded(recommender: Recommender, checkpoint_path: Path) -> LoadedModel:
+def loaded(recommender: Recommender, history: LiveHistory, checkpoint_path: Path) -> LoadedModel:
     """The model of a recommender the command loaded at start-up."""
-    return LoadedModel(recommender, sha256_of(checkpoint_path), time.time())
+    return LoadedModel(recommender, history, sha256_of(checkpoint_path), time.time())
 
 
 def replacement(current: LoadedModel, checkpoint_path: Path) -> LoadedModel:
@@ -62,6 +67,9 @@ def replacement(current: LoadedModel, checkpoint_path: Path) -> LoadedModel:
             raise ReloadRefused(f"{checkpoint_path} was trained with other {' and '.join(changed)} encoders than "
                                 "the running ones; restart phr serve to change encoders")
         recommender.load_store(explain=True)
+        # The same journal (one connection, shared): what was published since, folded in now.
+        history = LiveHistory(current.history.journal, recommender)
+        history.catch_up()
     except ReloadRefused:
         raise
     except PhrError as error:
@@ -69,7 +77,7 @@ def replacement(current: LoadedModel, checkpoint_path: Path) -> LoadedModel:
     if sha256_of(checkpoint_path) != sha256:  # replaced while it loaded: which file is this?
         raise ReloadRefused(f"{checkpoint_path} was replaced while it loaded; reload again")
     recommender.encoders = running.encoders  # the same weights, already loaded
-    return LoadedModel(recommender, sha256, time.time())
+    return LoadedModel(recommender, history, sha256, time.time())
 
 
 @dataclass(frozen=True)
