@@ -261,6 +261,9 @@ def show_training(outcome: StoreTraining, metric_name: str, curve: Path) -> None
         tail = " (patience counted afresh, Adam's moments anew)" if result.start is Start.EXTENDED else ""
         out.print(f"{head} epochs {first}–{run} of at most {result.epochs}"
                   + (", stopped early" if result.stopped_early else "") + tail, highlight=False, soft_wrap=True)
+    if result.warm_start is not None:
+        out.print(f"warm-started from {printable(result.warm_start.path)}: {result.warm_start.summary()}",
+                  highlight=False, soft_wrap=True)
     validation = "no validation set: the last epoch is kept" if math.isnan(result.best_metric) else \
         f"validation {metric_name} {result.best_metric:.4f}"
     out.print(
