@@ -3,6 +3,7 @@ refused, and what the new checkpoint records."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -198,6 +199,8 @@ def test_phr_train_warm_start_says_what_carried_over(tmp_path):
     warm = train_cli(tmp_path / "new.pt", "--warm-start", str(tmp_path / "old.pt"))
     assert warm.exit_code == 0, warm.output
     assert f"warm-started from {(tmp_path / 'old.pt').resolve()}: 3 of 3 users," in warm.stdout
+    inspected = CliRunner().invoke(app, ["inspect", str(tmp_path / "new.pt"), "--json"])
+    assert json.loads(inspected.stdout)["warm_start"]["sha256"] == sha256_of(tmp_path / "old.pt")
     refused = train_cli(tmp_path / "other.pt", "--warm-start", str(tmp_path / "old.pt"), "--dim", "16")
     assert refused.exit_code == 1
     assert refused.output.strip().splitlines()[-1].startswith("error: --warm-start ")

@@ -103,6 +103,8 @@ def show_checkpoint(summary: dict) -> None:
         ("state", ("finished" if summary["completed"] else "interrupted: `phr train` resumes it")
          + (", stopped early" if summary["stopped_early"] else "")),
         *summary["stages"].items(),
+        *([("warm-started from", f"{warm['path']} (sha256 {warm['sha256'][:12]}…)")]
+          if (warm := summary.get("warm_start")) else []),
         ("trained on", provenance["store"] or "posts from no store"),
     ]
     if provenance["store"]:
