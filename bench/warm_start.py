@@ -1,7 +1,7 @@
 """`phr train --warm-start` against a full retrain on a grown store: Last.fm 2K, split by time.
 
     python bench/warm_start.py ../shared/datasets/lastfm-2k [--work DIR] [--cut 0.8] [--epochs N]
-        [--patience N] [--with-steps] [--device cpu]
+        [--patience N] [--with-steps] [--reuse] [--device cpu]
 
 The posts (`lastfm_data.py`) sorted by time: an "old" store of the earliest `--cut` of them and
 a "grown" store of all, each written by the product's own `extract` (so the grown store has its
@@ -9,9 +9,10 @@ own caption PCA, as a store that grew refits it). OLD is trained on the old stor
 grown store, one after the other on the same machine: (a) a full retrain from scratch and (b)
 `--warm-start OLD`, both split by time with the same seed. Each epoch's validation P@5 and the
 wall time from the call's start to the epoch's end (reading the store, building the graph and,
-for (b), loading OLD included) are recorded. The figure: the time (b) needs to reach (a)'s best
-validation P@5, as a share of the time (a) needed for it. Also printed: the warm-started model's
-validation P@5 before its first epoch (the carried-over weights alone).
+for (b), loading OLD included) are recorded; (b) also validates the carried-over weights before
+its first epoch (epoch 0). The figure: the time (b) needs to reach (a)'s best validation P@5, as
+a share of the time (a) needed for it. With --reuse, stores and a finished OLD already in
+--work are taken as they are.
 
 The steps after the epochs (PITF's factors, calibration, re-ranker) change no epoch's validation
 figure and are the same work in both runs; they are off unless --with-steps.
@@ -26,22 +27,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from lastfm_data import load_lastfm_captions, load_lastfm_posts
 
-from phr_cli.data.dataset import Dataset
-from phr_cli.devices import resolve_device
-from phr_cli.evaluation.metrics import evaluate
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.model.config import ModelConfig
-from phr_cli.model.phr import PHRModel
-from phr_cli.ranking.scorer import ModelScorer
+from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import StoreTraining, train_from_store
-from phr_cli.training.warm_start import carry_over, load_origin
 
 SPLIT = "time"
 
@@ -73,25 +68,20 @@ def timed_training(store: Path, checkpoint: Path, model: ModelConfig, config: Tr
     return outcome, ends
 
 
-def carried_over_metric(store: Path, old: Path, model_config: ModelConfig, config: TrainConfig) -> float:
-    """Validation P@5 of the warm-started model before any epoch, as `train` validates an epoch."""
-    dataset = Dataset.from_store(store, SPLIT, config.seed)
-    provenance = dataset.provenance()
-    origin = load_origin(old, model_config, config, provenance)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = PHRModel.from_graph(model_config, dataset.graph).to(resolve_device(config.device))
-    carry_over(origin, model, dataset.graph, provenance)
-    model.eval()
-    with torch.no_grad():
-        scorer = ModelScorer(model, *model.network.propagate(), dataset.graph.item_index)
-        metrics = evaluate(scorer, dataset.posts, dataset.validation, protocol="full", ks=(5, 10), seed=config.seed)
-    return float(metrics["full"]["all"][config.validation_metric])
+def curve(outcome: StoreTraining, ends: list[float]) -> list[tuple[int, float, float]]:
+    """(epoch, validation metric, seconds since the call began) of each epoch, a warm start's
+    epoch 0 first (it ended where epoch 1 began)."""
+    history = outcome.result.history
+    points = [(int(h["epoch"]), h["metric"], end) for h, end in zip(history, ends)]
+    warm = outcome.result.warm_start
+    if warm is not None and history:
+        points.insert(0, (0, warm.validation_metric, ends[0] - history[0]["seconds"]))
+    return points
 
 
-def first_reaching(history: list[dict[str, float]], ends: list[float], target: float) -> tuple[int, float] | None:
-    """(epoch, seconds) of the first epoch whose validation metric is at least target (None: none)."""
-    return next(((int(h["epoch"]), end) for h, end in zip(history, ends) if h["metric"] >= target), None)
+def first_reaching(points: list[tuple[int, float, float]], target: float) -> tuple[int, float] | None:
+    """(epoch, seconds) of the first point whose validation metric is at least target (None: none)."""
+    return next(((epoch, seconds) for epoch, metric, seconds in points if metric >= target), None)
 
 
 def main() -> None:
@@ -102,6 +92,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=TrainConfig.patience)
     parser.add_argument("--with-steps", action="store_true", help="also run PITF's factors and the re-ranker")
+    parser.add_argument("--reuse", action="store_true", help="take the stores and a finished OLD in --work as they are")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     model_config = ModelConfig(factors=args.with_steps)
@@ -110,30 +101,37 @@ def main() -> None:
     n_old, n_all = write_posts(args.dataset, args.work / "posts", args.cut)
     stores = {name: args.work / f"{name}.h5" for name in ("old", "grown")}
     for name, store in stores.items():
-        report = extract(args.work / "posts" / name, store, ExtractOptions(device=args.device, random_weights=True))
-        print(f"warm start: {name} store {store}, text features in {report.seconds:.1f} s")
+        if not (args.reuse and store.exists()):
+            report = extract(args.work / "posts" / name, store, ExtractOptions(device=args.device,
+                                                                                random_weights=True))
+            print(f"warm start: {name} store {store}, text features in {report.seconds:.1f} s")
 
     old = args.work / "old.pt"
-    old_outcome, old_ends = timed_training(stores["old"], old, model_config, config)
+    if not (args.reuse and old.exists() and load_checkpoint(old).completed):
+        old_outcome, old_ends = timed_training(stores["old"], old, model_config, config)
+        print(f"warm start: old: {old_outcome.n_posts} posts, validation {config.validation_metric} by epoch: "
+              + ", ".join(f"{metric:.4f} @ {seconds:.0f} s" for _, metric, seconds in curve(old_outcome, old_ends)))
     full, full_ends = timed_training(stores["grown"], args.work / "full.pt", model_config, config)
     warm, warm_ends = timed_training(stores["grown"], args.work / "warm.pt", model_config, config, warm_start=old)
-    before = carried_over_metric(stores["grown"], old, model_config, config)
 
     metric = config.validation_metric
-    for name, outcome, ends in (("old", old_outcome, old_ends), ("full retrain", full, full_ends),
-                                ("warm start", warm, warm_ends)):
-        curve = ", ".join(f"{h['metric']:.4f} @ {end:.0f} s" for h, end in zip(outcome.result.history, ends))
-        print(f"warm start: {name}: {outcome.n_posts} posts, validation {metric} by epoch: {curve}")
+    full_curve, warm_curve = curve(full, full_ends), curve(warm, warm_ends)
+    for name, outcome, points in (("full retrain", full, full_curve), ("warm start", warm, warm_curve)):
+        print(f"warm start: {name}: {outcome.n_posts} posts, validation {metric} by epoch: "
+              + ", ".join(f"{epoch}: {value:.4f} @ {seconds:.0f} s" for epoch, value, seconds in points))
     assert warm.result.warm_start is not None
     target, best_epoch = full.result.best_metric, full.result.best_epoch
     full_seconds = full_ends[best_epoch - 1]
-    reached = first_reaching(warm.result.history, warm_ends, target)
+    reached = first_reaching(warm_curve, target)
+    trained = first_reaching([point for point in warm_curve if point[0] > 0], target)
     reach = (f"at epoch {reached[0]} after {reached[1]:.0f} s: {reached[1] / full_seconds:.0%} of the time"
              if reached else f"not within {len(warm.result.history)} epochs (best {warm.result.best_metric:.4f})")
+    after_training = (f"by a trained epoch: epoch {trained[0]}, {trained[1] / full_seconds:.0%}" if trained
+                      else "no trained epoch reaches it")
     print(f"warm start lastfm split={SPLIT} cut={args.cut:.0%} ({n_old} of {n_all} posts): full retrain best "
           f"validation {metric} {target:.4f} at epoch {best_epoch} after {full_seconds:.0f} s; warm start reaches it "
-          f"{reach} (target ≤ 25 %); before its first epoch {before:.4f}; "
-          f"{warm.result.warm_start.summary()}")
+          f"{reach} (target ≤ 25 %; {after_training}); its best {warm.result.best_metric:.4f} at epoch "
+          f"{warm.result.best_epoch}, {len(warm.result.history)} epochs run; {warm.result.warm_start.summary()}")
 
 
 if __name__ == "__main__":

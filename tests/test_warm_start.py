@@ -161,6 +161,8 @@ def test_the_checkpoint_records_its_origin_and_resumes_only_its_own_run(grown, o
     assert written.warm_start.sha256 == sha256_of(old_checkpoint)
     assert written.warm_start.summary() == "10 of 12 users, 29 of 30 hashtags, 55 of 77 items rows carried over"
 
+    assert written.best_metric >= written.warm_start.validation_metric > 0  # epoch 0: the carried-over weights
+
     with pytest.raises(CheckpointError, match=r"is the --checkpoint itself"):
         train(data, MODEL, ONE_EPOCH, old_checkpoint, warm_start=old_checkpoint)
 
@@ -206,3 +208,19 @@ def test_phr_train_warm_start_says_what_carried_over(tmp_path):
     assert refused.output.strip().splitlines()[-1].startswith("error: --warm-start ")
     # A finished run from scratch is a result: a warm start replaces it only with --overwrite.
     assert train_cli(tmp_path / "old.pt", "--warm-start", str(tmp_path / "new.pt")).exit_code == 1
+
+
+def test_the_carried_over_weights_stay_the_result_unless_an_epoch_beats_them(grown, old_checkpoint, tmp_path):
+    """Validated before the first epoch as epoch 0; an epoch that learns nothing (a vanishing
+    learning rate) does not beat them, so they are what the checkpoint keeps."""
+    data = SplitPosts(grown, split_posts(grown, seed=0))
+    result = train(data, MODEL, replace(ONE_EPOCH, lr=1e-30, epochs=2, patience=1), tmp_path / "new.pt",
+                   warm_start=old_checkpoint)
+    assert result.best_epoch == 0 and result.stopped_early and len(result.history) == 1
+    assert result.warm_start is not None and result.best_metric == result.warm_start.validation_metric
+    carried = fresh_model(grown)
+    carry_over(load_origin(old_checkpoint, MODEL, ONE_EPOCH, Provenance()), carried, training_graph(grown),
+               Provenance())
+    kept = load_checkpoint(tmp_path / "new.pt").state_dict
+    for name, parameter in carried.named_parameters():
+        assert torch.equal(kept[name], parameter), name

@@ -72,6 +72,8 @@ class WarmStart:
     sha256: str  # of that file then
     # Per vocabulary ("users", "hashtags", "items"): [rows carried over, rows of this model].
     carried: dict[str, list[int]]
+    # The carried-over weights' validation metric, before the first epoch (NaN: not validated).
+    validation_metric: float = math.nan
 
     def summary(self) -> str:
         """'N of M users, … rows carried over'."""
@@ -94,7 +96,7 @@ class Checkpoint:
     state_dict: dict[str, Tensor] = field(default_factory=dict)  # best epoch's weights, normalisation included
     user_representations: Tensor | None = None  # the network's propagate() at the best epoch
     hashtag_representations: Tensor | None = None
-    best_epoch: int = 0
+    best_epoch: int = 0  # 1-based; 0: a warm start's weights, which no epoch beat (or none run yet)
     best_metric: float = -math.inf
     history: list[dict[str, float]] = field(default_factory=list)
     completed: bool = False

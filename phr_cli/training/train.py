@@ -10,8 +10,9 @@ epoch), the steps after the epochs run again. A finished run with no more epochs
 it is (`Start.FINISHED`).
 
 A fresh run may be warm-started from a checkpoint trained on an earlier state of the store
-(training/warm_start.py); an interrupted warm-started run resumes as any other, and its
-checkpoint keeps where it began (`Checkpoint.warm_start`).
+(training/warm_start.py): its weights are validated before the first epoch as epoch 0, the
+best epoch if none beats them. An interrupted warm-started run resumes as any other, and
+its checkpoint keeps where it began (`Checkpoint.warm_start`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Start(Choice):
 @dataclass
 class TrainResult:
     checkpoint_path: Path
-    best_epoch: int  # 1-based
+    best_epoch: int  # 1-based; 0: a warm start's weights, which no epoch beat
     best_metric: float
     # per epoch: epoch, loss, metric, seconds (all of it), train_seconds (the training pass alone)
     history: list[dict[str, float]]
@@ -333,6 +334,10 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig, che
             start = Start.EXTENDED if saved.completed else Start.RESUMED
             bad_epochs = 0 if saved.completed else saved.resume.bad_epochs
             start_epoch, resumed_from = done + 1, done
+        if start is Start.FRESH and warm is not None:
+            # The carried-over weights are a trained model: validated as "epoch 0", they stay the
+            # result unless an epoch beats them, and patience counts from them.
+            warm.validation_metric = _validate(run, 0)
         _run_epochs(run, start_epoch, bad_epochs, progress, factors, finishing)
     return _result(checkpoint_path, record, device, data.validation, resumed_from, start)
 
@@ -381,7 +386,8 @@ def _run_epochs(run: _Run, start_epoch: int, bad_epochs: int, progress: Progress
 
 def _validate(run: _Run, epoch: int) -> float:
     """The epoch's validation metric (full ranking); the epoch becomes the record's best if it
-    beats the best so far (NaN without validation cases: the latest epoch is kept)."""
+    beats the best so far (NaN without validation cases: the latest epoch is kept). Epoch 0:
+    a warm start's weights before training."""
     model, record, validation = run.model, run.record, run.data.validation
     model.eval()
     with torch.no_grad():
