@@ -74,7 +74,7 @@ def curve(outcome: StoreTraining, ends: list[float]) -> list[tuple[int, float, f
     history = outcome.result.history
     points = [(int(h["epoch"]), h["metric"], end) for h, end in zip(history, ends)]
     warm = outcome.result.warm_start
-    if warm is not None and history:
+    if warm is not None and warm.validation_metric is not None and history:
         points.insert(0, (0, warm.validation_metric, ends[0] - history[0]["seconds"]))
     return points
 

@@ -161,6 +161,7 @@ def test_the_checkpoint_records_its_origin_and_resumes_only_its_own_run(grown, o
     assert written.warm_start.sha256 == sha256_of(old_checkpoint)
     assert written.warm_start.summary() == "10 of 12 users, 29 of 30 hashtags, 55 of 77 items rows carried over"
 
+    assert written.warm_start.validation_metric is not None
     assert written.best_metric >= written.warm_start.validation_metric > 0  # epoch 0: the carried-over weights
 
     with pytest.raises(CheckpointError, match=r"is the --checkpoint itself"):

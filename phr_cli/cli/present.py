@@ -265,7 +265,7 @@ def show_training(outcome: StoreTraining, metric_name: str, curve: Path) -> None
                   + (", stopped early" if result.stopped_early else "") + tail, highlight=False, soft_wrap=True)
     warm = result.warm_start
     if warm is not None:
-        before = "" if math.isnan(warm.validation_metric) else \
+        before = "" if warm.validation_metric is None or math.isnan(warm.validation_metric) else \
             f"; validation {metric_name} {warm.validation_metric:.4f} before the first epoch (epoch 0)"
         out.print(f"warm-started from {printable(warm.path)}: {warm.summary()}{before}", highlight=False,
                   soft_wrap=True)

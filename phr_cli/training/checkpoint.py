@@ -72,8 +72,8 @@ class WarmStart:
     sha256: str  # of that file then
     # Per vocabulary ("users", "hashtags", "items"): [rows carried over, rows of this model].
     carried: dict[str, list[int]]
-    # The carried-over weights' validation metric, before the first epoch (NaN: not validated).
-    validation_metric: float = math.nan
+    # The carried-over weights' validation metric, before the first epoch (None: not validated yet).
+    validation_metric: float | None = None
 
     def summary(self) -> str:
         """'N of M users, … rows carried over'."""
