@@ -45,14 +45,16 @@ def write_posts(dataset: Path, folder: Path, cut: float) -> tuple[int, int]:
     """posts.jsonl manifests of the earliest `cut` of the posts (folder/old) and of all (folder/grown)."""
     posts = load_lastfm_posts(dataset)
     captions = load_lastfm_captions(dataset, posts)
-    order = np.argsort(posts.times, kind="stable")  # by time, ties in the dataset's order
+    times = posts.times
+    assert times is not None  # lastfm_data dates every post
+    order = np.argsort(times, kind="stable")  # by time, ties in the dataset's order
     n_old = round(cut * len(order))
     for name, rows in (("old", np.sort(order[:n_old])), ("grown", order)):
         (folder / name).mkdir(parents=True, exist_ok=True)
         with open(folder / name / "posts.jsonl", "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps({"user": posts.users[row], "caption": captions[row],
-                                         "hashtags": posts.hashtags[row], "time": int(posts.times[row])},
+                                         "hashtags": posts.hashtags[row], "time": int(times[row])},
                                         ensure_ascii=False) + "\n")
     return n_old, len(order)
 
