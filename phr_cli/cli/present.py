@@ -284,14 +284,12 @@ def show_training(outcome: StoreTraining, metric_name: str, curve: Path) -> None
 
 
 def describe(because: Because) -> str:
-    """A suggestion's reasons on a few short lines (`phr recommend --explain`)."""
-    parts = ", ".join(f"{part.name} {part.share:+.0%}" for part in because.parts)
-    lines = [f"score: {parts}", f"you used it {because.uses}×"]
-    if because.own_videos:
-        lines.append("your videos: " + ", ".join(f"{v.video} (α {v.weight:.2f})" for v in because.own_videos))
-    if because.similar_videos:
-        lines.append("similar: " + ", ".join(f"{v.video} ({v.weight:.2f})" for v in because.similar_videos))
-    return "\n".join(lines)
+    """A suggestion's reasons in plain sentences, one a line (`phr recommend --explain`).
+
+    Each sentence is escaped on its own (`printable` turns control characters such as a
+    newline in a file name into visible escapes) and the lines are joined after, so that the
+    cell breaks between sentences and nowhere else."""
+    return "\n".join(printable(sentence) for sentence in because.sentences)
 
 
 def show_recommendations(results: list[ClipRecommendation], user: str | None, explain: bool) -> None:
@@ -306,7 +304,7 @@ def show_recommendations(results: list[ClipRecommendation], user: str | None, ex
         for column, justify in columns + ([("because", "left")] if explain else []):
             table.add_column(column, justify=justify)
         for s in result.suggestions:
-            reason = (printable(describe(s.because)),) if explain and s.because else ()
+            reason = (describe(s.because),) if explain and s.because else ()
             table.add_row(str(s.rank), f"#{s.hashtag}", f"{s.score:.3f}", "✓" if s.used_before else "", *reason)
         out.print(table)
 
@@ -353,7 +351,8 @@ def _spread(means: dict, std: dict) -> Callable[[str], str]:
 def _protocol_names(known: int) -> dict[str, str]:
     return {"sampled": "paper protocol (ground truth + 1,000 sampled hashtags)" if known > 1000 else
             f"paper protocol (all {known} known hashtags: fewer than 1,000 to sample)",
-            "full": "full ranking (every known hashtag)"}
+            "full": "full ranking (every known hashtag)",
+            "stream": "stream (full ranking, each test post folded in once scored, in time order)"}
 
 
 def show_comparison(comparison: Comparison, protocols: tuple[str, ...], segments: bool = False) -> None:

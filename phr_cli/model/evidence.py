@@ -91,6 +91,29 @@ class SparseCounts(SizedByState):
         table.values.copy_(counts.float())
         return table
 
+    def with_entries(self, rows: Tensor, columns: Tensor, values: Tensor, n_columns: int
+                     ) -> tuple[SparseCounts, Tensor]:
+        """This table keyed for n_columns (at least its own) with entries added, repeated keys
+        kept (an existing entry before an added one of the same key); and the order that
+        takes cat(existing, added) entries to the new table's."""
+        assert n_columns >= self.n_columns, "a table only grows"
+        existing = (self.keys // self.n_columns) * n_columns + self.keys % self.n_columns
+        keys = torch.cat([existing, rows * n_columns + columns])
+        order = keys.argsort(stable=True)
+        table = SparseCounts(n_columns, len(keys)).to(self.keys.device)
+        table.keys.copy_(keys[order])
+        table.values.copy_(torch.cat([self.values, values.to(self.values)])[order])
+        return table, order
+
+    def with_counts(self, rows: Tensor, columns: Tensor, n_columns: int) -> SparseCounts:
+        """This count table keyed for n_columns with 1 added at each (row, column)."""
+        added, _ = self.with_entries(rows, columns, torch.ones(len(rows), device=rows.device), n_columns)
+        keys, inverse = torch.unique_consecutive(added.keys, return_inverse=True)
+        table = SparseCounts(n_columns, len(keys)).to(self.keys.device)
+        table.keys.copy_(keys)
+        table.values.copy_(torch.zeros(len(keys), device=keys.device).index_add_(0, inverse, added.values))
+        return table
+
     def lookup(self, rows: Tensor, columns: Tensor) -> Tensor:
         """Counts at (rows, columns) (broadcast together); 0 where absent or the row is -1."""
         rows, columns = torch.broadcast_tensors(rows, columns)

@@ -68,6 +68,10 @@ class TagFactors(nn.Module):
                 self.content_std.copy_(torch.as_tensor(
                     [v for m in self.widths for v in pitf.content.std[m]], dtype=torch.float32))
 
+    def content_factor(self, features: dict[str, Tensor], masks: dict[str, Tensor], n: int) -> Tensor:
+        """(n, dim): the factor PITF's content map gives n new videos."""
+        return self._content(features, masks, n) @ self.content_weight + self.content_bias
+
     def _content(self, features: dict[str, Tensor], masks: dict[str, Tensor], n: int) -> Tensor:
         """`baselines.ContentFeatures` on tensors: standardised present modalities, zeros where
         missing, then one presence flag per modality."""
@@ -86,7 +90,7 @@ class TagFactors(nn.Module):
                    ) -> Tensor:
         """PITF's scores (B, H) of every hashtag: users (B,) graph ids (-1: cold, no user
         term), items (B,) graph ids (-1: new content, the mapped factor)."""
-        mapped = self._content(features, masks, len(users)) @ self.content_weight + self.content_bias
+        mapped = self.content_factor(features, masks, len(users))
         item = torch.where((items >= 0).unsqueeze(1), self.item.index_select(0, items.clamp(min=0)), mapped)
         user = torch.where((users >= 0).unsqueeze(1), self.user.index_select(0, users.clamp(min=0)), 0.0)
         return user @ self.user_tag.T + item @ self.item_tag.T

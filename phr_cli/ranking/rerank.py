@@ -18,6 +18,7 @@ weights-only file.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -136,6 +137,19 @@ class Reranker:
         lift = total.max(dim=1, keepdim=True).values + 1.0 - predicted.min(dim=1, keepdim=True).values
         return total.scatter(1, top, predicted + lift)
 
+    def copy(self) -> Reranker:
+        return dataclasses.replace(self)
+
+    def count_posts(self, users: Tensor, items: Tensor, n_users: int, n_items: int) -> None:
+        """Posts (their user and item rows) added to the counts, which grow to n_users and n_items."""
+        device = self.counts.user_posts.device
+        users, items = users.to(device), items.to(device)
+        ones = torch.ones(len(users), device=device)
+        self.counts = CountsOfTraining(
+            _padded(self.counts.user_posts, n_users).index_add_(0, users, ones),
+            _padded(self.counts.item_posts, n_items).index_add_(0, items, ones))
+        self._counts_on.clear()
+
     def to_dict(self) -> dict[str, Any]:
         counts = self.counts
         return {"trees": self.trees, "features": list(self.features),
@@ -223,3 +237,8 @@ def fit_reranker(scorer: ModelScorer, posts: PostData, cases: TestCases, graph: 
     if not record.kept:
         return None, record
     return Reranker(fit_trees(table, hits, seed).model_to_string(), names, counts), record
+
+
+def _padded(counts: Tensor, size: int) -> Tensor:
+    """counts (a copy) with zeros up to size."""
+    return torch.cat([counts, counts.new_zeros(size - len(counts))])

@@ -30,6 +30,12 @@ class SecondStage(Protocol):
     def rescore(self, model: PHRModel, parts: dict[str, Tensor], total: Tensor, users: Tensor,
                 items: Tensor) -> Tensor: ...
 
+    def count_posts(self, users: Tensor, items: Tensor, n_users: int, n_items: int) -> None:
+        """Posts published since training (their user and item rows) added to what it counts."""
+
+    def copy(self) -> SecondStage:
+        """One whose counts can change apart from this one's."""
+
 
 class ModelScorer:
     """GCN-PHR as a `metrics.Scorer`: scores of every known hashtag for each post."""

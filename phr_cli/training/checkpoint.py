@@ -42,11 +42,11 @@ from phr_cli.training.config import TrainConfig
 # factors as a score part (`factors.TagFactors`) and config field; /6: the re-ranker
 # (`rerank.Reranker`) and config field; /7: the model configuration by part (network,
 # evidence, item IDs, factors), the network's weights under "network.", `rerank` a training
-# option; /8: `stages`, `store_relative`, no optimizer state once finished; /9: `warm_start`
-# (CHANGELOG.md).
-CHECKPOINT_FORMAT = "phr-gcn-checkpoint/9"
+# option; /8: `stages`, `store_relative`, no optimizer state once finished; /9: `refreshed`;
+# /10: `warm_start` (CHANGELOG.md).
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/10"
 # Formats read as well: each lacks only what the later ones added, read as empty.
-EARLIER_READABLE = ("phr-gcn-checkpoint/8", "phr-gcn-checkpoint/7")
+EARLIER_READABLE = ("phr-gcn-checkpoint/9", "phr-gcn-checkpoint/8", "phr-gcn-checkpoint/7")
 READABLE_FORMATS = (CHECKPOINT_FORMAT, *EARLIER_READABLE)
 
 
@@ -109,6 +109,8 @@ class Checkpoint:
     # The steps after the epochs, each with what it did ("kept; …", "skipped (…)"), in order.
     stages: dict[str, str] = field(default_factory=dict)
     store_relative: str = ""  # the store's path relative to the checkpoint's folder, as `save` found it
+    # What `phr train --refresh` folded in since training (training/refresh.py); {}: nothing.
+    refreshed: dict[str, Any] = field(default_factory=dict)
     warm_start: WarmStart | None = None  # None: the run started from a fresh initialisation
     phr_version: str = __version__
     path: Path | None = None  # where it was read from (not saved)
@@ -154,6 +156,15 @@ class Checkpoint:
         """The first of `store_candidates` that exists (None: none does)."""
         return next((path for path in self.store_candidates() if path.exists()), None)
 
+    @property
+    def trained_users(self) -> list[str]:
+        """The users of the training graph (a refresh appends the users first seen since)."""
+        return self.users[: self.refreshed["trained"][0]] if self.refreshed else self.users
+
+    @property
+    def trained_hashtags(self) -> list[str]:
+        return self.hashtags[: self.refreshed["trained"][1]] if self.refreshed else self.hashtags
+
     def item_index(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.items)}
 
@@ -194,6 +205,7 @@ class Checkpoint:
             "resume": None if self.resume is None else asdict(self.resume),
             "stages": self.stages,
             "store_relative": self.store_relative,
+            "refreshed": self.refreshed,
             "warm_start": None if self.warm_start is None else asdict(self.warm_start),
         }
 
@@ -225,7 +237,8 @@ class Checkpoint:
             resume=None if raw["resume"] is None else ResumeState(**raw["resume"]),
             stages=raw.get("stages", {}),  # format 7 recorded none
             store_relative=raw.get("store_relative", ""),
-            warm_start=WarmStart(**raw["warm_start"]) if raw.get("warm_start") else None,  # format 8 had none
+            refreshed=raw.get("refreshed", {}),  # format 8 and before: never refreshed
+            warm_start=WarmStart(**raw["warm_start"]) if raw.get("warm_start") else None,  # format 9 and before: none
             phr_version=raw["phr_version"],
         )
 

@@ -7,7 +7,8 @@ evidence's count tables, PITF's factors, the part scales — fitted on the grown
 are the model's buffers, and no buffer is copied). Then each learned parameter whose meaning
 carries over is copied from OLD:
 - the per-row tables (`ROW_TABLES`) row by row, matched by the user's, hashtag's or item's
-  name; the rows of new ones keep their fresh initialisation;
+  name; the rows of new ones (and of those a refresh of OLD added) keep their fresh
+  initialisation;
 - the weights that read the item vector v_k (`reads_item_vectors`) and the learned vectors of
   missing modalities, re-expressed for the grown store's v_k (`_feature_maps`): each modality
   is standardised with the grown store's statistics, and the store refitted its caption PCA
@@ -86,7 +87,10 @@ def carry_over(old: Checkpoint, model: PHRModel, graph: Graph, provenance: Prove
         raise CheckpointError(f"--warm-start {path}: its items have other modalities ({_widths(old.modality_widths)} "
                               f"there, {_widths(widths)} here); train afresh")
     names = {"users": graph.users, "hashtags": graph.hashtags, "items": graph.items}
-    old_names = {"users": old.users, "hashtags": old.hashtags, "items": old.items}
+    # A refreshed OLD (`phr train --refresh`) appended rows for names first seen since its
+    # training, filled in without training: they start afresh, as in a fresh run.
+    trained_items = old.items[: old.refreshed["trained"][2]] if old.refreshed else old.items
+    old_names = {"users": old.trained_users, "hashtags": old.trained_hashtags, "items": trained_items}
     matches = {vocabulary: _matching_rows(old_names[vocabulary], names[vocabulary]) for vocabulary in VOCABULARIES}
     maps = _feature_maps(old, model, provenance)
     blocks = [stop - start for _, start, stop in model.network.item_encoder.blocks()]
