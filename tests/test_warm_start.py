@@ -225,3 +225,24 @@ def test_the_carried_over_weights_stay_the_result_unless_an_epoch_beats_them(gro
     kept = load_checkpoint(tmp_path / "new.pt").state_dict
     for name, parameter in carried.named_parameters():
         assert torch.equal(kept[name], parameter), name
+
+
+def test_rows_a_refresh_added_to_old_start_afresh(grown, old_checkpoint, tmp_path):
+    """`phr train --refresh` appends rows for users first seen after training, filled in
+    without training: a warm start treats those users as new."""
+    refreshed = load_checkpoint(old_checkpoint)
+    trained = [len(refreshed.users), len(refreshed.hashtags), len(refreshed.items)]
+    refreshed.users = [*refreshed.users, NEW_USERS[0]]
+    for name in ("network.user_embedding.weight", "evidence.user_weights"):
+        table = refreshed.state_dict[name]
+        refreshed.state_dict[name] = torch.cat([table, torch.full_like(table[:1], 7.0)])
+    refreshed.refreshed = {"trained": trained}
+    refreshed.save(tmp_path / "refreshed.pt")
+
+    fresh, warm = fresh_model(grown), fresh_model(grown)
+    graph = training_graph(grown)
+    record = carry_over(load_origin(tmp_path / "refreshed.pt", MODEL, ONE_EPOCH, Provenance()), warm, graph,
+                        Provenance())
+    row = graph.users.index(NEW_USERS[0])
+    assert torch.equal(warm.network.user_embedding.weight[row], fresh.network.user_embedding.weight[row])
+    assert record.carried["users"] == [10, 12]
