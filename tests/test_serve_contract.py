@@ -37,7 +37,9 @@ def test_schemathesis_finds_nothing(recommender, checkpoint, corpus, tmp_path): 
     media_root.mkdir()
     media.copy_clip(corpus / "clips" / "ocean_01.mp4", media_root / RECOMMEND_EXAMPLE["path"])  # a stored clip
     port = free_port()
-    options = ServeOptions(port=port, token=TOKEN, media_root=media_root, decode_workers=0)
+    # Its own journal: the posts schemathesis publishes go to this test's model only.
+    options = ServeOptions(port=port, token=TOKEN, media_root=media_root, decode_workers=0,
+                           journal=str(tmp_path / "journal.db"))
     server = uvicorn.Server(uvicorn.Config(create_app(recommender, options, checkpoint), host="127.0.0.1",
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -59,7 +61,7 @@ def test_schemathesis_finds_nothing(recommender, checkpoint, corpus, tmp_path): 
     print(summary)  # operations, test cases and findings: `pytest -s` shows them
     # A failure's report quotes whole uploads: the head of the output and the summary are enough.
     assert run.returncode == 0, run.stdout[:6000] + "\n…\n" + summary + run.stderr[-2000:]
-    assert "5 selected / 5 total" in run.stdout and "No issues found" in run.stdout
+    assert "6 selected / 6 total" in run.stdout and "No issues found" in run.stdout
 
 
 def wait_until_ready(server: uvicorn.Server, url: str) -> None:

@@ -103,6 +103,8 @@ def show_checkpoint(summary: dict) -> None:
         ("state", ("finished" if summary["completed"] else "interrupted: `phr train` resumes it")
          + (", stopped early" if summary["stopped_early"] else "")),
         *summary["stages"].items(),
+        *([("warm-started from", f"{warm['path']} (sha256 {warm['sha256'][:12]}…)")]
+          if (warm := summary.get("warm_start")) else []),
         ("trained on", provenance["store"] or "posts from no store"),
     ]
     if provenance["store"]:
@@ -261,10 +263,17 @@ def show_training(outcome: StoreTraining, metric_name: str, curve: Path) -> None
         tail = " (patience counted afresh, Adam's moments anew)" if result.start is Start.EXTENDED else ""
         out.print(f"{head} epochs {first}–{run} of at most {result.epochs}"
                   + (", stopped early" if result.stopped_early else "") + tail, highlight=False, soft_wrap=True)
+    warm = result.warm_start
+    if warm is not None:
+        before = "" if warm.validation_metric is None or math.isnan(warm.validation_metric) else \
+            f"; validation {metric_name} {warm.validation_metric:.4f} before the first epoch (epoch 0)"
+        out.print(f"warm-started from {printable(warm.path)}: {warm.summary()}{before}", highlight=False,
+                  soft_wrap=True)
     validation = "no validation set: the last epoch is kept" if math.isnan(result.best_metric) else \
         f"validation {metric_name} {result.best_metric:.4f}"
     out.print(
-        f"best epoch {result.best_epoch}: {validation} on {result.device} → {printable(result.checkpoint_path)}",
+        f"best epoch {result.best_epoch}{' (the warm start, no epoch beat it)' if result.best_epoch == 0 else ''}: "
+        f"{validation} on {result.device} → {printable(result.checkpoint_path)}",
         highlight=False, soft_wrap=True,  # a path broken over two lines cannot be copied
     )
     out.print(f"training curve → {printable(curve)}", highlight=False, soft_wrap=True)

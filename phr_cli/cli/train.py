@@ -143,6 +143,11 @@ def train(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a finished checkpoint trained with other settings (refused without it).")
     ] = False,
+    warm_start: Annotated[Path | None, typer.Option(
+        "--warm-start", metavar="OLD.pt", help="Begin from this checkpoint of the same model configuration, "
+        "trained on an earlier state of the store: its users', hashtags' and items' rows carried over by name "
+        "(new ones initialised afresh), its other learned weights whole; statistics fitted on this store.")
+    ] = None,
     nproc: Annotated[int, typer.Option(
         "--nproc", min=1, help="Training processes on this machine (torchrun, DistributedDataParallel: gloo on "
         "CPU, NCCL with one GPU each).")] = 1,
@@ -153,6 +158,8 @@ def train(
     quiet: QuietOption = False,
 ) -> None:
     """Train GCN-PHR on the store's posts (8:1:1 split) and write a checkpoint."""
+    if refresh and warm_start is not None:  # a refresh trains nothing to start warm
+        fail("--refresh folds posts into --checkpoint without training, --warm-start trains: give one", code=2)
     if refresh:
         _refresh(checkpoint, store, journal)
         return
@@ -190,7 +197,7 @@ def train(
         if not other_rank:
             err.print(f"training on {printable(store)}; checkpoint {printable(path)}", highlight=False)
         outcome = _run(store, path, model_config, run_config, split_by.value, resume, overwrite,
-                       quiet or other_rank)
+                       quiet or other_rank, warm_start)
         show_outcome(outcome, run_config.validation_metric, path, draw=not other_rank)
 
 
@@ -240,7 +247,7 @@ def _seed_runs(checkpoint: Path, config: TrainConfig, seeds: str, seed_given: bo
 
 
 def _run(store: Path, checkpoint: Path, model_config: ModelConfig, config: TrainConfig, split_by: str,
-         resume: bool, overwrite: bool, quiet: bool) -> StoreTraining:
+         resume: bool, overwrite: bool, quiet: bool, warm_start: Path | None = None) -> StoreTraining:
     """Training under a progress display: reading and building, then the epochs with their
     scores, then the steps after them (PITF, calibration, the re-ranker)."""
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -273,6 +280,6 @@ def _run(store: Path, checkpoint: Path, model_config: ModelConfig, config: Train
     try:
         with progress:
             return train_from_store(store, checkpoint, model_config, config, split_by, on_epoch, resume,
-                                    overwrite, on_finishing)
+                                    overwrite, on_finishing, warm_start)
     except PhrError as error:
         fail(str(error))

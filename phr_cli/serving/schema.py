@@ -10,13 +10,14 @@ its own subclass of `ClipFields`) and `clip_request_body` documents both bodies.
 
 from __future__ import annotations
 
+import re
 import time
 from functools import cache
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, cast
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from phr_cli.data.posts import parse_time, split_hashtag_field
+from phr_cli.data.posts import normalize_hashtag
 from phr_cli.data.statuses import Status
 
 DEFAULT_TOP = 10  # suggestions when a request does not say
@@ -38,6 +39,11 @@ class ClipFields(BaseModel):
                       "personally, any other (or only spaces) for an average user.")
     caption: str = Field("", description="The post's text; hashtags already in it are not suggested.")
 
+    @classmethod
+    def form_values(cls, form: dict[str, str]) -> dict[str, Any]:
+        """A form's parts (all text) as the fields' values."""
+        return form
+
 
 def _whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -52,28 +58,59 @@ class RecommendFields(ClipFields):
 
 
 def _hashtags(value: Any) -> Any:
-    """A list (JSON) or space- or comma-separated text (a form), normalised as a manifest's are."""
-    return split_hashtag_field(value) if isinstance(value, (str, list)) else value
+    """Each hashtag normalised as a manifest's are; one with nothing left stays (empty), so that
+    the items' pattern refuses it, as the schema does."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(dict.fromkeys(normalize_hashtag(item) for item in value))
+    return value  # not a list of text: refused as the schema says
+
+
+# A hashtag as the schema can say it: something other than spaces and '#' (both are dropped).
+Hashtag = Annotated[str, Field(pattern=r"[^\s#]")]
+
+
+# Unix seconds as a form's text gives them.
+SECONDS_TEXT = r"-?[0-9]+(\.[0-9]+)?"
 
 
 def _time(value: Any) -> Any:
-    """Unix seconds or ISO 8601 text, as a manifest's `time`; none given: now."""
+    """Unix seconds (a number, or a form's text of one); none given: now."""
     if value is None or value == "":
         return time.time()
-    try:
-        return parse_time(value)
-    except (TypeError, ValueError):
-        raise ValueError("give Unix seconds or ISO 8601 text (2026-12-07T10:00:00Z)") from None
+    if isinstance(value, str):
+        if not re.fullmatch(SECONDS_TEXT, value):
+            raise ValueError("give Unix seconds (a number)")
+        return float(value)
+    return value
 
 
 class PostFields(ClipFields):
     """A post the user just published (`POST /posts`): the clip, its caption and the hashtags they chose."""
 
-    hashtags: Annotated[list[str], BeforeValidator(_hashtags)] = Field(
-        min_length=1, description="The hashtags the user chose: a list (JSON) or space- or comma-separated text "
-        "(a form), each normalised as in a manifest (no '#', lower case).")
-    time: Annotated[float, BeforeValidator(_time)] = Field(
-        None, validate_default=True, description="When it was posted: Unix seconds or ISO 8601 text (default: now).")
+    # A form's parts are text: there `hashtags` is one text of them (`form_fields`).
+    form_fields: ClassVar[dict[str, Any]] = {
+        "hashtags": (str, Field(pattern=r"[^\s,#]", description="The hashtags the user chose, space- or "
+                                "comma-separated, each normalised as in a manifest (no '#', lower case).")),
+        "time": (str, Field("", pattern=f"^({SECONDS_TEXT})?$", description="When it was posted, Unix seconds "
+                            "(empty or absent: now)."))}
+
+    hashtags: Annotated[list[Hashtag], BeforeValidator(_hashtags)] = Field(
+        min_length=1, description="The hashtags the user chose, each normalised as in a manifest (no '#', lower "
+        "case).")
+    time: Annotated[float | None, BeforeValidator(_time)] = Field(
+        None, validate_default=True, description="When it was posted, Unix seconds (null or absent: now).")
+    @classmethod
+    def form_values(cls, form: dict[str, str]) -> dict[str, Any]:
+        """A form's `hashtags` is one text: space- or comma-separated (empty pieces dropped)."""
+        text = form.get("hashtags")
+        return form if text is None else {**form, "hashtags": [piece for piece in re.split(r"[\s,]+", text) if piece]}
+
+    @property
+    def posted_at(self) -> float:
+        """`time` as validated: Unix seconds."""
+        assert isinstance(self.time, float), "the validator makes every time Unix seconds"
+        return self.time
+
     id: str | None = Field(None, min_length=1, max_length=200, description="The platform's id of the post: a post "
                            "sent again with the same id is not counted twice (default: a new id).")
 
@@ -86,6 +123,12 @@ class Posted(BaseModel):
     new: bool = Field(description="False: a post with this id was recorded before; it is counted once.")
     user: str
     hashtags: list[str] = Field(description="The hashtags recorded, normalised.")
+
+
+class NothingToLearn(ErrorMessage):
+    """A published post whose clip gave nothing to learn from (and no caption stood in)."""
+
+    status: Status = Field(description="The decoder's verdict on the clip.")
 
 
 POST_EXAMPLE = {"path": "beach.mp4", "user": "ana", "caption": "Morning swim", "hashtags": ["sea", "swim"],
@@ -107,7 +150,8 @@ def upload_body(fields: type[ClipFields]) -> type[ClipFields]:
     """The multipart body of a clip request, for the document only (the upload is streamed, not
     validated as a whole): `fields` and the `clip` file, each part given once."""
     return create_model(f"{fields.__name__}Upload", __base__=fields,
-                        clip=(bytes, Field(description="The video file; its file name names it in answers.")))
+                        clip=(bytes, Field(description="The video file; its file name names it in answers.")),
+                        **getattr(fields, "form_fields", {}))
 
 
 def clip_request_body(fields: type[ClipFields], json_example: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from phr_cli.data import decode
 from phr_cli.data.decode_options import DecodeLimits
 from phr_cli.data.journal import LivePost, open_journal
 from phr_cli.data.posts import normalize_user
+from phr_cli.data.statuses import Status
 from phr_cli.encoders.pipeline import Encoders
 from phr_cli.errors import PhrError
 from phr_cli.serving import lifecycle, reload
@@ -65,6 +66,7 @@ from phr_cli.serving.schema import (
     ErrorMessage,
     FieldsT,
     Liveness,
+    NothingToLearn,
     Posted,
     PostFields,
     Provenance,
@@ -106,6 +108,14 @@ class RequestError(Exception):
     """A request the server refuses: answered with `status` and a one-line JSON error."""
 
     def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NothingToLearnError(Exception):
+    """A published post whose clip gave nothing to learn from: answered 422 with the clip's status."""
+
+    def __init__(self, message: str, status: Status) -> None:
         super().__init__(message)
         self.status = status
 
@@ -250,11 +260,13 @@ class Service:
         prepared = await self._features(self.recommender, request, stages)
         if not any(prepared.masks.values()):
             reason = prepared.notices[0] if prepared.notices else "no content"
-            raise RequestError(422, f"{request.name}: {reason.replace(str(request.clip), request.name)}")
+            raise NothingToLearnError(f"{request.name}: {reason.replace(str(request.clip), request.name)}",
+                                      prepared.status or Status.CORRUPT)
         fields, loop = request.fields, asyncio.get_running_loop()
         post = LivePost(
             id=fields.id or uuid.uuid4().hex, user=normalize_user(fields.user) or fields.user,
-            hashtags=fields.hashtags, caption=fields.caption, time=fields.time, key=prepared.key, clip=request.name,
+            hashtags=fields.hashtags, caption=fields.caption, time=fields.posted_at, key=prepared.key,
+            clip=request.name,
             features={**prepared.features, "text_embedding": prepared.text_embedding}, masks=dict(prepared.masks),
             status=str(prepared.status))
         tick = time.perf_counter()
@@ -392,8 +404,8 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
     @guarded.post("/posts", status_code=201, response_model=Posted,
                   openapi_extra=clip_request_body(PostFields, POST_EXAMPLE),
                   responses={**refusals(400, 403, 404, 413, 415, 500), 422: {
-                      "model": ErrorMessage, "description": "A field missing, repeated or out of its range, or a "
-                      "clip that gave nothing to learn from."}})
+                      "model": NothingToLearn | ErrorMessage, "description": "A clip that gave nothing to learn "
+                      "from (with its status), or a field missing, repeated or out of its range."}})
     async def posts(request: Request, response: Response) -> Posted | JSONResponse:
         """A post the user just published, with the hashtags they chose (fields as /recommend's, plus
         `hashtags`, optional `time` and `id`): recorded durably, then in the user's history (every
@@ -403,6 +415,9 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
         async with read_clip_request(request, service.upload_dir, options, PostFields) as clip_request:
             try:
                 posted = await service.publish(clip_request, stages)
+            except NothingToLearnError as refusal:
+                log_request(request, 422, str(refusal.status), started, str(refusal))
+                return JSONResponse(NothingToLearn(error=str(refusal), status=refusal.status).model_dump(), 422)
             except PhrError as error:
                 log_request(request, 500, "failed", started, str(error))
                 return JSONResponse({"error": str(error)}, 500)
@@ -526,9 +541,10 @@ async def read_clip_request(request: Request, upload_dir: Path, options: ServeOp
     RequestError for a request to refuse."""
     content_type, _ = parse_options_header(request.headers.get("content-type"))
     if content_type == b"multipart/form-data":
-        form, name, uploaded = await read_upload(request, upload_dir, options.max_upload_bytes)
+        known = set(fields.model_fields)
+        form, name, uploaded = await read_upload(request, upload_dir, options.max_upload_bytes, known)
         try:
-            yield ClipRequest(checked(request, fields, form), uploaded, name)
+            yield ClipRequest(checked(request, fields, fields.form_values(form)), uploaded, name)
         finally:
             uploaded.unlink(missing_ok=True)
     elif content_type == b"application/json":
@@ -583,7 +599,7 @@ def inside_media_root(media_root: Path | None, given: str) -> Path:
     return resolved
 
 
-async def read_upload(request: Request, folder: Path, limit: int) -> tuple[dict[str, str], str, Path]:
+async def read_upload(request: Request, folder: Path, limit: int, known: set[str]) -> tuple[dict[str, str], str, Path]:
     """Stream a multipart body: the `clip` part into a new private file in `folder` (at most
     `limit` bytes, counted as it arrives), the other fields into memory. Returns the fields, the
     clip's file name as the client sent it, and the file."""
@@ -598,7 +614,7 @@ async def read_upload(request: Request, folder: Path, limit: int) -> tuple[dict[
     path = Path(name)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            collected = await _parse_parts(request, boundary, file, limit)
+            collected = await _parse_parts(request, boundary, file, limit, known)
         if collected.clip_name is None:
             raise RequestError(422, "clip: Field required (the uploaded file)")
         return collected.fields, collected.clip_name, path
@@ -610,10 +626,11 @@ async def read_upload(request: Request, folder: Path, limit: int) -> tuple[dict[
 class _MultipartFields:
     """The callbacks of a MultipartParser: the `clip` part is written to `file` (at most
     `limit` bytes), the other parts collected into `fields` (at most FIELD_LIMIT bytes each).
-    A part named twice is refused: which of two clips (or users) was meant is the client's to say."""
+    A field of the request (`known`, and the clip) named twice is refused: which of two clips (or
+    users) was meant is the client's to say; other parts are ignored, as the fields model does."""
 
-    def __init__(self, file: BinaryIO, limit: int) -> None:
-        self.file, self.limit = file, limit
+    def __init__(self, file: BinaryIO, limit: int, known: set[str]) -> None:
+        self.file, self.limit, self.known = file, limit, known | {"clip"}
         self.fields: dict[str, str] = {}
         self.clip_name: str | None = None
         self.seen: set[str] = set()
@@ -630,7 +647,7 @@ class _MultipartFields:
         if self.header[0].lower() == b"content-disposition":
             _, params = parse_options_header(self.header[1])
             name = params.get(b"name", b"").decode(errors="replace")
-            if name in self.seen:
+            if name in self.seen and name in self.known:
                 raise RequestError(422, f"{name}: given more than once (one clip and one user per request)")
             if name:
                 self.seen.add(name)
@@ -662,8 +679,9 @@ class _MultipartFields:
             self.fields[self.current["name"]] = self.current["value"].decode(errors="replace")
 
 
-async def _parse_parts(request: Request, boundary: bytes, file: BinaryIO, limit: int) -> _MultipartFields:
-    collected = _MultipartFields(file, limit)
+async def _parse_parts(request: Request, boundary: bytes, file: BinaryIO, limit: int,
+                       known: set[str]) -> _MultipartFields:
+    collected = _MultipartFields(file, limit, known)
     parser = MultipartParser(boundary, {
         "on_part_begin": collected.part_begin, "on_part_data": collected.part_data,
         "on_part_end": collected.part_end, "on_header_field": collected.header_field,
