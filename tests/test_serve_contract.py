@@ -61,7 +61,7 @@ def test_schemathesis_finds_nothing(recommender, checkpoint, corpus, tmp_path): 
     print(summary)  # operations, test cases and findings: `pytest -s` shows them
     # A failure's report quotes whole uploads: the head of the output and the summary are enough.
     assert run.returncode == 0, run.stdout[:6000] + "\n…\n" + summary + run.stderr[-2000:]
-    assert "6 selected / 6 total" in run.stdout and "No issues found" in run.stdout
+    assert "8 selected / 8 total" in run.stdout and "No issues found" in run.stdout
 
 
 def wait_until_ready(server: uvicorn.Server, url: str) -> None:
