@@ -13,7 +13,7 @@ from phr_cli.data.graph import posts_from_store
 from phr_cli.data.journal import JOURNAL_SOURCE, LivePost, SQLiteJournal, take_into_store
 from phr_cli.data.store import TEXTUAL_DIM, load_store
 from phr_cli.model.config import ModelConfig, NetworkConfig
-from phr_cli.model.live import LiveModel
+from phr_cli.ranking.live import LiveModel
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.comparison import evaluate_store
 from phr_cli.training.config import TrainConfig

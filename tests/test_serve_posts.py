@@ -3,25 +3,26 @@ in the user's history from the next request on, and replayed by a server started
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from test_serve import checkpoint, corpus, upload, wait_until_ready  # noqa: F401 (the trained corpus's fixtures)
 
 from phr_cli.data.journal import SQLiteJournal
 from phr_cli.serving.options import ServeOptions
 from phr_cli.serving.recommend import Recommender
 from phr_cli.serving.serve import create_app
-from test_serve import checkpoint, corpus, upload, wait_until_ready  # noqa: F401 (the trained corpus's fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def serving(checkpoint: Path, journal: Path, **options) -> TestClient:
+def serving(trained: Path, journal: Path | str, **options) -> TestClient:
     """A server of its own (posts change its model) recording into `journal`."""
-    recommender = Recommender(checkpoint, "cpu")
+    recommender = Recommender(trained, "cpu")
     return TestClient(create_app(recommender, ServeOptions(decode_workers=0, journal=str(journal), **options),
-                                 checkpoint))
+                                 trained))
 
 
 def post(client: TestClient, clip: Path, **fields) -> object:
@@ -29,7 +30,7 @@ def post(client: TestClient, clip: Path, **fields) -> object:
         return client.post("/posts", data=fields, files={"clip": (clip.name, handle, "video/mp4")})
 
 
-def test_a_post_counts_from_the_next_request_on_once_and_after_a_restart(checkpoint, corpus, tmp_path):
+def test_a_post_counts_from_the_next_request_on_once_and_after_a_restart(checkpoint, corpus, tmp_path):  # noqa: F811
     clip, journal = corpus / "new" / "city.mp4", tmp_path / "journal.db"
     with serving(checkpoint, journal) as client:
         wait_until_ready(client)
@@ -56,7 +57,7 @@ def test_a_post_counts_from_the_next_request_on_once_and_after_a_restart(checkpo
         assert counts == {"sunset": 2, "city": 1}
 
 
-def test_a_post_needs_hashtags_and_content(checkpoint, corpus, tmp_path):
+def test_a_post_needs_hashtags_and_content(checkpoint, corpus, tmp_path):  # noqa: F811
     with serving(checkpoint, tmp_path / "journal.db") as client:
         wait_until_ready(client)
         missing = post(client, corpus / "new" / "city.mp4", user="zoe")
@@ -68,3 +69,19 @@ def test_a_post_needs_hashtags_and_content(checkpoint, corpus, tmp_path):
         bad_time = post(client, corpus / "new" / "city.mp4", user="zoe", hashtags="x", time="yesterday")
         assert bad_time.status_code == 422 and bad_time.json()["error"].startswith("time: ")
         assert client.get("/users/zoe").json()["known"] is False
+
+
+def test_two_replicas_sharing_a_postgresql_journal_follow_each_other(checkpoint, corpus, postgres_url):  # noqa: F811
+    clip = corpus / "new" / "city.mp4"
+    with serving(checkpoint, postgres_url) as first, serving(checkpoint, postgres_url) as second:
+        wait_until_ready(first)
+        wait_until_ready(second)
+        assert post(first, clip, user="yan", hashtags="dusk", id="r1").status_code == 201
+        assert post(second, clip, user="yan", hashtags="dusk", id="r2").status_code == 201
+        assert post(second, clip, user="yan", hashtags="dusk", id="r1").json()["new"] is False  # sent to both
+        for replica in (first, second):
+            deadline = time.monotonic() + 60  # a generous bound: the latency is bench/serve_posts.py's to measure
+            while (counts := {h["hashtag"]: h["count"] for h in replica.get("/users/yan").json()["hashtags"]}) \
+                    != {"dusk": 2} and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert counts == {"dusk": 2}

@@ -1,10 +1,11 @@
-"""The stream protocol (evaluation/stream.py): test posts scored in time order, each folded
+"""The stream protocol (training/stream.py): test posts scored in time order, each folded
 in once scored; posts of one time never see each other; PITF stays frozen and says so."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_baselines import planted_posts
 from typer.testing import CliRunner
 
 from phr_cli.cli import app
@@ -12,13 +13,12 @@ from phr_cli.data.cases import build_cases
 from phr_cli.data.graph import PostData, build_graph
 from phr_cli.errors import ConfigError
 from phr_cli.evaluation.baselines import UserPopularity
-from phr_cli.evaluation.stream import FROZEN_NOTE, RefittedCounts, stream_rank
 from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.training.comparison import evaluate_store
 from phr_cli.training.config import TrainConfig
+from phr_cli.training.stream import FROZEN_NOTE, RefittedCounts, stream_rank
 from phr_cli.training.train import train_from_store
 from support.stores import write_text_store
-from test_baselines import planted_posts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -82,7 +82,7 @@ def test_the_stream_protocol_needs_a_time_split(tmp_path):
     store = write_text_store(tmp_path / "features.h5", posts)
     train_from_store(store, tmp_path / "model.pt", ModelConfig(NetworkConfig(dim=8)),
                      TrainConfig(epochs=1, batch_size=128, device="cpu"))
-    with pytest.raises(ConfigError, match="needs a time split.*--split-by time"):
+    with pytest.raises(ConfigError, match=r"needs a time split.*--split-by time"):
         evaluate_store(store, tmp_path / "model.pt", "stream", baselines=())
     result = CliRunner().invoke(app, ["evaluate", "--store", str(store), "--checkpoint", str(tmp_path / "model.pt"),
                                       "--protocol", "stream", "--no-baselines", "--device", "cpu"])

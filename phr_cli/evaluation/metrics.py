@@ -34,7 +34,7 @@ NEGATIVE_BLOCK = 4096
 # "sampled" and "full" on their own.
 _NEGATIVES_STREAM, _SAMPLED_TIES_STREAM, _FULL_TIES_STREAM, _STREAM_TIES_STREAM = 0, 1, 2, 3
 
-# "stream": the full protocol, frozen and with the test posts folded in as they come (evaluation/stream.py).
+# "stream": the full protocol, frozen and with the test posts folded in as they come (training/stream.py).
 ProtocolName = Literal["sampled", "full", "both", "stream"]
 
 

@@ -1,5 +1,5 @@
 """The live history of a serving process: posts published since training, durable in the
-journal (data/journal.py) and folded into the recommender's model (model/live.py).
+journal (data/journal.py) and folded into the recommender's model (ranking/live.py).
 
 Every process (a worker of `--workers`, a replica on another machine) holds its own model
 and reads the one journal. On start it replays every journal post the checkpoint was not

@@ -35,7 +35,7 @@ from phr_cli.devices import resolve_device
 from phr_cli.encoders.pipeline import Encoders, content_key
 from phr_cli.encoders.registry import random_weights_id
 from phr_cli.errors import EncoderMismatchError, PhrError
-from phr_cli.model.live import LiveModel
+from phr_cli.ranking.live import LiveModel
 from phr_cli.ranking.rerank import RERANKER_PART
 from phr_cli.serving.explain import Because, Explainer, sentences, shares
 from phr_cli.training.checkpoint import Checkpoint, load_checkpoint

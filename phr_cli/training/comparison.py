@@ -46,7 +46,10 @@ from phr_cli.evaluation.metrics import (
 from phr_cli.evaluation.runs import query_ids, write_runs
 from phr_cli.evaluation.segments import CaseGroups, case_groups, segment_metrics
 from phr_cli.evaluation.significance import compare_to_model, tested_metrics
-from phr_cli.evaluation.stream import (
+from phr_cli.model.pitf import PITF, PITFConfig
+from phr_cli.ranking.scorer import ModelScorer
+from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
+from phr_cli.training.stream import (
     FROZEN_NOTE,
     RefittedCounts,
     StreamingMethod,
@@ -54,9 +57,6 @@ from phr_cli.evaluation.stream import (
     grown_content_neighbours,
     stream_rank,
 )
-from phr_cli.model.pitf import PITF, PITFConfig
-from phr_cli.ranking.scorer import ModelScorer
-from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
              "PITF", "content-only")

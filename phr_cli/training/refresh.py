@@ -2,7 +2,7 @@
 gained since training, in seconds and without training the network again.
 
 The posts the checkpoint does not know (neither trained on nor folded in by an earlier
-refresh, found by their ids) are folded into its model as `model.live.LiveModel` folds in
+refresh, found by their ids) are folded into its model as `ranking.live.LiveModel` folds in
 a published post: its evidence counts, its content index and its re-ranker's counts grow,
 and users, items and hashtags first seen get rows of their own. What was learned stays
 as trained; `Checkpoint.refreshed` records what the counts were refreshed from. The
@@ -22,7 +22,7 @@ from phr_cli.data.graph import posts_from_store
 from phr_cli.data.journal import Intake, Journal, take_into_store
 from phr_cli.data.store import load_store
 from phr_cli.errors import CheckpointError, EncoderMismatchError
-from phr_cli.model.live import LiveModel
+from phr_cli.ranking.live import LiveModel
 from phr_cli.ranking.rerank import Reranker
 from phr_cli.training.checkpoint import load_checkpoint
 

@@ -7,7 +7,7 @@ truth and candidates are those of the full protocol (the hashtags known in train
 `stream` and `full` differ only in the history each case is scored with.
 
 Each method folds posts in the way it can without refitting:
-- the model (`model.live.LiveModel`): every count its evidence holds, and its re-ranker's;
+- the model (`ranking.live.LiveModel`): every count its evidence holds, and its re-ranker's;
 - the popularity baselines: their counts, from the training posts and those folded in;
 - content kNN: the folded posts join its index with their hashtags (the standardisation,
   projection, k and β stay as fitted) and the user's counts;
@@ -27,8 +27,8 @@ from phr_cli.data.cases import TestCases
 from phr_cli.data.graph import Graph, PostData, build_graph
 from phr_cli.evaluation.baselines import ContentNeighbours
 from phr_cli.evaluation.metrics import RankedCases, Scorer, case_metrics, stream_ranking
-from phr_cli.model.live import LiveModel
 from phr_cli.model.neighbours import ContentIndex
+from phr_cli.ranking.live import LiveModel
 from phr_cli.ranking.scorer import ModelScorer
 
 FROZEN_NOTE = "stream: frozen (cannot take a post without refitting)"
