@@ -39,7 +39,7 @@ TEXT_MAP = "GCN-PHR + text map"
 MEAN_REPRESENTATION = "GCN-PHR + mean representation"
 KNOWN_ONLY = "GCN-PHR, known hashtags only"
 CAPTION_WORDS = "caption words"
-# The figures reported: metric name -> (ground truth, the case_metrics name).
+# The figures reported: metric name -> (ground truth, the case_metrics name at one of KS).
 FIGURES = {"unseen R@5": ("unseen", "R@5"), "unseen R@10": ("unseen", "R@10"), "unseen A@5": ("unseen", "A@5"),
            "seen P@5": ("seen", "P@5"), "seen R@5": ("seen", "R@5"), "seen P@10": ("seen", "P@10")}
 
@@ -96,8 +96,7 @@ def unseen_test_hashtags(data: SplitPosts) -> list[str]:
 
 
 def evaluate_unseen(data: SplitPosts, checkpoint: Checkpoint, device: torch.device = torch.device("cpu"),
-                    seed: int = 0, ks: Sequence[int] = KS,
-                    embedder: Callable[[Sequence[str]], np.ndarray] | None = None) -> UnseenHashtags:
+                    seed: int = 0, embedder: Callable[[Sequence[str]], np.ndarray] | None = None) -> UnseenHashtags:
     """The figures of the module docstring for the checkpoint's test split; `embedder` embeds hashtags'
     words (default: as the checkpoint's store embedded its captions, `HashtagEmbedder.for_provenance`)."""
     graph, posts = data.graph, data.posts
@@ -140,12 +139,12 @@ def evaluate_unseen(data: SplitPosts, checkpoint: Checkpoint, device: torch.devi
     }
     results: dict[str, dict[str, float]] = {}
     for name, make in methods.items():
-        ranked = rank_cases(make(), posts, cases, "full", ks, seed)["full"].ranked
+        ranked = rank_cases(make(), posts, cases, "full", KS, seed)["full"].ranked
         figures: dict[str, float] = {}
         for kind, truth in ground_truths.items():
             has = np.asarray([len(t) > 0 for t in truth])
             chosen = [t for t in truth if len(t)]
-            metrics = case_metrics(ranked[has], chosen, ks) if chosen else {}
+            metrics = case_metrics(ranked[has], chosen, KS) if chosen else {}
             means = mean_metrics(metrics, np.ones(len(chosen), bool)) if chosen else {}
             figures.update({figure: float(means.get(metric, 0.0)) for figure, (of, metric) in FIGURES.items()
                             if of == kind})
