@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from phr_cli.data.decode_options import FrameSampling
-from support import media
+from support import media, postgres
 
 # Few frames per clip keep random-weight ResNet50 on a 2-core CPU quick.
 FAST_SAMPLING = FrameSampling(min_keyframes=1, max_frames=2, fallback_frames=2)
@@ -60,6 +63,32 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL server for the session (its `postgres` database's URL, with a password).
+
+    Without PostgreSQL installed the tests that need it skip, except under CI (the CI variable set),
+    where they fail: .ci/run installs it, and a silent skip there would hide the back end's tests.
+    """
+    try:
+        postgres.server_binaries()
+    except postgres.PostgresUnavailable as missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}; CI is set, so the PostgreSQL tests must run")
+        pytest.skip(str(missing))
+    with postgres.running_server() as url:
+        yield url
+
+
+_database_numbers = itertools.count()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """The URL of a new empty database on the session's server, one per test."""
+    return postgres.create_database(postgres_server, f"test_{next(_database_numbers)}")
 
 
 def pytest_addoption(parser):

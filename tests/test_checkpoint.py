@@ -14,7 +14,7 @@ from phr_cli.data.provenance import Provenance
 from phr_cli.data.store import FORMAT_VERSION
 from phr_cli.errors import CheckpointError
 from phr_cli.model.config import EvidenceConfig, Fusion, ItemIdConfig, ModelConfig, NetworkConfig
-from phr_cli.training.checkpoint import CHECKPOINT_FORMAT, Checkpoint, ResumeState, load_checkpoint
+from phr_cli.training.checkpoint import CHECKPOINT_FORMAT, Checkpoint, ResumeState, WarmStart, load_checkpoint
 from phr_cli.training.config import StepPropagation, TrainConfig
 
 CHANGELOG = Path(__file__).parent.parent / "CHANGELOG.md"
@@ -67,13 +67,25 @@ def test_a_checkpoint_reads_back_as_it_was_written(tmp_path):
     assert raw["format"] == CHECKPOINT_FORMAT and raw["model_config"]["network"]["fusion"] == "sum"
 
 
-def test_the_previous_format_still_reads(tmp_path):
+def test_the_previous_formats_still_read(tmp_path):
     raw = record().to_dict()
+    raw["format"] = "phr-gcn-checkpoint/8"
+    del raw["warm_start"]
+    torch.save(raw, tmp_path / "eight.pt")
+    assert load_checkpoint(tmp_path / "eight.pt").warm_start is None
     raw["format"] = "phr-gcn-checkpoint/7"
     del raw["stages"], raw["store_relative"]
     torch.save(raw, tmp_path / "seven.pt")
     read = load_checkpoint(tmp_path / "seven.pt")
-    assert read.stages == {} and read.store_relative == "" and read.best_epoch == 2
+    assert read.stages == {} and read.store_relative == "" and read.best_epoch == 2 and read.warm_start is None
+
+
+def test_the_origin_of_a_warm_start_reads_back(tmp_path):
+    written = record()
+    written.warm_start = WarmStart("/models/old.pt", "ab" * 32, {"users": [1, 2], "hashtags": [2, 2], "items": [0, 2]})
+    written.save(tmp_path / "model.pt")
+    assert load_checkpoint(tmp_path / "model.pt").warm_start == written.warm_start
+    assert written.warm_start.summary() == "1 of 2 users, 2 of 2 hashtags, 0 of 2 items rows carried over"
 
 
 def test_the_store_is_found_relative_to_the_checkpoint_wherever_both_moved(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""A new hashtag placed by its words (model/hashtag_text.py) and grown into a trained model (model/live.py)."""
+"""A new hashtag placed by its words (model/hashtag_text.py) and grown into a trained model (ranking/live.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from phr_cli.data.provenance import Provenance
 from phr_cli.errors import EncoderMismatchError
 from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.model.hashtag_text import HashtagEmbedder, HashtagsByText, HashtagTextMap, hashtag_words
-from phr_cli.model.live import LiveModel
+from phr_cli.ranking.live import LiveModel
 from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import train_from_store

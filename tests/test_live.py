@@ -1,4 +1,4 @@
-"""Posts folded into a trained model (model/live.py): counts as a retrain would count them,
+"""Posts folded into a trained model (ranking/live.py): counts as a retrain would count them,
 new users and hashtags scored from their first use, the frozen model untouched."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from test_baselines import planted_posts
 
 from phr_cli.data.graph import PostData
 from phr_cli.model.config import ModelConfig, NetworkConfig
-from phr_cli.model.live import LiveModel
+from phr_cli.ranking.live import LiveModel
 from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import train_from_store

@@ -409,3 +409,35 @@ def test_cli_unknown_user_gets_the_closest_known_ids(cli, corpus):
     notices = [line for line in result.stderr.splitlines() if "content-based ranking" in line]
     assert notices == ["user 'anna' has no training posts (did you mean 'ana'?): content-based ranking "
                        "for an average user"]
+
+
+def posted_files(corpus: Path, user: str) -> set[str]:
+    """The files of `user`'s posts in the training manifest."""
+    lines = (corpus / "clips" / "posts.csv").read_text(encoding="utf-8").splitlines()[1:]
+    return {video for video, poster, *_ in (line.split(",") for line in lines) if poster == user}
+
+
+def test_explanations_name_only_the_users_own_videos(cli, corpus):
+    """Every clip has three posters, so a hashtag is on videos of others too: ana's reasons
+    may name her own files only, and only ones that look like the clip."""
+    own, every = posted_files(corpus, USER), {path.name for path in (corpus / "clips").glob("*.mp4")}
+    assert every - own  # others posted files she did not
+    result = cli(corpus / "new" / "ocean.mp4", "--user", USER, "--top", str(N_HASHTAGS), "--json", "--explain")
+    assert result.exit_code == 0, result.output
+    [recommendation] = json.loads(result.stdout)
+    for suggestion in recommendation["suggestions"]:
+        because = suggestion["because"]
+        named = [v["video"] for v in because["own_videos"] + because["similar_videos"]]
+        assert set(named) <= own, (suggestion["hashtag"], named)
+        assert all(v["weight"] > 0 for v in because["similar_videos"])
+        words = " ".join(because["sentences"])
+        assert not {name for name in every - own if name in words}, words
+        assert because["sentences"] and 0 <= because["nearest_with_it"] <= because["nearest"]
+
+
+def test_cli_explain_prints_each_reason_on_its_own_line(cli, corpus):
+    result = cli(corpus / "new" / "ocean.mp4", "--user", USER, "--top", "3", "--explain")
+    assert result.exit_code == 0, result.output
+    assert "because" in result.stdout and "\\n" not in result.stdout
+    for name in ("graph", "factors", "α", "+0%"):  # the engineers' numbers stay in --json
+        assert name not in result.stdout

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import socket
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import httpx
@@ -30,12 +33,16 @@ from phr_cli.data.cases import build_cases
 from phr_cli.data.dataset import Dataset
 from phr_cli.data.graph import posts_from_store
 from phr_cli.data.store import load_store
-from phr_cli.errors import ConfigError
+from phr_cli.errors import ConfigError, PhrError
 from phr_cli.extract import ExtractOptions, extract
+from phr_cli.files import sha256_of
 from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.ranking.rerank import RERANKER_PART, CountsOfTraining, Reranker, candidate_table, fit_trees
+from phr_cli.serving import schema
+from phr_cli.serving.explain import Because, Part, VideoEvidence
 from phr_cli.serving.options import ServeOptions
-from phr_cli.serving.recommend import ClipRecommendation, Recommender
+from phr_cli.serving.recommend import ClipRecommendation, Recommender, Suggestion
+from phr_cli.serving.schema import Recommendation
 from phr_cli.serving.serve import create_app
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.config import TrainConfig
@@ -59,7 +66,11 @@ def topic_clip(path: Path, topic: str, seed: int, **options) -> Path:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("serve")
+    # Once a session: test_serve_contract.py serves the same corpus and checkpoint.
+    root = tmp_path_factory.getbasetemp() / "serve"
+    if (root / "new" / "notes.mp4").exists():  # the last file written
+        return root
+    root.mkdir()
     clips, new = root / "clips", root / "new"
     clips.mkdir()
     new.mkdir()
@@ -80,10 +91,12 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(corpus) -> Path:
+    path = corpus / "model.pt"
+    if path.exists():  # trained for another module this session
+        return path
     store = corpus / "features.h5"
     extract(corpus / "clips", store, ExtractOptions(device="cpu", workers=0, random_weights=True,
                                                      sampling=FAST_SAMPLING))
-    path = corpus / "model.pt"
     train_from_store(store, path, ModelConfig(NetworkConfig(dim=16)),
                      TrainConfig(epochs=5, batch_size=16, device="cpu"))
     return path
@@ -96,6 +109,13 @@ def recommender(checkpoint) -> Recommender:
 
 def client_for(recommender: Recommender, checkpoint: Path, **options) -> TestClient:
     return TestClient(create_app(recommender, ServeOptions(**{"decode_workers": 0, **options}), checkpoint))
+
+
+def wait_until_ready(client: TestClient) -> httpx.Response:
+    """/health/ready once the encoders are in: it answers 503 ("loading") until then."""
+    while (response := client.get("/health/ready")).json()["status"] == "loading":
+        time.sleep(0.05)
+    return response
 
 
 def upload(client: TestClient, clip: Path, user: str | None = "ana", **fields) -> httpx.Response:
@@ -128,7 +148,8 @@ def test_explanation_names_the_planted_near_duplicate(recommender, checkpoint, c
     assert {v.video for v in because.own_videos} == set(trained_on)
     assert sum(v.weight for v in because.own_videos) == pytest.approx(1.0, abs=1e-5)  # α over V_{ana,bonfire}
     assert because.similar_videos[0].video == "fire_00.mp4"
-    assert because.similar_videos[0].weight > because.similar_videos[1].weight
+    first, *rest = [v.weight for v in because.similar_videos]  # hers, the near-duplicate first
+    assert all(0 < weight < first for weight in rest)
     for suggestion in result.suggestions:  # the parts add up to the score, the shares to 1 in magnitude
         parts = suggestion.because.parts
         assert sum(p.value for p in parts) == pytest.approx(suggestion.score, rel=1e-4, abs=1e-5)
@@ -139,18 +160,22 @@ def test_unknown_user_gets_reasons_without_own_videos(recommender, corpus):
     [result] = recommender.recommend([corpus / "new" / "fire_00 again.mp4"], "zoe", top=3, explain=True)
     assert not result.personalised
     for suggestion in result.suggestions:
-        assert suggestion.because.uses == 0 and suggestion.because.own_videos == []
-        assert suggestion.because.similar_videos
+        because = suggestion.because
+        assert because.uses == 0 and because.own_videos == [] and because.similar_videos == []  # nothing of theirs
+        assert because.sentences and because.nearest > 0
 
 
 def test_cli_explain_table_names_the_cause(recommender, checkpoint, corpus, monkeypatch):
+    clip = corpus / "new" / "fire_00 again.mp4"
     monkeypatch.setattr("phr_cli.serving.recommend.Encoders", lambda *args: recommender.encoders)
     result = CliRunner().invoke(cli_app, [
-        "recommend", str(corpus / "new" / "fire_00 again.mp4"), "--user", "ana", "--top", "20", "--explain",
+        "recommend", str(clip), "--user", "ana", "--top", "20", "--explain",
         "--checkpoint", str(checkpoint), "--device", "cpu"], env={"COLUMNS": "400"})  # no wrapped cells
     assert result.exit_code == 0, result.output
-    uses = len(training_posts(checkpoint, corpus, "ana", PLANTED))
-    assert "because" in result.stdout and "fire_00.mp4" in result.stdout and f"used it {uses}×" in result.stdout
+    [expected] = recommender.recommend([clip], "ana", top=20, explain=True)
+    said = planted_reason(expected).sentences
+    assert any(f"#{PLANTED}" in sentence or "fire_00.mp4" in sentence for sentence in said), said
+    assert "because" in result.stdout and all(sentence in result.stdout for sentence in said)
 
 
 def test_upload_answers_one_recommend_json_element(recommender, checkpoint, corpus):
@@ -192,6 +217,9 @@ def test_bad_inputs_get_one_line_4xx_and_the_server_keeps_serving(recommender, c
         not_media = upload(client, corpus / "new" / "notes.mp4")
         assert not_media.status_code == 422 and not_media.json()["status"] == "corrupt"
         assert "\n" not in not_media.json()["error"]
+        # Named as the client sent it, never by the server's temporary file.
+        assert not_media.json()["error"].startswith("notes.mp4: ") and "phr-serve" not in not_media.text
+        assert Recommendation.model_validate(not_media.json()).error  # the schema's 422 answer
         missing_user = upload(client, corpus / "new" / "city.mp4", user=None)
         assert missing_user.status_code == 422 and "user" in missing_user.json()["error"]
         no_clip = client.post("/recommend", data={"user": "ana"}, files={"other": ("x", b"x")})
@@ -201,6 +229,10 @@ def test_bad_inputs_get_one_line_4xx_and_the_server_keeps_serving(recommender, c
         too_large = upload(client, big)
         assert too_large.status_code == 413 and "limit" in too_large.json()["error"]
         assert client.post("/recommend", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+        for body in ({"path": "city.mp4", "user": ""}, {"path": "city.mp4", "user": "ana", "top": "5"},
+                     {"path": "city.mp4", "user": "ana", "top": 0}, {"path": "", "user": "ana"}):
+            refused = client.post("/recommend", json=body)  # JSON is checked strictly, as the schema says
+            assert refused.status_code == 422 and set(refused.json()) == {"error"}, body
         assert client.get("/health").status_code == 200
         assert upload(client, corpus / "new" / "city.mp4").status_code == 200
 
@@ -230,11 +262,21 @@ def test_token_is_required_beyond_loopback_and_checked(recommender, checkpoint, 
     with pytest.raises(ConfigError, match="token"):
         ServeOptions(host="0.0.0.0")
     ServeOptions(host="::1")
+    for unusable in ("", " ", " s3cret"):
+        with pytest.raises(ConfigError, match="--token"):
+            ServeOptions(token=unusable)
     with client_for(recommender, checkpoint, token="s3cret") as client:
-        assert client.get("/health").status_code == 401
-        assert client.get("/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/health/live").status_code == 200  # a load balancer's probe carries no token
+        for route in ("/health", "/health/ready", "/users/ana"):
+            assert client.get(route).status_code == 401, route
+        assert client.get("/health/ready", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/health/ready", headers={"Authorization": "Basic s3cret"}).status_code == 401
         assert upload(client, corpus / "new" / "city.mp4").status_code == 401
-        assert client.get("/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        for scheme in ("Bearer", "bearer", "BEARER"):  # the scheme's name in any case (RFC 9110)
+            client.headers["Authorization"] = f"{scheme} s3cret"
+            assert wait_until_ready(client).status_code == 200, scheme
+        assert upload(client, corpus / "new" / "city.mp4").status_code == 200
+    assert client.app.openapi()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
 def test_cli_refuses_a_public_address_without_a_token(checkpoint, monkeypatch):
@@ -243,16 +285,112 @@ def test_cli_refuses_a_public_address_without_a_token(checkpoint, monkeypatch):
     assert result.exit_code == 1 and "needs a token" in result.stderr
 
 
+def test_cli_refuses_a_blank_token(checkpoint, monkeypatch):
+    monkeypatch.delenv("PHR_TOKEN", raising=False)
+    result = CliRunner().invoke(cli_app, ["serve", "--checkpoint", str(checkpoint), "--token", " "])
+    assert result.exit_code == 2 and "--token" in result.stderr and "blank" in result.stderr
+
+
 def test_health_and_users(recommender, checkpoint, corpus):
     with client_for(recommender, checkpoint) as client:
-        health = client.get("/health").json()
+        health = wait_until_ready(client).json()
         assert health["status"] == "ready" and health["explanations"] == "available"
         assert health["provenance"]["posts_fingerprint"] == recommender.checkpoint.provenance.posts_fingerprint
+        assert health["checkpoint_sha256"] == sha256_of(checkpoint)
+        # TestClient's client is "testclient", not loopback: no server paths.
+        assert health["checkpoint"] is None and health["store"] is None and health["provenance"]["store"] is None
+        assert str(corpus) not in client.get("/health").text  # /health: an alias of /health/ready
         ana = client.get("/users/ana").json()
         counts = {entry["hashtag"]: entry["count"] for entry in ana["hashtags"]}
         assert ana["known"] and counts[PLANTED] == len(training_posts(checkpoint, corpus, "ana", PLANTED))
         assert counts["anadaily"] >= counts[PLANTED]
         assert client.get("/users/zoe").json() == {"user": "zoe", "known": False, "hashtags": []}
+    app = create_app(recommender, ServeOptions(decode_workers=0), checkpoint)
+    with TestClient(app, client=("127.0.0.1", 50000)) as local:
+        health = wait_until_ready(local).json()
+        assert health["checkpoint"] == str(checkpoint) and health["store"] == str(corpus / "features.h5")
+
+
+def test_one_clip_and_one_user_per_request(recommender, checkpoint, corpus):
+    clips = [corpus / "new" / "city.mp4", corpus / "new" / "fire_00 again.mp4"]
+    with client_for(recommender, checkpoint) as client:
+        two_clips = client.post("/recommend", data={"user": "ana"},
+                                files=[("clip", (clip.name, clip.read_bytes())) for clip in clips])
+        assert two_clips.status_code == 422 and two_clips.json()["error"].startswith("clip: given more than once")
+        with open(clips[0], "rb") as handle:
+            two_users = client.post("/recommend", data={"user": ["ana", "ben"]}, files={"clip": ("c.mp4", handle)})
+        assert two_users.status_code == 422 and two_users.json()["error"].startswith("user: given more than once")
+        blank = upload(client, clips[0], user=" ")  # schema-valid: an unknown user, answered for an average one
+        assert blank.status_code == 200 and blank.json()["user"] is None and not blank.json()["personalised"]
+
+
+class GatedEncoders:
+    """The recommender's encoders, the text encoder held back until `gate` is set (or failing)."""
+
+    def __init__(self, loaded, gate: threading.Event, failure: Exception | None = None) -> None:
+        self.loaded, self.gate, self.failure = loaded, gate, failure
+        self.visual, self.acoustic = loaded.visual, loaded.acoustic
+
+    @property
+    def textual(self):
+        self.gate.wait(timeout=120)
+        if self.failure is not None:
+            raise self.failure
+        return self.loaded.textual
+
+
+def test_ready_only_once_every_encoder_is_loaded(recommender, checkpoint, monkeypatch):
+    gate = threading.Event()
+    monkeypatch.setattr(recommender, "encoders", GatedEncoders(recommender.encoders, gate))
+    with client_for(recommender, checkpoint) as client:
+        try:
+            assert client.get("/health/live").status_code == 200
+            loading = client.get("/health/ready")
+            assert loading.status_code == 503 and loading.json()["status"] == "loading"
+        finally:
+            gate.set()
+        assert wait_until_ready(client).status_code == 200
+    gate = threading.Event()
+    gate.set()
+    failing = GatedEncoders(recommender.encoders, gate, PhrError("the text encoder is missing"))
+    monkeypatch.setattr(recommender, "encoders", failing)
+    with client_for(recommender, checkpoint) as client:
+        failed = wait_until_ready(client)
+        assert failed.status_code == 503 and failed.json()["status"] == "failed"
+
+
+def test_each_request_is_logged_with_its_user_client_and_reason(recommender, checkpoint, corpus, caplog):
+    caplog.set_level(logging.INFO, logger="phr.serve")
+    with client_for(recommender, checkpoint, token="s3cret") as client:
+        client.get("/users/ana")
+        client.headers["Authorization"] = "Bearer s3cret"
+        upload(client, corpus / "new" / "city.mp4", user="ben\nforged line")
+        client.post("/recommend", json={"path": "city.mp4", "user": "cem"})
+    lines = [record.getMessage() for record in caplog.records if record.name == "phr.serve"]
+    assert any(line.startswith("401 refused GET /users/ana user - client testclient: 'missing or wrong bearer")
+               for line in lines), lines
+    assert any(line.startswith("200 ok POST /recommend user 'ben\\nforged line' client testclient")
+               for line in lines), lines  # quoted: a user cannot forge a log line
+    assert any(line.startswith("403 refused POST /recommend user 'cem' client testclient: 'paths are not served")
+               for line in lines), lines
+
+
+def test_docs_are_served_without_a_cdn(recommender, checkpoint):
+    with client_for(recommender, checkpoint, token="s3cret") as client:  # the documents need no token
+        page = client.get("/docs")
+        assert page.status_code == 200 and "cdn" not in page.text
+        script = re.search(r'src="([^"]+swagger-ui-bundle\.js)"', page.text).group(1)
+        assert client.get(script).status_code == 200
+        assert client.get("/openapi.json").status_code == 200
+
+
+def test_schema_names_every_field_the_answers_have():
+    """schema.py's models mirror recommend.py's and explain.py's dataclasses: a field renamed there fails here."""
+    assert set(schema.Recommendation.model_fields) == {f.name for f in fields(ClipRecommendation)} | {"duration"}
+    assert set(schema.Suggestion.model_fields) == {f.name for f in fields(Suggestion)}
+    assert set(schema.Because.model_fields) == {f.name for f in fields(Because)}
+    assert set(schema.Part.model_fields) == {f.name for f in fields(Part)}
+    assert set(schema.VideoEvidence.model_fields) == {f.name for f in fields(VideoEvidence)}
 
 
 def test_a_clip_that_times_out_in_decoding_gets_422(recommender, checkpoint, corpus):

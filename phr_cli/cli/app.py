@@ -227,3 +227,21 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+
+
+JournalOption = Annotated[str | None, typer.Option(
+    "--journal", metavar="PATH|URL", help="Take the posts `phr serve` recorded in this journal (a file, or "
+    "postgresql://…) into the store, once each.")]
+
+
+def take_journal(journal: str, store: Path) -> None:
+    """`--journal`: the journal's posts the store lacks taken into it (a one-line error if it cannot be read)."""
+    from phr_cli.data.journal import open_journal, take_into_store
+
+    try:
+        with open_journal(journal) as opened:
+            intake = take_into_store(opened, store)
+    except PhrError as error:
+        fail(str(error))
+    err.print(f"journal {printable(journal)}: {intake.posts} post(s) taken into the store "
+              f"({intake.already} there before)", highlight=False, soft_wrap=True)

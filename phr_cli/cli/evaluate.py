@@ -34,6 +34,7 @@ class Protocol(str, Enum):
     sampled = "sampled"
     full = "full"
     both = "both"
+    stream = "stream"
 
 
 @app.command()
@@ -45,7 +46,8 @@ def evaluate(
         f"for the mean ± standard deviation over seeds [default: {DEFAULT_CHECKPOINT}]")] = None,
     protocol: Annotated[Protocol, typer.Option(
         "--protocol", help="sampled (the paper's: ground truth + 1,000 random hashtags), full (every known "
-        "hashtag) or both.")] = Protocol.both,
+        "hashtag), both, or stream (full, frozen and with each test post folded in once scored, in time order: "
+        "a time split).")] = Protocol.both,
     baselines: Annotated[bool, typer.Option(
         "--baselines/--no-baselines", help="Also fit and score the baselines.")] = True,
     seed: Annotated[int, typer.Option(
@@ -96,7 +98,7 @@ def evaluate(
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    shown = ("sampled", "full") if protocol is Protocol.both else (protocol.value,)
+    shown = {Protocol.both: ("sampled", "full"), Protocol.stream: ("full", "stream")}.get(protocol, (protocol.value,))
     if summary is not None:
         present.show_seed_summary(summary, shown, segments)
     else:

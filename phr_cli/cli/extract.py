@@ -12,6 +12,7 @@ from phr_cli.cli import present
 from phr_cli.cli.app import (
     DEFAULT_STORE,
     DeviceOption,
+    JournalOption,
     QuietOption,
     RandomWeightsOption,
     WeightsDirOption,
@@ -23,6 +24,7 @@ from phr_cli.cli.app import (
     finite,
     printable,
     quiet_libraries,
+    take_journal,
 )
 from phr_cli.data.decode_options import DecodeLimits
 from phr_cli.encoders.registry import PRECISIONS
@@ -77,6 +79,7 @@ def extract(
     ray_encoders: Annotated[int | None, typer.Option(
         "--ray-encoders", min=1, help="With --ray: encoder actors (default: one per GPU of the cluster, else 1).")
     ] = ExtractOptions.ray_encoders,
+    journal: JournalOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Decode videos and encode them (ResNet50, VGGish, MiniLM) into an HDF5 feature store."""
@@ -100,6 +103,8 @@ def extract(
         err.print(f"reading posts under {printable(videos)}; store {printable(store)}", highlight=False)
     report = _run(videos, store, options, quiet)
     present.show_extract(report, random_weights, replace)
+    if journal is not None:
+        take_journal(journal, store)
     if report.failures:
         fail(f"{len(report.failures)} file(s) failed" + (" (stopped by --strict)" if report.stopped_early else "")
              + f"; their status and reason are in {store}")

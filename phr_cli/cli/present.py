@@ -103,6 +103,8 @@ def show_checkpoint(summary: dict) -> None:
         ("state", ("finished" if summary["completed"] else "interrupted: `phr train` resumes it")
          + (", stopped early" if summary["stopped_early"] else "")),
         *summary["stages"].items(),
+        *([("warm-started from", f"{warm['path']} (sha256 {warm['sha256'][:12]}…)")]
+          if (warm := summary.get("warm_start")) else []),
         ("trained on", provenance["store"] or "posts from no store"),
     ]
     if provenance["store"]:
@@ -261,10 +263,17 @@ def show_training(outcome: StoreTraining, metric_name: str, curve: Path) -> None
         tail = " (patience counted afresh, Adam's moments anew)" if result.start is Start.EXTENDED else ""
         out.print(f"{head} epochs {first}–{run} of at most {result.epochs}"
                   + (", stopped early" if result.stopped_early else "") + tail, highlight=False, soft_wrap=True)
+    warm = result.warm_start
+    if warm is not None:
+        before = "" if warm.validation_metric is None or math.isnan(warm.validation_metric) else \
+            f"; validation {metric_name} {warm.validation_metric:.4f} before the first epoch (epoch 0)"
+        out.print(f"warm-started from {printable(warm.path)}: {warm.summary()}{before}", highlight=False,
+                  soft_wrap=True)
     validation = "no validation set: the last epoch is kept" if math.isnan(result.best_metric) else \
         f"validation {metric_name} {result.best_metric:.4f}"
     out.print(
-        f"best epoch {result.best_epoch}: {validation} on {result.device} → {printable(result.checkpoint_path)}",
+        f"best epoch {result.best_epoch}{' (the warm start, no epoch beat it)' if result.best_epoch == 0 else ''}: "
+        f"{validation} on {result.device} → {printable(result.checkpoint_path)}",
         highlight=False, soft_wrap=True,  # a path broken over two lines cannot be copied
     )
     out.print(f"training curve → {printable(curve)}", highlight=False, soft_wrap=True)
@@ -275,14 +284,12 @@ def show_training(outcome: StoreTraining, metric_name: str, curve: Path) -> None
 
 
 def describe(because: Because) -> str:
-    """A suggestion's reasons on a few short lines (`phr recommend --explain`)."""
-    parts = ", ".join(f"{part.name} {part.share:+.0%}" for part in because.parts)
-    lines = [f"score: {parts}", f"you used it {because.uses}×"]
-    if because.own_videos:
-        lines.append("your videos: " + ", ".join(f"{v.video} (α {v.weight:.2f})" for v in because.own_videos))
-    if because.similar_videos:
-        lines.append("similar: " + ", ".join(f"{v.video} ({v.weight:.2f})" for v in because.similar_videos))
-    return "\n".join(lines)
+    """A suggestion's reasons in plain sentences, one a line (`phr recommend --explain`).
+
+    Each sentence is escaped on its own (`printable` turns control characters such as a
+    newline in a file name into visible escapes) and the lines are joined after, so that the
+    cell breaks between sentences and nowhere else."""
+    return "\n".join(printable(sentence) for sentence in because.sentences)
 
 
 def show_recommendations(results: list[ClipRecommendation], user: str | None, explain: bool) -> None:
@@ -297,7 +304,7 @@ def show_recommendations(results: list[ClipRecommendation], user: str | None, ex
         for column, justify in columns + ([("because", "left")] if explain else []):
             table.add_column(column, justify=justify)
         for s in result.suggestions:
-            reason = (printable(describe(s.because)),) if explain and s.because else ()
+            reason = (describe(s.because),) if explain and s.because else ()
             table.add_row(str(s.rank), f"#{s.hashtag}", f"{s.score:.3f}", "✓" if s.used_before else "", *reason)
         out.print(table)
 
@@ -344,7 +351,8 @@ def _spread(means: dict, std: dict) -> Callable[[str], str]:
 def _protocol_names(known: int) -> dict[str, str]:
     return {"sampled": "paper protocol (ground truth + 1,000 sampled hashtags)" if known > 1000 else
             f"paper protocol (all {known} known hashtags: fewer than 1,000 to sample)",
-            "full": "full ranking (every known hashtag)"}
+            "full": "full ranking (every known hashtag)",
+            "stream": "stream (full ranking, each test post folded in once scored, in time order)"}
 
 
 def show_comparison(comparison: Comparison, protocols: tuple[str, ...], segments: bool = False) -> None:

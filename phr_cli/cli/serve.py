@@ -20,10 +20,17 @@ from phr_cli.cli.app import (
     quiet_libraries,
 )
 from phr_cli.errors import PhrError
-from phr_cli.serving.options import MAX_BATCH_WINDOW, ServeOptions
+from phr_cli.serving.options import MAX_BATCH_WINDOW, ServeOptions, token_problem
 
 MIB = 1 << 20  # --max-upload-mb's unit
 MS = 1000  # --batch-window-ms's unit
+
+
+def _usable_token(token: str | None) -> str | None:
+    problem = token_problem(token)
+    if problem:
+        raise typer.BadParameter(problem)
+    return token
 
 
 @app.command()
@@ -37,7 +44,8 @@ def serve(
         "--host", help="Address to listen on; beyond loopback needs --token.")] = ServeOptions.host,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = ServeOptions.port,
     token: Annotated[str | None, typer.Option(
-        "--token", envvar="PHR_TOKEN", help="Bearer token every request must carry.")] = ServeOptions.token,
+        "--token", envvar="PHR_TOKEN", callback=_usable_token,
+        help="Bearer token every request but /health/live must carry.")] = ServeOptions.token,
     media_root: Annotated[Path | None, typer.Option(
         "--media-root", help="Serve JSON `path` requests for files under this folder (off by default).")
     ] = ServeOptions.media_root,
@@ -53,10 +61,15 @@ def serve(
         "--batch-window-ms", callback=finite(0, maximum=MAX_BATCH_WINDOW * MS),
         help="How long a clip waits for others to share its encoder batch.")
     ] = ServeOptions.batch_window * MS,
+    journal: Annotated[str | None, typer.Option(
+        "--journal", metavar="PATH|URL", help="Where POST /posts records published posts, replayed on start: a file "
+        "(SQLite), or a postgresql:// URL that replicas share [default: beside the checkpoint, NAME.journal.db]")
+    ] = ServeOptions.journal,
     device: DeviceOption = DEFAULT_DEVICE,
     weights_dir: WeightsDirOption = None,
 ) -> None:
-    """Serve suggestions over HTTP (POST /recommend, GET /health, GET /users/ID; docs at /docs)."""
+    """Serve suggestions over HTTP (POST /recommend, POST /posts, GET /users/ID, /health/live, /health/ready;
+    docs at /docs)."""
     import logging
 
     from phr_cli.devices import resolve_device
@@ -71,7 +84,7 @@ def serve(
     try:
         options = ServeOptions(host=host, port=port, token=token, media_root=media_root,
                                max_upload_bytes=int(max_upload_mb * MIB), decode_workers=decode_workers,
-                               file_timeout=file_timeout, batch_window=batch_window_ms / MS)
+                               file_timeout=file_timeout, batch_window=batch_window_ms / MS, journal=journal)
         with err.status("loading the checkpoint, encoders and store…"):
             recommender = Recommender(checkpoint, resolve_device(device), weights_dir, store)
             recommender.load_store(explain=True)

@@ -16,6 +16,7 @@ from phr_cli.cli.app import (
     DEFAULT_STORE,
     SEED_MAX,
     DeviceOption,
+    JournalOption,
     QuietOption,
     SplitBy,
     app,
@@ -26,6 +27,7 @@ from phr_cli.cli.app import (
     finite,
     out,
     printable,
+    take_journal,
 )
 from phr_cli.errors import ConfigError, PhrError
 from phr_cli.model.config import (
@@ -141,12 +143,26 @@ def train(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a finished checkpoint trained with other settings (refused without it).")
     ] = False,
+    warm_start: Annotated[Path | None, typer.Option(
+        "--warm-start", metavar="OLD.pt", help="Begin from this checkpoint of the same model configuration, "
+        "trained on an earlier state of the store: its users', hashtags' and items' rows carried over by name "
+        "(new ones initialised afresh), its other learned weights whole; statistics fitted on this store.")
+    ] = None,
     nproc: Annotated[int, typer.Option(
         "--nproc", min=1, help="Training processes on this machine (torchrun, DistributedDataParallel: gloo on "
         "CPU, NCCL with one GPU each).")] = 1,
+    refresh: Annotated[bool, typer.Option(
+        "--refresh", help="Do not train: fold the posts the store gained since the checkpoint was trained (and "
+        "--journal's) into its counts, in place, in seconds; the network stays as trained.")] = False,
+    journal: JournalOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Train GCN-PHR on the store's posts (8:1:1 split) and write a checkpoint."""
+    if refresh and warm_start is not None:  # a refresh trains nothing to start warm
+        fail("--refresh folds posts into --checkpoint without training, --warm-start trains: give one", code=2)
+    if refresh:
+        _refresh(checkpoint, store, journal)
+        return
     if nproc > 1:
         from phr_cli.training.distributed import launch
 
@@ -175,12 +191,37 @@ def train(
             checkpoint, config, seeds, seed_given=ctx.get_parameter_source("seed") is ParameterSource.COMMANDLINE)
     except PhrError as error:
         fail(str(error), code=2)
+    if journal is not None and not other_rank:
+        take_journal(journal, store)
     for path, run_config in runs:  # with --seeds, one a seed
         if not other_rank:
             err.print(f"training on {printable(store)}; checkpoint {printable(path)}", highlight=False)
         outcome = _run(store, path, model_config, run_config, split_by.value, resume, overwrite,
-                       quiet or other_rank)
+                       quiet or other_rank, warm_start)
         show_outcome(outcome, run_config.validation_metric, path, draw=not other_rank)
+
+
+def _refresh(checkpoint: Path, store: Path, journal: str | None) -> None:
+    from phr_cli.data.journal import open_journal
+    from phr_cli.training.refresh import refresh_checkpoint
+
+    if not checkpoint.is_file():
+        fail(f"{printable(checkpoint)}: no checkpoint to refresh; run `phr train --checkpoint "
+             f"{printable(checkpoint)}` first")
+    try:
+        if journal is None:
+            done = refresh_checkpoint(checkpoint, store)
+        else:
+            with open_journal(journal) as opened:
+                done = refresh_checkpoint(checkpoint, store, opened)
+    except PhrError as error:
+        fail(str(error))
+    if done.intake is not None:
+        err.print(f"journal {printable(journal or '')}: {done.intake.posts} post(s) taken into the store "
+                  f"({done.intake.already} there before)", highlight=False, soft_wrap=True)
+    out.print(f"refreshed {printable(checkpoint)}: {done.posts} post(s) folded in ({done.users} new user(s), "
+              f"{done.hashtags} new hashtag(s), {done.items} new video(s)) in {done.seconds:.1f} s; the network "
+              "is as trained", highlight=False, soft_wrap=True)
 
 
 def show_outcome(outcome: StoreTraining, metric_name: str, checkpoint: Path, draw: bool = True) -> None:
@@ -206,7 +247,7 @@ def _seed_runs(checkpoint: Path, config: TrainConfig, seeds: str, seed_given: bo
 
 
 def _run(store: Path, checkpoint: Path, model_config: ModelConfig, config: TrainConfig, split_by: str,
-         resume: bool, overwrite: bool, quiet: bool) -> StoreTraining:
+         resume: bool, overwrite: bool, quiet: bool, warm_start: Path | None = None) -> StoreTraining:
     """Training under a progress display: reading and building, then the epochs with their
     scores, then the steps after them (PITF, calibration, the re-ranker)."""
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -239,6 +280,6 @@ def _run(store: Path, checkpoint: Path, model_config: ModelConfig, config: Train
     try:
         with progress:
             return train_from_store(store, checkpoint, model_config, config, split_by, on_epoch, resume,
-                                    overwrite, on_finishing)
+                                    overwrite, on_finishing, warm_start)
     except PhrError as error:
         fail(str(error))

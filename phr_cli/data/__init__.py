@@ -10,4 +10,6 @@
 - `cases`: a split's test cases (user, video, known ground-truth hashtags).
 - `provenance`: what a trained model records of its data, and finding those posts again.
 - `dataset`: a store's posts → split → graph → cases, as train, tune and evaluate use them.
+- `journal`: posts published after training (`phr serve`'s POST /posts), durable in SQLite; and
+  `journal_postgres`, the same on PostgreSQL for replicas; taken into the store on request.
 """

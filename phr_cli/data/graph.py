@@ -229,9 +229,7 @@ def posts_from_store(contents: StoreContents) -> StorePosts:
     masks["textual"] = table.textual_mask[picked].astype(bool)
 
     def item(row: int) -> str:
-        # A text-only post's item is its caption: the same text by two users is one item.
-        key = table.video_key[row]
-        return key or "text:" + hashlib.sha1(table.caption[row].encode()).hexdigest()
+        return table.video_key[row] or text_item_key(table.caption[row])
 
     posts = PostData(
         users=[table.user[r] for r in rows],
@@ -244,6 +242,11 @@ def posts_from_store(contents: StoreContents) -> StorePosts:
     )
     names = [_post_name(table.source[r], table.path[r], r) for r in rows]
     return StorePosts(posts, picked, names, skipped)
+
+
+def text_item_key(caption: str) -> str:
+    """A text-only post's item: its caption, so that the same text by two users is one item."""
+    return "text:" + hashlib.sha1(caption.encode()).hexdigest()
 
 
 def _post_name(source: str, path: str, row: int) -> str:

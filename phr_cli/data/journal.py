@@ -33,6 +33,8 @@ from phr_cli.errors import PhrError
 # Each modality's width, in the order its values are packed into one blob.
 WIDTHS = {"visual": VISUAL_DIM, "acoustic": ACOUSTIC_DIM, "textual": TEXTUAL_DIM, "text_embedding": TEXT_EMBEDDING_DIM}
 MODALITIES = ("visual", "acoustic", "textual")
+# A journal post taken into the store has this source, then its id (`take_into_store`).
+JOURNAL_SOURCE = "journal:"
 
 
 class JournalError(PhrError):
@@ -52,14 +54,16 @@ class LivePost:
     clip: str = ""  # the clip's name as the client sent it
     features: dict[str, np.ndarray] = field(default_factory=dict)  # WIDTHS' keys -> float32 vector
     masks: dict[str, bool] = field(default_factory=dict)  # MODALITIES -> present
+    status: str = "ok"  # the clip's decoding status (statuses.Status), as the store records it
 
     def pack(self) -> tuple[str, bytes]:
         """(JSON of the small fields, the features as one float32 blob)."""
         small = {"user": self.user, "hashtags": self.hashtags, "caption": self.caption, "time": self.time,
-                 "key": self.key, "clip": self.clip, "masks": {m: bool(self.masks.get(m, False)) for m in MODALITIES}}
+                 "key": self.key, "clip": self.clip, "status": self.status,
+                 "masks": {m: bool(self.masks.get(m, False)) for m in MODALITIES}}
         blob = b"".join(np.asarray(self.features.get(name, np.zeros(width)), np.float32).reshape(width).tobytes()
                         for name, width in WIDTHS.items())
-        return json.dumps(small, ensure_ascii=False), blob
+        return json.dumps(small), blob  # ASCII: a lone surrogate in a caption stays writable
 
     @classmethod
     def unpack(cls, post_id: str, small: str, blob: bytes) -> LivePost:
@@ -70,7 +74,7 @@ class LivePost:
             features[name] = values[start:start + width].copy()
             start += width
         return cls(post_id, fields_["user"], list(fields_["hashtags"]), fields_["caption"], float(fields_["time"]),
-                   fields_["key"], fields_["clip"], features, dict(fields_["masks"]))
+                   fields_["key"], fields_["clip"], features, dict(fields_["masks"]), fields_.get("status", "ok"))
 
 
 class Journal(ABC):
@@ -152,3 +156,51 @@ def open_journal(where: str | Path) -> Journal:
 
         return PostgresJournal(text)
     return SQLiteJournal(Path(text.removeprefix("sqlite:///")))
+
+
+@dataclass
+class Intake:
+    """What `take_into_store` did."""
+
+    posts: int  # journal posts added to the store
+    videos: int  # their videos the store did not hold
+    already: int  # journal posts the store held before
+
+
+def take_into_store(journal: Journal, store: Path) -> Intake:
+    """Add the journal's posts the store does not hold yet (their source names the journal
+    post) as posts of the folder `journal:<location>`, with their videos' features; the store
+    stays the system of record and later commands read them as any other post."""
+    from phr_cli.data.statuses import Status
+    from phr_cli.data.store import PostRows, StoreError, StoreWriter
+
+    with StoreWriter.reopen(store) as writer:
+        posts = writer.stored_posts()
+        if posts is None:
+            raise StoreError(f"{store}: the store has no posts table yet; finish `phr extract` (rerun it) first")
+        assert posts.source is not None
+        held = {source.removeprefix(JOURNAL_SOURCE) for source in posts.source if source.startswith(JOURNAL_SOURCE)}
+        found = [post for _, post in journal.read()]
+        new = [post for post in found if post.id not in held]
+        if not new:
+            return Intake(0, 0, len(found))
+        stored_keys = set(writer.statuses())
+        added_keys: set[str] = set()
+        for post in new:
+            if post.key and post.key not in stored_keys | added_keys and (post.masks.get("visual")
+                                                                          or post.masks.get("acoustic")):
+                added_keys.add(post.key)
+                writer.add(key=post.key, path=post.clip, duration=0.0, status=post.status, reason="", n_frames=0,
+                           n_audio_examples=0, visual=post.features["visual"], acoustic=post.features["acoustic"],
+                           visual_mask=bool(post.masks.get("visual")), acoustic_mask=bool(post.masks.get("acoustic")))
+        rows = PostRows(
+            video_key=[post.key for post in new], path=[post.clip for post in new], user=[post.user for post in new],
+            caption=[post.caption for post in new], hashtags=[list(post.hashtags) for post in new],
+            status=[post.status if post.key else Status.TEXT_ONLY for post in new],
+            text_embedding=np.stack([post.features["text_embedding"] for post in new]),
+            textual=np.stack([post.features["textual"] for post in new]),
+            textual_mask=np.array([bool(post.masks.get("textual")) for post in new]),
+            time=np.array([post.time for post in new], dtype=np.float64),
+            source=[JOURNAL_SOURCE + post.id for post in new], folder=[JOURNAL_SOURCE + journal.location] * len(new))
+        writer.finalize(PostRows.concat(posts, rows), writer.stored_projection())
+    return Intake(len(new), len(added_keys), len(found) - len(new))

@@ -162,8 +162,17 @@ class ContentNeighbours:
         vectors = self._vectors(graph.item_features, graph.item_masks)
         pairs = torch.as_tensor(graph.triples[:, [2, 1]])
         self.index = ContentIndex.fit(vectors, pairs, graph.n_hashtags)
-        self.user_shares = _max_normalised(_count_matrix(graph.triples[:, 0], graph.n_users, graph))
-        self.tie_breaker = _MIX_TIE_WEIGHT * _tie_breaker(graph)
+        self.user_shares = self.user_shares_of(graph)
+        self.tie_breaker = self.tie_breaker_of(graph)
+
+    @staticmethod
+    def user_shares_of(graph: Graph) -> sp.csr_matrix:
+        """MP_u: each user's counts divided by their maximum."""
+        return _max_normalised(_count_matrix(graph.triples[:, 0], graph.n_users, graph))
+
+    @staticmethod
+    def tie_breaker_of(graph: Graph) -> np.ndarray:
+        return _MIX_TIE_WEIGHT * _tie_breaker(graph)
 
     def _vectors(self, features: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> torch.Tensor:
         return content_vectors([

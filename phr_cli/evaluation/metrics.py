@@ -15,7 +15,7 @@ them for binary relevance (G relevant, every other hashtag not).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -32,9 +32,10 @@ from phr_cli.evaluation.measures import KS, NEGATIVES, metric_names
 NEGATIVE_BLOCK = 4096
 # Random streams derived from the seed: one per purpose, so that "both" equals running
 # "sampled" and "full" on their own.
-_NEGATIVES_STREAM, _SAMPLED_TIES_STREAM, _FULL_TIES_STREAM = 0, 1, 2
+_NEGATIVES_STREAM, _SAMPLED_TIES_STREAM, _FULL_TIES_STREAM, _STREAM_TIES_STREAM = 0, 1, 2, 3
 
-ProtocolName = Literal["sampled", "full", "both"]
+# "stream": the full protocol, frozen and with the test posts folded in as they come (training/stream.py).
+ProtocolName = Literal["sampled", "full", "both", "stream"]
 
 
 class Scorer(Protocol):
@@ -84,6 +85,13 @@ def _ranked_columns(scores: np.ndarray | Tensor, depth: int, rng: np.random.Gene
     ranked = np.empty((n_rows, depth), dtype=np.int64)
     ranked[rows[in_top], place[in_top]] = columns[in_top]
     return ranked
+
+
+def stream_ranking(depth: int, seed: int) -> Callable[[np.ndarray | Tensor], np.ndarray]:
+    """Ranks rows of scores batch after batch (the stream protocol's): each row's top depth
+    columns, ties broken by one random stream of the seed."""
+    rng = np.random.default_rng([seed, _STREAM_TIES_STREAM])
+    return lambda scores: _ranked_columns(scores, depth, rng)
 
 
 def _hits(ranked: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:

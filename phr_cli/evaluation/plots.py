@@ -81,7 +81,7 @@ def plot_comparison(comparison: dict, path: Path) -> None:
     from matplotlib.figure import Figure
 
     methods = comparison["methods"]
-    protocols = [name for name in ("sampled", "full") if methods and name in methods[0]["metrics"]]
+    protocols = [name for name in ("sampled", "full", "stream") if methods and name in methods[0]["metrics"]]
     if not protocols:
         raise PlotError(f"{path}: nothing to draw (no method was evaluated)")
     figure = Figure(figsize=(8 + 1.5 * len(methods), 4.2 * len(protocols)), layout="constrained")

@@ -31,7 +31,7 @@ from phr_cli.evaluation.baselines import CaptionWords
 from phr_cli.evaluation.measures import KS
 from phr_cli.evaluation.metrics import Scorer, case_metrics, mean_metrics, rank_cases
 from phr_cli.model.hashtag_text import HashtagEmbedder, HashtagsByText
-from phr_cli.model.live import LiveModel
+from phr_cli.ranking.live import LiveModel
 from phr_cli.ranking.scorer import ModelScorer
 from phr_cli.training.checkpoint import Checkpoint
 

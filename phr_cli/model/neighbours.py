@@ -104,14 +104,19 @@ class ContentIndex(SizedByState):
         self.register_buffer("share_values", torch.zeros(n_share_entries))
 
     @classmethod
-    def fit(cls, vectors: Tensor, item_hashtags: Tensor, n_hashtags: int) -> ContentIndex:
+    def fit(cls, vectors: Tensor, item_hashtags: Tensor, n_hashtags: int,
+            projection: ContentIndex | None = None) -> ContentIndex:
         """An index of training items: `vectors` (n_items, width) from `content_vectors`,
-        `item_hashtags` (T, 2) the (item, hashtag) of every training triple."""
+        `item_hashtags` (T, 2) the (item, hashtag) of every training triple. With
+        `projection`, its reduction (mean and components) is taken instead of fitted."""
         n_items, width = vectors.shape
         pairs, counts = torch.unique(item_hashtags, dim=0, return_counts=True)  # sorted by item
         index = cls(width, n_items, n_hashtags, len(pairs))
         vectors = vectors.float()
-        if width > INDEX_WIDTH and n_items > INDEX_WIDTH:
+        if projection is not None:
+            index.mean, index.components = projection.mean.clone(), projection.components.clone()
+            index.vectors = index.vectors.new_zeros(n_items, index.components.shape[1])
+        elif width > INDEX_WIDTH and n_items > INDEX_WIDTH:
             index.mean.copy_(vectors.mean(dim=0))
             _, _, components = torch.pca_lowrank(vectors - index.mean, q=INDEX_WIDTH, center=False, niter=4)
             index.components.copy_(components)

@@ -4,4 +4,5 @@
 - `validation`: the validation halves that calibration and the re-ranker fit and check on.
 - `calibration`: one scale per score part, searched on validation.
 - `rerank`: gradient-boosted trees that re-order each post's leading hashtags.
+- `live`: posts published after training folded into a scorer's counts (serve, refresh, the stream protocol).
 """

@@ -122,6 +122,7 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         "completed": checkpoint.completed,
         "stopped_early": checkpoint.stopped_early,
         "stages": checkpoint.stages,  # what each step after the epochs did (empty: none ran)
+        "warm_start": None if checkpoint.warm_start is None else plain_values(checkpoint.warm_start),
         "provenance": {
             "store": provenance.store,
             "store_relative": checkpoint.store_relative,

@@ -27,8 +27,14 @@ class ServeOptions:
     file_timeout: float = 30.0  # seconds of decoding a clip gets
     batch_window: float = 0.01  # seconds a clip waits for others to share its encoder batch
     max_batch: int = 32
+    # Where published posts (POST /posts) are recorded: a file (SQLite) or a postgresql:// URL shared by
+    # replicas; None: beside the checkpoint (`journal_beside`).
+    journal: str | None = None
 
     def __post_init__(self) -> None:
+        problem = token_problem(self.token)
+        if problem:
+            raise ConfigError(f"--token (PHR_TOKEN) {problem}")
         if not is_loopback(self.host) and not self.token:
             raise ConfigError(f"listening on {self.host} (beyond this machine) needs a token: "
                               "pass --token or set PHR_TOKEN")
@@ -40,6 +46,17 @@ class ServeOptions:
                               f"window within 0…{MAX_BATCH_WINDOW:g} s")
 
 
+def token_problem(token: str | None) -> str:
+    """Why no client could send `token` as its bearer token ("" when one can, or none is set)."""
+    if token is None:
+        return ""
+    if not token.strip():
+        return "is blank: give it a secret"
+    if token != token.strip():
+        return "starts or ends with spaces, which HTTP drops from a header: no client could send it"
+    return ""
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -47,3 +64,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name other than localhost may resolve anywhere
         return False
+
+
+JOURNAL_SUFFIX = ".journal.db"
+
+
+def journal_beside(checkpoint: Path) -> Path:
+    """The default journal of a checkpoint: models/gcn-phr.pt records into models/gcn-phr.journal.db."""
+    return Path(checkpoint).with_suffix(JOURNAL_SUFFIX)

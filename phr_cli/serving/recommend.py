@@ -25,16 +25,19 @@ import torch
 from phr_cli.data import decode
 from phr_cli.data.decode import DecodedClip
 from phr_cli.data.decode_options import FrameSampling
-from phr_cli.data.graph import PostData
+from phr_cli.data.graph import MODALITIES, PostData, text_item_key
+from phr_cli.data.journal import JOURNAL_SOURCE, LivePost
 from phr_cli.data.posts import caption_without_hashtags, normalize_user, parse_hashtags
+from phr_cli.data.provenance import select_trained_posts
 from phr_cli.data.statuses import Status
-from phr_cli.data.store import ACOUSTIC_DIM, VISUAL_DIM, load_store
+from phr_cli.data.store import ACOUSTIC_DIM, TEXT_EMBEDDING_DIM, VISUAL_DIM, StoreContents, load_store
 from phr_cli.devices import resolve_device
 from phr_cli.encoders.pipeline import Encoders, content_key
 from phr_cli.encoders.registry import random_weights_id
 from phr_cli.errors import EncoderMismatchError, PhrError
+from phr_cli.ranking.live import LiveModel
 from phr_cli.ranking.rerank import RERANKER_PART
-from phr_cli.serving.explain import Because, Explainer
+from phr_cli.serving.explain import Because, Explainer, sentences, shares
 from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -85,6 +88,8 @@ class PreparedClip:
         "visual": np.zeros(VISUAL_DIM, np.float32), "acoustic": np.zeros(ACOUSTIC_DIM, np.float32)})
     masks: dict[str, bool] = field(default_factory=lambda: {"visual": False, "acoustic": False, "textual": False})
     decoded: DecodedClip | None = None  # frames and audio waiting for the encoders
+    # The caption's sentence embedding before the store's projection: what a published post's store row keeps.
+    text_embedding: np.ndarray = field(default_factory=lambda: np.zeros(TEXT_EMBEDDING_DIM, np.float32))
     key: str = ""  # content key: a video the model was trained on is ranked with its ID and history
     duration: float = 0.0
     timings: Timings = field(default_factory=Timings)
@@ -113,9 +118,8 @@ class Recommender:
         self.fingerprint: dict = provenance.encoders
         self.sampling = _recorded_sampling(provenance.sampling, checkpoint_path)
         self.projection = provenance.text_projection()
-        self.user_hashtags: dict[str, set[str]] = {
-            user: set(tags) for user, tags in provenance.user_hashtags.items()}
-        self.hashtag_column = {hashtag: column for column, hashtag in enumerate(self.checkpoint.hashtags)}
+        # The posts published since training are folded in here (POST /posts in serve).
+        self.live = LiveModel(self.scorer, self.checkpoint.users, self.checkpoint.hashtags)
         random = {m: e["weights"] == random_weights_id() for m, e in self.fingerprint.items()}
         self.random_weights = random["visual"] or random["acoustic"]
         # Encode as the store's videos were: the same weights and autocast precision.
@@ -124,6 +128,8 @@ class Recommender:
         self.store_path, self.store_problem = _training_store(self.checkpoint, checkpoint_path, store_path)
         self._stored: dict[str, tuple[np.ndarray, np.ndarray, bool, bool]] | None = None
         self._explainer: Explainer | None = None
+        # Journal posts the checkpoint was trained on (taken into its store): never folded in again.
+        self.trained_journal_ids: set[str] = set()
         self.explain_problem = ""  # why explanations are unavailable, once tried
         self._store_lock = threading.Lock()  # serve looks clips up from several threads
         self.timings = Timings(load=time.perf_counter() - started)
@@ -165,6 +171,7 @@ class Recommender:
                     "pass that store with --store"
                 )
             if self._stored is None:
+                self.trained_journal_ids = self._trained_journal_ids(contents)
                 videos, stored = contents.videos, {}
                 for row, key in enumerate(videos.key):
                     if videos.visual_mask[row] or videos.acoustic_mask[row]:
@@ -178,17 +185,35 @@ class Recommender:
                 except PhrError as error:  # the ranking still works; say why it has no reasons
                     self.explain_problem = str(error)
 
+    def _trained_journal_ids(self, contents: StoreContents) -> set[str]:
+        try:
+            selected, _ = select_trained_posts(contents, self.checkpoint.provenance)
+        except PhrError:  # not the posts it was trained on: explanations say why
+            return set()
+        assert contents.posts is not None and contents.posts.source is not None
+        sources = contents.posts.source
+        return {sources[row].removeprefix(JOURNAL_SOURCE)
+                for row in selected.store_rows[self.checkpoint.split.train].tolist()
+                if sources[row].startswith(JOURNAL_SOURCE)}
+
     def user_hashtag_counts(self, user: str) -> dict[str, int | None]:
-        """The user's training hashtags with their number of posts, most used first (counts
-        are None when the store, hence the posts, cannot be read)."""
+        """The user's hashtags with their number of posts, training and published since, most
+        used first (a model without the count evidence: the training hashtags, counts None)."""
         user = normalize_user(user) or ""
-        self.load_store(explain=True)
-        position = self.checkpoint.user_position(user)
-        if position < 0:
-            return {}
-        if self._explainer is None:
-            return dict.fromkeys(sorted(self.user_hashtags.get(user, ())))
-        return {self.checkpoint.hashtags[c]: n for c, n in self._explainer.user_counts(position).items()}
+        if self.scorer.model.evidence is None:
+            return dict.fromkeys(sorted(self.checkpoint.provenance.user_hashtags.get(user, ())))
+        position = self.live.user_position(user)
+        return {self.live.hashtags[c]: round(n) for c, n in self.live.user_counts(position).items()}
+
+    def known_user(self, user: str) -> bool:
+        """Whether the user has posts: in training or published since."""
+        return self.live.user_position(normalize_user(user)) >= 0
+
+    def fold_in(self, posts: list[LivePost]) -> None:
+        """Posts published since training, in the user's history from the next ranking on.
+        Not thread-safe with `rank`: serve calls both on its one device thread."""
+        if posts:
+            self.live.fold_in(live_post_data(posts))
 
     def closest_users(self, user: str, count: int = 3) -> list[str]:
         """Known user ids that look like `user` (a typo, another spelling), closest first."""
@@ -250,13 +275,16 @@ class Recommender:
         embedded = {}
         if wanted:
             self._check_encoder("textual")
-            embedded = dict(zip(wanted, self.projection.apply(self.encoders.textual.embed(wanted))))
+            raw = np.asarray(self.encoders.textual.embed(wanted), np.float32)
+            embedded = dict(zip(wanted, zip(raw, self.projection.apply(raw))))
         for clip in clips:
             clip.decoded = None  # frames are large; the features are all that is kept
             text = texts[clip.caption]
             clip.masks["textual"] = bool(text)
-            clip.features["textual"] = embedded[text] if text else \
-                np.zeros(self.projection.components.shape[0], np.float32)
+            if text:
+                clip.text_embedding, clip.features["textual"] = embedded[text]
+            else:
+                clip.features["textual"] = np.zeros(self.projection.components.shape[0], np.float32)
         share = (time.perf_counter() - tick) / max(1, len(clips))
         for clip in clips:  # one batch's time, shared by the clips in it
             clip.timings.encode += share
@@ -266,9 +294,8 @@ class Recommender:
              explain: bool = False) -> ClipRecommendation:
         """The clip's top hashtags for `user`, with their reasons when `explain`."""
         tick = time.perf_counter()
-        checkpoint = self.checkpoint
         user = normalize_user(user)
-        position = checkpoint.user_position(user) if user else -1
+        position = self.live.user_position(user)
         assert clip.status is not None, "rank a clip after looking it up and decoding it"
         result = ClipRecommendation(clip.clip, clip.status, clip.notices, user, position >= 0)
         if not any(clip.masks.values()):
@@ -282,11 +309,11 @@ class Recommender:
         )
         [row] = self.scorer.score(np.array([position]), posts).cpu().numpy()
         excluded = set(parse_hashtags(clip.caption))
-        used = self.user_hashtags.get(user or "", set())
+        used = set(self.user_hashtag_counts(user)) if user else set()
         if exclude_used:
             excluded |= used
         for column in np.argsort(-row, kind="stable"):
-            hashtag = checkpoint.hashtags[column]
+            hashtag = self.live.hashtags[column]
             if hashtag in excluded:
                 continue
             result.suggestions.append(Suggestion(len(result.suggestions) + 1, hashtag,
@@ -304,7 +331,7 @@ class Recommender:
             result.notices.append(f"no explanations: {self.explain_problem}")
             return
         device = self.scorer.user_reps.device
-        columns = [self.hashtag_column[s.hashtag] for s in result.suggestions]
+        columns = [self.live.hashtag_index[s.hashtag] for s in result.suggestions]
         with torch.no_grad():
             item = self.scorer.model.network.encode_items(
                 {m: torch.as_tensor(f, device=device) for m, f in posts.features.items()},
@@ -314,8 +341,22 @@ class Recommender:
         if self.scorer.reranker is not None:  # what the trees moved: the parts then add up to the score
             calibrated = sum(part_values.values())
             part_values[RERANKER_PART] = np.array([s.score for s in result.suggestions], np.float32) - calibrated
-        reasons = self._explainer.explain(position, item, part_values, columns)
-        for suggestion, because in zip(result.suggestions, reasons):
+        # The explainer knows the training graph: a user or hashtag first seen since has no
+        # training videos to show; the uses (and the latest) count the posts published since too.
+        assert posts.times is not None  # rank() posts the clip now
+        posted = float(posts.times[0])
+        n_users, n_hashtags = len(self.checkpoint.trained_users), len(self.checkpoint.trained_hashtags)
+        trained = [n for n, column in enumerate(columns) if column < n_hashtags]
+        reasons = dict(zip(trained, self._explainer.explain(
+            position if position < n_users else -1, item, {name: v[trained] for name, v in part_values.items()},
+            [columns[n] for n in trained], posted)))
+        uses = self.live.user_counts(position)
+        for n, (suggestion, column) in enumerate(zip(result.suggestions, columns)):
+            because = reasons.get(n) or Because(shares({name: float(v[n]) for name, v in part_values.items()}),
+                                                0, None, [], [], 0, 0, [])
+            because.uses = round(uses.get(column, 0))
+            because.last_used = self.live.last_use(position, column)
+            because.sentences = sentences(because, suggestion.hashtag, position >= 0, posted)
             suggestion.because = because
 
     def _spent(self, clip: PreparedClip, step: str, since: float) -> None:
@@ -331,6 +372,16 @@ class Recommender:
                 self.decode(clip)
         self.encode(prepared)
         return [self.rank(clip, user, top, exclude_used, explain) for clip in prepared]
+
+
+def live_post_data(posts: list[LivePost]) -> PostData:
+    """Published posts as the model reads posts (a text-only post's item is its caption, as in training)."""
+    return PostData(
+        users=[post.user for post in posts], items=[post.key or text_item_key(post.caption) for post in posts],
+        hashtags=[list(post.hashtags) for post in posts],
+        features={m: np.stack([post.features[m] for post in posts]) for m in MODALITIES},
+        masks={m: np.array([bool(post.masks.get(m)) for post in posts]) for m in MODALITIES},
+        times=np.array([post.time for post in posts], dtype=np.float64))
 
 
 def _training_store(checkpoint: Checkpoint, checkpoint_path: Path, given: Path | None) -> tuple[Path | None, str]:

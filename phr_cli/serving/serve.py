@@ -1,15 +1,18 @@
 """`phr serve`: hashtag suggestions over HTTP from a warm process (FastAPI under uvicorn).
 
-Everything loads once (checkpoint, encoders, the store's features and explanation
-evidence). A request's clip is looked up in the store, else decoded in a pool of worker
+Everything loads once (checkpoint, the store's features and explanation evidence; the
+encoders on the device thread as the server starts, /health/ready answering 503 until they
+are in). A request's clip is looked up in the store, else decoded in a pool of worker
 processes (the per-file time limit and memory cap of `phr extract`), then waits a short
 collection window so that clips arriving together share one encoder batch; encoding and
 scoring run on one device thread beside the event loop, so a slow clip never stalls it.
 
-Safe by default: loopback only unless a bearer token is set (compared in constant time);
-uploads are streamed into a private temporary folder, capped while they stream and deleted
-after the answer; a JSON `path` is served only from under `--media-root`, resolved first
-so that `..` and symbolic links cannot leave it.
+Safe by default: loopback only unless a bearer token is set (compared in constant time;
+/health/live, the API documents and /docs need none); uploads are streamed into a private
+temporary folder, capped while they stream and deleted after the answer; a JSON `path` is
+served only from under `--media-root`, resolved first so that `..` and symbolic links
+cannot leave it. Answers name a clip as the client did, and show server paths (the
+checkpoint, the store) to loopback clients only. The contract is schema.py's models.
 """
 
 from __future__ import annotations
@@ -23,34 +26,91 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from concurrent import futures
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, Generic
 
 import pebble
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
+from pydantic import ValidationError
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from phr_cli.data import decode
 from phr_cli.data.decode_options import DecodeLimits
+from phr_cli.data.journal import LivePost, open_journal
+from phr_cli.data.posts import normalize_user
+from phr_cli.data.statuses import Status
+from phr_cli.encoders.pipeline import Encoders
 from phr_cli.errors import PhrError
-from phr_cli.serving.options import ServeOptions
-from phr_cli.serving.recommend import PreparedClip, Recommender
+from phr_cli.files import sha256_of
+from phr_cli.serving.history import LiveHistory
+from phr_cli.serving.options import ServeOptions, is_loopback, journal_beside
+from phr_cli.serving.recommend import ClipRecommendation, PreparedClip, Recommender
+from phr_cli.serving.schema import (
+    POST_EXAMPLE,
+    RECOMMEND_EXAMPLE,
+    ErrorMessage,
+    FieldsT,
+    Liveness,
+    NothingToLearn,
+    Posted,
+    PostFields,
+    Provenance,
+    Readiness,
+    ReadinessStatus,
+    Recommendation,
+    RecommendFields,
+    UserHashtags,
+    clip_request_body,
+    json_body,
+)
 
 log = logging.getLogger("phr.serve")
 FIELD_LIMIT = 64 << 10  # bytes of a form field other than the clip (a caption is far shorter)
+
+# What each refusal means, as the API document gives it.
+REFUSALS = {
+    400: "A malformed body (not JSON, or a broken multipart upload).",
+    401: "A missing or wrong bearer token.",
+    403: "A JSON `path` outside --media-root, or paths not served (no --media-root).",
+    404: "A JSON `path` that names no file under --media-root.",
+    413: "An upload or a field over its size limit.",
+    415: "A body that is neither multipart/form-data nor JSON.",
+    422: "A field missing, repeated or out of its range.",
+    500: "The server could not rank the clip (e.g. its encoders differ from the checkpoint's).",
+}
+
+
+# The scheme as the API document declares it; `bearer_check` compares the token.
+BEARER = HTTPBearer(auto_error=False, description="The token `phr serve` was started with (--token).")
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses` of a route: each status with its one-line error body."""
+    return {status: {"model": ErrorMessage, "description": REFUSALS[status]} for status in statuses}
 
 
 class RequestError(Exception):
     """A request the server refuses: answered with `status` and a one-line JSON error."""
 
     def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NothingToLearnError(Exception):
+    """A published post whose clip gave nothing to learn from: answered 422 with the clip's status."""
+
+    def __init__(self, message: str, status: Status) -> None:
         super().__init__(message)
         self.status = status
 
@@ -62,9 +122,25 @@ class Stages:
     decode: float = 0.0  # store look-up and decoding, waiting for a decoder included
     encode: float = 0.0  # from joining a batch to its features: the window and device waits included
     score: float = 0.0  # scoring, ranking and explanations (their own time on the device thread)
+    record: float = 0.0  # a published post: the journal's durable write and its fold-in (POST /posts)
 
     def header(self) -> str:
         return ", ".join(f"{name};dur={1000 * value:.1f}" for name, value in vars(self).items())
+
+
+@dataclass
+class ClipRequest(Generic[FieldsT]):
+    """A clip request, read and checked: its fields, the file to read and the clip's name for answers."""
+
+    fields: FieldsT
+    clip: Path  # the upload in the server's private folder, or the JSON path resolved under the media root
+    name: str  # as the client named it: the upload's file name, or the JSON path as given
+
+
+def load_encoders(encoders: Encoders) -> None:
+    """Load every encoder now, not on the first request that needs it (the text encoder takes seconds)."""
+    for modality in ("visual", "acoustic", "textual"):
+        getattr(encoders, modality)
 
 
 class Service:
@@ -76,6 +152,12 @@ class Service:
         recommender.load_store(explain=True)
         self.upload_dir = Path(tempfile.mkdtemp(prefix="phr-serve-"))  # mode 0700: this user only
         self.device = futures.ThreadPoolExecutor(1, thread_name_prefix="phr-device")
+        assert recommender.checkpoint.path is not None  # read from a file
+        self.history = LiveHistory(open_journal(options.journal or journal_beside(recommender.checkpoint.path)),
+                                   recommender)
+        # First on the device thread: requests that arrive meanwhile queue behind it.
+        self.encoders_loading = self.device.submit(self._warm_up)
+        self.encoders_loading.add_done_callback(_log_encoder_failure)
         self.files = futures.ThreadPoolExecutor(4, thread_name_prefix="phr-files")  # hashing, thread decoding
         # spawn, not fork: this process holds torch threads a forked child must not inherit.
         self.pool = pebble.ProcessPool(
@@ -85,32 +167,83 @@ class Service:
         self.waiting: list[tuple[PreparedClip, asyncio.Future]] = []
         self.flush_timer: asyncio.TimerHandle | None = None
 
+    def _warm_up(self) -> None:
+        """Every encoder loaded, and the journal's posts since training replayed into the history."""
+        load_encoders(self.recommender.encoders)
+        replayed = self.history.catch_up()
+        if replayed:
+            log.info("replayed %d post(s) published since training from %s", replayed, self.history.journal.location)
+
+    @property
+    def readiness(self) -> ReadinessStatus:
+        if not self.encoders_loading.done():
+            return "loading"
+        return "failed" if self.encoders_loading.exception() is not None else "ready"
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.stop()
             self.pool.join()
         self.device.shutdown(wait=True)
         self.files.shutdown(wait=True)
+        self.history.close()
         shutil.rmtree(self.upload_dir, ignore_errors=True)
 
-    async def recommend(self, clip: Path, name: str, user: str | None, caption: str, top: int,
-                        stages: Stages) -> dict[str, Any]:
+    async def _features(self, request: ClipRequest[FieldsT], stages: Stages) -> PreparedClip:
+        """The request's clip looked up in the store, else decoded, then encoded (in the next batch)."""
         loop = asyncio.get_running_loop()
         tick = time.perf_counter()
-        prepared = await loop.run_in_executor(self.files, self.recommender.look_up, clip, caption)
+        prepared = await loop.run_in_executor(self.files, self.recommender.look_up, request.clip,
+                                              request.fields.caption)
         if prepared.needs_decoding:
             await self._decode(prepared)
         stages.decode = time.perf_counter() - tick
         tick = time.perf_counter()
         await self._encode(prepared)
-        result = await loop.run_in_executor(self.device, self.recommender.rank, prepared, user, top, False, True)
+        stages.encode = time.perf_counter() - tick
+        prepared.clip = request.name  # the answer and its error name the clip as the client did
+        return prepared
+
+    def _rank(self, prepared: PreparedClip, user: str, top: int) -> ClipRecommendation:
+        """On the device thread: what other processes recorded first (if it is time to look), then the ranking."""
+        self.history.catch_up_if_due()
+        return self.recommender.rank(prepared, user, min(top, len(self.recommender.live.hashtags)), False, True)
+
+    async def recommend(self, request: ClipRequest[RecommendFields], stages: Stages) -> dict[str, Any]:
+        """`Recommendation`'s fields for the request's clip."""
+        prepared = await self._features(request, stages)
+        tick = time.perf_counter()
+        result = await asyncio.get_running_loop().run_in_executor(self.device, self._rank, prepared,
+                                                                  request.fields.user, request.fields.top)
         # Waiting for the device thread (behind other batches' encoders) counts as encoding.
         stages.score = prepared.timings.score
-        stages.encode = time.perf_counter() - tick - stages.score
-        result.clip = name
-        answer = result.to_dict()
-        answer["duration"] = prepared.duration
-        return answer
+        stages.encode += time.perf_counter() - tick - stages.score
+        # A decoder's message may quote the file it read: never show the server's path.
+        result.notices = [notice.replace(str(request.clip), request.name) for notice in result.notices]
+        if result.error is not None:
+            result.error = result.error.replace(str(request.clip), request.name)
+        return {**result.to_dict(), "duration": prepared.duration}
+
+    async def publish(self, request: ClipRequest[PostFields], stages: Stages) -> Posted:
+        """Record a published post durably, then fold it (and whatever else the journal gained)
+        into the history; raises RequestError when the clip gave nothing to learn from."""
+        prepared = await self._features(request, stages)
+        if not any(prepared.masks.values()):
+            reason = prepared.notices[0] if prepared.notices else "no content"
+            raise NothingToLearnError(f"{request.name}: {reason.replace(str(request.clip), request.name)}",
+                                      prepared.status or Status.CORRUPT)
+        fields, loop = request.fields, asyncio.get_running_loop()
+        post = LivePost(
+            id=fields.id or uuid.uuid4().hex, user=normalize_user(fields.user) or fields.user,
+            hashtags=fields.hashtags, caption=fields.caption, time=fields.posted_at, key=prepared.key,
+            clip=request.name,
+            features={**prepared.features, "text_embedding": prepared.text_embedding}, masks=dict(prepared.masks),
+            status=str(prepared.status))
+        tick = time.perf_counter()
+        sequence, new = await loop.run_in_executor(self.files, self.history.record, post)
+        await loop.run_in_executor(self.device, self.history.catch_up)
+        stages.record = time.perf_counter() - tick
+        return Posted(id=post.id, sequence=sequence, new=new, user=post.user, hashtags=post.hashtags)
 
     async def _decode(self, prepared: PreparedClip) -> None:
         path, sampling = Path(prepared.clip), self.recommender.sampling
@@ -158,9 +291,15 @@ class Service:
         running.add_done_callback(settle)
 
 
+def _log_encoder_failure(loading: futures.Future) -> None:
+    if loading.exception() is not None:
+        log.error("the encoders failed to load; /health/ready answers 503: %s", loading.exception())
+
+
 def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path: Path) -> FastAPI:
     """The HTTP API over a loaded recommender (the service starts with the app's lifespan)."""
     state: dict[str, Service] = {}
+    checkpoint_sha256 = sha256_of(checkpoint_path)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -170,130 +309,188 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
         finally:
             state.pop("service").close()
 
-    app = FastAPI(title="phr", description="Personalised hashtag suggestions for micro-videos (GCN-PHR).",
-                  lifespan=lifespan, dependencies=[Depends(bearer_check(options))])
+    # The documents (/docs, /redoc) load Swagger UI and ReDoc from the installed package, not a CDN.
+    app = FastAPIOffline(title="phr", description="Personalised hashtag suggestions for micro-videos (GCN-PHR).",
+                         lifespan=lifespan)
     app.exception_handler(HTTPException)(one_line_error)
     app.exception_handler(RequestValidationError)(invalid_request)
+    app.exception_handler(RequestError)(refused)
+    guarded = APIRouter(dependencies=[Depends(bearer_check(options.token))], responses=refusals(401)) \
+        if options.token else APIRouter()
 
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        """200 when ready, with the checkpoint's provenance."""
+    @app.get("/health/live")
+    def live() -> Liveness:
+        """200 while the process answers (no token needed: a load balancer's probe)."""
+        return Liveness()
+
+    def ready(request: Request, response: Response) -> Readiness:
+        """200 once every encoder is loaded, 503 before; the checkpoint served and its provenance.
+        Paths (checkpoint, store) are shown to loopback clients only."""
+        status = state["service"].readiness
+        response.status_code = 200 if status == "ready" else 503
         checkpoint, provenance = recommender.checkpoint, recommender.checkpoint.provenance
-        return {
-            "status": "ready", "checkpoint": str(checkpoint_path), "device": str(recommender.device),
-            "best_epoch": checkpoint.best_epoch, "users": len(checkpoint.users),
-            "hashtags": len(checkpoint.hashtags), "random_weights": recommender.random_weights,
-            "explanations": recommender.explain_problem or "available",
+        local = request.client is not None and is_loopback(request.client.host)
+        return Readiness(
+            status=status, checkpoint_sha256=checkpoint_sha256, device=str(recommender.device),
+            checkpoint=str(checkpoint_path) if local else None,
             # The store read: found relative to the checkpoint first (`Checkpoint.find_store`), or --store.
-            "store": None if recommender.store_path is None else str(recommender.store_path),
-            "provenance": {"store": provenance.store, "encoders": provenance.encoders,
-                           "sampling": provenance.sampling, "posts_fingerprint": provenance.posts_fingerprint},
-        }
+            store=str(recommender.store_path) if local and recommender.store_path is not None else None,
+            best_epoch=checkpoint.best_epoch, users=len(checkpoint.users), hashtags=len(checkpoint.hashtags),
+            random_weights=recommender.random_weights, explanations=recommender.explain_problem or "available",
+            provenance=Provenance(store=provenance.store if local else None, encoders=provenance.encoders,
+                                  sampling=provenance.sampling, posts_fingerprint=provenance.posts_fingerprint),
+        )
 
-    @app.get("/users/{user}")
-    def user_hashtags(user: str) -> dict[str, Any]:
-        """Whether the model knows the user, and their training hashtags with counts."""
-        counts = recommender.user_hashtag_counts(user)
-        return {"user": user, "known": recommender.checkpoint.user_position(user) >= 0,
-                "hashtags": [{"hashtag": h, "count": n} for h, n in counts.items()]}
+    not_ready: dict[int | str, dict[str, Any]] = {
+        503: {"model": Readiness, "description": "The encoders are loading, or failed to load."}}
+    guarded.get("/health/ready", responses=not_ready)(ready)
+    guarded.get("/health", responses=not_ready, summary="Ready (an alias of /health/ready)")(ready)
 
-    @app.post("/recommend", openapi_extra=REQUEST_SCHEMA)
-    async def recommend(request: Request) -> JSONResponse:
+    @guarded.get("/users/{user}", responses=refusals(422))
+    async def user_hashtags(user: str) -> UserHashtags:
+        """Whether the model knows the user, and their hashtags with counts (training and published since)."""
+        def counts() -> UserHashtags:  # on the device thread, which folds posts in
+            service.history.catch_up_if_due()
+            return UserHashtags.model_validate({
+                "user": user, "known": recommender.known_user(user),
+                "hashtags": [{"hashtag": h, "count": n} for h, n in recommender.user_hashtag_counts(user).items()]})
+
+        service = state["service"]
+        return await asyncio.get_running_loop().run_in_executor(service.device, counts)
+
+    @guarded.post("/posts", status_code=201, response_model=Posted,
+                  openapi_extra=clip_request_body(PostFields, POST_EXAMPLE),
+                  responses={**refusals(400, 403, 404, 413, 415, 500), 422: {
+                      "model": NothingToLearn | ErrorMessage, "description": "A clip that gave nothing to learn "
+                      "from (with its status), or a field missing, repeated or out of its range."}})
+    async def posts(request: Request, response: Response) -> Posted | JSONResponse:
+        """A post the user just published, with the hashtags they chose (fields as /recommend's, plus
+        `hashtags`, optional `time` and `id`): recorded durably, then in the user's history (every
+        evidence term of /recommend and /users) from the next request on. A repeated `id` counts once."""
+        service = state["service"]
+        stages, started = Stages(), time.perf_counter()
+        async with read_clip_request(request, service.upload_dir, options, PostFields) as clip_request:
+            try:
+                posted = await service.publish(clip_request, stages)
+            except NothingToLearnError as refusal:
+                log_request(request, 422, str(refusal.status), started, str(refusal))
+                return JSONResponse(NothingToLearn(error=str(refusal), status=refusal.status).model_dump(), 422)
+            except PhrError as error:
+                log_request(request, 500, "failed", started, str(error))
+                return JSONResponse({"error": str(error)}, 500)
+        response.headers["Server-Timing"] = stages.header()
+        log_request(request, 201, "recorded" if posted.new else "seen before", started, "",
+                    f"post {posted.id}, sequence {posted.sequence}, decode {1000 * stages.decode:.0f} ms, "
+                    f"encode {1000 * stages.encode:.0f} ms, record {1000 * stages.record:.0f} ms")
+        return posted
+
+    clip_refused: dict[str, Any] = {
+        "model": Recommendation | ErrorMessage, "description": "The clip gave nothing to rank from (a Recommendation "
+        "with its status and error), or a field is missing, repeated or out of its range."}
+
+    @guarded.post("/recommend", response_model=Recommendation,
+                  openapi_extra=clip_request_body(RecommendFields, RECOMMEND_EXAMPLE),
+                  responses={**refusals(400, 403, 404, 413, 415, 500), 422: clip_refused})
+    async def recommend(request: Request, response: Response) -> Recommendation | JSONResponse:
         """Suggestions for one clip: a multipart upload (`clip`, `user`, `caption`, `top`) or a
         JSON body with `path` under --media-root. Answers one element of `phr recommend --json`."""
         service = state["service"]
-        stages = Stages()
-        uploaded: Path | None = None
-        status, outcome = 500, "error"
-        started = time.perf_counter()
-        try:
-            fields, clip, name, uploaded = await read_clip_request(request, service.upload_dir, options)
-            user, caption, top = form_values(fields, len(recommender.checkpoint.hashtags))
-            answer = await service.recommend(clip, name, user, caption, top, stages)
-            status, outcome = (422, str(answer["status"])) if answer["error"] else (200, str(answer["status"]))
-            log_request(status, outcome, answer.get("duration", 0.0), stages, started)
-            return JSONResponse(answer, status, headers={"Server-Timing": stages.header()})
-        except RequestError as error:
-            log_request(error.status, "refused", 0.0, stages, started)
-            return JSONResponse({"error": str(error)}, error.status)
-        except PhrError as error:
-            log_request(500, "failed", 0.0, stages, started)
-            return JSONResponse({"error": str(error)}, 500)
-        finally:
-            if uploaded is not None:
-                uploaded.unlink(missing_ok=True)
+        stages, started = Stages(), time.perf_counter()
+        async with read_clip_request(request, service.upload_dir, options, RecommendFields) as clip_request:
+            try:
+                answer = await service.recommend(clip_request, stages)
+            except PhrError as error:
+                log_request(request, 500, "failed", started, str(error))
+                return JSONResponse({"error": str(error)}, 500)
+        response.status_code = 422 if answer["error"] else 200
+        response.headers["Server-Timing"] = stages.header()
+        log_request(request, response.status_code, str(answer["status"]), started, answer["error"] or "",
+                    f"clip {answer['duration']:.1f} s, decode {1000 * stages.decode:.0f} ms, "
+                    f"encode {1000 * stages.encode:.0f} ms, score {1000 * stages.score:.0f} ms")
+        return Recommendation.model_validate(answer)
 
+    app.include_router(guarded)
     return app
 
 
-def bearer_check(options: ServeOptions) -> Callable[[Request], None]:
-    """The dependency every route has: with a token set, a request must carry it as its bearer token."""
+def bearer_check(token: str | None) -> Callable[..., None]:
+    """The dependency of every route but liveness when a token is set: the request's bearer token
+    must be it (the scheme's name in any case, as RFC 9110 has it)."""
+    expected = (token or "").encode()
 
-    def authorised(request: Request) -> None:
-        if options.token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {options.token}".encode()):
+    def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        # Starlette decodes header bytes as Latin-1: encoding back gives the bytes the client sent.
+        given = credentials.credentials.encode("latin-1") if credentials is not None else b""
+        if not hmac.compare_digest(given, expected):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     return authorised
 
 
-async def one_line_error(_: Request, error: HTTPException) -> JSONResponse:
+async def one_line_error(request: Request, error: HTTPException) -> JSONResponse:
+    log_request(request, error.status_code, "refused", None, str(error.detail))
     return JSONResponse({"error": str(error.detail)}, error.status_code, headers=error.headers)
 
 
-async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
     first = error.errors()[0] if error.errors() else {}
     where = ".".join(str(part) for part in first.get("loc", ()))
-    return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+    message = f"{where}: {first.get('msg', 'invalid request')}"
+    log_request(request, 422, "refused", None, message)
+    return JSONResponse({"error": message}, 422)
 
 
-async def read_clip_request(request: Request, upload_dir: Path,
-                            options: ServeOptions) -> tuple[dict[str, Any], Path, str, Path | None]:
-    """A /recommend request's fields, its clip, the clip's name and the uploaded file to delete
-    after the answer (None for a JSON `path` under the media root)."""
+async def refused(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestError)
+    log_request(request, error.status, "refused", None, str(error))
+    return JSONResponse({"error": str(error)}, error.status)
+
+
+def log_request(request: Request, status: int, outcome: str, started: float | None, reason: str = "",
+                stages: str = "") -> None:
+    """One line per request: its answer, who asked (the user as given, the client's address) and why
+    a refusal (user-given text is quoted, so that it cannot forge a line)."""
+    client = request.client.host if request.client is not None else "-"
+    user = getattr(request.state, "user", None)
+    took = f", total {1000 * (time.perf_counter() - started):.0f} ms" if started is not None else ""
+    log.info("%d %s %s %s user %s client %s%s%s%s", status, outcome, request.method, request.url.path,
+             "-" if user is None else repr(user), client, f": {reason!r}" if reason else "",
+             f", {stages}" if stages else "", took)
+
+
+@asynccontextmanager
+async def read_clip_request(request: Request, upload_dir: Path, options: ServeOptions,
+                            fields: type[FieldsT]) -> AsyncIterator[ClipRequest[FieldsT]]:
+    """A clip request (multipart: the `clip` file and `fields`; JSON: `fields` and a `path` under the
+    media root), checked against `fields`; an upload is deleted when the block ends. Raises
+    RequestError for a request to refuse."""
     content_type, _ = parse_options_header(request.headers.get("content-type"))
     if content_type == b"multipart/form-data":
-        fields, uploaded = await read_upload(request, upload_dir, options.max_upload_bytes)
-        return fields, uploaded, fields.pop("clip_name"), uploaded
-    if content_type == b"application/json":
-        fields = await read_json(request)
-        return fields, inside_media_root(options.media_root, fields.get("path")), str(fields["path"]), None
-    raise RequestError(415, "send multipart/form-data (clip, user, caption, top) or JSON with path")
+        known = set(fields.model_fields)
+        form, name, uploaded = await read_upload(request, upload_dir, options.max_upload_bytes, known)
+        try:
+            yield ClipRequest(checked(request, fields, fields.form_values(form)), uploaded, name)
+        finally:
+            uploaded.unlink(missing_ok=True)
+    elif content_type == b"application/json":
+        # Strict: JSON has types, so `"top": "5"` is refused as the schema says (a form's are all text).
+        given = checked(request, json_body(fields), await read_json(request), strict=True)
+        path = given.model_dump(include={"path"})["path"]
+        yield ClipRequest(given, inside_media_root(options.media_root, path), path)
+    else:
+        raise RequestError(415, "send multipart/form-data (clip, user, caption, top) or JSON with path")
 
 
-REQUEST_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["clip", "user"], "properties": {
-        "clip": {"type": "string", "format": "binary"}, "user": {"type": "string"},
-        "caption": {"type": "string"}, "top": {"type": "integer", "minimum": 1}}}},
-    "application/json": {"schema": {"type": "object", "required": ["path", "user"], "properties": {
-        "path": {"type": "string", "description": "a file under --media-root"}, "user": {"type": "string"},
-        "caption": {"type": "string"}, "top": {"type": "integer", "minimum": 1}}}},
-}}}
-
-
-def log_request(status: int, outcome: str, duration: float, stages: Stages, started: float) -> None:
-    log.info("%d %s clip %.1f s, decode %.0f ms, encode %.0f ms, score %.0f ms, total %.0f ms",
-             status, outcome, duration, 1000 * stages.decode, 1000 * stages.encode, 1000 * stages.score,
-             1000 * (time.perf_counter() - started))
-
-
-def form_values(fields: dict[str, Any], n_hashtags: int) -> tuple[str, str, int]:
-    """user, caption and top of a request, checked."""
-    user = fields.get("user")
-    if not isinstance(user, str) or not user:
-        raise RequestError(422, "missing field 'user'")
-    caption = fields.get("caption") or ""
-    if not isinstance(caption, str):
-        raise RequestError(422, "'caption' must be text")
+def checked(request: Request, model: type[FieldsT], values: dict[str, Any], strict: bool = False) -> FieldsT:
+    """`values` as `model`, or a 422 naming the first field at fault; the user is kept for the log line."""
+    if isinstance(values.get("user"), str):
+        request.state.user = values["user"]
     try:
-        top = int(fields.get("top") or 10)
-    except (TypeError, ValueError):
-        raise RequestError(422, f"'top' must be a whole number, not {fields.get('top')!r}") from None
-    if top < 1:
-        raise RequestError(422, "'top' must be at least 1")
-    return user, caption, min(top, n_hashtags)
+        return model.model_validate(values, strict=strict)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise RequestError(422, f"{where}: {first['msg']}") from None
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -311,16 +508,14 @@ async def read_json(request: Request) -> dict[str, Any]:
     return fields
 
 
-def inside_media_root(media_root: Path | None, given: Any) -> Path:
+def inside_media_root(media_root: Path | None, given: str) -> Path:
     """`given` resolved (links followed, `..` removed) if it names a file under the media root."""
     if media_root is None:
         raise RequestError(403, "paths are not served: start the server with --media-root")
-    if not isinstance(given, str) or not given:
-        raise RequestError(422, "missing field 'path'")
     root = media_root.resolve()
     try:
         resolved = (root / given).resolve(strict=True)
-    except (OSError, RuntimeError):  # missing, or a link loop
+    except (OSError, RuntimeError, ValueError):  # missing, a link loop, or a NUL in the name
         raise RequestError(404, f"{given}: no such file under the media root") from None
     if not resolved.is_relative_to(root):
         raise RequestError(403, f"{given}: outside the media root")
@@ -329,10 +524,10 @@ def inside_media_root(media_root: Path | None, given: Any) -> Path:
     return resolved
 
 
-async def read_upload(request: Request, folder: Path, limit: int) -> tuple[dict[str, Any], Path]:
+async def read_upload(request: Request, folder: Path, limit: int, known: set[str]) -> tuple[dict[str, str], str, Path]:
     """Stream a multipart body: the `clip` part into a new private file in `folder` (at most
-    `limit` bytes, counted as it arrives), the other fields into memory. Returns the fields
-    (with "clip_name", the uploaded file's name) and the file."""
+    `limit` bytes, counted as it arrives), the other fields into memory. Returns the fields, the
+    clip's file name as the client sent it, and the file."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + FIELD_LIMIT:
         raise RequestError(413, f"the upload is larger than the {limit:,}-byte limit")
@@ -344,10 +539,10 @@ async def read_upload(request: Request, folder: Path, limit: int) -> tuple[dict[
     path = Path(name)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            fields = await _parse_parts(request, boundary, file, limit)
-        if "clip_name" not in fields:
-            raise RequestError(422, "missing field 'clip' (the uploaded file)")
-        return fields, path
+            collected = await _parse_parts(request, boundary, file, limit, known)
+        if collected.clip_name is None:
+            raise RequestError(422, "clip: Field required (the uploaded file)")
+        return collected.fields, collected.clip_name, path
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -355,11 +550,15 @@ async def read_upload(request: Request, folder: Path, limit: int) -> tuple[dict[
 
 class _MultipartFields:
     """The callbacks of a MultipartParser: the `clip` part is written to `file` (at most
-    `limit` bytes), the other parts collected into `fields` (at most FIELD_LIMIT bytes each)."""
+    `limit` bytes), the other parts collected into `fields` (at most FIELD_LIMIT bytes each).
+    A field of the request (`known`, and the clip) named twice is refused: which of two clips (or
+    users) was meant is the client's to say; other parts are ignored, as the fields model does."""
 
-    def __init__(self, file: BinaryIO, limit: int) -> None:
-        self.file, self.limit = file, limit
-        self.fields: dict[str, Any] = {}
+    def __init__(self, file: BinaryIO, limit: int, known: set[str]) -> None:
+        self.file, self.limit, self.known = file, limit, known | {"clip"}
+        self.fields: dict[str, str] = {}
+        self.clip_name: str | None = None
+        self.seen: set[str] = set()
         self.current: dict[str, Any] = {}
         self.header: list[bytes] = [b"", b""]
 
@@ -372,7 +571,12 @@ class _MultipartFields:
     def header_end(self) -> None:
         if self.header[0].lower() == b"content-disposition":
             _, params = parse_options_header(self.header[1])
-            self.current["name"] = params.get(b"name", b"").decode(errors="replace")
+            name = params.get(b"name", b"").decode(errors="replace")
+            if name in self.seen and name in self.known:
+                raise RequestError(422, f"{name}: given more than once (one clip and one user per request)")
+            if name:
+                self.seen.add(name)
+            self.current["name"] = name
             if b"filename" in params:
                 self.current["filename"] = params[b"filename"].decode(errors="replace")
         self.header[0], self.header[1] = b"", b""
@@ -395,13 +599,14 @@ class _MultipartFields:
 
     def part_end(self) -> None:
         if self.current.get("name") == "clip":
-            self.fields["clip_name"] = self.current.get("filename") or "upload"
+            self.clip_name = self.current.get("filename") or "upload"
         elif self.current.get("name"):
             self.fields[self.current["name"]] = self.current["value"].decode(errors="replace")
 
 
-async def _parse_parts(request: Request, boundary: bytes, file: BinaryIO, limit: int) -> dict[str, Any]:
-    collected = _MultipartFields(file, limit)
+async def _parse_parts(request: Request, boundary: bytes, file: BinaryIO, limit: int,
+                       known: set[str]) -> _MultipartFields:
+    collected = _MultipartFields(file, limit, known)
     parser = MultipartParser(boundary, {
         "on_part_begin": collected.part_begin, "on_part_data": collected.part_data,
         "on_part_end": collected.part_end, "on_header_field": collected.header_field,
@@ -413,7 +618,7 @@ async def _parse_parts(request: Request, boundary: bytes, file: BinaryIO, limit:
         parser.finalize()
     except MultipartParseError as error:
         raise RequestError(400, f"a malformed multipart body ({' '.join(str(error).split())})") from None
-    return collected.fields
+    return collected
 
 
 def run(recommender: Recommender, options: ServeOptions, checkpoint_path: Path) -> None:
@@ -422,4 +627,3 @@ def run(recommender: Recommender, options: ServeOptions, checkpoint_path: Path) 
 
     uvicorn.run(create_app(recommender, options, checkpoint_path), host=options.host, port=options.port,
                 log_level="info", access_log=False)
-

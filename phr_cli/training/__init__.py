@@ -7,4 +7,7 @@
 - `distributed`: several processes (torchrun) training one model.
 - `tune`: Optuna's search over model and training options; a study read back (`phr inspect`).
 - `comparison`: a checkpoint against the baselines on its own split (`phr evaluate`).
+- `stream`: the stream protocol: test posts scored in time order, each folded in once scored.
+- `warm_start`: a training begun from an earlier checkpoint's learned parameters (`phr train --warm-start`).
+- `refresh`: a checkpoint's counts brought up to date with its store's new posts (`phr train --refresh`).
 """

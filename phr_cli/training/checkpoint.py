@@ -3,9 +3,10 @@
 One file (torch's safe, weights-only pickle): the configurations, the split, the
 vocabulary, the best epoch's weights and representations, the history, the provenance of
 the data (`Provenance`), what the steps after the epochs did (`stages`), the store's path
-relative to the checkpoint's folder, and the state to continue from (the optimizer's only
-while the run is unfinished). Written atomically (`files.atomic_file`), so a crash or a full
-disk leaves the previous one. Reading a checkpoint needs nothing of the training loop.
+relative to the checkpoint's folder, the checkpoint a warm start began from (`WarmStart`),
+and the state to continue from (the optimizer's only while the run is unfinished). Written
+atomically (`files.atomic_file`), so a crash or a full disk leaves the previous one. Reading a
+checkpoint needs nothing of the training loop.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ from phr_cli.training.config import TrainConfig
 # factors as a score part (`factors.TagFactors`) and config field; /6: the re-ranker
 # (`rerank.Reranker`) and config field; /7: the model configuration by part (network,
 # evidence, item IDs, factors), the network's weights under "network.", `rerank` a training
-# option; /8: `stages`, `store_relative`, no optimizer state once finished (CHANGELOG.md).
-CHECKPOINT_FORMAT = "phr-gcn-checkpoint/8"
-# Formats read as well: /7 lacks only what /8 added, read as empty.
-EARLIER_READABLE = ("phr-gcn-checkpoint/7",)
+# option; /8: `stages`, `store_relative`, no optimizer state once finished; /9: `refreshed`;
+# /10: `warm_start` (CHANGELOG.md).
+CHECKPOINT_FORMAT = "phr-gcn-checkpoint/10"
+# Formats read as well: each lacks only what the later ones added, read as empty.
+EARLIER_READABLE = ("phr-gcn-checkpoint/9", "phr-gcn-checkpoint/8", "phr-gcn-checkpoint/7")
 READABLE_FORMATS = (CHECKPOINT_FORMAT, *EARLIER_READABLE)
 
 
@@ -63,6 +65,23 @@ class ResumeState:
 
 
 @dataclass
+class WarmStart:
+    """The checkpoint a run was warm-started from (`phr train --warm-start`), and how much of it carried over."""
+
+    path: str  # absolute, as it was when the run started
+    sha256: str  # of that file then
+    # Per vocabulary ("users", "hashtags", "items"): [rows carried over, rows of this model].
+    carried: dict[str, list[int]]
+    # The carried-over weights' validation metric, before the first epoch (None: not validated yet).
+    validation_metric: float | None = None
+
+    def summary(self) -> str:
+        """'N of M users, … rows carried over'."""
+        return ", ".join(f"{carried:,} of {total:,} {vocabulary}" for vocabulary, (carried, total)
+                         in self.carried.items()) + " rows carried over"
+
+
+@dataclass
 class Checkpoint:
     """Everything `phr train` writes: written and read here only (`save`, `load_checkpoint`)."""
 
@@ -77,7 +96,7 @@ class Checkpoint:
     state_dict: dict[str, Tensor] = field(default_factory=dict)  # best epoch's weights, normalisation included
     user_representations: Tensor | None = None  # the network's propagate() at the best epoch
     hashtag_representations: Tensor | None = None
-    best_epoch: int = 0
+    best_epoch: int = 0  # 1-based; 0: a warm start's weights, which no epoch beat (or none run yet)
     best_metric: float = -math.inf
     history: list[dict[str, float]] = field(default_factory=list)
     completed: bool = False
@@ -90,6 +109,9 @@ class Checkpoint:
     # The steps after the epochs, each with what it did ("kept; …", "skipped (…)"), in order.
     stages: dict[str, str] = field(default_factory=dict)
     store_relative: str = ""  # the store's path relative to the checkpoint's folder, as `save` found it
+    # What `phr train --refresh` folded in since training (training/refresh.py); {}: nothing.
+    refreshed: dict[str, Any] = field(default_factory=dict)
+    warm_start: WarmStart | None = None  # None: the run started from a fresh initialisation
     phr_version: str = __version__
     path: Path | None = None  # where it was read from (not saved)
 
@@ -134,6 +156,15 @@ class Checkpoint:
         """The first of `store_candidates` that exists (None: none does)."""
         return next((path for path in self.store_candidates() if path.exists()), None)
 
+    @property
+    def trained_users(self) -> list[str]:
+        """The users of the training graph (a refresh appends the users first seen since)."""
+        return self.users[: self.refreshed["trained"][0]] if self.refreshed else self.users
+
+    @property
+    def trained_hashtags(self) -> list[str]:
+        return self.hashtags[: self.refreshed["trained"][1]] if self.refreshed else self.hashtags
+
     def item_index(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.items)}
 
@@ -174,6 +205,8 @@ class Checkpoint:
             "resume": None if self.resume is None else asdict(self.resume),
             "stages": self.stages,
             "store_relative": self.store_relative,
+            "refreshed": self.refreshed,
+            "warm_start": None if self.warm_start is None else asdict(self.warm_start),
         }
 
     @classmethod
@@ -204,6 +237,8 @@ class Checkpoint:
             resume=None if raw["resume"] is None else ResumeState(**raw["resume"]),
             stages=raw.get("stages", {}),  # format 7 recorded none
             store_relative=raw.get("store_relative", ""),
+            refreshed=raw.get("refreshed", {}),  # format 8 and before: never refreshed
+            warm_start=WarmStart(**raw["warm_start"]) if raw.get("warm_start") else None,  # format 9 and before: none
             phr_version=raw["phr_version"],
         )
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from phr_cli.data.dataset import Dataset, SplitPosts
+from phr_cli.data.graph import Graph, PostData
 from phr_cli.data.provenance import posts_fingerprint
 from phr_cli.encoders.registry import random_weights_id
 from phr_cli.errors import CheckpointError, ConfigError
@@ -48,7 +49,16 @@ from phr_cli.evaluation.segments import CaseGroups, case_groups, segment_metrics
 from phr_cli.evaluation.significance import compare_to_model, tested_metrics
 from phr_cli.evaluation.unseen import evaluate_unseen
 from phr_cli.model.pitf import PITF, PITFConfig
+from phr_cli.ranking.scorer import ModelScorer
 from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
+from phr_cli.training.stream import (
+    FROZEN_NOTE,
+    RefittedCounts,
+    StreamingMethod,
+    StreamingModel,
+    grown_content_neighbours,
+    stream_rank,
+)
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
              "PITF", "content-only", "caption words")
@@ -121,46 +131,55 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
     one fitted here is added to it. `unseen_hashtags`: also rank the test hashtags training
     never saw (`evaluation.unseen`)."""
     posts, split, graph = data.posts, data.split, data.graph
-    if graph.users != checkpoint.users or graph.hashtags != checkpoint.hashtags:
+    if graph.users != checkpoint.trained_users or graph.hashtags != checkpoint.trained_hashtags:
         raise CheckpointError("the posts differ from those the checkpoint was trained on; "
                          "evaluate with the store it was trained on, or retrain")
     test, validation = data.test, data.validation
+    stream, ranked_protocol = _stream_protocol(protocol, split.by)
+    train_posts = posts.subset(split.train)  # what the stream's count baselines start from
     methods: list[MethodResult] = []
     cache = {} if cache is None else cache
     task = f"{split_fingerprint(data)} {protocol} {seed} {pitf!r}"  # what a cached result depends on
 
-    def run(name: str, make_scorer, note: str | Callable[[Any], str] = "", shared: bool = True) -> None:
+    def run(name: str, make_scorer, note: str | Callable[[Any], str] = "", shared: bool = True,
+            streaming: Callable[[Any], StreamingMethod] | None = None) -> None:
         """Time and evaluate one method; a callable note is given the scorer once it is made.
-        A shared method's result depends only on the task: cached."""
+        A shared method's result depends only on the task: cached. With the stream protocol,
+        `streaming` makes the method that folds posts in from the scorer, once it has ranked
+        the frozen protocol (None: it stays frozen)."""
         if shared and (task, name) in cache:
             methods.append(cache[task, name])
             return
         started = time.perf_counter()
         scorer: Scorer = make_scorer()
-        outcome = rank_cases(scorer, posts, test, protocol=protocol, ks=KS, seed=seed, n_negatives=NEGATIVES)
-        methods.append(MethodResult(name, summarise(outcome, test, KS, seed, NEGATIVES),
-                                    note(scorer) if callable(note) else note, time.perf_counter() - started,
-                                    cases=outcome))
+        outcome = rank_cases(scorer, posts, test, protocol=ranked_protocol, ks=KS, seed=seed, n_negatives=NEGATIVES)
+        text = note(scorer) if callable(note) else note
+        text = _add_stream(stream, outcome, streaming, scorer, data, seed, text)
+        methods.append(MethodResult(name, summarise(outcome, test, KS, seed, NEGATIVES), text,
+                                    time.perf_counter() - started, cases=outcome))
         if shared:
             cache[task, name] = methods[-1]
 
     network = checkpoint.model_config.network
     run("GCN-PHR" if network.propagate else "GCN-PHR (content-only)", lambda: checkpoint.scorer(device),
         f"best epoch {checkpoint.best_epoch}, {network.variant.value}, fusion {network.fusion.value}"
-        + (", re-ranked" if checkpoint.reranker is not None else ""), shared=False)
-    fitted_on_graph = {"global popularity": GlobalPopularity, "user popularity": UserPopularity,
-                       "item popularity": ItemPopularity, "caption words": CaptionWords.from_graph}
-    for name in (name for name in fitted_on_graph if name in baselines):
-        run(name, lambda make=fitted_on_graph[name]: make(graph))
+        + (", re-ranked" if checkpoint.reranker is not None else ""), shared=False, streaming=_live(graph))
+    popularity: dict[str, Callable[[Graph], Scorer]] = {
+        "global popularity": GlobalPopularity, "user popularity": UserPopularity, "item popularity": ItemPopularity,
+        "caption words": CaptionWords.from_graph}  # its popularity breaks its ties
+    for name in (name for name in popularity if name in baselines):
+        run(name, lambda make=popularity[name]: make(graph), streaming=_refitted(popularity[name], train_posts))
     if "user+item popularity" in baselines:
         def mix() -> PopularityMix:
             beta, _ = tune_beta(graph, posts, validation, seed=seed)
             return PopularityMix(graph, beta)
 
-        run("user+item popularity", mix, lambda scorer: f"β = {scorer.beta:.1f} (validation P@5)")
+        run("user+item popularity", mix, lambda scorer: f"β = {scorer.beta:.1f} (validation P@5)",
+            streaming=lambda scorer: RefittedCounts(lambda grown: PopularityMix(grown, scorer.beta), train_posts))
     if "content kNN" in baselines:
         run("content kNN", lambda: tune_content_neighbours(graph, posts, validation, seed=seed)[0],
-            lambda scorer: f"k = {scorer.k}, β = {scorer.beta:.1f} (validation P@5)")
+            lambda scorer: f"k = {scorer.k}, β = {scorer.beta:.1f} (validation P@5)",
+            streaming=lambda scorer: RefittedCounts(grown_content_neighbours(scorer), train_posts))
     if "PITF" in baselines and pitf is None and checkpoint.pitf_epoch is not None \
             and checkpoint.train_config.seed == seed == PITFConfig().seed:
         # The model's factors are this very baseline, fitted by `phr train` on the same
@@ -176,7 +195,7 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
             f"{config.epochs} (validation P@5)")
     if "content-only" in baselines and checkpoint.model_config.network.propagate:
         run("content-only", lambda: _content_only(data, checkpoint, device),
-            "GCN-PHR's scorer without graph messages, same training", shared=False)
+            "GCN-PHR's scorer without graph messages, same training", shared=False, streaming=_live(graph))
     methods = [replace(m) for m in methods]  # a cached result's tests and segments are this model's
     groups = case_groups(data)
     _add_tests_and_segments(methods, groups, test.relevant, seed)
@@ -193,6 +212,41 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
         relevant=test.relevant, hashtags=graph.hashtags,
         unseen=evaluate_unseen(data, checkpoint, device, seed).to_dict() if unseen_hashtags else {},
     )
+
+
+def _stream_protocol(protocol: ProtocolName, split_by: str) -> tuple[bool, ProtocolName]:
+    """Whether the stream protocol is asked for, and the frozen protocol ranked beside it."""
+    if protocol != "stream":
+        return False, protocol
+    if split_by != "time":
+        raise ConfigError(f"--protocol stream scores the test posts in time order: it needs a time split, and "
+                          f"this checkpoint's is by {split_by} (train it with --split-by time)")
+    return True, "full"
+
+
+def _live(graph: Graph) -> Callable[[Any], StreamingMethod]:
+    """A trained model's stream method, from its scorer once it has ranked the frozen protocol
+    (so the scorer may change)."""
+    return lambda scorer: StreamingModel(scorer, graph.users, graph.hashtags)
+
+
+def _refitted(make: Callable[[Graph], Scorer], train: PostData) -> Callable[[Any], StreamingMethod]:
+    """A count baseline's stream method: made again from the training posts and those folded in."""
+    return lambda _: RefittedCounts(make, train)
+
+
+def _add_stream(stream: bool, outcome: dict[str, RankedCases], streaming: Callable[[Any], StreamingMethod] | None,
+                scorer: Scorer, data: SplitPosts, seed: int, note: str) -> str:
+    """With the stream protocol, its ranking added to a method's outcome (its frozen full
+    ranking when it cannot take posts, `streaming` None); the method's note, which says so."""
+    if not stream:
+        return note
+    if streaming is None:
+        outcome["stream"] = outcome["full"]
+        return "; ".join(filter(None, [note, FROZEN_NOTE]))
+    outcome["stream"] = stream_rank(streaming(scorer), data.posts, data.test, data.split.test,
+                                    data.graph.n_hashtags, KS, seed)
+    return note
 
 
 def _add_tests_and_segments(methods: list[MethodResult], groups: CaseGroups, relevant: list[np.ndarray],
@@ -213,7 +267,7 @@ def _add_tests_and_segments(methods: list[MethodResult], groups: CaseGroups, rel
                            for protocol, outcome in method.cases.items()}
 
 
-def _content_only(data: SplitPosts, checkpoint: Checkpoint, device: torch.device) -> Scorer:
+def _content_only(data: SplitPosts, checkpoint: Checkpoint, device: torch.device) -> ModelScorer:
     # This baseline is a training run (the checkpoint's own configuration, no graph
     # messages): the one place evaluation needs the training loop, imported only here.
     from phr_cli.training.train import train

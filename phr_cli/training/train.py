@@ -8,6 +8,11 @@ weights and random streams, Adam's moments anew (a finished checkpoint drops the
 patience counted afresh (an early-stopped run gets `patience` more epochs to beat its best
 epoch), the steps after the epochs run again. A finished run with no more epochs is left as
 it is (`Start.FINISHED`).
+
+A fresh run may be warm-started from a checkpoint trained on an earlier state of the store
+(training/warm_start.py): its weights are validated before the first epoch as epoch 0, the
+best epoch if none beats them. An interrupted warm-started run resumes as any other, and
+its checkpoint keeps where it began (`Checkpoint.warm_start`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from phr_cli.data.provenance import Provenance
 from phr_cli.errors import CheckpointError, DataError
 from phr_cli.evaluation.baselines import fit_pitf_on_validation
 from phr_cli.evaluation.metrics import evaluate, small_data_notices
+from phr_cli.files import sha256_of
 from phr_cli.model.config import ModelConfig
 from phr_cli.model.factors import FittedFactors
 from phr_cli.model.network import bpr_loss
@@ -45,11 +51,13 @@ from phr_cli.training.checkpoint import (
     READABLE_FORMATS,
     Checkpoint,
     ResumeState,
+    WarmStart,
     load_checkpoint,
     read_checkpoint_file,
 )
 from phr_cli.training.config import TrainConfig, settings
 from phr_cli.training.distributed import Ranks, join, leave, mean_over_ranks
+from phr_cli.training.warm_start import carry_over, load_origin
 
 # Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "device", "step_propagation", "adam")
@@ -77,7 +85,7 @@ class Start(Choice):
 @dataclass
 class TrainResult:
     checkpoint_path: Path
-    best_epoch: int  # 1-based
+    best_epoch: int  # 1-based; 0: a warm start's weights, which no epoch beat
     best_metric: float
     # per epoch: epoch, loss, metric, seconds (all of it), train_seconds (the training pass alone)
     history: list[dict[str, float]]
@@ -92,6 +100,7 @@ class TrainResult:
     start: Start = Start.FRESH
     epochs: int = 0  # the run's maximum epochs, as its checkpoint records them
     stages: dict[str, str] = field(default_factory=dict)  # `Checkpoint.stages`
+    warm_start: WarmStart | None = None  # `Checkpoint.warm_start`
 
 
 class NegativeSampler:
@@ -209,6 +218,7 @@ def train(
     resume: bool = True,
     factors: FittedFactors | None = None,
     finishing: FinishingCallback | None = None,
+    warm_start: Path | None = None,
 ) -> TrainResult:
     """Train on data's training graph, select the epoch on its validation cases, checkpoint every epoch.
 
@@ -219,14 +229,20 @@ def train(
     or is extended, or left as it is (see the module docstring; `TrainResult.start` says which).
     `provenance` is saved as it is (none: an empty record). A model with PITF's factors
     takes `factors` (a fit on the same posts with the same seed) instead of fitting PITF.
-    `finishing` reports the steps after the epochs (see FinishingCallback).
+    `finishing` reports the steps after the epochs (see FinishingCallback). With `warm_start`,
+    a fresh run begins from that checkpoint's learned parameters (training/warm_start.py); a
+    checkpoint at `checkpoint_path` interrupted in a run that did not begin from it is refused
+    (resuming it, or `resume` False to replace it, is the caller's choice).
     """
     provenance = provenance or Provenance()
     provenance.to_dict()  # refuses what would not load safely, early
+    if warm_start is not None and Path(warm_start).resolve() == Path(checkpoint_path).resolve():
+        raise CheckpointError(f"--warm-start {warm_start} is the --checkpoint itself: write the warm-started run to "
+                              "another --checkpoint (without --warm-start, a run continues its own checkpoint)")
     ranks, device = join(config.device)
     try:
         return _train(data, model_config, config, Path(checkpoint_path), provenance, progress, resume, ranks, device,
-                      factors, finishing or (lambda step, done, total: None))
+                      factors, finishing or (lambda step, done, total: None), warm_start)
     finally:
         leave(ranks)
 
@@ -260,9 +276,11 @@ def check_trainable(data: SplitPosts) -> None:
 
 def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig, checkpoint_path: Path,
            provenance: Provenance, progress: ProgressCallback | None, resume: bool, ranks: Ranks,
-           device: torch.device, factors: FittedFactors | None, finishing: FinishingCallback) -> TrainResult:
+           device: torch.device, factors: FittedFactors | None, finishing: FinishingCallback,
+           warm_start: Path | None) -> TrainResult:
     check_trainable(data)
     graph = data.graph
+    origin = None if warm_start is None else load_origin(Path(warm_start), model_config, config, provenance)
     if model_config.item_ids.dropout is None:
         model_config = model_config.with_item_id_dropout(new_item_share(data.posts, data.split.validation, graph))
     id_dropout = model_config.item_ids.dropout
@@ -272,6 +290,7 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig, che
     with torch.random.fork_rng(devices=fork_devices):  # seeded without touching the caller's RNG
         torch.manual_seed(config.seed)
         model = PHRModel.from_graph(model_config, graph).to(device)
+        warm = None if origin is None else carry_over(origin, model, graph, provenance)
         if model.evidence is not None:
             model.evidence.prepare_training()
         step: nn.Module = BatchScores(model, config.step_propagation, id_dropout)
@@ -282,11 +301,19 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig, che
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                      fused=config.adam == "fused", foreach=config.adam == "foreach")
         record = Checkpoint(model_config, config, data.split, graph.users, graph.hashtags, graph.items,
-                            dict(model.network.item_encoder.widths), provenance)
+                            dict(model.network.item_encoder.widths), provenance, warm_start=warm)
         run = _Run(data, config, checkpoint_path, model, step, optimizer, np.random.default_rng(config.seed),
                    NegativeSampler(graph.triples, graph.n_hashtags, config.hard_negatives), record, ranks, device)
         start, start_epoch, bad_epochs, resumed_from = Start.FRESH, 1, 0, None
         saved = _resumable(checkpoint_path, record) if resume and checkpoint_path.exists() else None
+        if saved is not None and warm is not None and (saved.warm_start is None
+                                                       or saved.warm_start.sha256 != warm.sha256):
+            if not saved.completed:
+                began = "afresh" if saved.warm_start is None else f"from {saved.warm_start.path}"
+                raise CheckpointError(f"{checkpoint_path} holds an interrupted run that began {began}, not from "
+                                      f"--warm-start {warm_start}: pass --restart to replace it with a warm start, "
+                                      "or leave out --warm-start to resume it")
+            saved = None  # a finished run that began elsewhere: the warm start replaces it
         if saved is not None:
             assert saved.resume is not None
             done = saved.resume.epoch
@@ -302,10 +329,15 @@ def _train(data: SplitPosts, model_config: ModelConfig, config: TrainConfig, che
                                                                         saved.best_metric)
             record.user_representations = saved.user_representations
             record.hashtag_representations = saved.hashtag_representations
+            record.warm_start = saved.warm_start  # where the continued run began, with or without --warm-start
             # An extension counts patience afresh: a run stopped early gets `patience` more epochs.
             start = Start.EXTENDED if saved.completed else Start.RESUMED
             bad_epochs = 0 if saved.completed else saved.resume.bad_epochs
             start_epoch, resumed_from = done + 1, done
+        if start is Start.FRESH and warm is not None:
+            # The carried-over weights are a trained model: validated as "epoch 0", they stay the
+            # result unless an epoch beats them, and patience counts from them.
+            warm.validation_metric = _validate(run, 0)
         _run_epochs(run, start_epoch, bad_epochs, progress, factors, finishing)
     return _result(checkpoint_path, record, device, data.validation, resumed_from, start)
 
@@ -354,7 +386,8 @@ def _run_epochs(run: _Run, start_epoch: int, bad_epochs: int, progress: Progress
 
 def _validate(run: _Run, epoch: int) -> float:
     """The epoch's validation metric (full ranking); the epoch becomes the record's best if it
-    beats the best so far (NaN without validation cases: the latest epoch is kept)."""
+    beats the best so far (NaN without validation cases: the latest epoch is kept). Epoch 0:
+    a warm start's weights before training."""
     model, record, validation = run.model, run.record, run.data.validation
     model.eval()
     with torch.no_grad():
@@ -459,6 +492,7 @@ def _result(path: Path, record: Checkpoint, device: torch.device, validation: Te
         start=start,
         epochs=record.train_config.epochs,
         stages=dict(record.stages),
+        warm_start=record.warm_start,
     )
 
 
@@ -540,8 +574,10 @@ def _settings(model: ModelConfig, training: TrainConfig, split_by: str) -> dict[
     return {**kept, "split_by": split_by}
 
 
-def _refuse_overwriting(checkpoint_path: Path, model_config: ModelConfig, config: TrainConfig, split_by: str) -> None:
-    """A finished checkpoint is a result: one trained with other settings is never replaced silently."""
+def _refuse_overwriting(checkpoint_path: Path, model_config: ModelConfig, config: TrainConfig, split_by: str,
+                        warm_start: Path | None) -> None:
+    """A finished checkpoint is a result: one trained with other settings, or that did not begin
+    from `warm_start` when one is given, is never replaced silently."""
     try:
         existing = load_checkpoint(checkpoint_path) if Path(checkpoint_path).is_file() else None
     except CheckpointError:  # not a checkpoint: training says so as before
@@ -553,6 +589,10 @@ def _refuse_overwriting(checkpoint_path: Path, model_config: ModelConfig, config
     if model_config.item_ids.dropout is None:  # a default training resolves (and the checkpoint records)
         wanted.pop("item_ids.dropout", None)
     changed = [f"{name} {saved.get(name)} → {value}" for name, value in wanted.items() if saved.get(name) != value]
+    began = existing.warm_start
+    if warm_start is not None and (began is None or began.path != str(Path(warm_start).resolve())
+                                   or began.sha256 != sha256_of(Path(warm_start))):
+        changed.append(f"warm start {'none' if began is None else began.path} → {Path(warm_start).resolve()}")
     if changed:
         raise CheckpointError(f"{checkpoint_path}: a finished checkpoint trained with other settings "
                               f"({', '.join(changed)}); write to another --checkpoint, or pass --overwrite "
@@ -569,6 +609,7 @@ def train_from_store(
     resume: bool = True,
     overwrite: bool = False,
     finishing: FinishingCallback | None = None,
+    warm_start: Path | None = None,
 ) -> StoreTraining:
     """Read the store's trainable posts, split them 8:1:1 with the seed, train and checkpoint.
 
@@ -576,13 +617,13 @@ def train_from_store(
     the path relative to its own folder), its encoders and text projection, so that
     `recommend` encodes a new clip exactly as the store's videos were, and the ids of its
     posts, so that `evaluate` finds them again in a store that grew. A finished checkpoint
-    of other settings is replaced only with `overwrite`.
+    of other settings is replaced only with `overwrite`. `warm_start`: see `train`.
     """
     if not overwrite:
-        _refuse_overwriting(checkpoint_path, model_config, config, split_by)
+        _refuse_overwriting(checkpoint_path, model_config, config, split_by, warm_start)
     dataset = Dataset.from_store(store_path, split_by, config.seed)
     result = train(dataset, model_config, config, checkpoint_path, dataset.provenance(), progress, resume,
-                   finishing=finishing)
+                   finishing=finishing, warm_start=warm_start)
     _, n_validation, n_test = dataset.split_sizes
     return StoreTraining(result, len(dataset.posts), dataset.skipped, dataset.split_sizes,
                          small_data_notices({"validation": n_validation, "test": n_test}))

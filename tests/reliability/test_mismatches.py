@@ -95,7 +95,7 @@ def test_damaged_and_newer_checkpoints(trained, tmp_path):
     torn.write_bytes(checkpoint.read_bytes()[:5000])
     newer = tmp_path / "newer.pt"
     raw = torch.load(checkpoint, weights_only=True)
-    torch.save({**raw, "format": "phr-gcn-checkpoint/9"}, newer)
+    torch.save({**raw, "format": "phr-gcn-checkpoint/99"}, newer)
     runner = CliRunner()
     for path, expected in ((torn, "is not a readable phr checkpoint"), (newer, "upgrade phr")):
         for command in (["evaluate", "--store", str(store), "--checkpoint", str(path), "--device", "cpu"],

@@ -74,6 +74,18 @@ class LiveModel:
         columns = row.nonzero().squeeze(1).tolist()
         return dict(sorted(((c, float(row[c])) for c in columns), key=lambda pair: (-pair[1], pair[0])))
 
+    def last_use(self, position: int, column: int) -> float | None:
+        """Unix seconds of the user's latest post with the hashtag, training or folded in
+        (None: none, or no time known)."""
+        evidence = self.scorer.model.evidence
+        if evidence is None or position < 0:
+            return None
+        key = torch.tensor([[position * evidence.uses.n_columns + column]], device=evidence.uses.keys.device)
+        _, entries = evidence.uses.ranges(key)
+        days = evidence.uses.values[entries]
+        days = days[~days.isnan()]
+        return float(days.max()) * SECONDS_PER_DAY if len(days) else None
+
     def fold_in(self, posts: PostData) -> None:
         """Add posts (users, items, hashtags by name; features, masks, times) to the history."""
         if len(posts) == 0:
@@ -140,6 +152,12 @@ class LiveModel:
         device = scorer.user_reps.device
         features = {m: torch.as_tensor(np.asarray(f, np.float32), device=device) for m, f in new_items.features.items()}
         masks = {m: torch.as_tensor(np.asarray(k, bool), device=device) for m, k in new_items.masks.items()}
+        # The network's ID embeddings are not read once trained (the representations are): they
+        # grow only so that a refreshed checkpoint's tables agree on its vocabularies.
+        network = model.network
+        for embedding, rows in ((network.user_embedding, n_users), (network.hashtag_embedding, n_hashtags)):
+            embedding.weight = nn.Parameter(_grown(embedding.weight.detach(), rows, embedding.weight.detach().mean(0)),
+                                            requires_grad=False)
         if model.item_embedding is not None and n_items:
             model.item_embedding.weight = nn.Parameter(_grown(model.item_embedding.weight.detach(), n_items),
                                                        requires_grad=False)
