@@ -5,7 +5,7 @@
 Every (user, artist) post of HetRec 2011 Last.fm 2K, without the 5-core that bench/lastfm.py
 applies (new tags are the norm on a real platform, most of them rare), goes through the
 product's path: `extract` (the artist's name as caption), `train` on the time split (the
-latest 10 % tested), then `evaluation.unseen`: the test posts' tags that training never saw
+latest 10 % tested), then `training.unseen`: the test posts' tags that training never saw
 join the candidates, and the model (its new columns from the text map, from the mean
 representation, or none) is compared with the caption-words baseline. A checkpoint already
 in --work is evaluated again without training. Prints one table (Markdown) and one summary line.
@@ -24,12 +24,12 @@ from lastfm import write_manifest
 
 from phr_cli.data.dataset import Dataset
 from phr_cli.devices import resolve_device
-from phr_cli.evaluation.unseen import evaluate_unseen
 from phr_cli.extract import ExtractOptions, extract
 from phr_cli.model.config import ModelConfig
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import train_from_store
+from phr_cli.training.unseen import evaluate_unseen
 
 TARGET_RATIO = 1.10  # the issue's bar: the text map's unseen R@5 over the caption-words baseline's
 

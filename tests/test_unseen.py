@@ -1,4 +1,4 @@
-"""Hashtags unseen in training ranked beside the known ones (evaluation/unseen.py)."""
+"""Hashtags unseen in training ranked beside the known ones (training/unseen.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from test_baselines import planted_posts
 
 from phr_cli.data.dataset import Dataset
 from phr_cli.evaluation.metrics import evaluate
-from phr_cli.evaluation.unseen import CAPTION_WORDS, KNOWN_ONLY, MEAN_REPRESENTATION, TEXT_MAP, evaluate_unseen
 from phr_cli.model.config import ModelConfig, NetworkConfig
 from phr_cli.training.checkpoint import load_checkpoint
 from phr_cli.training.config import TrainConfig
 from phr_cli.training.train import train_from_store
+from phr_cli.training.unseen import CAPTION_WORDS, KNOWN_ONLY, MEAN_REPRESENTATION, TEXT_MAP, evaluate_unseen
 from support.stores import write_text_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -47,7 +47,6 @@ from phr_cli.evaluation.metrics import (
 from phr_cli.evaluation.runs import query_ids, write_runs
 from phr_cli.evaluation.segments import CaseGroups, case_groups, segment_metrics
 from phr_cli.evaluation.significance import compare_to_model, tested_metrics
-from phr_cli.evaluation.unseen import evaluate_unseen
 from phr_cli.model.pitf import PITF, PITFConfig
 from phr_cli.ranking.scorer import ModelScorer
 from phr_cli.training.checkpoint import Checkpoint, load_checkpoint
@@ -59,6 +58,7 @@ from phr_cli.training.stream import (
     grown_content_neighbours,
     stream_rank,
 )
+from phr_cli.training.unseen import evaluate_unseen
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
              "PITF", "content-only", "caption words")
@@ -129,7 +129,7 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
     """Evaluate the checkpoint's model and the named baselines on data's test cases; a baseline
     already in `cache` for this split, protocol, seed and PITF configuration is taken from it,
     one fitted here is added to it. `unseen_hashtags`: also rank the test hashtags training
-    never saw (`evaluation.unseen`)."""
+    never saw (`training.unseen`)."""
     posts, split, graph = data.posts, data.split, data.graph
     if graph.users != checkpoint.trained_users or graph.hashtags != checkpoint.trained_hashtags:
         raise CheckpointError("the posts differ from those the checkpoint was trained on; "
