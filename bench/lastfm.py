@@ -35,8 +35,9 @@ from phr_cli.training.config import TrainConfig, settings, with_settings
 from phr_cli.training.seeds import seed_checkpoint, train_seeds
 
 
-def write_manifest(dataset: Path, folder: Path) -> int:
-    posts = load_lastfm_posts(dataset)
+def write_manifest(dataset: Path, folder: Path, min_count: int = 5) -> int:
+    """posts.jsonl of the dataset's posts after the min_count-core (1: every post); returns how many."""
+    posts = load_lastfm_posts(dataset, min_count)
     captions = load_lastfm_captions(dataset, posts)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "posts.jsonl", "w", encoding="utf-8") as handle:

@@ -4,7 +4,15 @@ import torch
 
 from phr_cli.data.cases import build_cases
 from phr_cli.data.graph import PostData, build_graph, split_posts
-from phr_cli.evaluation.baselines import GlobalPopularity, ItemPopularity, PopularityMix, UserPopularity, tune_beta
+from phr_cli.errors import DataError
+from phr_cli.evaluation.baselines import (
+    CaptionWords,
+    GlobalPopularity,
+    ItemPopularity,
+    PopularityMix,
+    UserPopularity,
+    tune_beta,
+)
 from phr_cli.evaluation.metrics import evaluate
 from phr_cli.model.pitf import PITF, PITFConfig
 
@@ -157,3 +165,21 @@ def test_pitf_content_map_leaves_out_modalities_no_training_item_has() -> None:
                                                    "textual": new_item.features["textual"]})
     users = np.array([graph.user_index["ann"]])
     np.testing.assert_array_equal(model.score(users, new_item), model.score(users, other_video))
+
+
+def test_caption_words_suggests_the_hashtags_whose_words_the_caption_holds() -> None:
+    hashtags = ["hip_hop", "hiphopdance", "rock", "jazz", "dance", "dance_battle_royale"]
+    scorer = CaptionWords(hashtags, np.array([5.0, 0.0, 10.0, 3.0, 1.0, 0.0]))
+    posts = make_posts([("ann", "v1", [])])
+    posts.captions = ["Hip-hop DANCE battle #rock"]  # a hashtag in the caption is a label, not a word of it
+    [scores] = scorer.score(np.array([0]), posts)
+    ranking = [hashtags[c] for c in np.argsort(-scores, kind="stable")]
+    # All words found: ties ordered by popularity (hiphopdance, unseen, last of them); then 2 of 3
+    # words; then popularity alone.
+    assert ranking == ["hip_hop", "dance", "hiphopdance", "dance_battle_royale", "rock", "jazz"]
+    assert scores[5] == pytest.approx(2 / 3)
+
+
+def test_caption_words_needs_captions() -> None:
+    with pytest.raises(DataError, match="captions"):
+        CaptionWords(["rock"], np.ones(1)).score(np.array([0]), make_posts([("ann", "v1", [])]))

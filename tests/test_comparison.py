@@ -202,3 +202,17 @@ def test_checkpoints_of_one_split_share_their_baselines(trained, tmp_path):
     assert second.methods[1].metrics is first.methods[1].metrics  # fitted and scored once
     assert second.methods[0].metrics is not first.methods[0].metrics
     assert second.methods[1].significance == first.methods[1].significance
+
+
+def test_unseen_hashtags_are_ranked_on_request(trained):
+    _, store, checkpoint = trained
+    result = invoke("evaluate", "--store", store, "--checkpoint", checkpoint, "--device", "cpu", "--no-baselines",
+                    "--unseen-hashtags", "--json")
+    assert result.exit_code == 0, result.output
+    unseen = json.loads(result.stdout)["unseen"]
+    assert set(unseen["methods"]) >= {"GCN-PHR + text map", "caption words"}
+    assert unseen["counts"]["known_hashtags"] == 9 and "ridge α" in unseen["notes"]["GCN-PHR + text map"]
+    shown = invoke("evaluate", "--store", store, "--checkpoint", checkpoint, "--device", "cpu", "--no-baselines",
+                   "--unseen-hashtags")
+    assert shown.exit_code == 0 and "hashtags unseen in training" in shown.stdout
+    assert json.loads(evaluated(store, checkpoint).stdout)["unseen"] == {}  # only on request

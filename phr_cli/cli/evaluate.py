@@ -62,6 +62,9 @@ def evaluate(
     segments: Annotated[bool, typer.Option(
         "--segments", help="Also print every metric by user activity, hashtag frequency and new or seen video, "
         "and the catalogue coverage (always in --json).")] = False,
+    unseen_hashtags: Annotated[bool, typer.Option(
+        "--unseen-hashtags", help="Also rank the test hashtags training never saw (by their words: the text map) "
+        "beside the known ones, against the caption-words baseline (in --json: \"unseen\").")] = False,
     quiet: QuietOption = False,
 ) -> None:
     """P/R/A/F1/nDCG/MAP/MRR@K (K = 5, 10) on the test split: GCN-PHR next to the baselines, with paired tests."""
@@ -81,7 +84,7 @@ def evaluate(
     try:
         with err.status(phase) if not quiet else nullcontext():
             comparisons = evaluate_checkpoints(store, checkpoints, protocol.value, BASELINES if baselines else (),
-                                               resolve_device(device), seed)
+                                               resolve_device(device), seed, unseen_hashtags=unseen_hashtags)
         summary = summarise_seeds(comparisons) if len(comparisons) > 1 else None
         result = summary.to_dict() if summary is not None else comparisons[0].to_dict()
         if plot is not None:
@@ -100,6 +103,8 @@ def evaluate(
         present.show_seed_summary(summary, shown, segments)
     else:
         present.show_comparison(comparisons[0], shown, segments)
+    for comparison in comparisons if unseen_hashtags else []:
+        present.show_unseen(comparison.unseen)
     if runs is not None:
         out.print(f"TREC qrels and runs → {printable(runs)}", highlight=False, soft_wrap=True)
 

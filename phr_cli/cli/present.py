@@ -394,6 +394,22 @@ def show_comparison(comparison: Comparison, protocols: tuple[str, ...], segments
                   highlight=False, soft_wrap=True)
 
 
+def show_unseen(unseen: dict) -> None:
+    """`phr evaluate --unseen-hashtags`: each method's figures on the unseen and on the seen test hashtags."""
+    counts = unseen["counts"]
+    table = Table(title=f"hashtags unseen in training: {counts['unseen_hashtags']} new among the candidates, "
+                        f"{counts['unseen_cases']} test posts with one")
+    table.add_column("method")
+    figures = list(next(iter(unseen["methods"].values()), {}))
+    for figure in figures:
+        table.add_column(figure, justify="right")
+    for name, values in unseen["methods"].items():
+        table.add_row(name, *(f"{values[f]:.4f}" for f in figures))
+    out.print(table)
+    for name, note in unseen["notes"].items():
+        out.print(f"{name}: {note}", highlight=False)
+
+
 def show_seed_summary(summary: SeedSummary, protocols: tuple[str, ...], segments: bool = False) -> None:
     """`phr evaluate` of several checkpoints: mean ± standard deviation over them, a table a protocol."""
     first = summary.comparisons[0]

@@ -29,6 +29,7 @@ class PostData:
     features: dict[str, np.ndarray]  # modality -> (P, width) float32
     masks: dict[str, np.ndarray]  # modality -> (P,) bool: the modality exists for the post
     times: np.ndarray | None = None  # (P,) Unix seconds, NaN when unknown; None: none known
+    captions: list[str] | None = None  # as written, hashtags included; None: not known
 
     def __len__(self) -> int:
         return len(self.users)
@@ -41,6 +42,7 @@ class PostData:
             features={m: f[rows] for m, f in self.features.items()},
             masks={m: k[rows] for m, k in self.masks.items()},
             times=None if self.times is None else self.times[rows],
+            captions=None if self.captions is None else [self.captions[r] for r in rows],
         )
 
 
@@ -236,6 +238,7 @@ def posts_from_store(contents: StoreContents) -> StorePosts:
         features=features,
         masks=masks,
         times=table.time[picked],
+        captions=[table.caption[r] for r in rows],
     )
     names = [_post_name(table.source[r], table.path[r], r) for r in rows]
     return StorePosts(posts, picked, names, skipped)

@@ -8,6 +8,7 @@ hurt by the evaluator's random tie-breaking.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -16,13 +17,18 @@ import torch
 
 from phr_cli.data.cases import TestCases
 from phr_cli.data.graph import MODALITIES, Graph, PostData
+from phr_cli.data.posts import caption_without_hashtags
+from phr_cli.errors import DataError
 from phr_cli.evaluation.metrics import ProtocolName, evaluate, ranking_metrics
+from phr_cli.model.hashtag_text import hashtag_words
 from phr_cli.model.neighbours import ContentIndex, content_vectors
 from phr_cli.model.pitf import PITF
 
 # Weight of the global-popularity tie-breaker inside PopularityMix's [0, 1] scores: far
 # below any difference between two mix values, far above float64 resolution.
 _MIX_TIE_WEIGHT = 1e-9
+# A caption's words: runs of letters or digits (as `hashtag_text.hashtag_words` splits a hashtag).
+_WORD = re.compile(r"\d+|[^\W\d_]+")
 
 
 def _global_counts(graph: Graph) -> np.ndarray:
@@ -207,6 +213,46 @@ def tune_content_neighbours(
                                                        rng=np.random.default_rng(seed))[metric]
     model.k, model.beta = max(values, key=lambda pair: values[pair])
     return model, values
+
+
+def caption_words(caption: str) -> set[str]:
+    """The words of a caption as `CaptionWords` compares them: lower case, its hashtags
+    removed (they are the labels)."""
+    text = caption_without_hashtags(caption).lower()
+    return set(_WORD.findall(text))
+
+
+class CaptionWords:
+    """A hashtag is suggested when its words (`hashtag_text.hashtag_words`) appear in the post's
+    caption: its score is the share of its words the caption holds; global popularity orders
+    ties (a hashtag unseen in training has none, so it follows the seen ones of equal share).
+    Ranks any vocabulary, hashtags unseen in training included; needs the posts' captions."""
+
+    def __init__(self, hashtags: Sequence[str], counts: np.ndarray) -> None:
+        words = [dict.fromkeys(hashtag_words(h)) for h in hashtags]
+        self.vocabulary = {w: column for column, w in enumerate(dict.fromkeys(w for ws in words for w in ws))}
+        rows = np.repeat(np.arange(len(words)), [len(ws) for ws in words])
+        columns = np.fromiter((self.vocabulary[w] for ws in words for w in ws), np.int64, len(rows))
+        shares = np.repeat([1.0 / max(1, len(ws)) for ws in words], [len(ws) for ws in words])
+        # (vocabulary, hashtags): each word's share of each hashtag that holds it.
+        self.word_shares = sp.csr_matrix((shares, (columns, rows)), shape=(len(self.vocabulary), len(words)))
+        counts = np.asarray(counts, np.float64)
+        self.tie_breaker = _MIX_TIE_WEIGHT * counts / (counts.max(initial=0.0) + 1.0)
+
+    @classmethod
+    def from_graph(cls, graph: Graph) -> CaptionWords:
+        return cls(graph.hashtags, _global_counts(graph))
+
+    def score(self, users: np.ndarray, posts: PostData) -> np.ndarray:
+        if posts.captions is None:
+            raise DataError("the caption-words baseline needs the posts' captions (read them from the store)")
+        rows, columns = [], []
+        for row, caption in enumerate(posts.captions):
+            found = [self.vocabulary[w] for w in caption_words(caption) if w in self.vocabulary]
+            rows += [row] * len(found)
+            columns += found
+        present = sp.csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(len(posts), len(self.vocabulary)))
+        return (present @ self.word_shares).toarray() + self.tie_breaker
 
 
 def fit_pitf_on_validation(pitf: PITF, posts: PostData, validation: TestCases, seed: int = 0,

@@ -9,5 +9,6 @@
 - `evidence`: the count evidence (the user's, the item's and the neighbours' hashtags, recency).
 - `pitf`: PITF (Rendle & Schmidt-Thieme 2010), fitted with BPR.
 - `factors`: a fitted PITF's factors as a score part.
+- `hashtag_text`: a hashtag's words, embedded and mapped to a graph representation (hashtags unseen in training).
 - `phr`: the default model: the network's score beside the other parts (`ModelConfig`, `PHRModel`).
 """

@@ -11,7 +11,8 @@ in the neighbour index with its hashtags. The re-ranker's post counts follow.
 What was learned stays as trained. A user, item or hashtag first seen after training gets
 the learned parts of a new one: a user the mean user representation (as a cold user) and
 no offsets; an item no ID embedding and the content map's PITF factor (as a new video); a
-hashtag the mean hashtag representation, no offsets, no PITF factors and the mean learned
+hashtag the mean hashtag representation (or, given `new_hashtag_reps`, one from its words:
+model/hashtag_text.py), no offsets, no PITF factors and the mean learned
 bias, until a retrain learns it (`phr train --warm-start`). Such a hashtag is a candidate
 from its first use on: its counts carry it.
 """
@@ -19,6 +20,7 @@ from its first use on: its counts carry it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -38,8 +40,11 @@ class LiveModel:
     a checkpoint's scorers share, is copied before its counts change.
     """
 
-    def __init__(self, scorer: ModelScorer, users: list[str], hashtags: list[str]) -> None:
+    def __init__(self, scorer: ModelScorer, users: list[str], hashtags: list[str],
+                 new_hashtag_reps: Callable[[list[str]], Tensor] | None = None) -> None:
         self.scorer = scorer
+        # A new hashtag's graph representation from its name (`hashtag_text.HashtagsByText`); None: the mean one.
+        self.new_hashtag_reps = new_hashtag_reps
         self.users, self.hashtags = list(users), list(hashtags)
         self.user_index = {user: row for row, user in enumerate(self.users)}
         self.hashtag_index = {hashtag: column for column, hashtag in enumerate(self.hashtags)}
@@ -93,8 +98,8 @@ class LiveModel:
         for row, item in enumerate(posts.items):
             if item not in item_index:
                 first_rows.setdefault(item, row)
-        self._grow(len(new_users), len(new_hashtags), posts.subset(np.fromiter(first_rows.values(), np.int64,
-                                                                              len(first_rows))))
+        self._grow(len(new_users), new_hashtags, posts.subset(np.fromiter(first_rows.values(), np.int64,
+                                                                          len(first_rows))))
         for user in new_users:
             self.user_index[user] = len(self.users)
             self.users.append(user)
@@ -120,13 +125,29 @@ class LiveModel:
             self.scorer.reranker.count_posts(post_users, post_items, len(self.users), len(item_index))
         self.folded += len(posts)
 
-    def _grow(self, n_users: int, n_hashtags: int, new_items: PostData) -> None:
+    def add_hashtags(self, hashtags: list[str]) -> None:
+        """Candidate columns for hashtags not known yet, without any use of them (no counts)."""
+        new_hashtags = [h for h in dict.fromkeys(hashtags) if h not in self.hashtag_index]
+        if not new_hashtags:
+            return
+        self._grow(0, new_hashtags, PostData([], [], [], {}, {}))
+        for hashtag in new_hashtags:
+            self.hashtag_index[hashtag] = len(self.hashtags)
+            self.hashtags.append(hashtag)
+        device = self.scorer.user_reps.device
+        none = torch.zeros(0, dtype=torch.long, device=device)
+        self._count(none, none, none, torch.zeros(0, device=device))  # the tables keyed for the new columns
+
+    def _grow(self, n_users: int, new_hashtags: list[str], new_items: PostData) -> None:
         """Rows for new users, hashtags and items (`new_items`: one post of each) in every table."""
         scorer, model = self.scorer, self.scorer.model
-        n_items = len(new_items)
+        n_items, n_hashtags = len(new_items), len(new_hashtags)
         if n_users:
             scorer.user_reps = _grown(scorer.user_reps, n_users, scorer.user_reps.mean(dim=0))
-        if n_hashtags:
+        if n_hashtags and self.new_hashtag_reps is not None:
+            added = self.new_hashtag_reps(new_hashtags).to(scorer.hashtag_reps)
+            scorer.hashtag_reps = torch.cat([scorer.hashtag_reps, added])
+        elif n_hashtags:
             scorer.hashtag_reps = _grown(scorer.hashtag_reps, n_hashtags, scorer.hashtag_reps.mean(dim=0))
         device = scorer.user_reps.device
         features = {m: torch.as_tensor(np.asarray(f, np.float32), device=device) for m, f in new_items.features.items()}

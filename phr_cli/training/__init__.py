@@ -9,5 +9,6 @@
 - `comparison`: a checkpoint against the baselines on its own split (`phr evaluate`).
 - `stream`: the stream protocol: test posts scored in time order, each folded in once scored.
 - `warm_start`: a training begun from an earlier checkpoint's learned parameters (`phr train --warm-start`).
+- `unseen`: hashtags training never saw, ranked beside the known ones (`phr evaluate --unseen-hashtags`).
 - `refresh`: a checkpoint's counts brought up to date with its store's new posts (`phr train --refresh`).
 """

@@ -26,6 +26,7 @@ from phr_cli.data.provenance import posts_fingerprint
 from phr_cli.encoders.registry import random_weights_id
 from phr_cli.errors import CheckpointError, ConfigError
 from phr_cli.evaluation.baselines import (
+    CaptionWords,
     GlobalPopularity,
     ItemPopularity,
     PopularityMix,
@@ -57,9 +58,10 @@ from phr_cli.training.stream import (
     grown_content_neighbours,
     stream_rank,
 )
+from phr_cli.training.unseen import evaluate_unseen
 
 BASELINES = ("global popularity", "user popularity", "item popularity", "user+item popularity", "content kNN",
-             "PITF", "content-only")
+             "PITF", "content-only", "caption words")
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Comparison:
     # What was evaluated: the checkpoint (path, sha256), the store, the encoders (`provenance`).
     provenance: dict[str, Any] = field(default_factory=dict)
     segments: dict = field(default_factory=dict)  # how the segments are cut (`segments.CaseGroups.describe`)
+    unseen: dict = field(default_factory=dict)  # `unseen.UnseenHashtags.to_dict`, when asked for
     # What the run files need, not in JSON: each case's query id and ground truth, the hashtags by index.
     queries: list[str] = field(default_factory=list, repr=False)
     relevant: list[np.ndarray] = field(default_factory=list, repr=False)
@@ -122,10 +125,11 @@ def split_fingerprint(data: SplitPosts) -> str:
 def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "both",
             baselines: tuple[str, ...] = BASELINES, pitf: PITFConfig | None = None,
             device: torch.device = torch.device("cpu"), seed: int = 0,
-            cache: BaselineCache | None = None) -> Comparison:
+            cache: BaselineCache | None = None, unseen_hashtags: bool = False) -> Comparison:
     """Evaluate the checkpoint's model and the named baselines on data's test cases; a baseline
     already in `cache` for this split, protocol, seed and PITF configuration is taken from it,
-    one fitted here is added to it."""
+    one fitted here is added to it. `unseen_hashtags`: also rank the test hashtags training
+    never saw (`training.unseen`)."""
     posts, split, graph = data.posts, data.split, data.graph
     if graph.users != checkpoint.trained_users or graph.hashtags != checkpoint.trained_hashtags:
         raise CheckpointError("the posts differ from those the checkpoint was trained on; "
@@ -161,7 +165,8 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
         f"best epoch {checkpoint.best_epoch}, {network.variant.value}, fusion {network.fusion.value}"
         + (", re-ranked" if checkpoint.reranker is not None else ""), shared=False, streaming=_live(graph))
     popularity: dict[str, Callable[[Graph], Scorer]] = {
-        "global popularity": GlobalPopularity, "user popularity": UserPopularity, "item popularity": ItemPopularity}
+        "global popularity": GlobalPopularity, "user popularity": UserPopularity, "item popularity": ItemPopularity,
+        "caption words": CaptionWords.from_graph}  # its popularity breaks its ties
     for name in (name for name in popularity if name in baselines):
         run(name, lambda make=popularity[name]: make(graph), streaming=_refitted(popularity[name], train_posts))
     if "user+item popularity" in baselines:
@@ -205,6 +210,7 @@ def compare(data: SplitPosts, checkpoint: Checkpoint, protocol: ProtocolName = "
                                    protocol, evaluating=True),
         segments=groups.describe(), queries=query_ids([names[row] for row in test.rows.tolist()]),
         relevant=test.relevant, hashtags=graph.hashtags,
+        unseen=evaluate_unseen(data, checkpoint, device, seed).to_dict() if unseen_hashtags else {},
     )
 
 
@@ -277,11 +283,12 @@ def _content_only(data: SplitPosts, checkpoint: Checkpoint, device: torch.device
 
 def evaluate_store(store_path: Path, checkpoint_path: Path, protocol: ProtocolName = "both",
                    baselines: tuple[str, ...] = BASELINES, device: torch.device = torch.device("cpu"), seed: int = 0,
-                   pitf: PITFConfig | None = None, cache: BaselineCache | None = None) -> Comparison:
+                   pitf: PITFConfig | None = None, cache: BaselineCache | None = None,
+                   unseen_hashtags: bool = False) -> Comparison:
     """`phr evaluate`: the checkpoint's split of the store's posts, model against baselines."""
     checkpoint = load_checkpoint(checkpoint_path)
     dataset = Dataset.for_checkpoint(store_path, checkpoint.split, checkpoint.provenance, checkpoint_path)
-    comparison = compare(dataset, checkpoint, protocol, baselines, pitf, device, seed, cache)
+    comparison = compare(dataset, checkpoint, protocol, baselines, pitf, device, seed, cache, unseen_hashtags)
     comparison.notices[:0] = dataset.notices
     comparison.provenance = provenance(checkpoint_path, checkpoint, store_path)
     return comparison
@@ -371,7 +378,9 @@ def write_all_runs(comparisons: Sequence[Comparison], folder: Path) -> list[Path
 
 def evaluate_checkpoints(store_path: Path, checkpoints: Sequence[Path], protocol: ProtocolName = "both",
                          baselines: tuple[str, ...] = BASELINES, device: torch.device = torch.device("cpu"),
-                         seed: int = 0, pitf: PITFConfig | None = None) -> list[Comparison]:
+                         seed: int = 0, pitf: PITFConfig | None = None,
+                         unseen_hashtags: bool = False) -> list[Comparison]:
     """evaluate_store for each checkpoint, the baselines fitted once per distinct split."""
     cache: BaselineCache = {}
-    return [evaluate_store(store_path, path, protocol, baselines, device, seed, pitf, cache) for path in checkpoints]
+    return [evaluate_store(store_path, path, protocol, baselines, device, seed, pitf, cache, unseen_hashtags)
+            for path in checkpoints]

@@ -1,0 +1,157 @@
+"""Hashtags nobody used in training, ranked beside the known ones (docs/evaluation.md).
+
+The main metrics drop the test hashtags that training never saw; here they join the
+candidates: every training hashtag and every hashtag of the test posts that training never
+saw, none of their uses counted (the test posts are not folded in: a column is all a new
+hashtag gets). Each method ranks all candidates for each test post, once, and two figures
+are read from that ranking:
+- on the unseen hashtags, R@K (and A@K): a case is a test post with an unseen hashtag, its
+  ground truth those hashtags;
+- on the seen ones, P@K (and R@K): a case is a test post with a seen hashtag, its ground truth
+  those; a new hashtag ranked among the first K takes a place, so these fall where new
+  hashtags push out right ones.
+Methods: the model whose new columns come from the text map (`hashtag_text.HashtagsByText`),
+the model with `LiveModel`'s mean representation, the model without new columns (its unseen
+R@K is 0 by construction; its seen figures are the main metrics'), and the caption-words
+baseline (`baselines.CaptionWords`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from phr_cli.data.cases import TestCases
+from phr_cli.data.dataset import SplitPosts
+from phr_cli.data.graph import PostData
+from phr_cli.evaluation.baselines import CaptionWords
+from phr_cli.evaluation.measures import KS
+from phr_cli.evaluation.metrics import Scorer, case_metrics, mean_metrics, rank_cases
+from phr_cli.model.hashtag_text import HashtagEmbedder, HashtagsByText
+from phr_cli.ranking.live import LiveModel
+from phr_cli.ranking.scorer import ModelScorer
+from phr_cli.training.checkpoint import Checkpoint
+
+TEXT_MAP = "GCN-PHR + text map"
+MEAN_REPRESENTATION = "GCN-PHR + mean representation"
+KNOWN_ONLY = "GCN-PHR, known hashtags only"
+CAPTION_WORDS = "caption words"
+# The figures reported: metric name -> (ground truth, the case_metrics name at one of KS).
+FIGURES = {"unseen R@5": ("unseen", "R@5"), "unseen R@10": ("unseen", "R@10"), "unseen A@5": ("unseen", "A@5"),
+           "seen P@5": ("seen", "P@5"), "seen R@5": ("seen", "R@5"), "seen P@10": ("seen", "P@10")}
+
+
+@dataclass
+class UnseenHashtags:
+    """Each method's figures on the unseen and on the seen hashtags of one test split."""
+
+    counts: dict[str, int]
+    methods: dict[str, dict[str, float]]  # name -> FIGURES' names -> mean over its cases
+    notes: dict[str, str] = field(default_factory=dict)  # name -> how it was made
+
+    def ratio(self) -> float | None:
+        """The text map's unseen R@5 over the caption-words baseline's (None: the baseline found none)."""
+        baseline = self.methods[CAPTION_WORDS]["unseen R@5"]
+        return self.methods[TEXT_MAP]["unseen R@5"] / baseline if baseline > 0 else None
+
+    def to_dict(self) -> dict:
+        return {"counts": self.counts, "methods": self.methods, "notes": self.notes,
+                "text_map_over_caption_words": self.ratio()}
+
+    def markdown(self) -> str:
+        lines = ["| method | " + " | ".join(FIGURES) + " |", "|---" * (len(FIGURES) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(f"{figures[f]:.4f}" for f in FIGURES) + " |"
+                  for name, figures in self.methods.items()]
+        return "\n".join(lines)
+
+    def summary_line(self) -> str:
+        ratio = self.ratio()
+        text, known = self.methods[TEXT_MAP], self.methods[KNOWN_ONLY]
+        return (f"{self.counts['unseen_cases']} test posts with an unseen hashtag ({self.counts['unseen_hashtags']} "
+                f"distinct); unseen R@5 text map {text['unseen R@5']:.4f} vs caption words "
+                f"{self.methods[CAPTION_WORDS]['unseen R@5']:.4f} (ratio "
+                f"{'n/a' if ratio is None else f'{ratio:.2f}×'}); seen P@5 {text['seen P@5']:.4f} with the text "
+                f"map vs {known['seen P@5']:.4f} without new hashtags")
+
+
+class _KnownOnly:
+    """A scorer of the known hashtags, with n_new columns that always rank last."""
+
+    def __init__(self, scorer: Scorer, n_new: int) -> None:
+        self.scorer, self.n_new = scorer, n_new
+
+    def score(self, users: np.ndarray, posts: PostData) -> torch.Tensor:
+        scores = torch.as_tensor(self.scorer.score(users, posts))
+        return torch.cat([scores, scores.new_full((len(scores), self.n_new), -torch.inf)], dim=1)
+
+
+def unseen_test_hashtags(data: SplitPosts) -> list[str]:
+    """The test posts' hashtags that training never saw, in order of first use."""
+    known = data.graph.hashtag_index
+    return list(dict.fromkeys(h for row in data.split.test.tolist() for h in data.posts.hashtags[row]
+                              if h not in known))
+
+
+def evaluate_unseen(data: SplitPosts, checkpoint: Checkpoint, device: torch.device = torch.device("cpu"),
+                    seed: int = 0, embedder: Callable[[Sequence[str]], np.ndarray] | None = None) -> UnseenHashtags:
+    """The figures of the module docstring for the checkpoint's test split; `embedder` embeds hashtags'
+    words (default: as the checkpoint's store embedded its captions, `HashtagEmbedder.for_provenance`)."""
+    graph, posts = data.graph, data.posts
+    new = unseen_test_hashtags(data)
+    candidates = graph.hashtags + new
+    column = {h: c for c, h in enumerate(candidates)}
+    rows, users, seen, unseen = [], [], [], []
+    for row in data.split.test.tolist():
+        tags = sorted({column[h] for h in posts.hashtags[row]})
+        if not tags:
+            continue
+        rows.append(row)
+        users.append(graph.user_index.get(posts.users[row], -1))
+        seen.append(np.asarray([c for c in tags if c < graph.n_hashtags], np.int64))
+        unseen.append(np.asarray([c for c in tags if c >= graph.n_hashtags], np.int64))
+    cases = TestCases(np.asarray(rows, np.int64), np.asarray(users, np.int64),
+                      [np.concatenate([s, u]) for s, u in zip(seen, unseen)], len(data.split.test), 0,
+                      len(data.split.test) - len(rows))
+    ground_truths = {"seen": seen, "unseen": unseen}
+
+    embedder = embedder or HashtagEmbedder.for_provenance(checkpoint.provenance, device)
+
+    notes: dict[str, str] = {}
+
+    def grown(scorer: ModelScorer, by_text: bool) -> Scorer:
+        new_reps = HashtagsByText.fit(embedder, checkpoint.hashtags, scorer.hashtag_reps) if by_text else None
+        if new_reps is not None:
+            notes[TEXT_MAP] = (f"ridge α = {new_reps.text_map.alpha:g} (leave-one-out over the "
+                               f"{len(checkpoint.hashtags)} training hashtags)")
+        live = LiveModel(scorer, checkpoint.users, checkpoint.hashtags, new_reps)
+        live.add_hashtags(new)
+        return live.scorer
+
+    counts = np.bincount(graph.triples[:, 1], minlength=len(candidates)).astype(np.float64)
+    methods: dict[str, Callable[[], Scorer]] = {
+        TEXT_MAP: lambda: grown(checkpoint.scorer(device), by_text=True),
+        MEAN_REPRESENTATION: lambda: grown(checkpoint.scorer(device), by_text=False),
+        KNOWN_ONLY: lambda: _KnownOnly(checkpoint.scorer(device), len(new)),
+        CAPTION_WORDS: lambda: CaptionWords(candidates, counts),
+    }
+    results: dict[str, dict[str, float]] = {}
+    for name, make in methods.items():
+        ranked = rank_cases(make(), posts, cases, "full", KS, seed)["full"].ranked
+        figures: dict[str, float] = {}
+        for kind, truth in ground_truths.items():
+            has = np.asarray([len(t) > 0 for t in truth])
+            chosen = [t for t in truth if len(t)]
+            metrics = case_metrics(ranked[has], chosen, KS) if chosen else {}
+            means = mean_metrics(metrics, np.ones(len(chosen), bool)) if chosen else {}
+            figures.update({figure: float(means.get(metric, 0.0)) for figure, (of, metric) in FIGURES.items()
+                            if of == kind})
+        results[name] = figures
+    unseen_cases = sum(len(u) > 0 for u in unseen)
+    return UnseenHashtags(
+        counts={"test_posts": len(data.split.test), "cases": len(cases), "unseen_cases": unseen_cases,
+                "seen_cases": sum(len(s) > 0 for s in seen), "unseen_hashtags": len(new),
+                "unseen_uses": sum(len(u) for u in unseen), "known_hashtags": graph.n_hashtags},
+        methods=results, notes=notes)
