@@ -12,6 +12,9 @@ the request, the journal's durable write and the fold-in (Server-Timing's `recor
    trip and of its record stage, and how many follow-up reads missed the post (target 0).
 2. A burst from several threads; SIGKILL the server mid-burst; restart it on the same
    journal: every acknowledged post must be in the journal and in /users' counts.
+3. With --replicas: two servers on two ports sharing a PostgreSQL journal (a server the bench
+   starts, as the tests do): each post sent to one, then /users polled on the other until it
+   counts the post; p50/p95 of that delay (target: within 1 s).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(checkpoint: Path, store: Path, journal: Path, port: int) -> subprocess.Popen:
+def start_server(checkpoint: Path, store: Path, journal: Path | str, port: int) -> subprocess.Popen:
     server = subprocess.Popen(
         [sys.executable, "-m", "phr_cli", "serve", "--checkpoint", str(checkpoint), "--store", str(store),
          "--journal", str(journal), "--media-root", str(SAMPLES), "--port", str(port), "--device", "cpu",
@@ -72,6 +75,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("bench_work/serve_posts"))
     parser.add_argument("--posts", type=int, default=200)
     parser.add_argument("--burst-threads", type=int, default=8)
+    parser.add_argument("--replicas", type=int, default=0, metavar="N",
+                        help="also N posts across two replicas sharing a PostgreSQL journal")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -151,6 +156,37 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
+    if args.replicas:
+        replicas(checkpoint, store, args.replicas, clips)
+
+
+def replicas(checkpoint: Path, store: Path, posts: int, clips: list[str]) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.postgres import running_server
+
+    with running_server() as url:
+        ports = free_port(), free_port()
+        servers = [start_server(checkpoint, store, url, port) for port in ports]
+        try:
+            delays = []
+            with httpx.Client(base_url=f"http://127.0.0.1:{ports[0]}", timeout=60) as sender, \
+                    httpx.Client(base_url=f"http://127.0.0.1:{ports[1]}", timeout=60) as other:
+                for n in range(posts):
+                    user = f"replica{n}"
+                    answer = sender.post("/posts", json={"path": clips[n % len(clips)], "user": user,
+                                                         "hashtags": ["shared"], "id": f"replica-{n}"})
+                    assert answer.status_code == 201, answer.text
+                    acknowledged = time.perf_counter()
+                    while not other.get(f"/users/{user}").json()["known"]:
+                        time.sleep(0.01)
+                    delays.append(time.perf_counter() - acknowledged)
+            print(f"serve posts: two replicas sharing a PostgreSQL journal: {posts} posts sent to one, counted by "
+                  f"the other after p50 {1000 * np.percentile(delays, 50):.0f} ms, p95 "
+                  f"{1000 * np.percentile(delays, 95):.0f} ms, max {1000 * max(delays):.0f} ms (target ≤ 1 s)")
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait()
 
 
 if __name__ == "__main__":
