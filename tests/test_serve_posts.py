@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from test_serve import checkpoint, corpus, upload, wait_until_ready  # noqa: F401 (the trained corpus's fixtures)
 
 from phr_cli.data.journal import SQLiteJournal
@@ -43,6 +44,11 @@ def test_a_post_counts_from_the_next_request_on_once_and_after_a_restart(checkpo
         assert post(client, clip, user="zoe", hashtags="sunset", id="p2").status_code == 201
         counts = {h["hashtag"]: h["count"] for h in client.get("/users/zoe").json()["hashtags"]}
         assert counts == {"sunset": 2, "city": 1}
+        samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value for family in
+                   text_string_to_metric_families(client.get("/metrics").text) for sample in family.samples}
+        assert samples["phr_posts_total", (("outcome", "new"),)] == 2
+        assert samples["phr_posts_total", (("outcome", "repeated"),)] == 1
+        assert samples["phr_post_record_seconds_count", ()] == 3
         # A hashtag no training post had is a candidate from its first use on, and zoe's own habit comes first.
         answer = upload(client, clip, user="zoe", top=3).json()
         assert answer["personalised"] is True

@@ -4,6 +4,8 @@
   every request, by its route's template (`/users/{user}`; `unmatched` for unknown paths);
 - `phr_http_requests_in_progress`: requests being answered now;
 - `phr_recommend_stage_seconds{stage}`: a /recommend request's decode, encode, score and explain times;
+- `phr_post_record_seconds` and `phr_posts_total{outcome}`: a POST /posts' durable write and
+  fold-in, and the posts recorded (`new`) or seen before (`repeated`, counted once);
 - `phr_encode_queue_depth`: clips waiting for the next encoder batch;
 - `phr_model_info{sha256}` (1: the checkpoint serving) and `phr_model_loaded_timestamp_seconds`;
 - `phr_model_reloads_total{outcome}`: reloads that swapped, found the same file, or were refused/failed.
@@ -51,6 +53,10 @@ class ServeMetrics:
                                  registry=self.registry, multiprocess_mode="livesum")
         self.stage_seconds = Histogram("phr_recommend_stage_seconds", "A /recommend request's time per stage.",
                                        ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
+        self.post_record_seconds = Histogram("phr_post_record_seconds", "A published post's durable write and "
+                                             "fold-in (POST /posts).", buckets=STAGE_BUCKETS, registry=self.registry)
+        self.posts = Counter("phr_posts", "Published posts (POST /posts): new, or repeated (counted once).",
+                             ["outcome"], registry=self.registry)
         self.encode_queue = Gauge("phr_encode_queue_depth", "Clips waiting for the next encoder batch.",
                                   registry=self.registry, multiprocess_mode="livesum")
         self.model = Gauge("phr_model_info", "1 for the checkpoint serving, by its SHA-256.", ["sha256"],

@@ -422,6 +422,8 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
                 log_request(request, 500, "failed", started, str(error))
                 return JSONResponse({"error": str(error)}, 500)
         response.headers["Server-Timing"] = stages.header()
+        metrics.post_record_seconds.observe(stages.record)
+        metrics.posts.labels("new" if posted.new else "repeated").inc()
         log_request(request, 201, "recorded" if posted.new else "seen before", started, "",
                     f"post {posted.id}, sequence {posted.sequence}, decode {1000 * stages.decode:.0f} ms, "
                     f"encode {1000 * stages.encode:.0f} ms, record {1000 * stages.record:.0f} ms", stages)
