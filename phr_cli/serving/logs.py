@@ -7,9 +7,28 @@ it again in each worker process (`--workers`), so that every process writes the 
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import sys
+from typing import Any, TextIO
 
 from phr_cli.choices import Choice
+
+
+class CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever `sys.stderr` is when a line is written, not the one it
+    was made with: a test runner (or anything else) that swaps stderr and closes its own must
+    not leave the process logging into a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        pass
 
 
 class LogFormat(Choice):
@@ -40,7 +59,7 @@ def logging_config(log_format: LogFormat | str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"phr": formatter},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "phr", "stream": "ext://sys.stderr"}},
+        "handlers": {"stderr": {"class": "phr_cli.serving.logs.CurrentStderr", "formatter": "phr"}},
         "root": {"level": "INFO", "handlers": ["stderr"]},
         # uvicorn's own loggers keep their level but write through the root's handler.
         "loggers": {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")},
