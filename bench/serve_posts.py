@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,33 +34,20 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_videos"
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' own server and PostgreSQL starters
+
+from support import served  # noqa: E402
+from support.postgres import free_port, running_server  # noqa: E402
 
 
 def phr(*arguments: str) -> None:
     subprocess.run([sys.executable, "-m", "phr_cli", *arguments], check=True, cwd=ROOT)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(checkpoint: Path, store: Path, journal: Path | str, port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "phr_cli", "serve", "--checkpoint", str(checkpoint), "--store", str(store),
-         "--journal", str(journal), "--media-root", str(SAMPLES), "--port", str(port), "--device", "cpu",
-         "--decode-workers", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    server.kill()
-    raise SystemExit("the server did not become ready within 300 s")
+def start_server(checkpoint: Path, store: Path, journal: Path | str, port: int, work: Path) -> subprocess.Popen:
+    """`phr serve` of the checkpoint recording into `journal`, paths under sample_videos/, once it answers."""
+    return served.start_server(checkpoint, store, port, "--journal", str(journal), "--media-root", str(SAMPLES),
+                               log=work / f"server-{port}.log")
 
 
 def record_stage(response: httpx.Response) -> float:
@@ -89,7 +75,7 @@ def main() -> None:
     clips = sorted(p.name for p in SAMPLES.glob("*.mp4"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(checkpoint, store, journal, port)
+    server = start_server(checkpoint, store, journal, port, work)
     try:
         round_trips, records, missed = [], [], 0
         with httpx.Client(base_url=url, timeout=60) as client:
@@ -138,7 +124,7 @@ def main() -> None:
     finally:
         if server.poll() is None:
             server.kill()
-    server = start_server(checkpoint, store, journal, port)
+    server = start_server(checkpoint, store, journal, port, work)
     try:
         from phr_cli.data.journal import SQLiteJournal
 
@@ -157,16 +143,13 @@ def main() -> None:
         server.terminate()
         server.wait()
     if args.replicas:
-        replicas(checkpoint, store, args.replicas, clips)
+        replicas(checkpoint, store, args.replicas, clips, work)
 
 
-def replicas(checkpoint: Path, store: Path, posts: int, clips: list[str]) -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from support.postgres import running_server
-
+def replicas(checkpoint: Path, store: Path, posts: int, clips: list[str], work: Path) -> None:
     with running_server() as url:
         ports = free_port(), free_port()
-        servers = [start_server(checkpoint, store, url, port) for port in ports]
+        servers = [start_server(checkpoint, store, url, port, work) for port in ports]
         try:
             delays = []
             with httpx.Client(base_url=f"http://127.0.0.1:{ports[0]}", timeout=60) as sender, \
