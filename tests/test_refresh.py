@@ -94,3 +94,5 @@ def test_the_journal_is_taken_into_the_store_once_then_refreshed_in(grown, tmp_p
     assert "53 post(s) folded in (" in result.stdout and "; the network is as trained" in result.stdout
     assert "0 post(s) taken into the store (3 there before)" in result.stderr
     assert user_counts(checkpoint, "newcomer") == {"fresh": 3, "t1": 3}
+    shown = CliRunner().invoke(app, ["inspect", str(checkpoint)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "53 post(s) folded in from" in shown.stdout, shown.output

@@ -105,6 +105,9 @@ def show_checkpoint(summary: dict) -> None:
         *summary["stages"].items(),
         *([("warm-started from", f"{warm['path']} (sha256 {warm['sha256'][:12]}…)")]
           if (warm := summary.get("warm_start")) else []),
+        *([("refreshed", f"{done['posts']} post(s) folded in from {done['store']}"
+                         + (f" and the journal {done['journal']}" if done["journal"] else "") + f", {done['at']}")]
+          if (done := summary.get("refreshed")) else []),
         ("trained on", provenance["store"] or "posts from no store"),
     ]
     if provenance["store"]:

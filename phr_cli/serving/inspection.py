@@ -123,6 +123,8 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         "stopped_early": checkpoint.stopped_early,
         "stages": checkpoint.stages,  # what each step after the epochs did (empty: none ran)
         "warm_start": None if checkpoint.warm_start is None else plain_values(checkpoint.warm_start),
+        # What `phr train --refresh` folded in since training (the posts' ids left out: they are many).
+        "refreshed": {k: v for k, v in checkpoint.refreshed.items() if k != "post_ids"} or None,
         "provenance": {
             "store": provenance.store,
             "store_relative": checkpoint.store_relative,
