@@ -31,12 +31,12 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent import futures
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Generic
+from typing import Annotated, Any, BinaryIO, Generic, TypeVar
 
 import pebble
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
@@ -80,6 +80,7 @@ from phr_cli.serving.schema import (
 )
 
 log = logging.getLogger("phr.serve")
+Answer = TypeVar("Answer")  # what a route's service call gives
 FIELD_LIMIT = 64 << 10  # bytes of a form field other than the clip (a caption is far shorter)
 
 # What each refusal means, as the API document gives it.
@@ -410,17 +411,12 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
         """A post the user just published, with the hashtags they chose (fields as /recommend's, plus
         `hashtags`, optional `time` and `id`): recorded durably, then in the user's history (every
         evidence term of /recommend and /users) from the next request on. A repeated `id` counts once."""
-        service = state["service"]
         stages, started = Stages(), time.perf_counter()
-        async with read_clip_request(request, service.upload_dir, options, PostFields) as clip_request:
-            try:
-                posted = await service.publish(clip_request, stages)
-            except NothingToLearnError as refusal:
-                log_request(request, 422, str(refusal.status), started, str(refusal))
-                return JSONResponse(NothingToLearn(error=str(refusal), status=refusal.status).model_dump(), 422)
-            except PhrError as error:
-                log_request(request, 500, "failed", started, str(error))
-                return JSONResponse({"error": str(error)}, 500)
+        posted = await on_clip(state["service"], options, request, PostFields,
+                               lambda service, clip_request: published(service, clip_request, stages, request,
+                                                                       started), started)
+        if isinstance(posted, JSONResponse):
+            return posted
         response.headers["Server-Timing"] = stages.header()
         metrics.post_record_seconds.observe(stages.record)
         metrics.posts.labels("new" if posted.new else "repeated").inc()
@@ -439,14 +435,11 @@ def create_app(recommender: Recommender, options: ServeOptions, checkpoint_path:
     async def recommend(request: Request, response: Response) -> Recommendation | JSONResponse:
         """Suggestions for one clip: a multipart upload (`clip`, `user`, `caption`, `top`) or a
         JSON body with `path` under --media-root. Answers one element of `phr recommend --json`."""
-        service = state["service"]
         stages, started = Stages(), time.perf_counter()
-        async with read_clip_request(request, service.upload_dir, options, RecommendFields) as clip_request:
-            try:
-                answer = await service.recommend(clip_request, stages)
-            except PhrError as error:
-                log_request(request, 500, "failed", started, str(error))
-                return JSONResponse({"error": str(error)}, 500)
+        answer = await on_clip(state["service"], options, request, RecommendFields,
+                               lambda service, clip_request: service.recommend(clip_request, stages), started)
+        if isinstance(answer, JSONResponse):
+            return answer
         response.status_code = 422 if answer["error"] else 200
         response.headers["Server-Timing"] = stages.header()
         metrics.observe_stages(vars(stages))
@@ -481,6 +474,29 @@ def add_operations(router: APIRouter, state: dict[str, Service], options: ServeO
             return JSONResponse({"error": "reloading over HTTP needs a token (--token); send SIGHUP instead"}, 403)
         status, body = await reload.answer(state["service"].reloader, after_reload)
         return JSONResponse(body, status)
+
+
+async def on_clip(service: Service, options: ServeOptions, request: Request, fields: type[FieldsT],
+                  call: Callable[[Service, ClipRequest[FieldsT]], Awaitable[Answer]],
+                  started: float) -> Answer | JSONResponse:
+    """`call` on the request's clip request (an upload is deleted once it returns); a PhrError is
+    answered 500, and logged."""
+    async with read_clip_request(request, service.upload_dir, options, fields) as clip_request:
+        try:
+            return await call(service, clip_request)
+        except PhrError as error:
+            log_request(request, 500, "failed", started, str(error))
+            return JSONResponse({"error": str(error)}, 500)
+
+
+async def published(service: Service, clip_request: ClipRequest[PostFields], stages: Stages, request: Request,
+                    started: float) -> Posted | JSONResponse:
+    """The post recorded, or a 422 (logged) naming the clip's status when it gave nothing to learn from."""
+    try:
+        return await service.publish(clip_request, stages)
+    except NothingToLearnError as refusal:
+        log_request(request, 422, str(refusal.status), started, str(refusal))
+        return JSONResponse(NothingToLearn(error=str(refusal), status=refusal.status).model_dump(), 422)
 
 
 def bearer_check(token: str | None) -> Callable[..., None]:
