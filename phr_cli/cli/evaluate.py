@@ -63,8 +63,9 @@ def evaluate(
         "--segments", help="Also print every metric by user activity, hashtag frequency and new or seen video, "
         "and the catalogue coverage (always in --json).")] = False,
     unseen_hashtags: Annotated[bool, typer.Option(
-        "--unseen-hashtags", help="Also rank the test hashtags training never saw (by their words: the text map) "
-        "beside the known ones, against the caption-words baseline (in --json: \"unseen\").")] = False,
+        "--unseen-hashtags", help="Also rank the test hashtags training never saw (by their words: the text map and "
+        "their match with the caption) beside the known ones, against the caption-words baseline (in --json: "
+        "\"unseen\").")] = False,
     quiet: QuietOption = False,
 ) -> None:
     """P/R/A/F1/nDCG/MAP/MRR@K (K = 5, 10) on the test split: GCN-PHR next to the baselines, with paired tests."""

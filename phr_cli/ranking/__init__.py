@@ -5,4 +5,5 @@
 - `calibration`: one scale per score part, searched on validation.
 - `rerank`: gradient-boosted trees that re-order each post's leading hashtags.
 - `live`: posts published after training folded into a scorer's counts (serve, refresh, the stream protocol).
+- `new_hashtags`: hashtags training never saw, scored by their words' match with the caption.
 """

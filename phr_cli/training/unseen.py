@@ -11,9 +11,10 @@ are read from that ranking:
   those; a new hashtag ranked among the first K takes a place, so these fall where new
   hashtags push out right ones.
 Methods: the model whose new columns come from the text map (`hashtag_text.HashtagsByText`),
-the model with `LiveModel`'s mean representation, the model without new columns (its unseen
-R@K is 0 by construction; its seen figures are the main metrics'), and the caption-words
-baseline (`baselines.CaptionWords`).
+with and without the words match (`new_hashtags.WordsMatch`, fitted on the validation posts'
+own unseen hashtags), the model with `LiveModel`'s mean representation, the model without
+new columns (its unseen R@K is 0 by construction; its seen figures are the main metrics'),
+and the caption-words baseline (`baselines.CaptionWords`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from phr_cli.evaluation.measures import KS
 from phr_cli.evaluation.metrics import Scorer, case_metrics, mean_metrics, rank_cases
 from phr_cli.model.hashtag_text import HashtagEmbedder, HashtagsByText
 from phr_cli.ranking.live import LiveModel
+from phr_cli.ranking.new_hashtags import WithWordsMatch, fit_words_match
 from phr_cli.ranking.scorer import ModelScorer
 from phr_cli.training.checkpoint import Checkpoint
 
+WORDS_MATCH = "GCN-PHR + text map + words match"
 TEXT_MAP = "GCN-PHR + text map"
 MEAN_REPRESENTATION = "GCN-PHR + mean representation"
 KNOWN_ONLY = "GCN-PHR, known hashtags only"
@@ -51,14 +54,15 @@ class UnseenHashtags:
     counts: dict[str, int]
     methods: dict[str, dict[str, float]]  # name -> FIGURES' names -> mean over its cases
     notes: dict[str, str] = field(default_factory=dict)  # name -> how it was made
+    words_match: dict | None = None  # `new_hashtags.WordsMatch.to_dict` as fitted (None: none could be)
 
     def ratio(self) -> float | None:
-        """The text map's unseen R@5 over the caption-words baseline's (None: the baseline found none)."""
+        """The unseen R@5 of the model with the words match over the caption-words baseline's (None: it found none)."""
         baseline = self.methods[CAPTION_WORDS]["unseen R@5"]
-        return self.methods[TEXT_MAP]["unseen R@5"] / baseline if baseline > 0 else None
+        return self.methods[WORDS_MATCH]["unseen R@5"] / baseline if baseline > 0 else None
 
     def to_dict(self) -> dict:
-        return {"counts": self.counts, "methods": self.methods, "notes": self.notes,
+        return {"counts": self.counts, "methods": self.methods, "notes": self.notes, "words_match": self.words_match,
                 "text_map_over_caption_words": self.ratio()}
 
     def markdown(self) -> str:
@@ -69,12 +73,12 @@ class UnseenHashtags:
 
     def summary_line(self) -> str:
         ratio = self.ratio()
-        text, known = self.methods[TEXT_MAP], self.methods[KNOWN_ONLY]
+        matched, known = self.methods[WORDS_MATCH], self.methods[KNOWN_ONLY]
         return (f"{self.counts['unseen_cases']} test posts with an unseen hashtag ({self.counts['unseen_hashtags']} "
-                f"distinct); unseen R@5 text map {text['unseen R@5']:.4f} vs caption words "
+                f"distinct); unseen R@5 with the words match {matched['unseen R@5']:.4f} vs caption words "
                 f"{self.methods[CAPTION_WORDS]['unseen R@5']:.4f} (ratio "
-                f"{'n/a' if ratio is None else f'{ratio:.2f}×'}); seen P@5 {text['seen P@5']:.4f} with the text "
-                f"map vs {known['seen P@5']:.4f} without new hashtags")
+                f"{'n/a' if ratio is None else f'{ratio:.2f}×'}); seen P@5 {matched['seen P@5']:.4f} with it vs "
+                f"{known['seen P@5']:.4f} without new hashtags")
 
 
 class _KnownOnly:
@@ -88,11 +92,42 @@ class _KnownOnly:
         return torch.cat([scores, scores.new_full((len(scores), self.n_new), -torch.inf)], dim=1)
 
 
-def unseen_test_hashtags(data: SplitPosts) -> list[str]:
-    """The test posts' hashtags that training never saw, in order of first use."""
+def grown_scorer(checkpoint: Checkpoint, hashtags: list[str],
+                 embedder: Callable[[Sequence[str]], np.ndarray] | None, device: torch.device
+                 ) -> tuple[ModelScorer, HashtagsByText | None]:
+    """The checkpoint's scorer with a column for each of `hashtags` (after the known ones), its
+    representation from the text map when an embedder is given (the map too), else the mean one."""
+    scorer = checkpoint.scorer(device)
+    new_reps = HashtagsByText.fit(embedder, checkpoint.hashtags, scorer.hashtag_reps) if embedder else None
+    live = LiveModel(scorer, checkpoint.users, checkpoint.hashtags, new_reps)
+    live.add_hashtags(hashtags)
+    return live.scorer, new_reps
+
+
+def unseen_hashtags(data: SplitPosts, rows: np.ndarray) -> list[str]:
+    """The hashtags of posts[rows] that training never saw, in order of first use."""
     known = data.graph.hashtag_index
-    return list(dict.fromkeys(h for row in data.split.test.tolist() for h in data.posts.hashtags[row]
-                              if h not in known))
+    return list(dict.fromkeys(h for row in rows.tolist() for h in data.posts.hashtags[row] if h not in known))
+
+
+def split_cases(data: SplitPosts, rows: np.ndarray, new: list[str]) -> tuple[TestCases, list[np.ndarray],
+                                                                              list[np.ndarray]]:
+    """The cases of posts[rows] over the known hashtags and then `new`: every post with a
+    hashtag among them, its ground truth all of those; and each case's seen and unseen columns."""
+    graph, posts = data.graph, data.posts
+    column = {h: c for c, h in enumerate(graph.hashtags + new)}
+    kept, users, seen, unseen = [], [], [], []
+    for row in rows.tolist():
+        tags = sorted({column[h] for h in posts.hashtags[row] if h in column})
+        if not tags:
+            continue
+        kept.append(row)
+        users.append(graph.user_index.get(posts.users[row], -1))
+        seen.append(np.asarray([c for c in tags if c < graph.n_hashtags], np.int64))
+        unseen.append(np.asarray([c for c in tags if c >= graph.n_hashtags], np.int64))
+    cases = TestCases(np.asarray(kept, np.int64), np.asarray(users, np.int64),
+                      [np.concatenate([s, u]) for s, u in zip(seen, unseen)], len(rows), 0, len(rows) - len(kept))
+    return cases, seen, unseen
 
 
 def evaluate_unseen(data: SplitPosts, checkpoint: Checkpoint, device: torch.device = torch.device("cpu"),
@@ -100,40 +135,44 @@ def evaluate_unseen(data: SplitPosts, checkpoint: Checkpoint, device: torch.devi
     """The figures of the module docstring for the checkpoint's test split; `embedder` embeds hashtags'
     words (default: as the checkpoint's store embedded its captions, `HashtagEmbedder.for_provenance`)."""
     graph, posts = data.graph, data.posts
-    new = unseen_test_hashtags(data)
+    new = unseen_hashtags(data, data.split.test)
     candidates = graph.hashtags + new
-    column = {h: c for c, h in enumerate(candidates)}
-    rows, users, seen, unseen = [], [], [], []
-    for row in data.split.test.tolist():
-        tags = sorted({column[h] for h in posts.hashtags[row]})
-        if not tags:
-            continue
-        rows.append(row)
-        users.append(graph.user_index.get(posts.users[row], -1))
-        seen.append(np.asarray([c for c in tags if c < graph.n_hashtags], np.int64))
-        unseen.append(np.asarray([c for c in tags if c >= graph.n_hashtags], np.int64))
-    cases = TestCases(np.asarray(rows, np.int64), np.asarray(users, np.int64),
-                      [np.concatenate([s, u]) for s, u in zip(seen, unseen)], len(data.split.test), 0,
-                      len(data.split.test) - len(rows))
+    cases, seen, unseen = split_cases(data, data.split.test, new)
     ground_truths = {"seen": seen, "unseen": unseen}
-
     embedder = embedder or HashtagEmbedder.for_provenance(checkpoint.provenance, device)
-
     notes: dict[str, str] = {}
+    words_match: dict = {}
 
-    def grown(scorer: ModelScorer, by_text: bool) -> Scorer:
-        new_reps = HashtagsByText.fit(embedder, checkpoint.hashtags, scorer.hashtag_reps) if by_text else None
+    def grown(hashtags: list[str], by_text: bool) -> ModelScorer:
+        scorer, new_reps = grown_scorer(checkpoint, hashtags, embedder if by_text else None, device)
         if new_reps is not None:
             notes[TEXT_MAP] = (f"ridge α = {new_reps.text_map.alpha:g} (leave-one-out over the "
                                f"{len(checkpoint.hashtags)} training hashtags)")
-        live = LiveModel(scorer, checkpoint.users, checkpoint.hashtags, new_reps)
-        live.add_hashtags(new)
-        return live.scorer
+        return scorer
+
+    def words_matched() -> Scorer:
+        """The text map's scorer with the words match fitted on the validation posts' new hashtags,
+        for the K of the metric training chose its epoch by."""
+        validation_k = int(checkpoint.train_config.validation_metric.partition("@")[2])
+        validation_new = unseen_hashtags(data, data.split.validation)
+        validation, _, _ = split_cases(data, data.split.validation, validation_new)
+        match = fit_words_match(grown(validation_new, by_text=True), posts, validation, graph.n_hashtags,
+                                torch.as_tensor(embedder(validation_new)), k=validation_k)
+        if match is None:
+            notes[WORDS_MATCH] = "no validation post has a hashtag training never saw: no words match"
+            return grown(new, by_text=True)
+        words_match.update(match.to_dict())
+        notes[WORDS_MATCH] = (f"scale {match.scale:.4g}, offset {match.offset:.4g}, fitted on {match.posts} validation "
+                              f"posts ({match.with_new} with a new hashtag): right hashtags among their first "
+                              f"{match.k} {match.known_hits} known + {match.new_hits} new, against "
+                              f"{match.known_hits_without} without it")
+        return WithWordsMatch(grown(new, by_text=True), graph.n_hashtags, torch.as_tensor(embedder(new)), match)
 
     counts = np.bincount(graph.triples[:, 1], minlength=len(candidates)).astype(np.float64)
     methods: dict[str, Callable[[], Scorer]] = {
-        TEXT_MAP: lambda: grown(checkpoint.scorer(device), by_text=True),
-        MEAN_REPRESENTATION: lambda: grown(checkpoint.scorer(device), by_text=False),
+        WORDS_MATCH: words_matched,
+        TEXT_MAP: lambda: grown(new, by_text=True),
+        MEAN_REPRESENTATION: lambda: grown(new, by_text=False),
         KNOWN_ONLY: lambda: _KnownOnly(checkpoint.scorer(device), len(new)),
         CAPTION_WORDS: lambda: CaptionWords(candidates, counts),
     }
@@ -154,4 +193,4 @@ def evaluate_unseen(data: SplitPosts, checkpoint: Checkpoint, device: torch.devi
         counts={"test_posts": len(data.split.test), "cases": len(cases), "unseen_cases": unseen_cases,
                 "seen_cases": sum(len(s) > 0 for s in seen), "unseen_hashtags": len(new),
                 "unseen_uses": sum(len(u) for u in unseen), "known_hashtags": graph.n_hashtags},
-        methods=results, notes=notes)
+        methods=results, notes=notes, words_match=words_match or None)
