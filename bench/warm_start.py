@@ -1,7 +1,7 @@
 """`phr train --warm-start` against a full retrain on a grown store: Last.fm 2K, split by time.
 
     python bench/warm_start.py ../shared/datasets/lastfm-2k [--work DIR] [--cut 0.8] [--epochs N]
-        [--patience N] [--with-steps] [--reuse] [--device cpu]
+        [--patience N] [--seeds 0 1 2] [--with-steps] [--reuse] [--device cpu]
 
 The posts (`lastfm_data.py`) sorted by time: an "old" store of the earliest `--cut` of them and
 a "grown" store of all, each written by the product's own `extract` (so the grown store has its
@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,8 @@ def main() -> None:
     parser.add_argument("--cut", type=float, default=0.8, help="share of the posts (earliest first) in the old store")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=TrainConfig.patience)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="one full retrain and one warm start for each (OLD is trained with seed 0)")
     parser.add_argument("--with-steps", action="store_true", help="also run PITF's factors and the re-ranker")
     parser.add_argument("--reuse", action="store_true", help="take the stores and a finished OLD in --work as they are")
     parser.add_argument("--device", default="cpu")
@@ -113,13 +117,27 @@ def main() -> None:
         old_outcome, old_ends = timed_training(stores["old"], old, model_config, config)
         print(f"warm start: old: {old_outcome.n_posts} posts, validation {config.validation_metric} by epoch: "
               + ", ".join(f"{metric:.4f} @ {seconds:.0f} s" for _, metric, seconds in curve(old_outcome, old_ends)))
-    full, full_ends = timed_training(stores["grown"], args.work / "full.pt", model_config, config)
-    warm, warm_ends = timed_training(stores["grown"], args.work / "warm.pt", model_config, config, warm_start=old)
+    shares = [race(stores["grown"], args.work, old, model_config, replace(config, seed=seed), f"seed={seed}",
+                   n_old, n_all, args.cut) for seed in args.seeds]
+    reached = sorted(share for share in shares if share is not None)
+    median = (f"{statistics.median(shares):.0%}" if len(reached) == len(shares)
+              else f"not reached in {len(shares) - len(reached)} of {len(shares)} seeds")
+    print(f"warm start lastfm split={SPLIT} cut={args.cut:.0%}: time to the full retrain's best validation "
+          f"{config.validation_metric}, as a share of the retrain's, by seed: "
+          + ", ".join("not reached" if share is None else f"{share:.0%}" for share in shares)
+          + f"; median {median} (target ≤ 25 %)")
 
+
+def race(store: Path, work: Path, old: Path, model_config: ModelConfig, config: TrainConfig, name: str,
+         n_old: int, n_all: int, cut: float) -> float | None:
+    """(a) and (b) of the module docstring with config's seed; prints both curves and returns
+    (b)'s time to (a)'s best as a share of (a)'s (None: not reached)."""
+    full, full_ends = timed_training(store, work / f"full-{config.seed}.pt", model_config, config)
+    warm, warm_ends = timed_training(store, work / f"warm-{config.seed}.pt", model_config, config, warm_start=old)
     metric = config.validation_metric
     full_curve, warm_curve = curve(full, full_ends), curve(warm, warm_ends)
-    for name, outcome, points in (("full retrain", full, full_curve), ("warm start", warm, warm_curve)):
-        print(f"warm start: {name}: {outcome.n_posts} posts, validation {metric} by epoch: "
+    for label, outcome, points in (("full retrain", full, full_curve), ("warm start", warm, warm_curve)):
+        print(f"warm start {name}: {label}: {outcome.n_posts} posts, validation {metric} by epoch: "
               + ", ".join(f"{epoch}: {value:.4f} @ {seconds:.0f} s" for epoch, value, seconds in points))
     assert warm.result.warm_start is not None
     target, best_epoch = full.result.best_metric, full.result.best_epoch
@@ -130,10 +148,11 @@ def main() -> None:
              if reached else f"not within {len(warm.result.history)} epochs (best {warm.result.best_metric:.4f})")
     after_training = (f"by a trained epoch: epoch {trained[0]}, {trained[1] / full_seconds:.0%}" if trained
                       else "no trained epoch reaches it")
-    print(f"warm start lastfm split={SPLIT} cut={args.cut:.0%} ({n_old} of {n_all} posts): full retrain best "
+    print(f"warm start {name} lastfm split={SPLIT} cut={cut:.0%} ({n_old} of {n_all} posts): full retrain best "
           f"validation {metric} {target:.4f} at epoch {best_epoch} after {full_seconds:.0f} s; warm start reaches it "
           f"{reach} (target ≤ 25 %; {after_training}); its best {warm.result.best_metric:.4f} at epoch "
           f"{warm.result.best_epoch}, {len(warm.result.history)} epochs run; {warm.result.warm_start.summary()}")
+    return reached[1] / full_seconds if reached else None
 
 
 if __name__ == "__main__":
