@@ -19,6 +19,7 @@ and the caption-words baseline (`baselines.CaptionWords`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -63,7 +64,7 @@ class UnseenHashtags:
 
     def to_dict(self) -> dict:
         return {"counts": self.counts, "methods": self.methods, "notes": self.notes, "words_match": self.words_match,
-                "text_map_over_caption_words": self.ratio()}
+                "words_match_over_caption_words": self.ratio()}
 
     def markdown(self) -> str:
         lines = ["| method | " + " | ".join(FIGURES) + " |", "|---" * (len(FIGURES) + 1) + "|"]
@@ -92,16 +93,19 @@ class _KnownOnly:
         return torch.cat([scores, scores.new_full((len(scores), self.n_new), -torch.inf)], dim=1)
 
 
-def grown_scorer(checkpoint: Checkpoint, hashtags: list[str],
-                 embedder: Callable[[Sequence[str]], np.ndarray] | None, device: torch.device
-                 ) -> tuple[ModelScorer, HashtagsByText | None]:
+def text_map(checkpoint: Checkpoint, embedder: Callable[[Sequence[str]], np.ndarray],
+             device: torch.device) -> HashtagsByText:
+    """The map from a hashtag's words to the checkpoint's hashtag representations, fitted on its hashtags."""
+    return HashtagsByText.fit(embedder, checkpoint.hashtags, checkpoint.scorer(device).hashtag_reps)
+
+
+def grown_scorer(checkpoint: Checkpoint, hashtags: list[str], new_reps: HashtagsByText | None,
+                 device: torch.device) -> ModelScorer:
     """The checkpoint's scorer with a column for each of `hashtags` (after the known ones), its
-    representation from the text map when an embedder is given (the map too), else the mean one."""
-    scorer = checkpoint.scorer(device)
-    new_reps = HashtagsByText.fit(embedder, checkpoint.hashtags, scorer.hashtag_reps) if embedder else None
-    live = LiveModel(scorer, checkpoint.users, checkpoint.hashtags, new_reps)
+    representation from new_reps (`text_map`), or the mean one when None."""
+    live = LiveModel(checkpoint.scorer(device), checkpoint.users, checkpoint.hashtags, new_reps)
     live.add_hashtags(hashtags)
-    return live.scorer, new_reps
+    return live.scorer
 
 
 def unseen_hashtags(data: SplitPosts, rows: np.ndarray) -> list[str]:
@@ -143,12 +147,16 @@ def evaluate_unseen(data: SplitPosts, checkpoint: Checkpoint, device: torch.devi
     notes: dict[str, str] = {}
     words_match: dict = {}
 
-    def grown(hashtags: list[str], by_text: bool) -> ModelScorer:
-        scorer, new_reps = grown_scorer(checkpoint, hashtags, embedder if by_text else None, device)
-        if new_reps is not None:
-            notes[TEXT_MAP] = (f"ridge α = {new_reps.text_map.alpha:g} (leave-one-out over the "
-                               f"{len(checkpoint.hashtags)} training hashtags)")
-        return scorer
+    @functools.cache
+    def by_text() -> HashtagsByText:
+        """The text map, fitted once for every method that reads it."""
+        fitted = text_map(checkpoint, embedder, device)
+        notes[TEXT_MAP] = (f"ridge α = {fitted.text_map.alpha:g} (leave-one-out over the "
+                           f"{len(checkpoint.hashtags)} training hashtags)")
+        return fitted
+
+    def grown(hashtags: list[str], with_text_map: bool) -> ModelScorer:
+        return grown_scorer(checkpoint, hashtags, by_text() if with_text_map else None, device)
 
     def words_matched() -> Scorer:
         """The text map's scorer with the words match fitted on the validation posts' new hashtags,
@@ -156,23 +164,23 @@ def evaluate_unseen(data: SplitPosts, checkpoint: Checkpoint, device: torch.devi
         validation_k = int(checkpoint.train_config.validation_metric.partition("@")[2])
         validation_new = unseen_hashtags(data, data.split.validation)
         validation, _, _ = split_cases(data, data.split.validation, validation_new)
-        match = fit_words_match(grown(validation_new, by_text=True), posts, validation, graph.n_hashtags,
+        match = fit_words_match(grown(validation_new, with_text_map=True), posts, validation, graph.n_hashtags,
                                 torch.as_tensor(embedder(validation_new)), k=validation_k)
         if match is None:
             notes[WORDS_MATCH] = "no validation post has a hashtag training never saw: no words match"
-            return grown(new, by_text=True)
+            return grown(new, with_text_map=True)
         words_match.update(match.to_dict())
         notes[WORDS_MATCH] = (f"scale {match.scale:.4g}, offset {match.offset:.4g}, fitted on {match.posts} validation "
                               f"posts ({match.with_new} with a new hashtag): right hashtags among their first "
                               f"{match.k} {match.known_hits} known + {match.new_hits} new, against "
                               f"{match.known_hits_without} without it")
-        return WithWordsMatch(grown(new, by_text=True), graph.n_hashtags, torch.as_tensor(embedder(new)), match)
+        return WithWordsMatch(grown(new, with_text_map=True), graph.n_hashtags, torch.as_tensor(embedder(new)), match)
 
     counts = np.bincount(graph.triples[:, 1], minlength=len(candidates)).astype(np.float64)
     methods: dict[str, Callable[[], Scorer]] = {
         WORDS_MATCH: words_matched,
-        TEXT_MAP: lambda: grown(new, by_text=True),
-        MEAN_REPRESENTATION: lambda: grown(new, by_text=False),
+        TEXT_MAP: lambda: grown(new, with_text_map=True),
+        MEAN_REPRESENTATION: lambda: grown(new, with_text_map=False),
         KNOWN_ONLY: lambda: _KnownOnly(checkpoint.scorer(device), len(new)),
         CAPTION_WORDS: lambda: CaptionWords(candidates, counts),
     }
