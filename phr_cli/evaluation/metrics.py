@@ -94,7 +94,7 @@ def stream_ranking(depth: int, seed: int) -> Callable[[np.ndarray | Tensor], np.
     return lambda scores: _ranked_columns(scores, depth, rng)
 
 
-def _hits(ranked: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
+def ranked_hits(ranked: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
     """(B, D) bool: is ranked[b, r] in relevant[b]; -1 (a padding candidate) never is."""
     _, row_of, flat = _flatten(relevant)
     width = int(max(ranked.max(initial=-1), flat.max(initial=-1))) + 2
@@ -109,7 +109,7 @@ def case_metrics(ranked: np.ndarray, relevant: Sequence[np.ndarray], ks: Sequenc
     sizes = np.asarray([len(r) for r in relevant], dtype=np.float64)
     if np.any(sizes == 0):
         raise ValueError("a row has no relevant column: drop empty cases first")
-    hits = _hits(ranked[:, : max(ks)], relevant).astype(np.float64)
+    hits = ranked_hits(ranked[:, : max(ks)], relevant).astype(np.float64)
     found_by_rank = np.cumsum(hits, axis=1)
     discounts = 1.0 / np.log2(np.arange(2, max(ks) + 2))
     ideal = np.cumsum(discounts)  # DCG of r relevant ids ranked first

@@ -19,7 +19,6 @@ whole fit is one grid over the posts' scores, held once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,7 +27,7 @@ from torch import Tensor
 
 from phr_cli.data.cases import TestCases
 from phr_cli.data.graph import PostData
-from phr_cli.evaluation.metrics import Scorer
+from phr_cli.evaluation.metrics import Scorer, ranked_hits
 
 CAPTION_MODALITY = "textual"  # the store's caption embeddings, in the space HashtagEmbedder projects to
 # Scales tried, in units of the spread of the known hashtags' top scores (0: the model's own order of new columns).
@@ -108,7 +107,7 @@ class HeldScores:
             scores = torch.as_tensor(scorer.score(cases.users[chosen], batch)).float().cpu()
             top, columns = scores[:, :n_known].topk(min(k, n_known), dim=1)
             known_top.append(top)
-            known_hit.append(_hits(columns, [cases.relevant[r] for r in chosen]))
+            known_hit.append(torch.as_tensor(ranked_hits(columns.numpy(), [cases.relevant[r] for r in chosen])))
             new_scores.append(scores[:, n_known:])
             similarity.append(caption_similarity(batch, vectors))
         held_new = torch.cat(new_scores)
@@ -147,22 +146,19 @@ def fit_words_match(scorer: Scorer, posts: PostData, cases: TestCases, n_known: 
     known_hits_without = int(held.known_hit.sum())
     with_new = int(held.new_relevant.any(dim=1).sum())
     best: WordsMatch | None = None
+    spread = held.spread()
     for step in SCALE_STEPS:
-        scale = step * held.spread()
+        scale = step * spread
         # How far each post's best new column lies below its K-th known one: an offset just past
         # a quantile of these puts a new column into that share of the posts' top K (at the
         # quantile itself it would tie with the K-th known one, and ties go to the known); the
         # smallest, not passed, lets none in.
         gaps = (held.known_top[:, -1] - (held.new_scores + scale * held.similarity).max(dim=1).values).double()
         quantiles = torch.quantile(gaps, torch.linspace(0, 1, OFFSET_QUANTILES, dtype=torch.float64))
-        for offset in [float(gaps.min()), *(float(q) + PAST_A_TIE * held.spread() for q in quantiles)]:
+        for offset in [float(gaps.min()), *(float(q) + PAST_A_TIE * spread for q in quantiles)]:
             new, known = (int(hits.sum()) for hits in held.hits(scale, offset))
             if best is None or new + known > best.new_hits + best.known_hits:
                 best = WordsMatch(scale, offset, held.k, len(cases), with_new, new, known, known_hits_without)
     assert best is not None
     return best
 
-
-def _hits(columns: Tensor, relevant: Sequence[np.ndarray]) -> Tensor:
-    """(B, width) bool: whether each ranked column is relevant to its row."""
-    return torch.stack([torch.isin(row, torch.as_tensor(truth)) for row, truth in zip(columns, relevant)])
